@@ -1,0 +1,63 @@
+#pragma once
+// Hyper-parameters of a Llama-family decoder and of its exit points.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace eexit {
+
+// How RoPE pairs the elements of a head. llama2.c checkpoints (and GGUF) rotate
+// adjacent pairs (2i, 2i+1); HF checkpoints permute Q/K so that element i pairs
+// with i + head_dim/2 ("rotate_half").
+enum class rope_style : std::uint8_t { interleaved, half };
+
+// Llama 3 "rope_scaling" (rope_type "llama3"): frequencies below a band are divided by
+// factor, above kept, in between interpolated.
+struct RopeScaling {
+  bool enabled = false;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int original_max_position = 8192;
+};
+
+enum class exit_head_kind : std::uint8_t {
+  shared,     // final norm + LM head of the model (LayerSkip)
+  dedicated,  // each exit has its own norm and linear (EE-LLM)
+};
+
+// Exit points: after layer exit_layers[i] (0-based). The last layer is always an exit
+// point and is not listed here; it uses the model's own final norm and LM head.
+struct ExitConfig {
+  std::vector<int> exit_layers;
+  exit_head_kind head = exit_head_kind::shared;
+  bool classifier = false;  // a linear + sigmoid confidence head per exit point
+  // Defaults a config.json may carry for the policy (API/CLI override them).
+  std::string measure = "max-prob";
+  std::vector<float> thresholds;  // one per listed exit point; empty = policy default
+};
+
+struct ModelConfig {
+  int dim = 0;         // hidden size
+  int hidden_dim = 0;  // MLP intermediate size
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;  // usually dim / n_heads
+  int vocab_size = 0;
+  int max_seq_len = 0;
+  float rope_theta = 10000.0f;
+  float rms_eps = 1e-5f;
+  rope_style rope = rope_style::half;
+  RopeScaling rope_scaling;
+  bool tied_embeddings = false;
+  bool qkv_bias = false;  // Qwen2
+  int bos_id = 1;
+  std::vector<int> eos_ids{2};
+  ExitConfig early_exit;
+
+  int q_dim() const noexcept { return n_heads * head_dim; }
+  int kv_dim() const noexcept { return n_kv_heads * head_dim; }
+};
+
+}  // namespace eexit
