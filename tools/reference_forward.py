@@ -1,0 +1,117 @@
+#!/usr/bin/python3
+"""An independent, readable PyTorch forward of a Llama model (float64), from a llama2.c .bin
+(interleaved-pair RoPE) or from an HF directory (rotate_half RoPE). It is the reference
+the C++ forward is tested against, so it favours plainness over speed: no cache tricks,
+every step of a token attends over the full prefix recomputed from scratch.
+
+usage: /usr/bin/python3 tools/reference_forward.py MODEL TOKEN_ID...   (prints argmax per position)
+"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import llama2c_to_hf  # noqa: E402
+import safetensors_io  # noqa: E402
+
+
+class Model:
+    """Weights in nn.Linear (out, in) layout, float64; rope: 'interleaved' or 'half'."""
+
+    def __init__(self, cfg, tok, layers, norm, lm_head, rope):
+        self.cfg, self.tok, self.layers, self.norm, self.lm_head = cfg, tok, layers, norm, lm_head
+        self.rope = rope
+
+
+def load_bin(path):
+    p, w = llama2c_to_hf.read_llama2c(path)
+    d = lambda t: t.to(torch.float64)  # noqa: E731
+    layers = [dict(attn_norm=d(w["rms_att"][i]), wq=d(w["wq"][i]), wk=d(w["wk"][i]),
+                   wv=d(w["wv"][i]), wo=d(w["wo"][i]), ffn_norm=d(w["rms_ffn"][i]),
+                   w_gate=d(w["w1"][i]), w_down=d(w["w2"][i]), w_up=d(w["w3"][i]))
+              for i in range(p["n_layers"])]
+    cfg = dict(dim=p["dim"], n_heads=p["n_heads"], n_kv_heads=p["n_kv_heads"],
+               head_dim=p["dim"] // p["n_heads"], eps=1e-5, theta=10000.0)
+    return Model(cfg, d(w["tok"]), layers, d(w["rms_final"]), d(w["wcls"]), "interleaved")
+
+
+def load_hf_dir(path):
+    with open(os.path.join(path, "config.json")) as f:
+        c = json.load(f)
+    t = {k: v.to(torch.float64) for k, v in safetensors_io.read_dir(path).items()}
+    n_heads = c["num_attention_heads"]
+    cfg = dict(dim=c["hidden_size"], n_heads=n_heads,
+               n_kv_heads=c.get("num_key_value_heads", n_heads),
+               head_dim=c.get("head_dim") or c["hidden_size"] // n_heads,
+               eps=c.get("rms_norm_eps", 1e-6), theta=c.get("rope_theta", 10000.0))
+    layers = []
+    for i in range(c["num_hidden_layers"]):
+        pre = f"model.layers.{i}."
+        layers.append(dict(attn_norm=t[pre + "input_layernorm.weight"],
+                           wq=t[pre + "self_attn.q_proj.weight"],
+                           wk=t[pre + "self_attn.k_proj.weight"],
+                           wv=t[pre + "self_attn.v_proj.weight"],
+                           wo=t[pre + "self_attn.o_proj.weight"],
+                           ffn_norm=t[pre + "post_attention_layernorm.weight"],
+                           w_gate=t[pre + "mlp.gate_proj.weight"],
+                           w_up=t[pre + "mlp.up_proj.weight"],
+                           w_down=t[pre + "mlp.down_proj.weight"]))
+    tok = t["model.embed_tokens.weight"]
+    lm_head = tok if c.get("tie_word_embeddings", False) else t["lm_head.weight"]
+    return Model(cfg, tok, layers, t["model.norm.weight"], lm_head, "half")
+
+
+def load(path):
+    return load_hf_dir(path) if os.path.isdir(path) else load_bin(path)
+
+
+def rmsnorm(x, w, eps):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(x, positions, theta, style):
+    """x: (T, heads, head_dim). Frequencies theta^(-2i/head_dim), i < head_dim/2."""
+    hd = x.shape[-1]
+    freqs = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)  # (hd/2)
+    ang = torch.tensor(positions, dtype=torch.float64)[:, None] * freqs[None, :]  # (T, hd/2)
+    cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]  # (T, 1, hd/2)
+    if style == "interleaved":  # pairs (2i, 2i+1), as llama2.c run.c
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = torch.empty_like(x)
+        out[..., 0::2] = a * cos - b * sin
+        out[..., 1::2] = a * sin + b * cos
+        return out
+    a, b = x[..., : hd // 2], x[..., hd // 2:]  # pairs (i, i + hd/2), as HF rotate_half
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def forward(m, tokens, positions=None):
+    """Logits (T, vocab) for tokens at positions (default 0..T-1), causal over the sequence."""
+    c = m.cfg
+    T = len(tokens)
+    positions = list(range(T)) if positions is None else positions
+    H, KV, hd = c["n_heads"], c["n_kv_heads"], c["head_dim"]
+    x = m.tok[torch.tensor(tokens)]  # (T, dim)
+    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)  # (T, T)
+    for L in m.layers:
+        h = rmsnorm(x, L["attn_norm"], c["eps"])
+        q = rope((h @ L["wq"].T).view(T, H, hd), positions, c["theta"], m.rope)  # (T, H, hd)
+        k = rope((h @ L["wk"].T).view(T, KV, hd), positions, c["theta"], m.rope)  # (T, KV, hd)
+        v = (h @ L["wv"].T).view(T, KV, hd)  # (T, KV, hd)
+        rep = H // KV  # GQA: query head j reads kv head j // rep
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (T, H, hd)
+        att = torch.einsum("thd,shd->hts", q, k) / hd ** 0.5 + mask  # (H, T, T)
+        o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, H * hd)  # (T, H*hd)
+        x = x + o @ L["wo"].T
+        h = rmsnorm(x, L["ffn_norm"], c["eps"])
+        g = h @ L["w_gate"].T
+        x = x + (g * torch.sigmoid(g) * (h @ L["w_up"].T)) @ L["w_down"].T
+    return rmsnorm(x, m.norm, c["eps"]) @ m.lm_head.T  # (T, vocab)
+
+
+if __name__ == "__main__":
+    model = load(sys.argv[1])
+    ids = [int(a) for a in sys.argv[2:]] or [1]
+    print(forward(model, ids).argmax(-1).tolist())
