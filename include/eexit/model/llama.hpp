@@ -1,0 +1,287 @@
+#pragma once
+// LlamaModel: a Llama-family decoder (RMSNorm, RoPE, GQA, SwiGLU, optional QKV bias)
+// with exit heads, on any backend. forward_layer reads top to bottom like llama2.c's
+// forward(); the engine calls it layer by layer so that rows can leave at exit points.
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "eexit/core/error.hpp"
+#include "eexit/core/kv_view.hpp"
+#include "eexit/model/config.hpp"
+#include "eexit/model/weights.hpp"
+
+namespace eexit {
+
+namespace detail {
+// RoPE frequencies (head_dim/2), with Llama 3 scaling when configured.
+inline std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<float> f(static_cast<std::size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    double inv = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
+    const auto& s = c.rope_scaling;
+    if (s.enabled) {
+      const double low_wavelen = s.original_max_position / s.low_freq_factor;
+      const double high_wavelen = s.original_max_position / s.high_freq_factor;
+      const double wavelen = 2.0 * std::numbers::pi / inv;
+      if (wavelen > low_wavelen) {
+        inv /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (s.original_max_position / wavelen - s.low_freq_factor) /
+                              (s.high_freq_factor - s.low_freq_factor);
+        inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
+      }
+    }
+    f[std::size_t(i)] = float(inv);
+  }
+  return f;
+}
+}  // namespace detail
+
+template <class Backend>
+class LlamaModel {
+public:
+  using backend_type = Backend;
+  template <class T>
+  using buffer = typename Backend::template buffer<T>;
+
+  // Scratch for one step of up to max_rows rows; the engine owns one.
+  struct Workspace {
+    std::size_t max_rows = 0;
+    buffer<float> xb;      // (rows, dim)      normed input of attention / MLP
+    buffer<float> q;       // (rows, q_dim)
+    buffer<float> k;       // (rows, kv_dim)
+    buffer<float> v;       // (rows, kv_dim)
+    buffer<float> att;     // (rows, q_dim)    attention output before wo
+    buffer<float> proj;    // (rows, dim)      wo / w_down output
+    buffer<float> hb;      // (rows, hidden)   gate, then silu(gate)*up
+    buffer<float> hb2;     // (rows, hidden)   up
+  };
+
+  LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(std::move(w.config)) {
+    validate(w);
+    auto up = [&](std::vector<float>& v) {
+      auto b = be_->template allocate<float>(v.size());
+      be_->template upload<float>(b, std::span<const float>(v));
+      std::vector<float>().swap(v);  // keep peak host memory at one copy
+      return b;
+    };
+    tok_embedding_ = up(w.tok_embedding);
+    layers_.reserve(w.layers.size());
+    for (auto& lw : w.layers) {
+      Layer L;
+      L.attn_norm = up(lw.attn_norm);
+      L.wq = up(lw.wq);
+      L.wk = up(lw.wk);
+      L.wv = up(lw.wv);
+      L.wo = up(lw.wo);
+      L.has_bias = !lw.bq.empty();
+      if (L.has_bias) {
+        L.bq = up(lw.bq);
+        L.bk = up(lw.bk);
+        L.bv = up(lw.bv);
+      }
+      L.ffn_norm = up(lw.ffn_norm);
+      L.w_gate = up(lw.w_gate);
+      L.w_down = up(lw.w_down);
+      L.w_up = up(lw.w_up);
+      layers_.push_back(std::move(L));
+    }
+    final_norm_ = up(w.final_norm);
+    has_lm_head_ = !w.lm_head.empty();
+    if (has_lm_head_) lm_head_ = up(w.lm_head);
+    exit_layers_ = cfg_.early_exit.exit_layers;
+    exit_layers_.push_back(cfg_.n_layers - 1);
+    heads_.resize(exit_layers_.size());
+    for (std::size_t e = 0; e < w.exit_heads.size() && e + 1 < exit_layers_.size(); ++e) {
+      auto& h = w.exit_heads[e];
+      auto& H = heads_[e];
+      H.has_norm = !h.norm.empty();
+      if (H.has_norm) H.norm = up(h.norm);
+      H.has_proj = !h.proj.empty();
+      if (H.has_proj) H.proj = up(h.proj);
+      H.has_classifier = !h.classifier_w.empty();
+      if (H.has_classifier) H.classifier_w = up(h.classifier_w);
+      H.classifier_b = h.classifier_b;
+    }
+    auto f = detail::rope_inv_freq(cfg_);
+    inv_freq_ = be_->template allocate<float>(f.size());
+    be_->template upload<float>(inv_freq_, std::span<const float>(f));
+  }
+
+  const ModelConfig& config() const noexcept { return cfg_; }
+  Backend& backend() noexcept { return *be_; }
+  int n_layers() const noexcept { return cfg_.n_layers; }
+  // Layers after which an exit point sits; the last entry is always n_layers - 1.
+  std::span<const int> exit_layers() const noexcept { return exit_layers_; }
+  int n_exits() const noexcept { return int(exit_layers_.size()); }
+  bool has_classifier(int exit) const noexcept { return heads_[std::size_t(exit)].has_classifier; }
+
+  Workspace make_workspace(std::size_t max_rows) {
+    Workspace ws;
+    ws.max_rows = max_rows;
+    const auto R = max_rows;
+    ws.xb = be_->template allocate<float>(R * std::size_t(cfg_.dim));
+    ws.q = be_->template allocate<float>(R * std::size_t(cfg_.q_dim()));
+    ws.k = be_->template allocate<float>(R * std::size_t(cfg_.kv_dim()));
+    ws.v = be_->template allocate<float>(R * std::size_t(cfg_.kv_dim()));
+    ws.att = be_->template allocate<float>(R * std::size_t(cfg_.q_dim()));
+    ws.proj = be_->template allocate<float>(R * std::size_t(cfg_.dim));
+    ws.hb = be_->template allocate<float>(R * std::size_t(cfg_.hidden_dim));
+    ws.hb2 = be_->template allocate<float>(R * std::size_t(cfg_.hidden_dim));
+    return ws;
+  }
+
+  // x (rows, dim) = token embeddings
+  void embed(const std::int32_t* tokens, std::size_t rows, float* x) {
+    be_->embed(tokens, rows, D(tok_embedding_), std::size_t(cfg_.dim), x);
+  }
+
+  // One transformer block over rows [0, rows) of the residual stream x (rows, dim).
+  // Each row's K/V is written into its cache slot before attention reads the cache,
+  // so prefill chunks and decode rows take the same path.
+  void forward_layer(int l, float* x, std::size_t rows, const RowKv* rk, const KvLayerView& kv,
+                     Workspace& ws) {
+    const auto& L = layers_[std::size_t(l)];
+    const std::size_t dim = std::size_t(cfg_.dim), hd = std::size_t(cfg_.head_dim);
+    const std::size_t qd = std::size_t(cfg_.q_dim()), kvd = std::size_t(cfg_.kv_dim());
+    const std::size_t hidden = std::size_t(cfg_.hidden_dim);
+    // attention
+    be_->rmsnorm(x, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+    qkv(L, D(ws.xb), rows, D(ws.q), D(ws.k), D(ws.v));
+    be_->rope(D(ws.q), rows, std::size_t(cfg_.n_heads), hd, rk, D(inv_freq_), cfg_.rope);
+    be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), hd, rk, D(inv_freq_), cfg_.rope);
+    be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
+    be_->attention(D(ws.q), D(ws.att), rows, std::size_t(cfg_.n_heads),
+                   std::size_t(cfg_.n_kv_heads), hd, rk, kv);
+    be_->matmul(D(ws.att), rows, qd, D(L.wo), dim, D(ws.proj));
+    be_->add(x, D(ws.proj), rows * dim);
+    // SwiGLU MLP
+    be_->rmsnorm(x, D(L.ffn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+    be_->matmul(D(ws.xb), rows, dim, D(L.w_gate), hidden, D(ws.hb));
+    be_->matmul(D(ws.xb), rows, dim, D(L.w_up), hidden, D(ws.hb2));
+    be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
+    be_->matmul(D(ws.hb), rows, hidden, D(L.w_down), dim, D(ws.proj));
+    be_->add(x, D(ws.proj), rows * dim);
+    (void)kvd;
+  }
+
+  // logits (rows, vocab) of exit point `exit` for hidden states h (rows, dim).
+  // The last exit is the model's own final norm + LM head.
+  void exit_logits(int exit, const float* h, std::size_t rows, float* logits, Workspace& ws) {
+    const auto& H = heads_[std::size_t(exit)];
+    const bool last = exit == n_exits() - 1;
+    const float* norm = (!last && H.has_norm) ? D(H.norm) : D(final_norm_);
+    const float* proj = (!last && H.has_proj) ? D(H.proj) : lm_head();
+    be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
+    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
+  }
+
+  // The KV fill (DESIGN.md §3): K/V of layer l for hidden states h (rows, dim), as layer l
+  // would have computed them from its input: input norm, K/V projection, RoPE at each
+  // row's position; written into the rows' cache slots. Attention and MLP do not run.
+  void kv_from_hidden(int l, const float* h, std::size_t rows, const RowKv* rk,
+                      const KvLayerView& kv, Workspace& ws) {
+    const auto& L = layers_[std::size_t(l)];
+    const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
+    be_->rmsnorm(h, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+    be_->matmul(D(ws.xb), rows, dim, D(L.wk), kvd, D(ws.k), L.has_bias ? D(L.bk) : nullptr);
+    be_->matmul(D(ws.xb), rows, dim, D(L.wv), kvd, D(ws.v), L.has_bias ? D(L.bv) : nullptr);
+    be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), std::size_t(cfg_.head_dim), rk,
+              D(inv_freq_), cfg_.rope);
+    be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
+  }
+
+private:
+  struct Layer {
+    buffer<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_down, w_up;
+    bool has_bias = false;
+  };
+  struct Head {
+    buffer<float> norm, proj, classifier_w;
+    float classifier_b = 0.0f;
+    bool has_norm = false, has_proj = false, has_classifier = false;
+  };
+
+  template <class T>
+  static T* D(buffer<T>& b) noexcept {
+    return Backend::data(b);
+  }
+  template <class T>
+  static const T* D(const buffer<T>& b) noexcept {
+    return Backend::data(b);
+  }
+  const float* lm_head() const noexcept { return has_lm_head_ ? D(lm_head_) : D(tok_embedding_); }
+
+  void qkv(const Layer& L, const float* xb, std::size_t rows, float* q, float* k, float* v) {
+    const std::size_t dim = std::size_t(cfg_.dim);
+    be_->matmul(xb, rows, dim, D(L.wq), std::size_t(cfg_.q_dim()), q, L.has_bias ? D(L.bq) : nullptr);
+    be_->matmul(xb, rows, dim, D(L.wk), std::size_t(cfg_.kv_dim()), k, L.has_bias ? D(L.bk) : nullptr);
+    be_->matmul(xb, rows, dim, D(L.wv), std::size_t(cfg_.kv_dim()), v, L.has_bias ? D(L.bv) : nullptr);
+  }
+
+  // Shapes were checked by the loader; this guards weights built by hand (tests, tools).
+  static void validate(const ModelWeights& w) {
+    const auto& c = w.config;
+    if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
+        c.vocab_size <= 0 || c.hidden_dim <= 0 || c.max_seq_len <= 0 || c.n_heads % c.n_kv_heads)
+      throw error("model config", "invalid dimensions");
+    if (c.head_dim % 2) throw error("model config", "head_dim must be even for RoPE");
+    auto need = [](const std::vector<float>& v, std::size_t n, const std::string& what) {
+      if (v.size() != n)
+        throw error(what, "has " + std::to_string(v.size()) + " elements, expected " + std::to_string(n));
+    };
+    const std::size_t dim = std::size_t(c.dim), qd = std::size_t(c.q_dim()),
+                      kvd = std::size_t(c.kv_dim()), hid = std::size_t(c.hidden_dim),
+                      voc = std::size_t(c.vocab_size);
+    need(w.tok_embedding, voc * dim, "tok_embedding");
+    if (w.layers.size() != std::size_t(c.n_layers)) throw error("layers", "count != n_layers");
+    for (std::size_t i = 0; i < w.layers.size(); ++i) {
+      const auto& L = w.layers[i];
+      const std::string p = "layers." + std::to_string(i) + ".";
+      need(L.attn_norm, dim, p + "attn_norm");
+      need(L.wq, qd * dim, p + "wq");
+      need(L.wk, kvd * dim, p + "wk");
+      need(L.wv, kvd * dim, p + "wv");
+      need(L.wo, dim * qd, p + "wo");
+      need(L.ffn_norm, dim, p + "ffn_norm");
+      need(L.w_gate, hid * dim, p + "w_gate");
+      need(L.w_down, dim * hid, p + "w_down");
+      need(L.w_up, hid * dim, p + "w_up");
+      if (!L.bq.empty() || !L.bk.empty() || !L.bv.empty()) {
+        need(L.bq, qd, p + "bq");
+        need(L.bk, kvd, p + "bk");
+        need(L.bv, kvd, p + "bv");
+      }
+    }
+    need(w.final_norm, dim, "final_norm");
+    if (!w.lm_head.empty()) need(w.lm_head, voc * dim, "lm_head");
+    const auto& ex = c.early_exit.exit_layers;
+    for (std::size_t i = 0; i < ex.size(); ++i)
+      if (ex[i] < 0 || ex[i] >= c.n_layers - 1 || (i && ex[i] <= ex[i - 1]))
+        throw error("early_exit.exit_layers", "must be increasing layer indices below n_layers-1");
+    if (w.exit_heads.size() > ex.size()) throw error("exit_heads", "more heads than exit points");
+    for (std::size_t e = 0; e < w.exit_heads.size(); ++e) {
+      const auto& h = w.exit_heads[e];
+      const std::string p = "exit_heads." + std::to_string(e) + ".";
+      if (!h.norm.empty()) need(h.norm, dim, p + "norm");
+      if (!h.proj.empty()) need(h.proj, voc * dim, p + "proj");
+      if (!h.classifier_w.empty()) need(h.classifier_w, dim, p + "classifier");
+    }
+  }
+
+  Backend* be_;
+  ModelConfig cfg_;
+  buffer<float> tok_embedding_, final_norm_, lm_head_, inv_freq_;
+  bool has_lm_head_ = false;
+  std::vector<Layer> layers_;
+  std::vector<Head> heads_;
+  std::vector<int> exit_layers_;
+};
+
+}  // namespace eexit
