@@ -716,6 +716,11 @@ TEST_CASE("bad config.json fields throw eexit::error naming the field") {
          j["early_exit"] = {{"exit_layers", {0}}, {"thresholds", {"x"}}};
        },
        "thresholds"},
+      {"threshold beyond float",
+       [](json& j) {
+         j["early_exit"] = {{"exit_layers", {0}}, {"thresholds", {1e300}}};
+       },
+       "thresholds"},
   };
   for (const auto& k : cases) {
     CAPTURE(k.name);
@@ -776,6 +781,12 @@ TEST_CASE("corrupt HF checkpoints throw eexit::error naming file and tensor") {
     CHECK_EEXIT_ERROR(eexit::load_hf(dir.path.string()), "neither model.safetensors");
     write_bytes(dir / "model.safetensors", safetensors_bytes(good));
     CHECK_EEXIT_ERROR(eexit::load_hf(dir.path.string()), "config.json", "cannot open");
+    write_text(dir / "config.json", "{\"hidden_size\": 4,");
+    CHECK_EEXIT_ERROR(eexit::load_hf(dir.path.string()), "config.json", "JSON");
+    fs::remove(dir / "config.json");
+    fs::create_directory(dir / "config.json");  // not a regular file
+    CHECK_EEXIT_ERROR(eexit::load_hf(dir.path.string()), "config.json");
+    fs::remove(dir / "config.json");
     write_text(dir / "config.json", "{\"hidden_size\": 4,");
     CHECK_EEXIT_ERROR(eexit::load_hf(dir.path.string()), "config.json", "JSON");
     CHECK_EEXIT_ERROR(eexit::load_model(eexit::test::shared("models/stories260K/stories260K.gguf")),

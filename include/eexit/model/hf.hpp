@@ -2,6 +2,7 @@
 // Hugging Face checkpoints: config.json (LlamaForCausalLM, Qwen2ForCausalLM,
 // MistralForCausalLM, plus our optional "early_exit" block) and safetensors weights, in one
 // file or sharded with model.safetensors.index.json.
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -163,7 +164,8 @@ inline void parse_early_exit(const json& j, std::string_view where, ModelConfig&
                                               std::to_string(e.exit_layers.size()) +
                                               " exit layers");
     for (const auto& t : *th) {
-      if (!t.is_number() || !std::isfinite(t.get<double>()))
+      // Checked as double: a value beyond float range would become inf in the config.
+      if (!t.is_number() || !(std::abs(t.get<double>()) <= double(FLT_MAX)))
         throw error(field(w, "thresholds"), "must be finite numbers");
       e.thresholds.push_back(t.get<float>());
     }
@@ -247,9 +249,17 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, std::string_view whe
 
 namespace detail::hf {
 
+// config.json and index files are a few KB; a huge one is not ours to slurp into memory.
+inline constexpr std::uintmax_t max_json_bytes = 64u << 20;
+
 inline nlohmann::json read_json(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw error(p.string(), "cannot open file");
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(p, ec);
+  if (ec || size > max_json_bytes)
+    throw error(p.string(),
+                "not a regular file of at most " + std::to_string(max_json_bytes) + " bytes");
   std::stringstream ss;
   ss << in.rdbuf();
   auto j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
