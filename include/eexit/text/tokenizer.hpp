@@ -130,10 +130,11 @@ class Tokenizer {
   std::vector<char> special_;        // (vocab)
   std::vector<float> scores_;        // (vocab) llama2.c only
   std::unordered_map<std::string, int> piece_to_id_;
-  std::unordered_map<std::uint64_t, Merge> merges_;          // (left id, right id) -> merge
-  std::vector<Added> added_;                                 // longest content first
-  std::vector<int> byte_token_ = std::vector<int>(256, -1);  // byte -> <0xXX> id
-  std::vector<int> prefix_ids_, suffix_ids_;                 // post-processor template
+  std::unordered_map<std::uint64_t, Merge> merges_;            // (left id, right id) -> merge
+  std::vector<Added> added_;                                   // longest content first
+  std::vector<char> added_first_ = std::vector<char>(256, 0);  // first bytes of added_
+  std::vector<int> byte_token_ = std::vector<int>(256, -1);    // byte -> <0xXX> id
+  std::vector<int> prefix_ids_, suffix_ids_;                   // post-processor template
   int bos_ = -1, eos_ = -1, unk_ = -1;
   bool strip_leading_space_ = false;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
@@ -378,6 +379,7 @@ class Tokenizer {
         if (bool_field(a, "special", false, wa)) special_[static_cast<std::size_t>(id)] = 1;
         added_flag.resize(pieces_.size(), 0);
         added_flag[static_cast<std::size_t>(id)] = 1;
+        added_first_[static_cast<unsigned char>(content[0])] = 1;
         added_.push_back({std::move(content), id});
       }
     }
@@ -650,6 +652,10 @@ class Tokenizer {
     bool first_segment = true;
     while (i < text.size()) {
       const Added* hit = nullptr;
+      if (!added_first_[static_cast<unsigned char>(text[i])]) {
+        ++i;
+        continue;
+      }
       for (const Added& a : added_) {
         if (text.compare(i, a.content.size(), a.content) == 0) {
           hit = &a;
@@ -797,6 +803,7 @@ class Tokenizer {
 // Incremental decoding for streaming: never emits half a UTF-8 character.
 class StreamDecoder {
  public:
+  // tok must outlive the decoder.
   // prev_token: the token before the first one pushed (e.g. the last prompt token). If it is
   // BOS (or -1 for "start of text") and the tokenizer strips SentencePiece's dummy prefix,
   // the leading space of the first piece is stripped (as llama2.c / HF decoders do).
