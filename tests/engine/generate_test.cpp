@@ -65,3 +65,151 @@ TEST_CASE("greedy generation from BOS reproduces the stories260K reference") {
   CHECK(out[0].finish == finish_reason::length);
   CHECK(cache.blocks_used() == 0);
 }
+
+namespace {
+
+// Eight different requests: varied prompt lengths, greedy and seeded sampling.
+std::vector<GenerateRequest> eight_requests() {
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<std::int32_t> prompt{1};
+    for (int j = 0; j < 3 + 5 * i; ++j) prompt.push_back(259 + (i * 37 + j * 11) % 250);
+    auto r = greedy(prompt, 20 + 3 * i);
+    if (i % 2) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 1000 + std::uint64_t(i);
+    }
+    rs.push_back(r);
+  }
+  return rs;
+}
+
+template <class Cache>
+std::vector<std::vector<std::int32_t>> run_batch(Cache& cache, const std::vector<GenerateRequest>& rs,
+                                                 EngineOptions opt = {}, EngineStats* stats = nullptr) {
+  auto& s = stories();
+  Engine<FullDepth, Cache> engine(s.model, cache, {}, opt);
+  for (auto& r : rs) engine.add_request(r);
+  std::vector<std::vector<std::int32_t>> toks;
+  for (auto& c : engine.run_to_completion()) {
+    CHECK(c.finish == finish_reason::length);
+    toks.push_back(c.tokens);
+  }
+  if (stats) *stats = engine.stats();
+  return toks;
+}
+
+std::vector<std::vector<std::int32_t>> run_alone(const std::vector<GenerateRequest>& rs) {
+  auto& s = stories();
+  std::vector<std::vector<std::int32_t>> toks;
+  for (auto& r : rs) {
+    PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+    toks.push_back(run_batch(cache, {r})[0]);
+  }
+  return toks;
+}
+
+}  // namespace
+
+TEST_CASE("a batch of 8 requests gives each the tokens it gets alone; paged equals contiguous") {
+  auto& s = stories();
+  const auto rs = eight_requests();
+  const auto alone = run_alone(rs);
+  for (std::size_t i = 0; i < rs.size(); ++i)
+    CHECK(alone[i].size() == std::size_t(rs[i].max_tokens));
+  // Sampled requests really sample: not all equal to their greedy version.
+  PagedCache<CpuBackend, 16> paged(s.be, s.model.config(), 128);
+  CHECK(run_batch(paged, rs) == alone);
+  ContiguousCache<CpuBackend> contiguous(s.be, s.model.config(), 8);
+  CHECK(run_batch(contiguous, rs) == alone);
+  SUBCASE("chunked prefill under a small token budget changes nothing") {
+    PagedCache<CpuBackend, 4> small_blocks(s.be, s.model.config(), 512);
+    EngineOptions opt;
+    opt.max_batch_tokens = 7;
+    CHECK(run_batch(small_blocks, rs, opt) == alone);
+  }
+}
+
+TEST_CASE("a cache too small for the batch preempts, and every request finishes unchanged") {
+  auto& s = stories();
+  const auto rs = eight_requests();
+  const auto alone = run_alone(rs);
+  // 8 requests need up to ~60 tokens each; 12 blocks of 16 hold about 3 of them at once.
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 12);
+  EngineStats st;
+  CHECK(run_batch(cache, rs, {}, &st) == alone);
+  CHECK(st.preemptions > 0);
+  CHECK(cache.blocks_used() == 0);
+}
+
+TEST_CASE("a seeded request samples the same tokens whatever runs beside it") {
+  auto& s = stories();
+  auto r = greedy({1, 300, 301}, 40);
+  r.sampling.temperature = 1.0f;
+  r.sampling.seed = 7;
+  const auto alone = run_alone({r})[0];
+  auto other = r;
+  other.sampling.seed = 8;
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+  auto both = run_batch(cache, {other, r, other});
+  CHECK(both[1] == alone);
+  CHECK(both[0] != alone);  // a different seed does give different tokens
+}
+
+TEST_CASE("abort frees the KV blocks and reports the request finished") {
+  auto& s = stories();
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  auto a = engine.add_request(greedy({1, 300}, 100));
+  auto b = engine.add_request(greedy({1, 301}, 5));
+  engine.step();
+  engine.step();
+  CHECK(cache.blocks_used() > 0);
+  CHECK(engine.abort(a));
+  CHECK_FALSE(engine.abort(a));
+  bool saw_abort = false, b_done = false;
+  while (engine.has_work())
+    for (auto& o : engine.step()) {
+      if (o.id == a) saw_abort = o.finish == finish_reason::abort;
+      if (o.id == b && o.finished()) b_done = true;
+    }
+  CHECK(saw_abort);
+  CHECK(b_done);
+  CHECK(cache.blocks_used() == 0);
+}
+
+TEST_CASE("stop token ids and EOS end a request with finish reason stop") {
+  auto& s = stories();
+  const auto ref = run_alone({greedy({1}, 30)})[0];
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  auto r = greedy({1}, 30);
+  r.stop_token_ids = {ref[10]};
+  engine.add_request(r);
+  auto out = engine.run_to_completion();
+  CHECK(out[0].finish == finish_reason::stop);
+  const auto first = std::size_t(std::find(ref.begin(), ref.end(), ref[10]) - ref.begin());
+  CHECK(out[0].tokens == std::vector<std::int32_t>(ref.begin(), ref.begin() + long(first) + 1));
+}
+
+TEST_CASE("requests that can never run are refused with eexit::error, nothing queued") {
+  auto& s = stories();
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 4);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  CHECK_THROWS_AS(engine.add_request(greedy({}, 5)), eexit::error);
+  CHECK_THROWS_AS(engine.add_request(greedy({1, 512}, 5)), eexit::error);
+  CHECK_THROWS_AS(engine.add_request(greedy({1, -1}, 5)), eexit::error);
+  CHECK_THROWS_AS(engine.add_request(greedy(std::vector<std::int32_t>(600, 5), 5)), eexit::error);
+  CHECK_THROWS_AS(engine.add_request(greedy(std::vector<std::int32_t>(100, 5), 5)), eexit::error);
+  auto bad = greedy({1}, 5);
+  bad.sampling.temperature = -1.0f;
+  CHECK_THROWS_AS(engine.add_request(bad), eexit::error);
+  CHECK_FALSE(engine.has_work());
+  // A request larger than the whole cache (4 blocks of 16) ends with "length", not a hang.
+  engine.add_request(greedy({1}, 200));
+  auto out = engine.run_to_completion();
+  CHECK(out[0].finish == finish_reason::length);
+  CHECK(out[0].tokens.size() >= 60);
+  CHECK(cache.blocks_used() == 0);
+}
