@@ -93,6 +93,7 @@ TEST_CASE("HF SentencePiece BPE reproduces llama.cpp's Llama 2 test vectors") {
     CHECK(tok.encode(v.inputs[i], false) == v.ids[i]);
     // Prepend "▁" on encode and Strip(1 leading space) on decode cancel out exactly.
     CHECK(tok.decode(v.ids[i]) == v.inputs[i]);
+    CHECK(tok.decode(tok.encode(v.inputs[i], true)) == v.inputs[i]);
   }
 
   const std::vector<int> with_bos = tok.encode("Hello world");
@@ -344,6 +345,42 @@ TEST_CASE("byte-level BPE: splits, merges and exact round trips") {
       CHECK(streamed == s);
     }
   }
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("Metaspace pre-tokenizer (newer SentencePiece-style tokenizer.json)") {
+  using nlohmann::json;
+  const std::string m = "\xE2\x96\x81";  // "▁"
+  json vocab = {{"<unk>", 0}, {"<s>", 1},   {"</s>", 2},   {"h", 3},     {"i", 4},
+                {m, 5},       {m + "h", 6}, {m + "hi", 7}, {"<0x21>", 8}};
+  json j;
+  j["added_tokens"] = json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}},
+                                   {{"id", 2}, {"content", "</s>"}, {"special", true}}});
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", m}, {"prepend_scheme", "first"}, {"split", false}};
+  j["decoder"] = {{"type", "Metaspace"}, {"replacement", m}, {"prepend_scheme", "first"}};
+  j["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                              {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}})},
+      {"special_tokens",
+       {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
+        {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}};
+  j["model"] = {{"type", "BPE"},        {"vocab", vocab},        {"merges", {m + " h", m + "h i"}},
+                {"unk_token", "<unk>"}, {"byte_fallback", true}, {"fuse_unk", true}};
+  const std::string path = tmp_path("metaspace.json");
+  write_file(path, j.dump());
+  const Tokenizer tok = Tokenizer::load(path);
+  CHECK(tok.kind() == Tokenizer::Kind::sentencepiece_bpe);
+  CHECK(tok.bos_id() == 1);
+  // Template with a suffix: BOS ... EOS. "!" falls back to <0x21>; "x" and "y" are unknown and
+  // fused into one <unk>.
+  CHECK(tok.encode("hi hi!xy") == std::vector<int>{1, 7, 7, 8, 0, 2});
+  // prepend_scheme "first": no "▁" after an added token in the middle of the text.
+  CHECK(tok.encode("hi</s>hi", false) == std::vector<int>{7, 2, 3, 4});
+  CHECK(tok.decode(tok.encode("hi hi!")) == "hi hi!");
   std::filesystem::remove(path);
 }
 

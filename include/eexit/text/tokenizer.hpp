@@ -258,34 +258,61 @@ class Tokenizer {
       i = j;
     }
     // Greedy merging: repeatedly merge the adjacent pair whose concatenation is a token with the
-    // highest score (the first such pair on ties). Pair results are cached per position so each
-    // round is a scan of floats rather than string lookups.
+    // highest score, the leftmost one on ties, and never a pair scoring <= -1e10 (run.c's
+    // initial best_score). run.c rescans all pairs per merge (quadratic); a heap over a linked
+    // list picks the same pair each round: stale entries are skipped, and original positions
+    // keep left-to-right order, so the smallest position is the leftmost.
+    struct Node {
+      int id, next;
+      bool alive;
+    };
     struct Cand {
-      int id;
       float score;
-    };
-    auto candidate = [&](std::size_t i) -> Cand {
-      std::string cat = pieces_[static_cast<std::size_t>(toks[i])];
-      cat += pieces_[static_cast<std::size_t>(toks[i + 1])];
-      auto it = piece_to_id_.find(cat);
-      if (it == piece_to_id_.end()) return {-1, 0.0f};
-      return {it->second, scores_[static_cast<std::size_t>(it->second)]};
-    };
-    std::vector<Cand> cand;
-    for (std::size_t i = 0; i + 1 < toks.size(); ++i) cand.push_back(candidate(i));
-    while (true) {
-      float best_score = -1e10f;
-      std::size_t best = cand.size();
-      for (std::size_t i = 0; i < cand.size(); ++i) {
-        if (cand[i].id >= 0 && cand[i].score > best_score) best_score = cand[i].score, best = i;
+      int pos, id;
+      bool operator<(const Cand& o) const {  // priority_queue top = highest score, then leftmost
+        return score != o.score ? score < o.score : pos > o.pos;
       }
-      if (best == cand.size()) break;
-      toks[best] = cand[best].id;
-      toks.erase(toks.begin() + static_cast<std::ptrdiff_t>(best) + 1);
-      cand.erase(cand.begin() + static_cast<std::ptrdiff_t>(best));
-      if (best < cand.size()) cand[best] = candidate(best);
-      if (best > 0) cand[best - 1] = candidate(best - 1);
+    };
+    const int n = static_cast<int>(toks.size());
+    std::vector<Node> nodes(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+      nodes[static_cast<std::size_t>(i)] = {toks[static_cast<std::size_t>(i)],
+                                            i + 1 < n ? i + 1 : -1, true};
+    auto pair_id = [&](int i) -> int {
+      const Node& l = nodes[static_cast<std::size_t>(i)];
+      if (l.next < 0) return -1;
+      std::string cat = pieces_[static_cast<std::size_t>(l.id)];
+      cat += pieces_[static_cast<std::size_t>(nodes[static_cast<std::size_t>(l.next)].id)];
+      auto it = piece_to_id_.find(cat);
+      return it == piece_to_id_.end() ? -1 : it->second;
+    };
+    std::priority_queue<Cand> heap;
+    auto consider = [&](int i) {
+      const int id = pair_id(i);
+      if (id < 0) return;
+      const float score = scores_[static_cast<std::size_t>(id)];
+      if (score > -1e10f) heap.push({score, i, id});
+    };
+    std::vector<int> prev(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) prev[static_cast<std::size_t>(i)] = i - 1;
+    for (int i = 0; i + 1 < n; ++i) consider(i);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      Node& l = nodes[static_cast<std::size_t>(c.pos)];
+      if (!l.alive || pair_id(c.pos) != c.id) continue;  // stale
+      Node& r = nodes[static_cast<std::size_t>(l.next)];
+      l.id = c.id;
+      r.alive = false;
+      l.next = r.next;
+      if (r.next >= 0) prev[static_cast<std::size_t>(r.next)] = c.pos;
+      consider(c.pos);
+      if (prev[static_cast<std::size_t>(c.pos)] >= 0)
+        consider(prev[static_cast<std::size_t>(c.pos)]);
     }
+    toks.clear();
+    for (int i = 0; i >= 0 && n > 0; i = nodes[static_cast<std::size_t>(i)].next)
+      toks.push_back(nodes[static_cast<std::size_t>(i)].id);
     out.insert(out.end(), toks.begin(), toks.end());
   }
 
