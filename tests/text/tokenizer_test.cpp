@@ -464,6 +464,7 @@ TEST_CASE("corrupt and missing inputs throw eexit::error") {
   throws("{\"model\": {\"type\": \"BPE\", \"vocab\": [1], \"merges\": []}}");
   throws("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, \"merges\": []}}");
   throws("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}, \"merges\": []}}");
+  throws("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}");
   throws("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}}}");  // no merges
   // Merges referencing unknown tokens, or whose result is not a token.
   throws(

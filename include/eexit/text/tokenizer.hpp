@@ -9,7 +9,11 @@
 //    lookup with <0xXX> fallback, then greedy merging of the best-scoring adjacent pair).
 // Added tokens ("<s>", "<|eot_id|>", ...) found in the text are always split out as whole
 // tokens first, as HF does by default; their lstrip/rstrip/single_word flags are ignored.
-// decode() and StreamDecoder produce valid UTF-8: ill-formed bytes become U+FFFD.
+// decode() and StreamDecoder produce valid UTF-8: ill-formed bytes become one U+FFFD per
+// maximal subpart (HF's ByteFallback decoder writes one per byte; only invalid output differs).
+// Known vocabulary quirk: Llama 2's tokenizer.json spells SentencePiece's four U+00A0 pieces
+// (ids 8655, 17891, 20246, 30081) with ASCII spaces, so NBSP in the input byte-falls-back to
+// <0xC2><0xA0> where SentencePiece, GGUF and llama2.c's tokenizer.bin give 30081.
 // Unsupported tokenizer.json features (other normalizers, WordPiece/Unigram models, unknown
 // split regexes) throw eexit::error at load time instead of tokenizing differently.
 #include <algorithm>
@@ -376,11 +380,15 @@ class Tokenizer {
     // Vocabulary: piece -> id; ids may leave gaps, which stay empty pieces.
     const json& vocab = field(model, "vocab", wm);
     if (!vocab.is_object()) throw error(wm + ".vocab", "expected an object");
-    constexpr std::int64_t kMaxVocab = 1 << 24;
+    // Ids index dense arrays, so a corrupt huge id must not size them: allow gaps, but only
+    // a few more ids than there are entries.
+    std::int64_t max_ids = static_cast<std::int64_t>(vocab.size()) + 1024;
+    if (auto at = j.find("added_tokens"); at != j.end() && at->is_array())
+      max_ids += static_cast<std::int64_t>(at->size());
     auto check_id = [&](const json& v, const std::string& where) -> int {
       if (!v.is_number_integer()) throw error(where, "expected an integer id");
       const auto id = v.get<std::int64_t>();
-      if (id < 0 || id >= kMaxVocab) throw error(where, "id out of range");
+      if (id < 0 || id >= max_ids) throw error(where, "id out of range");
       return static_cast<int>(id);
     };
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
