@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -95,6 +98,16 @@ TEST_CASE("HF SentencePiece BPE reproduces llama.cpp's Llama 2 test vectors") {
     CHECK(tok.decode(v.ids[i]) == v.inputs[i]);
     CHECK(tok.decode(tok.encode(v.inputs[i], true)) == v.inputs[i]);
   }
+
+  // The NBSP quirk itself: tokenizer.json byte-falls-back, llama2.c's tokenizer.bin (like
+  // SentencePiece) has the U+00A0 piece 30081.
+  CHECK(tok.encode("a\xC2\xA0"
+                   "b",
+                   false) == std::vector<int>{263, 0xC2 + 3, 0xA0 + 3, 29890});
+  CHECK(Tokenizer::load(shared("models/tokenizers/llama2c/tokenizer.bin"))
+            .encode("a\xC2\xA0"
+                    "b",
+                    false) == std::vector<int>{263, 30081, 29890});
 
   const std::vector<int> with_bos = tok.encode("Hello world");
   CHECK(with_bos == std::vector<int>{1, 15043, 3186});
