@@ -13,8 +13,11 @@ add_test(NAME model/convert_stories260K_bf16_sharded
 set_tests_properties(model/convert_stories260K_f32 model/convert_stories260K_bf16_sharded
   PROPERTIES FIXTURES_SETUP eexit_hf_stories260K)
 
-if(TEST model/loader_test)
-  set_tests_properties(model/loader_test PROPERTIES
-    FIXTURES_REQUIRED eexit_hf_stories260K
-    ENVIRONMENT "EEXIT_HF_FIXTURE_DIR=${EEXIT_HF_FIXTURE_DIR}")
-endif()
+# loader_test compares the converted weights with the .bin; logits_test runs both.
+foreach(_eexit_t model/loader_test model/logits_test)
+  if(TEST ${_eexit_t})
+    set_tests_properties(${_eexit_t} PROPERTIES
+      FIXTURES_REQUIRED eexit_hf_stories260K
+      ENVIRONMENT "EEXIT_HF_FIXTURE_DIR=${EEXIT_HF_FIXTURE_DIR}")
+  endif()
+endforeach()

@@ -1,0 +1,314 @@
+// Every CpuBackend op against PyTorch (tests/fixtures/cpu_ops.json, written by
+// tools/make_ops_fixture.py from float64 references), and the batch invariance of matmul:
+// a row's result is bitwise the same whatever rows and thread count it is computed with.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../test_paths.hpp"
+#include "eexit/backend/cpu.hpp"
+#include "eexit/core/kv_view.hpp"
+#include "eexit/model/config.hpp"
+#include "eexit/model/llama.hpp"
+
+using nlohmann::json;
+
+namespace {
+
+// Relative tolerance against the float64 reference, with an absolute floor for values
+// near zero (where float32 cancellation makes relative error meaningless).
+constexpr double rel_tol = 1e-5;
+constexpr double abs_tol = 1e-6;
+
+const json& fixture() {
+  static const json j = [] {
+    std::ifstream in(eexit::test::source("tests/fixtures/cpu_ops.json"));
+    REQUIRE(in.good());
+    return json::parse(in);
+  }();
+  return j;
+}
+
+std::vector<float> floats(const json& j) {
+  return j.get<std::vector<float>>();
+}
+
+// Largest error seen per op, reported at the end of each test case.
+struct ErrorStats {
+  double max_rel = 0.0;  // |a-b| / |b| over elements with |b| > abs_tol / rel_tol
+  double max_abs = 0.0;  // |a-b| over all elements
+};
+
+// Checks got ≈ want elementwise: |got - want| <= rel_tol * |want| + abs_tol.
+void check_close(const std::vector<float>& got, const std::vector<float>& want,
+                 const std::string& what, ErrorStats& st) {
+  REQUIRE(got.size() == want.size());
+  std::size_t bad = 0, first_bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double a = got[i], b = want[i], d = std::fabs(a - b);
+    st.max_abs = std::max(st.max_abs, d);
+    if (std::fabs(b) > abs_tol / rel_tol) st.max_rel = std::max(st.max_rel, d / std::fabs(b));
+    if (!(d <= rel_tol * std::fabs(b) + abs_tol)) {
+      if (!bad) first_bad = i;
+      ++bad;
+    }
+  }
+  INFO(what << ": first mismatch at " << first_bad << ": got " << got[first_bad] << ", want "
+            << want[first_bad]);
+  CHECK(bad == 0);
+}
+
+void report(const std::string& op, const ErrorStats& st) {
+  MESSAGE(op << ": max relative error " << st.max_rel << ", max absolute error " << st.max_abs);
+}
+
+// Float32 rounding in a dot product is relative to the terms summed, not to the sum: an
+// output that cancels to near zero carries the error of its large terms. So the BLAS path
+// is compared per element against scale = Σ_k |x_k·w_k| + |bias|: |a - b| <= rel_tol · scale.
+double max_dot_error(const std::vector<float>& got, const std::vector<float>& want,
+                     const std::vector<float>& x, const std::vector<float>& w, const float* bias,
+                     std::size_t M, std::size_t N, std::size_t K) {
+  double worst = 0.0;
+  for (std::size_t m = 0; m < M; ++m)
+    for (std::size_t n = 0; n < N; ++n) {
+      double scale = bias ? std::fabs(double(bias[n])) : 0.0;
+      for (std::size_t k = 0; k < K; ++k) scale += std::fabs(double(x[m * K + k]) * w[n * K + k]);
+      const double d = std::fabs(double(got[m * N + n]) - want[m * N + n]);
+      worst = std::max(worst, d / scale);
+    }
+  return worst;
+}
+
+bool bitwise_equal(const float* a, const float* b, std::size_t n) {
+  return std::memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("matmul matches PyTorch, invariant and BLAS paths") {
+  eexit::CpuBackend inv(2);
+  eexit::CpuBackend blas(2, eexit::matmul_impl::blas);
+  ErrorStats st_inv, st_blas, st_blas_vs_inv;
+  for (const auto& c : fixture()["matmul"]) {
+    const std::size_t m = c["rows"], k = c["in"], n = c["out"];
+    const auto x = floats(c["x"]), w = floats(c["w"]), want = floats(c["y"]);
+    const std::vector<float> bias = c.contains("bias") ? floats(c["bias"]) : std::vector<float>{};
+    const float* b = bias.empty() ? nullptr : bias.data();
+    CAPTURE(m);
+    CAPTURE(k);
+    CAPTURE(n);
+    std::vector<float> y(m * n, std::numeric_limits<float>::quiet_NaN());
+    inv.matmul(x.data(), m, k, w.data(), n, y.data(), b);
+    check_close(y, want, "invariant", st_inv);
+    std::vector<float> yb(m * n, std::numeric_limits<float>::quiet_NaN());
+    blas.matmul(x.data(), m, k, w.data(), n, yb.data(), b);
+    check_close(yb, want, "blas", st_blas);
+    check_close(yb, y, "blas vs invariant", st_blas_vs_inv);
+  }
+  report("matmul (invariant)", st_inv);
+  report("matmul (blas)", st_blas);
+  report("matmul (blas vs invariant)", st_blas_vs_inv);
+}
+
+TEST_CASE("matmul is batch invariant: rows, slices and thread counts give identical bits") {
+  std::mt19937 rng(1234);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto random = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (auto& e : v) e = u(rng);
+    return v;
+  };
+  constexpr std::size_t M = 37;
+  eexit::CpuBackend one(1), two(2), three(3);
+  eexit::CpuBackend blas(2, eexit::matmul_impl::blas);
+  double blas_err = 0.0;
+  // (out, in): N not a multiple of 4, K not a multiple of 16, enough outputs to split over
+  // threads (groups of 4 outputs, at least 16 groups a thread), and K large enough that
+  // the kernel blocks over outputs (1000 floats a row: 64 outputs a block).
+  const std::pair<std::size_t, std::size_t> shapes[] = {
+      {5, 172}, {13, 172}, {64, 64}, {7, 16}, {3, 9}, {259, 172}, {150, 1000}, {512, 64}};
+  for (const auto& [N, K] : shapes) {
+    CAPTURE(N);
+    CAPTURE(K);
+    const auto x = random(M * K), w = random(N * K), bias = random(N);
+    for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
+      CAPTURE(b != nullptr);
+      std::vector<float> full(M * N);
+      one.matmul(x.data(), M, K, w.data(), N, full.data(), b);
+      // Thread counts.
+      for (auto* be : {&two, &three}) {
+        std::vector<float> y(M * N);
+        be->matmul(x.data(), M, K, w.data(), N, y.data(), b);
+        CHECK_MESSAGE(bitwise_equal(y.data(), full.data(), M * N), be->threads() << " threads");
+      }
+      // Each row alone.
+      std::size_t single_bad = 0;
+      for (std::size_t i = 0; i < M; ++i) {
+        std::vector<float> y(N);
+        two.matmul(x.data() + i * K, 1, K, w.data(), N, y.data(), b);
+        single_bad += !bitwise_equal(y.data(), full.data() + i * N, N);
+      }
+      CHECK(single_bad == 0);
+      // 5-row slices at offsets that put each row at every position of a 4-row tile.
+      for (std::size_t off : {0u, 1u, 2u, 3u, 7u, 16u, 30u, 32u}) {
+        CAPTURE(off);
+        std::vector<float> y(5 * N);
+        three.matmul(x.data() + off * K, 5, K, w.data(), N, y.data(), b);
+        CHECK(bitwise_equal(y.data(), full.data() + off * N, 5 * N));
+      }
+      // BLAS: not bitwise, but the same values.
+      std::vector<float> yb(M * N);
+      blas.matmul(x.data(), M, K, w.data(), N, yb.data(), b);
+      const double e = max_dot_error(yb, full, x, w, b, M, N, K);
+      CHECK(e <= rel_tol);
+      blas_err = std::max(blas_err, e);
+    }
+  }
+  MESSAGE("matmul random (blas vs invariant): max |a-b| / sum|x*w| " << blas_err);
+}
+
+TEST_CASE("rmsnorm matches PyTorch") {
+  eexit::CpuBackend be(1);
+  ErrorStats st;
+  for (const auto& c : fixture()["rmsnorm"]) {
+    const std::size_t rows = c["rows"], dim = c["dim"];
+    const auto x = floats(c["x"]), w = floats(c["w"]);
+    std::vector<float> y(rows * dim);
+    be.rmsnorm(x.data(), w.data(), y.data(), rows, dim, c["eps"].get<float>());
+    check_close(y, floats(c["y"]), "rmsnorm dim " + std::to_string(dim), st);
+  }
+  report("rmsnorm", st);
+}
+
+TEST_CASE("rope matches PyTorch in both styles, with and without Llama 3 scaling") {
+  eexit::CpuBackend be(1);
+  ErrorStats st, st_freq;
+  for (const auto& c : fixture()["rope"]) {
+    const std::string style = c["style"];
+    const std::size_t n_heads = c["n_heads"], hd = c["head_dim"];
+    const auto positions = c["positions"].get<std::vector<std::int32_t>>();
+    CAPTURE(style);
+    CAPTURE(hd);
+    // The frequencies come from the model's own code, from a config like the loaders make.
+    eexit::ModelConfig cfg;
+    cfg.head_dim = int(hd);
+    cfg.rope_theta = c["rope_theta"].get<float>();
+    cfg.rope = style == "half" ? eexit::rope_style::half : eexit::rope_style::interleaved;
+    const bool scaled = c.contains("rope_scaling");
+    CAPTURE(scaled);
+    if (scaled) {
+      const auto& s = c["rope_scaling"];
+      cfg.rope_scaling.enabled = true;
+      cfg.rope_scaling.factor = s["factor"];
+      cfg.rope_scaling.low_freq_factor = s["low_freq_factor"];
+      cfg.rope_scaling.high_freq_factor = s["high_freq_factor"];
+      cfg.rope_scaling.original_max_position = s["original_max_position"];
+    }
+    const auto inv_freq = eexit::detail::rope_inv_freq(cfg);
+    check_close(inv_freq, floats(c["inv_freq"]), "inv_freq", st_freq);
+
+    std::vector<eexit::RowKv> rk;
+    for (auto p : positions) rk.push_back(eexit::RowKv{nullptr, p});
+    auto x = floats(c["x"]);
+    REQUIRE(x.size() == positions.size() * n_heads * hd);
+    be.rope(x.data(), positions.size(), n_heads, hd, rk.data(), inv_freq.data(), cfg.rope);
+    check_close(x, floats(c["y"]), "rope " + style, st);
+  }
+  report("rope inv_freq", st_freq);
+  report("rope", st);
+}
+
+TEST_CASE("store_kv + attention over a paged KV cache match PyTorch causal GQA attention") {
+  const auto& c = fixture()["attention"];
+  const std::size_t n_heads = c["n_heads"], n_kv = c["n_kv_heads"], hd = c["head_dim"];
+  const std::size_t kv_dim = n_kv * hd;
+  constexpr std::int32_t block_size = 4, n_blocks = 8;
+  // Blocks out of order and interleaved between the sequences; block 3 stays unused.
+  const std::vector<std::vector<std::int32_t>> tables = {{5, 2, 7}, {0, 6}};
+  const auto& seqs = c["seqs"];
+  REQUIRE(seqs.size() == tables.size());
+
+  // Pools start as NaN: reading any slot that was not written poisons the result.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim, nan);
+  std::vector<float> vpool(kpool.size(), nan);
+  const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+
+  for (const unsigned be_threads : {1u, 2u}) {
+    eexit::CpuBackend be(be_threads);
+    CAPTURE(be_threads);
+    std::fill(kpool.begin(), kpool.end(), nan);
+    std::fill(vpool.begin(), vpool.end(), nan);
+    for (std::size_t s = 0; s < seqs.size(); ++s) {
+      const std::int32_t len = seqs[s]["len"];
+      REQUIRE(std::int32_t(tables[s].size()) * block_size >= len);
+      const auto k = floats(seqs[s]["k"]), v = floats(seqs[s]["v"]);  // (len, n_kv, hd)
+      std::vector<eexit::RowKv> rk;
+      for (std::int32_t t = 0; t < len; ++t) rk.push_back(eexit::RowKv{tables[s].data(), t});
+      be.store_kv(k.data(), v.data(), std::size_t(len), rk.data(), view);
+      // Each token landed in slot block_table[t / bs] * bs + t % bs.
+      for (std::int32_t t = 0; t < len; ++t) {
+        const std::size_t slot =
+            std::size_t(tables[s][std::size_t(t / block_size)] * block_size + t % block_size);
+        CHECK(bitwise_equal(kpool.data() + slot * kv_dim, k.data() + std::size_t(t) * kv_dim,
+                            kv_dim));
+        CHECK(bitwise_equal(vpool.data() + slot * kv_dim, v.data() + std::size_t(t) * kv_dim,
+                            kv_dim));
+      }
+    }
+    std::vector<eexit::RowKv> rows;
+    for (const auto& r : c["rows"])
+      rows.push_back(
+          eexit::RowKv{tables[r["seq"].get<std::size_t>()].data(), r["pos"].get<std::int32_t>()});
+    const auto q = floats(c["q"]);
+    std::vector<float> out(rows.size() * n_heads * hd, nan);
+    be.attention(q.data(), out.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+    ErrorStats st;
+    check_close(out, floats(c["out"]), "attention", st);
+    report("attention", st);
+  }
+}
+
+TEST_CASE("swiglu, add and embed match PyTorch") {
+  eexit::CpuBackend be(1);
+  const auto& f = fixture();
+  {
+    const auto gate = floats(f["swiglu"]["gate"]), up = floats(f["swiglu"]["up"]);
+    std::vector<float> out(gate.size());
+    be.swiglu(gate.data(), up.data(), out.data(), out.size());
+    ErrorStats st;
+    check_close(out, floats(f["swiglu"]["out"]), "swiglu", st);
+    report("swiglu", st);
+    // In place, as the model calls it (out aliases gate).
+    auto g = gate;
+    be.swiglu(g.data(), up.data(), g.data(), g.size());
+    CHECK(bitwise_equal(g.data(), out.data(), out.size()));
+  }
+  {
+    auto x = floats(f["add"]["x"]);
+    const auto y = floats(f["add"]["y"]);
+    be.add(x.data(), y.data(), x.size());
+    ErrorStats st;
+    check_close(x, floats(f["add"]["out"]), "add", st);
+    CHECK(st.max_abs == 0.0);  // one correctly rounded float add: exact
+    report("add", st);
+  }
+  {
+    const std::size_t dim = f["embed"]["dim"];
+    const auto table = floats(f["embed"]["table"]);
+    const auto tokens = f["embed"]["tokens"].get<std::vector<std::int32_t>>();
+    std::vector<float> out(tokens.size() * dim);
+    be.embed(tokens.data(), tokens.size(), table.data(), dim, out.data());
+    const auto want = floats(f["embed"]["out"]);
+    CHECK(bitwise_equal(out.data(), want.data(), want.size()));
+  }
+}
