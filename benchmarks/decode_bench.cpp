@@ -1,0 +1,280 @@
+// eexit-bench-decode: CPU decode throughput against the machine's two ceilings, in one run.
+//
+//   eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
+//                      [--reps 5] [--json]
+//
+// Ceilings (OpenBLAS, --threads threads):
+//   bandwidth: cblas_sgemv over a 1 GiB matrix (far beyond the caches), best of --reps,
+//              bytes of the matrix per second;
+//   FLOP rate: cblas_sgemm 2048 x 2048 x 2048, best of --reps, 2·M·N·K per second.
+// Decode: for each batch size B, an Engine<FullDepth, PagedCache<CpuBackend,16>> gets B
+// requests of --prompt random ids (seeded), max_tokens --new, ignore_eos, greedy. The
+// budget admits every prompt in the first step, so step 1 is the whole prefill (and yields
+// each request's first token) and every later step decodes exactly B rows. Decode tokens/s
+// = tokens of the steps after the prefill step / their wall time (sampling included).
+// The same is run with CpuBackend(threads, matmul_impl::blas) (OpenBLAS sgemm): "ours vs
+// OpenBLAS" is the ratio of decode tokens/s.
+// Fractions: batch 1 = tokens/s · bytes streamed per token / bandwidth, where bytes per
+// token = every weight a decode step reads (all layer matrices and norms, final norm,
+// lm_head; the embedding contributes one row) plus the K/V it reads at the mean decode
+// position; batch 16 = tokens/s · FLOPs per token / FLOP rate, where FLOPs per token =
+// 2 · (parameters of the matrices) + attention (4 · n_heads · head_dim · context per layer).
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "eexit/backend/cpu.hpp"
+#include "eexit/cache/paged.hpp"
+#include "eexit/engine/engine.hpp"
+#include "eexit/model/llama.hpp"
+#include "eexit/model/load.hpp"
+
+using namespace eexit;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(clk::time_point t0) {
+  return std::chrono::duration<double>(clk::now() - t0).count();
+}
+
+struct Options {
+  std::string model;
+  unsigned threads = 2;
+  int prompt = 128;
+  int n_new = 64;
+  std::vector<int> batches{1, 4, 16};
+  int reps = 5;
+  bool json = false;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "%s\nusage: eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64]\n"
+               "                          [--batches 1,4,16] [--reps 5] [--json]\n",
+               why);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--threads") o.threads = unsigned(std::stoul(val()));
+    else if (a == "--prompt") o.prompt = std::stoi(val());
+    else if (a == "--new") o.n_new = std::stoi(val());
+    else if (a == "--reps") o.reps = std::stoi(val());
+    else if (a == "--json") o.json = true;
+    else if (a == "--batches") {
+      o.batches.clear();
+      std::stringstream ss(val());
+      for (std::string t; std::getline(ss, t, ',');) o.batches.push_back(std::stoi(t));
+    } else if (a == "-h" || a == "--help") usage("");
+    else if (!a.empty() && a[0] == '-') usage(("unknown option " + a).c_str());
+    else o.model = a;
+  }
+  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.batches.empty())
+    usage("bad option value");
+  return o;
+}
+
+// ---- ceilings ---------------------------------------------------------------------
+// Weight streaming: y = A·x with A (rows, cols) read once per call, as decode reads W.
+double sgemv_bytes_per_s(std::size_t bytes, int reps) {
+  const std::size_t cols = 4096, rows = bytes / 4 / cols;
+  std::vector<float> a(rows * cols), x(cols, 1.0f), y(rows);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = float(i % 1024) * 1e-3f;  // touch every page
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; ++r) {  // the first call warms up threads and TLBs
+    const auto t0 = clk::now();
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, int(rows), int(cols), 1.0f, a.data(), int(cols),
+                x.data(), 1, 0.0f, y.data(), 1);
+    const double t = seconds_since(t0);
+    if (r > 0) best = std::min(best, t);
+  }
+  return double(rows * cols * 4) / best;
+}
+
+double sgemm_flop_per_s(int n, int reps) {
+  std::vector<float> a(std::size_t(n) * n), b(std::size_t(n) * n), c(std::size_t(n) * n);
+  std::mt19937 g(1);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto& v : a) v = u(g);
+  for (auto& v : b) v = u(g);
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; ++r) {
+    const auto t0 = clk::now();
+    // B transposed, as our projections are x·Wᵀ.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+    const double t = seconds_since(t0);
+    if (r > 0) best = std::min(best, t);
+  }
+  return 2.0 * double(n) * n * n / best;
+}
+
+// ---- model cost per decode token ---------------------------------------------------
+struct Costs {
+  double weight_bytes;   // read once per decode step (whatever the batch)
+  double kv_bytes;       // K/V read per token at the mean decode position
+  double flops;          // per token
+};
+
+Costs costs(const ModelConfig& c, int prompt, int n_new) {
+  const double d = c.dim, h = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), v = c.vocab_size;
+  const double per_layer_mat = d * q + 2 * d * kv + q * d + 3 * d * h;
+  const double mat = c.n_layers * per_layer_mat + v * d;  // + lm_head
+  const double norms = c.n_layers * 2 * d + d;
+  // Decode steps run at positions prompt .. prompt+n_new-2, attending over pos+1 tokens.
+  const double ctx = prompt + (n_new - 2) / 2.0 + 1;
+  Costs k;
+  k.weight_bytes = 4 * (mat + norms + d);  // + one embedding row
+  k.kv_bytes = 4 * c.n_layers * 2 * kv * ctx;
+  k.flops = 2 * mat + c.n_layers * 4.0 * c.n_heads * c.head_dim * ctx;
+  return k;
+}
+
+// ---- decode --------------------------------------------------------------------------
+struct Run {
+  int batch;
+  double prefill_s, decode_s;
+  std::int64_t decode_tokens;
+  double tok_s() const { return double(decode_tokens) / decode_s; }
+};
+
+Run run_batch(LlamaModel<CpuBackend>& model, const Options& o, int B) {
+  using Cache = PagedCache<CpuBackend, 16>;
+  const auto& c = model.config();
+  const int per_seq_blocks = (o.prompt + o.n_new + 15) / 16;
+  Cache cache(model.backend(), c, B * per_seq_blocks);
+  EngineOptions eo;
+  eo.max_batch_tokens = B * o.prompt;  // every prompt in the first step
+  eo.max_running = B;
+  Engine<FullDepth, Cache> engine(model, cache, FullDepth{}, eo);
+  std::mt19937 g(1234);  // the same prompts for every implementation
+  std::uniform_int_distribution<std::int32_t> tok(3, c.vocab_size - 1);
+  for (int b = 0; b < B; ++b) {
+    GenerateRequest r;
+    r.prompt.resize(std::size_t(o.prompt));
+    for (auto& t : r.prompt) t = tok(g);
+    r.max_tokens = o.n_new;
+    r.ignore_eos = true;
+    engine.add_request(std::move(r));
+  }
+  Run run{B, 0, 0, 0};
+  auto t0 = clk::now();
+  auto out = engine.step();  // the whole prefill; samples every request's first token
+  run.prefill_s = seconds_since(t0);
+  std::int64_t first = 0;
+  for (auto& r : out) first += std::int64_t(r.tokens.size());
+  if (first != B) {
+    std::fprintf(stderr, "prefill step yielded %lld tokens, expected %d\n", (long long)first, B);
+    std::exit(1);
+  }
+  t0 = clk::now();
+  while (engine.has_work())
+    for (auto& r : engine.step()) {
+      if (r.finish == finish_reason::error) {
+        std::fprintf(stderr, "request failed: %s\n", r.error.c_str());
+        std::exit(1);
+      }
+      run.decode_tokens += std::int64_t(r.tokens.size());
+    }
+  run.decode_s = seconds_since(t0);
+  return run;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  openblas_set_num_threads(int(o.threads));
+
+  if (!o.json) std::printf("measuring ceilings (OpenBLAS, %u threads)...\n", o.threads);
+  std::fflush(stdout);
+  const double bw = sgemv_bytes_per_s(std::size_t(1) << 30, o.reps);
+  const double flops = sgemm_flop_per_s(2048, o.reps);
+
+  auto t0 = clk::now();
+  ModelWeights w = load_model(o.model);
+  const double load_s = seconds_since(t0);
+  const ModelConfig cfg = w.config;
+  const Costs k = costs(cfg, o.prompt, o.n_new);
+  // Weight-streaming rate for a matrix as large as one decode step's weights: shows how
+  // much of the model the (shared, virtualised) last-level cache can hold.
+  const double bw_model = sgemv_bytes_per_s(std::size_t(k.weight_bytes), o.reps);
+
+  CpuBackend be_ours(o.threads, matmul_impl::invariant);
+  CpuBackend be_blas(o.threads, matmul_impl::blas);
+  LlamaModel<CpuBackend> ours(be_ours, w);
+  LlamaModel<CpuBackend> blas(be_blas, std::move(w));
+
+  struct Row {
+    Run a, b;
+  };
+  std::vector<Row> rows;
+  for (int B : o.batches) {
+    if (!o.json) std::printf("batch %d...\n", B);
+    std::fflush(stdout);
+    Row r{run_batch(ours, o, B), run_batch(blas, o, B)};
+    rows.push_back(r);
+  }
+
+  const double bytes_tok = k.weight_bytes + k.kv_bytes;
+  auto frac_bw = [&](const Run& r) { return r.tok_s() * (k.weight_bytes / r.batch + k.kv_bytes) / bw; };
+  auto frac_fl = [&](const Run& r) { return r.tok_s() * k.flops / flops; };
+
+  if (o.json) {
+    std::printf("{\"model\":\"%s\",\"threads\":%u,\"prompt\":%d,\"new\":%d,"
+                "\"bandwidth_GBps\":%.3f,\"bandwidth_model_sized_GBps\":%.3f,\"sgemm_GFLOPs\":%.3f,"
+                "\"weight_MB\":%.3f,\"kv_MB_per_token\":%.4f,\"MFLOP_per_token\":%.3f,\"runs\":[",
+                o.model.c_str(), o.threads, o.prompt, o.n_new, bw / 1e9, bw_model / 1e9, flops / 1e9,
+                k.weight_bytes / 1e6, k.kv_bytes / 1e6, k.flops / 1e6);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      std::printf("%s{\"batch\":%d,\"ours_tok_s\":%.4f,\"blas_tok_s\":%.4f,\"ours_prefill_s\":%.4f,"
+                  "\"blas_prefill_s\":%.4f,\"ours_frac_bandwidth\":%.4f,\"ours_frac_flops\":%.4f,"
+                  "\"blas_frac_bandwidth\":%.4f,\"blas_frac_flops\":%.4f}",
+                  i ? "," : "", r.a.batch, r.a.tok_s(), r.b.tok_s(), r.a.prefill_s, r.b.prefill_s,
+                  frac_bw(r.a), frac_fl(r.a), frac_bw(r.b), frac_fl(r.b));
+    }
+    std::printf("]}\n");
+    return 0;
+  }
+
+  std::printf("\nmodel %s: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d (loaded in %.1f s)\n",
+              o.model.c_str(), cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim,
+              cfg.vocab_size, load_s);
+  std::printf("per decode token: %.1f MB of weights per step + %.1f MB K/V (%.1f MB at batch 1), "
+              "%.1f MFLOP\n",
+              k.weight_bytes / 1e6, k.kv_bytes / 1e6, bytes_tok / 1e6, k.flops / 1e6);
+  std::printf("ceilings (%u threads): sgemv 1 GiB %.2f GB/s (model-sized %.0f MB: %.2f GB/s), "
+              "sgemm 2048^3 %.1f GFLOP/s\n",
+              o.threads, bw / 1e9, k.weight_bytes / 1e6, bw_model / 1e9, flops / 1e9);
+  std::printf("prompt %d, %d new tokens; decode tok/s = tokens after the prefill step / their time\n\n",
+              o.prompt, o.n_new);
+  std::printf("%5s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %9s\n", "batch", "ours tok/s", "of BW",
+              "of FLOP", "BLAS tok/s", "of BW", "of FLOP", "ours/BL", "prefill s", "BLAS pf s");
+  for (const auto& r : rows)
+    std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10.1f %8.1f%% %8.1f%% | %7.2f | %9.2f %9.2f\n",
+                r.a.batch, r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), r.b.tok_s(),
+                100 * frac_bw(r.b), 100 * frac_fl(r.b), r.a.tok_s() / r.b.tok_s(), r.a.prefill_s,
+                r.b.prefill_s);
+  std::printf("\ntargets: batch 1 >= 90%% of BW, batch 16 >= 50%% of FLOP\n");
+  return 0;
+}
