@@ -66,8 +66,6 @@ int main(int argc, char** argv) {
       std::cout << kHelp;
       return 0;
     }
-    if (!args->has("model")) throw usage_error("--model is required");
-    if (!args->has("prompt")) throw usage_error("--prompt is required");
     base.max_tokens = std::int32_t(args->integer("max-tokens", 256, 0, 1 << 20));
     auto& sp = base.sampling;
     sp.temperature = float(args->real("temperature", 0.0, 0.0, 100.0));
@@ -84,6 +82,8 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
+    if (!args->has("model")) throw usage_error("--model is required");
+    if (!args->has("prompt")) throw usage_error("--prompt is required");
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
     return 2;
