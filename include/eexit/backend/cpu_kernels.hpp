@@ -9,17 +9,17 @@
 #include <cstddef>
 #include <cstring>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace eexit::detail {
 
 // 16 floats: one AVX-512 register, or two AVX2 / four SSE registers where the compiler
 // targets those; the arithmetic order is the same on all of them.
 typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 
-inline vf16 load16(const float* p) noexcept {
-  vf16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+inline vf16 load16(const float* p) noexcept { return *reinterpret_cast<const vf16*>(p); }
 
 // Fixed-order horizontal sum: pairwise halves, the same for every element.
 inline float hsum16(vf16 v) noexcept {
@@ -30,6 +30,55 @@ inline float hsum16(vf16 v) noexcept {
   return a[0];
 }
 
+// The accumulator of the dot-product kernels: 16 lanes, each summing every 16th product in
+// k order with a fused multiply-add, then reduced by pairwise halves (hsum16's order).
+// With AVX-512 these are intrinsics (the generic vector code compiles to stack copies);
+// otherwise the vector extension, whose a*b+c the compiler contracts the same way
+// everywhere in a build. Either way every caller uses the same three operations.
+#if defined(__AVX512F__)
+using vacc = __m512;
+inline vacc vzero() noexcept { return _mm512_setzero_ps(); }
+inline vacc vload(const float* p) noexcept { return _mm512_loadu_ps(p); }
+inline vacc vfma(vacc a, vacc b, vacc c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+#else
+using vacc = vf16;
+inline vacc vzero() noexcept { return vf16{}; }
+inline vacc vload(const float* p) noexcept { return load16(p); }
+inline vacc vfma(vacc a, vacc b, vacc c) noexcept { return a * b + c; }
+#endif
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+
+// hsum16's order with vector shuffles: a[i] += a[i+8]; a[i] += a[i+4]; a[i] += a[i+2];
+// a[0] += a[1]. (Shuffles rather than extract intrinsics, which GCC 12 flags as
+// reading uninitialised registers.)
+inline float vhsum(vacc v) noexcept {
+  const vf8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const vf4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  const float s2a = s4[0] + s4[2], s2b = s4[1] + s4[3];
+  return s2a + s2b;
+}
+
+// vhsum of four accumulators at once, in the same order per element (each step adds the
+// same pairs; a + b == b + a exactly), so the four sums are bitwise vhsum's.
+inline vf4 vhsum4(vacc a, vacc b, vacc c, vacc d) noexcept {
+  // [a.s8 | b.s8], [c.s8 | d.s8]: s8[i] = v[i] + v[i+8]
+  const vacc ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                  __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const vacc cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                  __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  // [a.s4 | b.s4 | c.s4 | d.s4]: s4[i] = s8[i] + s8[i+4]
+  const vacc s4 = __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                  __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  // per group of four: s2[i] = s4[i] + s4[i+2], then s1 = s2[0] + s2[1]
+  const vacc s2 = s4 + __builtin_shufflevector(s4, s4, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  const vacc s1 = s2 + __builtin_shufflevector(s2, s2, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return __builtin_shufflevector(s1, s1, 0, 4, 8, 12);
+}
+
+
 // Tail of a dot product (k % 16 elements), same order everywhere.
 inline float tail_dot(const float* x, const float* w, std::size_t k0, std::size_t k) noexcept {
   float s = 0.0f;
@@ -37,67 +86,141 @@ inline float tail_dot(const float* x, const float* w, std::size_t k0, std::size_
   return s;
 }
 
+// One register tile: MR rows x NR outputs, MR*NR accumulators. y[i, n+j] for the MR rows
+// at x (row stride ldx) and outputs n..n+NR-1. Every element gets the same sequence:
+// vfma over k blocks in order, vhsum, + tail_dot, + bias; the tile shape changes only
+// which elements share loads.
+template <std::size_t MR, std::size_t NR, bool Prefetch = false>
+inline void xwt_tile(const float* x, std::size_t ldx, const float* w, std::size_t K,
+                     std::size_t K16, std::size_t n, float* y, std::size_t ldy,
+                     const float* bias) noexcept {
+  vacc acc[MR][NR];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 16
+    for (std::size_t j = 0; j < NR; ++j) acc[i][j] = vzero();
+  const float* wr = w + n * K;
+  for (std::size_t k = 0; k < K16; k += 16) {
+    vacc wv[NR];
+#pragma GCC unroll 16
+    for (std::size_t j = 0; j < NR; ++j) wv[j] = vload(wr + j * K + k);
+    if constexpr (Prefetch) {  // the next NR rows of W, one cache line per row and step
+#pragma GCC unroll 16
+      for (std::size_t j = 0; j < NR; ++j) __builtin_prefetch(wr + (NR + j) * K + k, 0, 3);
+    }
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < MR; ++i) {
+      const vacc xv = vload(x + i * ldx + k);
+#pragma GCC unroll 16
+      for (std::size_t j = 0; j < NR; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+    }
+  }
+  if constexpr (NR == 4) {
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < MR; ++i) {
+      vf4 s = vhsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+      vf4 t;
+      for (std::size_t j = 0; j < 4; ++j) t[j] = tail_dot(x + i * ldx, wr + j * K, K16, K);
+      s += t;
+      if (bias) {
+        vf4 b;
+        std::memcpy(&b, bias + n, sizeof b);
+        s += b;
+      }
+      std::memcpy(y + i * ldy + n, &s, sizeof s);
+    }
+    return;
+  }
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) {
+      float s = vhsum(acc[i][j]) + tail_dot(x + i * ldx, wr + j * K, K16, K);
+      if (bias) s += bias[n + j];
+      y[i * ldy + n + j] = s;
+    }
+}
+
+// Outputs [n0, n1) for MR rows: NR-wide tiles, then single outputs.
+template <std::size_t MR, std::size_t NR>
+inline void xwt_rows(const float* x, std::size_t ldx, const float* w, std::size_t K,
+                     std::size_t K16, std::size_t n0, std::size_t n1, float* y,
+                     std::size_t ldy, const float* bias) noexcept {
+  std::size_t n = n0;
+  for (; n + NR <= n1; n += NR) xwt_tile<MR, NR>(x, ldx, w, K, K16, n, y, ldy, bias);
+  for (; n < n1; ++n) xwt_tile<MR, 1>(x, ldx, w, K, K16, n, y, ldy, bias);
+}
+
+// One tile of mr (1..6) rows x NR outputs at output n.
+template <std::size_t NR, bool Prefetch = false>
+inline void xwt_tile_m(std::size_t mr, const float* x, std::size_t ldx, const float* w,
+                       std::size_t K, std::size_t K16, std::size_t n, float* y, std::size_t ldy,
+                       const float* bias) noexcept {
+  switch (mr) {
+    case 1: xwt_tile<1, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    case 2: xwt_tile<2, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    case 3: xwt_tile<3, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    case 4: xwt_tile<4, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    case 5: xwt_tile<5, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    default: xwt_tile<6, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+  }
+}
+
+// Register tiles are at most 6 rows x 4 outputs (24 accumulators + 4 W + 1 x registers
+// of the 32 AVX-512 has); one or two rows (decode) take 8 outputs per tile so that more
+// W rows stream at once.
+inline constexpr std::size_t xwt_max_rows = 6;
+// Up to this many rows the x rows stay in L2 while W streams past them once.
+inline constexpr std::size_t xwt_stream_rows = 48;
+
 // y[m, n] = dot(x[m, :], w[n, :]) (+ bias[n]) for m in [0, M), n in [n0, n1).
 // x: (M, K) row stride ldx; w: (N, K) contiguous rows; y: (M, N) row stride ldy.
-// Tiles of 4 rows x 4 outputs keep 16 accumulators in registers; edges use the same
-// per-element arithmetic, so tiling never changes a value.
+// Every element is computed by the same arithmetic whatever M, the tile it lands in or
+// the range [n0, n1) a thread was given (see xwt_tile), so results are batch invariant.
 inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const float* w,
                        std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                        const float* bias) noexcept {
   const std::size_t K16 = K / 16 * 16;
-  constexpr std::size_t MR = 4, NR = 4;
-  // Block over outputs so that a block of W stays in L2 while every row tile passes it.
-  const std::size_t nb = std::max<std::size_t>(NR, (256 * 1024 / 4 / std::max<std::size_t>(K, 1)) / NR * NR);
+  if (M <= 2) {  // decode: one pass over W, no blocking needed
+    if (M == 1) xwt_rows<1, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
+    else xwt_rows<2, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
+    return;
+  }
+  if (M <= xwt_stream_rows) {
+    // Small batches: W is streamed from memory once, and each group of 4 W rows is used
+    // by every row tile while it is in L1, so loads from DRAM overlap the arithmetic.
+    std::size_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      xwt_tile_m<4, true>(std::min(xwt_max_rows, M), x, ldx, w, K, K16, n, y, ldy, bias);
+      for (std::size_t m0 = xwt_max_rows; m0 < M; m0 += xwt_max_rows)
+        xwt_tile_m<4>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n,
+                      y + m0 * ldy, ldy, bias);
+    }
+    for (; n < n1; ++n)
+      for (std::size_t m0 = 0; m0 < M; m0 += xwt_max_rows)
+        xwt_tile_m<1>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n,
+                      y + m0 * ldy, ldy, bias);
+    return;
+  }
+  // Prefill: block over outputs so that a block of W stays in L2 while every row tile
+  // passes it.
+  const std::size_t nb = std::max<std::size_t>(8, (512 * 1024 / 4 / std::max<std::size_t>(K, 1)) / 8 * 8);
   for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
     const std::size_t nb1 = std::min(n1, nb0 + nb);
-    for (std::size_t m0 = 0; m0 < M; m0 += MR) {
-      const std::size_t mr = std::min(MR, M - m0);
+    for (std::size_t m0 = 0; m0 < M; m0 += xwt_max_rows) {
+      const std::size_t mr = std::min(xwt_max_rows, M - m0);
       std::size_t n = nb0;
-      if (mr == MR) {
-        for (; n + NR <= nb1; n += NR) {
-          vf16 acc[MR][NR] = {};
-          const float* xr[MR] = {x + (m0 + 0) * ldx, x + (m0 + 1) * ldx, x + (m0 + 2) * ldx,
-                                 x + (m0 + 3) * ldx};
-          const float* wr[NR] = {w + (n + 0) * K, w + (n + 1) * K, w + (n + 2) * K,
-                                 w + (n + 3) * K};
-          for (std::size_t k = 0; k < K16; k += 16) {
-            vf16 wv[NR];
-            for (std::size_t j = 0; j < NR; ++j) wv[j] = load16(wr[j] + k);
-            for (std::size_t i = 0; i < MR; ++i) {
-              const vf16 xv = load16(xr[i] + k);
-              for (std::size_t j = 0; j < NR; ++j) acc[i][j] += xv * wv[j];
-            }
-          }
-          for (std::size_t i = 0; i < MR; ++i)
-            for (std::size_t j = 0; j < NR; ++j) {
-              float s = hsum16(acc[i][j]) + tail_dot(xr[i], wr[j], K16, K);
-              if (bias) s += bias[n + j];
-              y[(m0 + i) * ldy + n + j] = s;
-            }
-        }
-      }
-      // Edge: remaining outputs (or a short row tile), one row at a time, 4 outputs wide.
-      for (std::size_t i = 0; i < mr; ++i) {
-        const float* xr = x + (m0 + i) * ldx;
-        std::size_t nn = (mr == MR) ? n : nb0;
-        for (; nn < nb1; ++nn) {
-          const float* wr = w + nn * K;
-          vf16 acc = {};
-          for (std::size_t k = 0; k < K16; k += 16) acc += load16(xr + k) * load16(wr + k);
-          float s = hsum16(acc) + tail_dot(xr, wr, K16, K);
-          if (bias) s += bias[nn];
-          y[(m0 + i) * ldy + nn] = s;
-        }
-      }
+      for (; n + 4 <= nb1; n += 4)
+        xwt_tile_m<4>(mr, x + m0 * ldx, ldx, w, K, K16, n, y + m0 * ldy, ldy, bias);
+      for (; n < nb1; ++n)
+        xwt_tile_m<1>(mr, x + m0 * ldx, ldx, w, K, K16, n, y + m0 * ldy, ldy, bias);
     }
   }
 }
 
 inline float dot(const float* a, const float* b, std::size_t n) noexcept {
   const std::size_t n16 = n / 16 * 16;
-  vf16 acc = {};
-  for (std::size_t k = 0; k < n16; k += 16) acc += load16(a + k) * load16(b + k);
-  return hsum16(acc) + tail_dot(a, b, n16, n);
+  vacc acc = vzero();
+  for (std::size_t k = 0; k < n16; k += 16) acc = vfma(vload(a + k), vload(b + k), acc);
+  return vhsum(acc) + tail_dot(a, b, n16, n);
 }
 
 inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t dim, float eps) noexcept {
