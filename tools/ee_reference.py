@@ -34,10 +34,11 @@ Fixture keys (tests/fixtures/ee_reference.json):
                  with the ids our Python tokenizer gives, BOS (the post-processor) included
   "prompts":     [{"text": str, "ids": [int]}]: decode prompts, ids with BOS
   "runs":        [{"prompt": index into prompts, "measure": str, "thresholds": [float per
-                 exit point], "max_new_tokens": int, "tokens": [int] (generated ids, the
-                 prompt excluded), "exit_layers": [int] (per generated token; the first is
-                 L-1 from prefill), "scores": [[float]] (per generated token, the scores at
-                 the exit points it reached; [] for the first), "min_threshold_gap": float
+                 exit point] (the first max-prob run uses config.json's defaults),
+                 "max_new_tokens": int, "tokens": [int] (generated ids, the prompt
+                 excluded), "exit_layers": [int] (per generated token; the first is L-1,
+                 from prefill), "scores": [[float]] (per generated token, the scores at the
+                 exit points it reached; [] for the first), "min_threshold_gap": float
                  (smallest |score - threshold| of the run), "min_logit_gap": float (smallest
                  top1 - top2 logit of the chosen exits: near-ties would make float32 differ)}]
   "kv_fill":     {"run": index into runs, "prompt": index, "step": index into that run's
@@ -79,6 +80,7 @@ class Model:
         ee = c["early_exit"]
         assert ee.get("head", "shared") == "shared", "this reference implements the shared head"
         self.exit_layers = ee["exit_layers"]
+        self.thresholds = ee.get("thresholds")
         self.embed = t["model.embed_tokens.weight"]  # (vocab, dim)
         self.lm_head = self.embed if c.get("tie_word_embeddings") else t["lm_head.weight"]
         self.final_norm = t["model.norm.weight"]
@@ -208,14 +210,16 @@ def decode(m, prompt_ids, measure, thresholds, max_new_tokens):
 
 
 PROMPTS = ["ROMEO:\n", "First Citizen:\nWe are accounted poor", "KING RICHARD II:\nO, that I were"]
-# (measure, thresholds per exit point): exits often / rarely for max-prob, then the others.
+# (measure, thresholds per exit point): max-prob with config.json's default thresholds
+# (None; exits often) and with high ones (exits rarely), then the other measures with
+# thresholds that give a mix of exits at both exit points and full depth.
 RUNS = [
-    ("max-prob", [0.35, 0.3]),
+    ("max-prob", None),
     ("max-prob", [0.9, 0.8]),
     ("margin", [0.4, 0.3]),
     ("entropy", [-1.5, -2.0]),
-    ("cosine", [0.75, 0.85]),
-    ("classifier", [0.6, 0.6]),
+    ("cosine", [0.25, 0.965]),
+    ("classifier", [0.75, 0.85]),
 ]
 MAX_NEW = 24
 
@@ -248,6 +252,7 @@ def main():
         for measure, thr in RUNS:
             if measure == "classifier" and not m.classifiers:
                 continue
+            thr = thr or m.thresholds
             toks, exits, scores, tg, lg, cache = decode(m, p["ids"], measure, thr, MAX_NEW)
             runs.append({"prompt": pi, "measure": measure, "thresholds": thr,
                          "max_new_tokens": MAX_NEW, "tokens": toks, "exit_layers": exits,
@@ -256,6 +261,8 @@ def main():
             early = [i for i, x in enumerate(exits) if x < m.n_layers - 1]
             print(f"prompt {pi} {measure:10s} {thr}: exits {exits} early {len(early)}/"
                   f"{MAX_NEW - 1}, min gaps: threshold {tg:.2e}, logit {lg:.2e}")
+            if tg < 1e-4 or lg < 1e-4:
+                print("    WARNING: a near-tie; float32 engines may legitimately differ here")
             print("   ", repr(tok.decode(toks)))
             if kv_fill is None and pi == 0 and measure == "max-prob" and early:
                 s = early[0]
