@@ -15,10 +15,10 @@ namespace eexit {
 
 // Memory and the ops the model needs, on raw pointers into the backend's own memory.
 template <class B>
-concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* ids,
-                           std::size_t n, const RowKv* rk, const KvLayerView& kv,
-                           typename B::template buffer<float>& buf,
-                           std::span<const float> host, std::span<float> host_out) {
+concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* ids, std::size_t n,
+                           const RowKv* rk, const KvLayerView& kv,
+                           typename B::template buffer<float>& buf, std::span<const float> host,
+                           std::span<float> host_out) {
   { b.template allocate<float>(n) } -> std::same_as<typename B::template buffer<float>>;
   b.template upload<float>(buf, host);
   b.template download<float>(host_out, buf);
@@ -39,7 +39,7 @@ concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* 
 // A KV cache: reserve is a value (false = full), never an exception.
 template <class C>
 concept kv_cache = backend<typename C::backend_type> &&
-                   requires(C& c, const C& cc, typename C::seq_id s, std::int32_t n, int layer) {
+    requires(C& c, const C& cc, typename C::seq_id s, std::int32_t n, int layer) {
   { c.reserve(s, n) } -> std::same_as<bool>;
   c.release(s);
   c.truncate(s, n);
@@ -61,11 +61,21 @@ concept exit_model = requires(M& m, const M& cm, typename M::Workspace& ws, cons
   typename M::backend_type;
   { cm.config() } -> std::same_as<const ModelConfig&>;
   { cm.exit_layers() } -> std::convertible_to<std::span<const int>>;
+  { cm.n_exits() } -> std::convertible_to<int>;
+  { cm.has_classifier(l) } -> std::convertible_to<bool>;
   { m.make_workspace(n) } -> std::same_as<typename M::Workspace>;
   m.embed(ids, n, x);
   m.forward_layer(l, x, n, rk, kv, ws);
   m.exit_logits(l, cx, n, x, ws);
   m.kv_from_hidden(l, cx, n, rk, kv, ws);
+  m.exit_classifier(l, cx, n, x, ws);
+};
+
+// The model can fill the cache type's skipped layers (the paper's KV fill).
+template <class M, class C>
+concept fills_cache = requires(M& m, typename M::Workspace& ws, const float* cx, std::size_t n,
+                               const RowKv* rk, C& cache, int l) {
+  m.kv_fill(l, cx, n, rk, cache, ws);
 };
 
 }  // namespace eexit

@@ -10,6 +10,7 @@
 #include "eexit/engine/engine.hpp"
 #include "eexit/model/llama.hpp"
 #include "eexit/model/load.hpp"
+#include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
 #include "eexit/policy/policy.hpp"
 #include "eexit/sampling/sampler.hpp"
@@ -21,4 +22,6 @@ static_assert(kv_cache<PagedCache<CpuBackend, 16>>);
 static_assert(kv_cache<ContiguousCache<CpuBackend>>);
 static_assert(exit_model<LlamaModel<CpuBackend>>);
 static_assert(policy<FullDepth>);
+static_assert(policy<AllConfident>);
+static_assert(policy<SplitAtExit>);
 }  // namespace eexit

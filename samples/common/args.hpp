@@ -19,7 +19,7 @@ struct usage_error : std::runtime_error {
 };
 
 class Args {
-public:
+ public:
   // flags: names that take a value; switches: names that do not.
   Args(int argc, char** argv, std::set<std::string> flags, std::set<std::string> switches) {
     for (int i = 1; i < argc; ++i) {
@@ -81,7 +81,7 @@ public:
     return v;
   }
 
-private:
+ private:
   std::map<std::string, std::vector<std::string>> values_;
 };
 

@@ -94,9 +94,10 @@ int main(int argc, char** argv) {
     const std::string model_path = args->str("model");
     LlamaModel<CpuBackend> model(be, load_model(model_path));
     const auto& cfg = model.config();
-    const auto tok = Tokenizer::load(
-        args->has("tokenizer") ? args->str("tokenizer") : find_tokenizer(model_path, cfg.vocab_size),
-        cfg.vocab_size);
+    const auto tok =
+        Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
+                                               : find_tokenizer(model_path, cfg.vocab_size),
+                        cfg.vocab_size);
 
     std::vector<GenerateRequest> reqs;
     std::int64_t tokens_needed = 0;
@@ -110,7 +111,8 @@ int main(int argc, char** argv) {
     }
     using Cache = PagedCache<CpuBackend, 16>;
     const auto blocks = args->integer(
-        "kv-blocks", std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1, 1 << 20), 1,
+        "kv-blocks",
+        std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1, 1 << 20), 1,
         1 << 26);
     Cache cache(be, cfg, std::int32_t(blocks));
     EngineOptions opt;
@@ -138,16 +140,18 @@ int main(int argc, char** argv) {
             j["error"] = o.error;
             ++failures;
           }
-          j["stats"] = {{"prompt_tokens", st.prompt_tokens},
-                        {"generated_tokens", st.generated_tokens},
-                        {"time_to_first_token_s", st.time_to_first_token_s},
-                        {"total_time_s", st.total_time_s},
-                        {"tokens_per_s", st.total_time_s > 0 ? st.generated_tokens / st.total_time_s : 0.0},
-                        {"preemptions", st.preemptions}};
+          j["stats"] = {
+              {"prompt_tokens", st.prompt_tokens},
+              {"generated_tokens", st.generated_tokens},
+              {"time_to_first_token_s", st.time_to_first_token_s},
+              {"total_time_s", st.total_time_s},
+              {"tokens_per_s", st.total_time_s > 0 ? st.generated_tokens / st.total_time_s : 0.0},
+              {"preemptions", st.preemptions}};
         }
       }
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (std::size_t i = 0; i < ids.size(); ++i) {
       auto& j = results[ids[i]];
       if (!j.contains("token_ids")) j["token_ids"] = nlohmann::json::array();
@@ -155,7 +159,8 @@ int main(int argc, char** argv) {
       if (json) {
         std::cout << j.dump() << "\n";
       } else if (!stream) {
-        std::cout << "--- prompt " << i + 1 << " (" << j["finish_reason"].get<std::string>() << ")\n"
+        std::cout << "--- prompt " << i + 1 << " (" << j["finish_reason"].get<std::string>()
+                  << ")\n"
                   << texts[ids[i]] << "\n";
       }
     }

@@ -24,7 +24,8 @@ std::vector<std::int32_t> reference_ids() {
   std::vector<std::int32_t> ids;
   while (std::getline(f, line)) {
     if (line.rfind("ids:", 0) == 0 || line.find_first_not_of("0123456789 ") == std::string::npos) {
-      std::istringstream ss(line.substr(line.find(':') == std::string::npos ? 0 : line.find(':') + 1));
+      std::istringstream ss(
+          line.substr(line.find(':') == std::string::npos ? 0 : line.find(':') + 1));
       for (std::int32_t v; ss >> v;) ids.push_back(v);
       if (ids.size() >= 256) break;
     }
@@ -86,8 +87,10 @@ std::vector<GenerateRequest> eight_requests() {
 }
 
 template <class Cache>
-std::vector<std::vector<std::int32_t>> run_batch(Cache& cache, const std::vector<GenerateRequest>& rs,
-                                                 EngineOptions opt = {}, EngineStats* stats = nullptr) {
+std::vector<std::vector<std::int32_t>> run_batch(Cache& cache,
+                                                 const std::vector<GenerateRequest>& rs,
+                                                 EngineOptions opt = {},
+                                                 EngineStats* stats = nullptr) {
   auto& s = stories();
   Engine<FullDepth, Cache> engine(s.model, cache, {}, opt);
   for (auto& r : rs) engine.add_request(r);

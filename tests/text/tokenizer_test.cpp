@@ -1,6 +1,7 @@
 #include "eexit/text/tokenizer.hpp"
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -56,8 +57,16 @@ Vectors ggml_vectors() {
   return v;
 }
 
+// A private folder: the loader reads a tokenizer_config.json beside the file, so a shared
+// temp folder would let other programs' files change what these tests see.
 std::string tmp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("eexit_tok_" + name)).string();
+  static const auto dir = [] {
+    auto d = std::filesystem::temp_directory_path() /
+             ("eexit_tok_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  return (dir / name).string();
 }
 
 void write_file(const std::string& path, const std::string& data) {

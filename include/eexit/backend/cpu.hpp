@@ -191,6 +191,28 @@ struct CpuBackend {
 
   void copy(const float* src, float* dst, std::size_t n) { std::copy_n(src, n, dst); }
 
+  // x = 1 / (1 + exp(-x))
+  void sigmoid(float* x, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
+  }
+
+  // The KV fill of skipped layers, batched over rows and layers: kv holds, per row, the K
+  // and V of n_fill consecutive layers, (rows, n_fill, 2, kv_dim), not yet rotated. Each
+  // K is rotated at the row's position and both are written into layer f's cache views[f].
+  void fill_kv(const float* kv, std::size_t rows, std::size_t n_fill, const RowKv* rowkv,
+               const KvLayerView* views, std::size_t n_kv_heads, std::size_t head_dim,
+               const float* inv_freq, rope_style style) {
+    const std::size_t kvd = n_kv_heads * head_dim;
+    std::vector<float> k(kvd);
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t f = 0; f < n_fill; ++f) {
+        const float* src = kv + (r * n_fill + f) * 2 * kvd;
+        std::copy_n(src, kvd, k.data());
+        rope(k.data(), 1, n_kv_heads, head_dim, rowkv + r, inv_freq, style);
+        store_kv(k.data(), src + kvd, 1, rowkv + r, views[f]);
+      }
+  }
+
 private:
   ThreadPool pool_;
   matmul_impl mm_;

@@ -6,7 +6,7 @@
 namespace eexit {
 
 class BlockPool {
-public:
+ public:
   explicit BlockPool(std::int32_t n_blocks) {
     free_.reserve(std::size_t(n_blocks));
     // Hand out low ids first: keeps a short run's working set compact.
@@ -27,7 +27,7 @@ public:
   }
   void give_back(std::int32_t b) { free_.push_back(b); }
 
-private:
+ private:
   std::vector<std::int32_t> free_;
   std::int32_t total_ = 0;
 };

@@ -12,7 +12,7 @@ namespace eexit {
 
 template <class Backend>
 class ContiguousCache {
-public:
+ public:
   using backend_type = Backend;
   using seq_id = std::int64_t;
 
@@ -70,7 +70,7 @@ public:
   KvLayerView view(int layer) { return storage_.view(layer, max_seq_len_); }
   void fill(float x) { storage_.fill(x); }
 
-private:
+ private:
   struct Seq {
     std::int32_t slot;
     std::int32_t length;

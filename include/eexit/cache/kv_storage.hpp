@@ -4,15 +4,15 @@
 #include <limits>
 #include <vector>
 
-#include "eexit/core/kv_view.hpp"
 #include "eexit/core/error.hpp"
+#include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
 
 namespace eexit::detail {
 
 template <class Backend>
 class KvStorage {
-public:
+ public:
   KvStorage(Backend& be, const ModelConfig& cfg, std::size_t n_slots)
       : be_(&be), n_layers_(cfg.n_layers), kv_dim_(cfg.kv_dim()), n_slots_(n_slots) {
     if (n_slots == 0) throw error("kv cache", "no KV slots: give the cache at least one block");
@@ -31,7 +31,7 @@ public:
   int n_layers() const noexcept { return n_layers_; }
   std::int32_t kv_dim() const noexcept { return kv_dim_; }
 
-private:
+ private:
   Backend* be_;
   int n_layers_;
   std::int32_t kv_dim_;

@@ -13,7 +13,7 @@ template <class Backend, int BlockSize = 16>
 class PagedCache {
   static_assert(BlockSize > 0, "BlockSize must be positive");
 
-public:
+ public:
   using backend_type = Backend;
   using seq_id = std::int64_t;
   static constexpr int block_size_v = BlockSize;
@@ -78,7 +78,7 @@ public:
   KvLayerView view(int layer) { return storage_.view(layer, BlockSize); }
   void fill(float x) { storage_.fill(x); }
 
-private:
+ private:
   struct Seq {
     std::vector<std::int32_t> blocks;
     std::int32_t length = 0;

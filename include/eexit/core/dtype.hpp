@@ -9,13 +9,18 @@ namespace eexit {
 
 enum class dtype : std::uint8_t { f32, f16, bf16 };
 
-constexpr std::size_t dtype_size(dtype t) noexcept { return t == dtype::f32 ? 4 : 2; }
+constexpr std::size_t dtype_size(dtype t) noexcept {
+  return t == dtype::f32 ? 4 : 2;
+}
 
 constexpr std::string_view dtype_name(dtype t) noexcept {
   switch (t) {
-    case dtype::f32: return "F32";
-    case dtype::f16: return "F16";
-    case dtype::bf16: return "BF16";
+    case dtype::f32:
+      return "F32";
+    case dtype::f16:
+      return "F16";
+    case dtype::bf16:
+      return "BF16";
   }
   return "?";
 }
@@ -61,7 +66,9 @@ inline std::uint16_t f32_to_bf16(float f) noexcept {
 inline void convert_to_f32(dtype t, const void* src, float* dst, std::size_t n) noexcept {
   const auto* p = static_cast<const unsigned char*>(src);
   switch (t) {
-    case dtype::f32: std::memcpy(dst, p, n * 4); return;
+    case dtype::f32:
+      std::memcpy(dst, p, n * 4);
+      return;
     case dtype::f16:
       for (std::size_t i = 0; i < n; ++i) {
         std::uint16_t h;

@@ -8,7 +8,7 @@
 namespace eexit {
 
 class error : public std::runtime_error {
-public:
+ public:
   // where: the file, tensor, field or flag the problem is in (may be empty).
   error(std::string_view where, std::string_view what)
       : std::runtime_error(compose(where, what)), where_(where) {}
@@ -16,7 +16,7 @@ public:
 
   const std::string& where() const noexcept { return where_; }
 
-private:
+ private:
   static std::string compose(std::string_view where, std::string_view what) {
     if (where.empty()) return std::string(what);
     std::string s(where);

@@ -13,7 +13,7 @@
 namespace eexit {
 
 class ThreadPool {
-public:
+ public:
   explicit ThreadPool(unsigned n_threads = 0) {
     if (n_threads == 0) n_threads = std::max(1u, std::thread::hardware_concurrency());
     n_threads_ = n_threads;
@@ -38,13 +38,15 @@ public:
   template <class Fn>
   void parallel_for(std::size_t n, Fn&& fn, std::size_t min_chunk = 1) {
     if (n == 0) return;
-    const std::size_t parts =
-        std::min<std::size_t>(n_threads_, std::max<std::size_t>(1, n / std::max<std::size_t>(1, min_chunk)));
+    const std::size_t parts = std::min<std::size_t>(
+        n_threads_, std::max<std::size_t>(1, n / std::max<std::size_t>(1, min_chunk)));
     if (parts <= 1) {
       fn(std::size_t{0}, n);
       return;
     }
-    std::function<void(std::size_t, std::size_t)> task = [&](std::size_t b, std::size_t e) { fn(b, e); };
+    std::function<void(std::size_t, std::size_t)> task = [&](std::size_t b, std::size_t e) {
+      fn(b, e);
+    };
     {
       std::lock_guard lk(mu_);
       task_ = &task;
@@ -60,7 +62,7 @@ public:
     task_ = nullptr;
   }
 
-private:
+ private:
   void run_part(std::size_t part) {
     const std::size_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
     if (b < e) (*task_)(b, e);

@@ -19,6 +19,7 @@
 #include "eexit/core/error.hpp"
 #include "eexit/engine/request.hpp"
 #include "eexit/model/llama.hpp"
+#include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
 #include "eexit/policy/policy.hpp"
 #include "eexit/sampling/sampler.hpp"
@@ -35,18 +36,22 @@ struct EngineOptions {
 // Engine-wide counters.
 struct EngineStats {
   std::int64_t steps = 0;
-  std::int64_t prompt_tokens = 0;     // prefill rows computed (recomputation included)
+  std::int64_t prompt_tokens = 0;  // prefill rows computed (recomputation included)
   std::int64_t generated_tokens = 0;
   std::int64_t preemptions = 0;
   std::int64_t decode_layers_computed = 0;  // layers run by decode rows
   std::int64_t decode_layers_full = 0;      // what full depth would have run
   std::vector<std::int64_t> exit_histogram;
   double fill_time_s = 0.0;
+  std::int64_t involuntary_exits = 0;  // row-exit points where a row left unconfident
+  std::int64_t involuntary_stays = 0;  // row-exit points where a confident row went on
 };
 
-template <policy Policy, kv_cache Cache, exit_model Model = LlamaModel<typename Cache::backend_type>>
+template <policy Policy, kv_cache Cache,
+          exit_model Model = LlamaModel<typename Cache::backend_type>>
+requires fills_cache<Model, Cache>
 class Engine {
-public:
+ public:
   using policy_type = Policy;
   using cache_type = Cache;
   using model_type = Model;
@@ -60,7 +65,16 @@ public:
     auto& be = backend();
     x_ = be.template allocate<float>(std::size_t(opt_.max_batch_tokens) * std::size_t(c.dim));
     h_ = be.template allocate<float>(std::size_t(opt_.max_running) * std::size_t(c.dim));
-    logits_ = be.template allocate<float>(std::size_t(opt_.max_running) * std::size_t(c.vocab_size));
+    logits_ =
+        be.template allocate<float>(std::size_t(opt_.max_running) * std::size_t(c.vocab_size));
+    scores_ = be.template allocate<float>(std::size_t(opt_.max_running));
+    if constexpr (requires { policy_.thresholds.validate(0); })
+      policy_.thresholds.validate(model.n_exits() - 1);
+    if (policy_.evaluates_exits())
+      for (int e = 0; e + 1 < model.n_exits(); ++e)
+        if (policy_.needs(e).classifier && !model.has_classifier(e))
+          throw error("policy", "the classifier measure needs classifier heads; exit " +
+                                    std::to_string(e) + " of this model has none");
     host_logits_.resize(std::size_t(c.vocab_size));
     stats_.exit_histogram.assign(std::size_t(model.n_exits()), 0);
   }
@@ -86,7 +100,8 @@ public:
     if (!req.stop.empty() && !tok_) throw error("request", "stop strings need a tokenizer");
     req.sampling.validate();
     const request_id id = next_id_++;
-    const std::uint64_t seed = req.sampling.seed ? *req.sampling.seed : mix(opt_.seed, std::uint64_t(id));
+    const std::uint64_t seed =
+        req.sampling.seed ? *req.sampling.seed : mix(opt_.seed, std::uint64_t(id));
     auto s = std::make_unique<Sequence>(id, std::move(req), seed);
     s->stats.prompt_tokens = std::int32_t(s->req.prompt.size());
     s->stats.exit_histogram.assign(std::size_t(model_->n_exits()), 0);
@@ -106,7 +121,9 @@ public:
     return true;
   }
 
-  bool has_work() const noexcept { return !running_.empty() || !waiting_.empty() || !pending_out_.empty(); }
+  bool has_work() const noexcept {
+    return !running_.empty() || !waiting_.empty() || !pending_out_.empty();
+  }
   std::size_t n_running() const noexcept { return running_.size(); }
   std::size_t n_waiting() const noexcept { return waiting_.size(); }
   const EngineStats& stats() const noexcept { return stats_; }
@@ -165,7 +182,7 @@ public:
     return res;
   }
 
-private:
+ private:
   using clock = std::chrono::steady_clock;
   using backend_t = typename Model::backend_type;
 
@@ -182,8 +199,8 @@ private:
     std::int32_t n_computed = 0;  // tokens whose K/V are in the cache
     Sampler sampler;
     std::optional<StreamDecoder> detok;
-    std::string text;          // decoded so far (for stop strings)
-    std::size_t text_sent = 0; // bytes of text already reported
+    std::string text;           // decoded so far (for stop strings)
+    std::size_t text_sent = 0;  // bytes of text already reported
     RequestStats stats;
     clock::time_point arrival;
     bool done = false;
@@ -286,64 +303,181 @@ private:
     const auto& c = model_->config();
     const std::size_t dim = std::size_t(c.dim);
     // Rows: prefill chunks first, decode rows last, so that rows leaving at an exit point
-    // shrink the active range from its end.
+    // shrink the active range from its end and prefill rows never move.
     std::stable_partition(chunks.begin(), chunks.end(), [](const Chunk& ch) { return !ch.decode; });
     tokens_.clear();
     rowkv_.clear();
+    dec_.clear();
     for (auto& ch : chunks) {
       const std::int32_t* bt = cache_->block_table(ch.seq->id);
       for (std::int32_t j = 0; j < ch.n; ++j) {
         tokens_.push_back(ch.seq->tokens[std::size_t(ch.start + j)]);
         rowkv_.push_back(RowKv{bt, ch.start + j});
       }
+      if (ch.decode)
+        dec_.push_back(DecodeRow{&ch, ch.seq->stats.generated_tokens, ch.seq->req.max_tokens, 0});
+    }
+    for (auto& ch : chunks) {
+      ch.seq->n_computed += ch.n;
+      if (!ch.decode) stats_.prompt_tokens += ch.n;
     }
     const std::size_t rows = tokens_.size();
+    const std::size_t n_prefill = rows - dec_.size();
+    std::size_t n_active = rows;
     float* x = backend_t::data(x_);  // (rows, dim) residual stream
     model_->embed(tokens_.data(), rows, x);
-    for (int l = 0; l < c.n_layers; ++l)
-      model_->forward_layer(l, x, rows, rowkv_.data(), cache_->view(l), ws_);
 
-    // Sample: gather the rows that yield a token, then one LM head over them.
+    const bool exits = policy_.evaluates_exits() && !dec_.empty() && model_->n_exits() > 1;
+    const auto exit_layers = model_->exit_layers();
+    bool track_prev = false;
+    if (exits) {
+      for (int e = 0; e + 1 < model_->n_exits(); ++e) track_prev |= policy_.needs(e).prev_hidden;
+      if (track_prev) prev_h_.assign(x + n_prefill * dim, x + rows * dim);  // the embedding
+    }
+    for (int l = 0, e = 0; l < c.n_layers; ++l) {
+      model_->forward_layer(l, x, n_active, rowkv_.data(), cache_->view(l), ws_);
+      if (e + 1 < model_->n_exits() && l == exit_layers[std::size_t(e)]) {
+        if (exits && n_active > n_prefill)
+          n_active = exit_point(e, l, x, n_prefill, n_active, track_prev);
+        ++e;
+      }
+    }
+
+    // Rows still active that yield a token: prefill chunks that end their prompt, and the
+    // decode rows that went the whole way. One final LM head over all of them.
     sample_rows_.clear();
-    std::vector<Chunk*> sampling;
+    std::vector<Sequence*> sampling;
     std::int32_t r0 = 0;
     for (auto& ch : chunks) {
-      if (ch.samples) {
+      if (ch.samples && !ch.decode) {
         sample_rows_.push_back(r0 + ch.n - 1);
-        sampling.push_back(&ch);
+        sampling.push_back(ch.seq);
       }
       r0 += ch.n;
     }
+    for (std::size_t i = 0; i < n_active - n_prefill; ++i) {
+      sample_rows_.push_back(std::int32_t(n_prefill + i));
+      sampling.push_back(dec_[i].chunk->seq);
+      account_decode(*dec_[i].chunk->seq, c.n_layers);
+    }
     const std::size_t ns = sample_rows_.size();
     auto& be = backend();
+    const std::size_t vocab = std::size_t(c.vocab_size);
     if (ns) {
       be.gather_rows(x, sample_rows_.data(), ns, dim, backend_t::data(h_));
-      model_->exit_logits(model_->n_exits() - 1, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
-    }
-    const std::size_t vocab = std::size_t(c.vocab_size);
-    for (auto& ch : chunks) {
-      ch.seq->n_computed += ch.n;
-      if (ch.decode) {
-        ch.seq->stats.layers_computed += c.n_layers;
-        stats_.decode_layers_computed += c.n_layers;
-        stats_.decode_layers_full += c.n_layers;
-      } else {
-        stats_.prompt_tokens += ch.n;
-      }
-    }
-    if (ns) {
+      model_->exit_logits(model_->n_exits() - 1, backend_t::data(h_), ns, backend_t::data(logits_),
+                          ws_);
       host_logits_.resize(ns * vocab);
       be.template download<float>(std::span<float>(host_logits_), logits_);
     }
     for (std::size_t i = 0; i < ns; ++i) {
-      Chunk& ch = *sampling[i];
       std::span<const float> lg(host_logits_.data() + i * vocab, vocab);
-      accept_token(*ch.seq, ch.seq->sampler.sample(lg), model_->n_exits() - 1);
+      accept_token(*sampling[i], sampling[i]->sampler.sample(lg), model_->n_exits() - 1);
     }
     std::vector<RequestOutput> out;
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);
     return out;
+  }
+
+  // Exit point e after layer l over the active decode rows [n_prefill, n_active): ask the
+  // policy, sample and KV-fill the rows that leave, compact the rest. Returns the new
+  // n_active.
+  std::size_t exit_point(int e, int l, float* x, std::size_t n_prefill, std::size_t n_active,
+                         bool track_prev) {
+    const auto& c = model_->config();
+    const std::size_t dim = std::size_t(c.dim), vocab = std::size_t(c.vocab_size);
+    const std::size_t nd = n_active - n_prefill;
+    float* xd = x + n_prefill * dim;  // (nd, dim) decode rows' exit hidden states
+    auto& be = backend();
+    const ExitNeeds needs = policy_.needs(e);
+    if (needs.logits) {
+      model_->exit_logits(e, xd, nd, backend_t::data(logits_), ws_);
+      host_logits_.resize(nd * vocab);
+      be.template download<float>(std::span<float>(host_logits_), logits_);
+    }
+    if (needs.classifier) {
+      model_->exit_classifier(e, xd, nd, backend_t::data(scores_), ws_);
+      host_scores_.resize(nd);
+      be.template download<float>(std::span<float>(host_scores_), scores_);
+    }
+    step_.resize(nd);
+    max_steps_.resize(nd);
+    state_.resize(nd);
+    for (std::size_t i = 0; i < nd; ++i) {
+      step_[i] = dec_[i].step;
+      max_steps_[i] = dec_[i].max_steps;
+      state_[i] = dec_[i].state;
+    }
+    ExitRows er;
+    er.exit = e;
+    er.layer = l;
+    er.n_layers = c.n_layers;
+    er.n = nd;
+    er.vocab = vocab;
+    er.dim = dim;
+    er.logits = needs.logits ? host_logits_.data() : nullptr;
+    er.hidden = xd;
+    er.prev_hidden = needs.prev_hidden ? prev_h_.data() : nullptr;
+    er.classifier = needs.classifier ? host_scores_.data() : nullptr;
+    er.step = step_.data();
+    er.max_steps = max_steps_.data();
+    er.row_state = state_.data();
+    conf_.assign(nd, 0);
+    leave_.assign(nd, 0);
+    policy_.decide(er, std::span<std::uint8_t>(conf_), std::span<std::uint8_t>(leave_));
+    leaving_.clear();
+    for (std::size_t i = 0; i < nd; ++i) {
+      dec_[i].state = state_[i];
+      stats_.involuntary_exits += leave_[i] && !conf_[i];
+      stats_.involuntary_stays += conf_[i] && !leave_[i];
+      if (leave_[i]) leaving_.push_back(std::int32_t(n_prefill + i));
+    }
+    if (!leaving_.empty()) {
+      const std::size_t nl = leaving_.size();
+      // The leaving rows' exit hidden states, packed: for the fill (and the head if the
+      // measure did not need it).
+      be.gather_rows(x, leaving_.data(), nl, dim, backend_t::data(h_));
+      fill_rowkv_.clear();
+      for (auto r : leaving_) fill_rowkv_.push_back(rowkv_[std::size_t(r)]);
+      const auto t0 = clock::now();
+      model_->kv_fill(l, backend_t::data(h_), nl, fill_rowkv_.data(), *cache_, ws_);
+      stats_.fill_time_s += std::chrono::duration<double>(clock::now() - t0).count();
+      if (!needs.logits) {
+        model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
+        host_logits_.resize(nl * vocab);
+        be.template download<float>(std::span<float>(host_logits_), logits_);
+      }
+      for (std::size_t j = 0; j < nl; ++j) {
+        const std::size_t i = std::size_t(leaving_[j]) - n_prefill;
+        const float* lg = host_logits_.data() + (needs.logits ? i : j) * vocab;
+        Sequence& s = *dec_[i].chunk->seq;
+        account_decode(s, l + 1);
+        accept_token(s, s.sampler.sample(std::span<const float>(lg, vocab)), e);
+      }
+      // Compact the rows that go on to the front of the decode range, in order.
+      std::size_t k = 0;
+      for (std::size_t i = 0; i < nd; ++i) {
+        if (leave_[i]) continue;
+        if (k != i) {
+          be.copy(xd + i * dim, xd + k * dim, dim);
+          rowkv_[n_prefill + k] = rowkv_[n_prefill + i];
+          dec_[k] = dec_[i];
+          if (track_prev) std::copy_n(prev_h_.data() + i * dim, dim, prev_h_.data() + k * dim);
+        }
+        ++k;
+      }
+      dec_.resize(k);
+      n_active = n_prefill + k;
+    }
+    if (track_prev) prev_h_.assign(xd, xd + (n_active - n_prefill) * dim);
+    return n_active;
+  }
+
+  void account_decode(Sequence& s, std::int64_t layers) {
+    s.stats.layers_computed += layers;
+    stats_.decode_layers_computed += layers;
+    stats_.decode_layers_full += model_->config().n_layers;
   }
 
   void accept_token(Sequence& s, const SampleResult& r, int exit_index) {
@@ -352,7 +486,8 @@ private:
     s.sampler.accept(r.token);
     s.tokens.push_back(r.token);
     if (s.stats.generated_tokens == 0)
-      s.stats.time_to_first_token_s = std::chrono::duration<double>(clock::now() - s.arrival).count();
+      s.stats.time_to_first_token_s =
+          std::chrono::duration<double>(clock::now() - s.arrival).count();
     ++s.stats.generated_tokens;
     ++s.stats.exit_histogram[std::size_t(exit_index)];
     ++stats_.exit_histogram[std::size_t(exit_index)];
@@ -401,8 +536,10 @@ private:
       cache_->release(s.id);
       s.in_cache = false;
     }
-    if (auto it = std::find(running_.begin(), running_.end(), &s); it != running_.end()) running_.erase(it);
-    if (auto it = std::find(waiting_.begin(), waiting_.end(), &s); it != waiting_.end()) waiting_.erase(it);
+    if (auto it = std::find(running_.begin(), running_.end(), &s); it != running_.end())
+      running_.erase(it);
+    if (auto it = std::find(waiting_.begin(), waiting_.end(), &s); it != waiting_.end())
+      waiting_.erase(it);
     if (s.detok && why != finish_reason::stop) s.text += s.detok->flush();
     s.stats.total_time_s = std::chrono::duration<double>(clock::now() - s.arrival).count();
     pending_out_.push_back(s.id);
@@ -421,7 +558,8 @@ private:
       o.finish = s.finish;
       o.error = s.error;
       o.stats = s.stats;
-      pending_out_.erase(std::remove(pending_out_.begin(), pending_out_.end(), s.id), pending_out_.end());
+      pending_out_.erase(std::remove(pending_out_.begin(), pending_out_.end(), s.id),
+                         pending_out_.end());
       seqs_.erase(s.id);  // s is gone after this
     }
     out.push_back(std::move(o));
@@ -448,10 +586,21 @@ private:
   EngineOptions opt_;
   const Tokenizer* tok_ = nullptr;
   typename Model::Workspace ws_;
-  typename backend_t::template buffer<float> x_, h_, logits_;
+  typename backend_t::template buffer<float> x_, h_, logits_, scores_;
   std::vector<float> host_logits_;
   std::vector<std::int32_t> tokens_, sample_rows_;
-  std::vector<RowKv> rowkv_;
+  std::vector<RowKv> rowkv_, fill_rowkv_;
+  // Per active decode row: its chunk, CALM inputs and the policy's scratch.
+  struct DecodeRow {
+    Chunk* chunk;
+    std::int32_t step, max_steps;
+    std::uint32_t state;
+  };
+  std::vector<DecodeRow> dec_;
+  std::vector<float> prev_h_, host_scores_;
+  std::vector<std::int32_t> step_, max_steps_, leaving_;
+  std::vector<std::uint32_t> state_;
+  std::vector<std::uint8_t> conf_, leave_;
   std::unordered_map<request_id, std::unique_ptr<Sequence>> seqs_;
   std::vector<Sequence*> running_;
   std::deque<Sequence*> waiting_;

@@ -24,11 +24,16 @@ enum class finish_reason : std::uint8_t { none, stop, length, abort, error };
 
 constexpr std::string_view finish_reason_name(finish_reason r) noexcept {
   switch (r) {
-    case finish_reason::none: return "";
-    case finish_reason::stop: return "stop";
-    case finish_reason::length: return "length";
-    case finish_reason::abort: return "abort";
-    case finish_reason::error: return "error";
+    case finish_reason::none:
+      return "";
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::length:
+      return "length";
+    case finish_reason::abort:
+      return "abort";
+    case finish_reason::error:
+      return "error";
   }
   return "";
 }
@@ -57,8 +62,8 @@ struct RequestOutput {
   std::vector<TokenEvent> tokens;  // new this step
   std::string text;                // new text this step (complete UTF-8; needs a tokenizer)
   finish_reason finish = finish_reason::none;
-  std::string error;               // when finish == error
-  RequestStats stats;              // filled when finished
+  std::string error;   // when finish == error
+  RequestStats stats;  // filled when finished
   bool finished() const noexcept { return finish != finish_reason::none; }
 };
 

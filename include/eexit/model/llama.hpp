@@ -45,7 +45,7 @@ inline std::vector<float> rope_inv_freq(const ModelConfig& c) {
 
 template <class Backend>
 class LlamaModel {
-public:
+ public:
   using backend_type = Backend;
   template <class T>
   using buffer = typename Backend::template buffer<T>;
@@ -53,18 +53,20 @@ public:
   // Scratch for one step of up to max_rows rows; the engine owns one.
   struct Workspace {
     std::size_t max_rows = 0;
-    buffer<float> xb;      // (rows, dim)      normed input of attention / MLP
-    buffer<float> q;       // (rows, q_dim)
-    buffer<float> k;       // (rows, kv_dim)
-    buffer<float> v;       // (rows, kv_dim)
-    buffer<float> att;     // (rows, q_dim)    attention output before wo
-    buffer<float> proj;    // (rows, dim)      wo / w_down output
-    buffer<float> hb;      // (rows, hidden)   gate, then silu(gate)*up
-    buffer<float> hb2;     // (rows, hidden)   up
+    buffer<float> xb;    // (rows, dim)      normed input of attention / MLP
+    buffer<float> q;     // (rows, q_dim)
+    buffer<float> k;     // (rows, kv_dim)
+    buffer<float> v;     // (rows, kv_dim)
+    buffer<float> att;   // (rows, q_dim)    attention output before wo
+    buffer<float> proj;  // (rows, dim)      wo / w_down output
+    buffer<float> hb;    // (rows, hidden)   gate, then silu(gate)*up
+    buffer<float> hb2;   // (rows, hidden)   up
+    buffer<float> fill;  // (rows, n_layers, 2, kv_dim)  K/V of skipped layers; exits only
   };
 
   LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(std::move(w.config)) {
     validate(w);
+    if (!cfg_.early_exit.exit_layers.empty()) fold_fill_weights(w);
     auto up = [&](std::vector<float>& v) {
       auto b = be_->template allocate<float>(v.size());
       be_->template upload<float>(b, std::span<const float>(v));
@@ -109,6 +111,9 @@ public:
       if (H.has_classifier) H.classifier_w = up(h.classifier_w);
       H.classifier_b = h.classifier_b;
     }
+    std::vector<float> ones(std::size_t(cfg_.dim), 1.0f);
+    ones_ = be_->template allocate<float>(ones.size());
+    be_->template upload<float>(ones_, std::span<const float>(ones));
     auto f = detail::rope_inv_freq(cfg_);
     inv_freq_ = be_->template allocate<float>(f.size());
     be_->template upload<float>(inv_freq_, std::span<const float>(f));
@@ -134,6 +139,9 @@ public:
     ws.proj = be_->template allocate<float>(R * std::size_t(cfg_.dim));
     ws.hb = be_->template allocate<float>(R * std::size_t(cfg_.hidden_dim));
     ws.hb2 = be_->template allocate<float>(R * std::size_t(cfg_.hidden_dim));
+    if (n_exits() > 1)
+      ws.fill = be_->template allocate<float>(R * std::size_t(cfg_.n_layers) * 2 *
+                                              std::size_t(cfg_.kv_dim()));
     return ws;
   }
 
@@ -182,6 +190,39 @@ public:
     be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
   }
 
+  // Classifier confidence of exit `exit` (which must have one): out (rows) =
+  // sigmoid(w · rmsnorm(h) + b), with the exit head's norm.
+  void exit_classifier(int exit, const float* h, std::size_t rows, float* out, Workspace& ws) {
+    const auto& H = heads_[std::size_t(exit)];
+    if (!H.has_classifier) throw error("exit " + std::to_string(exit), "has no classifier head");
+    const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
+    be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
+    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out, &H.classifier_b);
+    be_->sigmoid(out, rows);
+  }
+
+  // The paper's KV fill for rows that exit after layer `exit_layer`: K/V of every skipped
+  // layer j > exit_layer from the exit hidden states h (rows, dim), in one projection over
+  // all rows and layers. Layer j's input norm is folded into its K/V weights
+  // (W·(n̂ ⊙ w_j) = (W·diag(w_j))·n̂), so one unit-weight RMSNorm and one matmul serve
+  // every layer; RoPE at each row's position and the cache writes follow in one op.
+  template <class Cache>
+  void kv_fill(int exit_layer, const float* h, std::size_t rows, const RowKv* rk, Cache& cache,
+               Workspace& ws) {
+    const int first = exit_layer + 1, n_fill = cfg_.n_layers - first;
+    if (n_fill <= 0 || rows == 0) return;
+    const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
+    const std::size_t width = std::size_t(n_fill) * 2 * kvd;
+    be_->rmsnorm(h, D(ones_), D(ws.xb), rows, dim, cfg_.rms_eps);
+    const std::size_t off = std::size_t(first) * 2 * kvd;
+    be_->matmul(D(ws.xb), rows, dim, D(fill_w_) + off * dim, width, D(ws.fill),
+                has_fill_bias_ ? D(fill_b_) + off : nullptr);
+    views_.clear();
+    for (int j = first; j < cfg_.n_layers; ++j) views_.push_back(cache.view(j));
+    be_->fill_kv(D(ws.fill), rows, std::size_t(n_fill), rk, views_.data(),
+                 std::size_t(cfg_.n_kv_heads), std::size_t(cfg_.head_dim), D(inv_freq_), cfg_.rope);
+  }
+
   // The KV fill (DESIGN.md §3): K/V of layer l for hidden states h (rows, dim), as layer l
   // would have computed them from its input: input norm, K/V projection, RoPE at each
   // row's position; written into the rows' cache slots. Attention and MLP do not run.
@@ -197,7 +238,7 @@ public:
     be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
   }
 
-private:
+ private:
   struct Layer {
     buffer<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_down, w_up;
     bool has_bias = false;
@@ -216,13 +257,43 @@ private:
   static const T* D(const buffer<T>& b) noexcept {
     return Backend::data(b);
   }
+  // Stacked, norm-folded K/V weights of every layer for kv_fill: (n_layers, 2, kv_dim, dim).
+  void fold_fill_weights(const ModelWeights& w) {
+    const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
+    std::vector<float> f(std::size_t(cfg_.n_layers) * 2 * kvd * dim), b;
+    has_fill_bias_ = !w.layers[0].bk.empty();
+    if (has_fill_bias_) b.resize(std::size_t(cfg_.n_layers) * 2 * kvd);
+    for (std::size_t j = 0; j < w.layers.size(); ++j) {
+      const auto& L = w.layers[j];
+      for (int kv = 0; kv < 2; ++kv) {
+        const auto& W = kv == 0 ? L.wk : L.wv;
+        float* dst = f.data() + (j * 2 + std::size_t(kv)) * kvd * dim;
+        for (std::size_t o = 0; o < kvd; ++o)
+          for (std::size_t i = 0; i < dim; ++i) dst[o * dim + i] = W[o * dim + i] * L.attn_norm[i];
+        if (has_fill_bias_) {
+          const auto& B = kv == 0 ? L.bk : L.bv;
+          std::copy(B.begin(), B.end(), b.begin() + long((j * 2 + std::size_t(kv)) * kvd));
+        }
+      }
+    }
+    fill_w_ = be_->template allocate<float>(f.size());
+    be_->template upload<float>(fill_w_, std::span<const float>(f));
+    if (has_fill_bias_) {
+      fill_b_ = be_->template allocate<float>(b.size());
+      be_->template upload<float>(fill_b_, std::span<const float>(b));
+    }
+  }
+
   const float* lm_head() const noexcept { return has_lm_head_ ? D(lm_head_) : D(tok_embedding_); }
 
   void qkv(const Layer& L, const float* xb, std::size_t rows, float* q, float* k, float* v) {
     const std::size_t dim = std::size_t(cfg_.dim);
-    be_->matmul(xb, rows, dim, D(L.wq), std::size_t(cfg_.q_dim()), q, L.has_bias ? D(L.bq) : nullptr);
-    be_->matmul(xb, rows, dim, D(L.wk), std::size_t(cfg_.kv_dim()), k, L.has_bias ? D(L.bk) : nullptr);
-    be_->matmul(xb, rows, dim, D(L.wv), std::size_t(cfg_.kv_dim()), v, L.has_bias ? D(L.bv) : nullptr);
+    be_->matmul(xb, rows, dim, D(L.wq), std::size_t(cfg_.q_dim()), q,
+                L.has_bias ? D(L.bq) : nullptr);
+    be_->matmul(xb, rows, dim, D(L.wk), std::size_t(cfg_.kv_dim()), k,
+                L.has_bias ? D(L.bk) : nullptr);
+    be_->matmul(xb, rows, dim, D(L.wv), std::size_t(cfg_.kv_dim()), v,
+                L.has_bias ? D(L.bv) : nullptr);
   }
 
   // Shapes were checked by the loader; this guards weights built by hand (tests, tools).
@@ -234,7 +305,8 @@ private:
     if (c.head_dim % 2) throw error("model config", "head_dim must be even for RoPE");
     auto need = [](const std::vector<float>& v, std::size_t n, const std::string& what) {
       if (v.size() != n)
-        throw error(what, "has " + std::to_string(v.size()) + " elements, expected " + std::to_string(n));
+        throw error(what,
+                    "has " + std::to_string(v.size()) + " elements, expected " + std::to_string(n));
     };
     const std::size_t dim = std::size_t(c.dim), qd = std::size_t(c.q_dim()),
                       kvd = std::size_t(c.kv_dim()), hid = std::size_t(c.hidden_dim),
@@ -277,8 +349,9 @@ private:
 
   Backend* be_;
   ModelConfig cfg_;
-  buffer<float> tok_embedding_, final_norm_, lm_head_, inv_freq_;
-  bool has_lm_head_ = false;
+  buffer<float> tok_embedding_, final_norm_, lm_head_, inv_freq_, ones_, fill_w_, fill_b_;
+  bool has_lm_head_ = false, has_fill_bias_ = false;
+  std::vector<KvLayerView> views_;
   std::vector<Layer> layers_;
   std::vector<Head> heads_;
   std::vector<int> exit_layers_;

@@ -1,0 +1,51 @@
+#pragma once
+// ExitPolicy: a confidence measure, a batch rule and a fill strategy bundled into a type
+// that models eexit::policy. The stock policies are aliases of it; a user's own policy
+// can be one too, or any struct that models the concept (samples/custom_policy).
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "eexit/policy/exit_rows.hpp"
+#include "eexit/policy/measures.hpp"
+#include "eexit/policy/rules.hpp"
+#include "eexit/policy/thresholds.hpp"
+
+namespace eexit {
+
+// Fill strategies: how K/V of the layers an exited token skipped get into the cache.
+// FillFromExitState is the paper's: projected from the exit hidden state before the step
+// ends (ModelType::kv_fill).
+struct FillFromExitState {};
+
+template <confidence_measure Measure, batch_rule Rule, class Fill = FillFromExitState>
+struct ExitPolicy {
+  using fill_strategy = Fill;
+  Measure measure{};
+  Thresholds thresholds{};
+  Rule rule{};
+
+  std::string_view name() const { return rule.name(); }
+  bool evaluates_exits() const { return true; }
+  ExitNeeds needs(int /*exit*/) const { return measure.needs(); }
+
+  // confident[i]: row i's score passes the exit's threshold; leave[i]: row i exits here.
+  void decide(const ExitRows& rows, std::span<std::uint8_t> confident,
+              std::span<std::uint8_t> leave) {
+    scores_.resize(rows.n);
+    measure.score(rows, scores_.data());
+    for (std::size_t i = 0; i < rows.n; ++i)
+      confident[i] = scores_[i] >= thresholds.at(rows.exit, rows.step[i], rows.max_steps[i]);
+    rule.apply(confident, leave);
+  }
+  // The scores of the last decide() call (statistics, tests).
+  std::span<const float> last_scores() const { return scores_; }
+
+ private:
+  std::vector<float> scores_;
+};
+
+using AllConfident = ExitPolicy<AnyMeasure, ExitWhenAllConfident>;
+using SplitAtExit = ExitPolicy<AnyMeasure, ExitConfidentRows>;
+
+}  // namespace eexit

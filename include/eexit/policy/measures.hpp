@@ -1,0 +1,141 @@
+#pragma once
+// Confidence measures: map the active rows at an exit point to one score per row, higher
+// = more confident. A row is confident when its score >= the exit's threshold.
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "eexit/core/error.hpp"
+#include "eexit/policy/exit_rows.hpp"
+
+namespace eexit {
+
+template <class M>
+concept confidence_measure = requires(const M& m, const ExitRows& r, float* out) {
+  { m.needs() } -> std::same_as<ExitNeeds>;
+  m.score(r, out);
+  { m.name() } -> std::convertible_to<std::string_view>;
+};
+
+namespace detail {
+// Softmax statistics of one row of logits: max probability, second probability, entropy.
+struct SoftmaxStats {
+  float p1 = 0, p2 = 0, entropy = 0;
+};
+inline SoftmaxStats softmax_stats(const float* z, std::size_t n) {
+  float m1 = -INFINITY, m2 = -INFINITY;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (z[i] > m1) {
+      m2 = m1;
+      m1 = z[i];
+    } else if (z[i] > m2) {
+      m2 = z[i];
+    }
+  }
+  // p_i = e^(z_i - m1) / S; H = log S - Σ p_i (z_i - m1)
+  double S = 0.0, Sz = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = double(z[i]) - m1, e = std::exp(d);
+    S += e;
+    Sz += e * d;
+  }
+  SoftmaxStats st;
+  st.p1 = float(1.0 / S);
+  st.p2 = n > 1 ? float(std::exp(double(m2) - m1) / S) : 0.0f;
+  st.entropy = float(std::log(S) - Sz / S);
+  return st;
+}
+}  // namespace detail
+
+// Max softmax probability of the exit logits.
+struct MaxProb {
+  ExitNeeds needs() const { return {.logits = true}; }
+  std::string_view name() const { return "max-prob"; }
+  void score(const ExitRows& r, float* out) const {
+    for (std::size_t i = 0; i < r.n; ++i)
+      out[i] = detail::softmax_stats(r.logits + i * r.vocab, r.vocab).p1;
+  }
+};
+
+// Top-1 minus top-2 probability (CALM's "softmax response").
+struct Margin {
+  ExitNeeds needs() const { return {.logits = true}; }
+  std::string_view name() const { return "margin"; }
+  void score(const ExitRows& r, float* out) const {
+    for (std::size_t i = 0; i < r.n; ++i) {
+      const auto st = detail::softmax_stats(r.logits + i * r.vocab, r.vocab);
+      out[i] = st.p1 - st.p2;
+    }
+  }
+};
+
+// Negative entropy (nats) of the exit distribution: 0 is certain, so thresholds are <= 0.
+struct NegEntropy {
+  ExitNeeds needs() const { return {.logits = true}; }
+  std::string_view name() const { return "entropy"; }
+  void score(const ExitRows& r, float* out) const {
+    for (std::size_t i = 0; i < r.n; ++i)
+      out[i] = -detail::softmax_stats(r.logits + i * r.vocab, r.vocab).entropy;
+  }
+};
+
+// Cosine of the hidden states at this and the previous exit point ("saturation": the
+// state stopped changing). Needs no exit head at all until a row leaves.
+struct Cosine {
+  ExitNeeds needs() const { return {.prev_hidden = true}; }
+  std::string_view name() const { return "cosine"; }
+  void score(const ExitRows& r, float* out) const {
+    for (std::size_t i = 0; i < r.n; ++i) {
+      const float* a = r.hidden + i * r.dim;
+      const float* b = r.prev_hidden + i * r.dim;
+      double ab = 0, aa = 0, bb = 0;
+      for (std::size_t k = 0; k < r.dim; ++k) {
+        ab += double(a[k]) * b[k];
+        aa += double(a[k]) * a[k];
+        bb += double(b[k]) * b[k];
+      }
+      out[i] = (aa > 0 && bb > 0) ? float(ab / std::sqrt(aa * bb)) : 0.0f;
+    }
+  }
+};
+
+// The exit's classifier head (linear + sigmoid), trained to say "exit here".
+struct Classifier {
+  ExitNeeds needs() const { return {.classifier = true}; }
+  std::string_view name() const { return "classifier"; }
+  void score(const ExitRows& r, float* out) const { std::copy_n(r.classifier, r.n, out); }
+};
+
+// One of the stock measures chosen at run time (CLI, server request). std::visit per
+// exit point, not per element: the dispatch is off the hot path.
+struct AnyMeasure {
+  std::variant<MaxProb, Margin, NegEntropy, Cosine, Classifier> m = MaxProb{};
+
+  ExitNeeds needs() const {
+    return std::visit([](const auto& x) { return x.needs(); }, m);
+  }
+  std::string_view name() const {
+    return std::visit([](const auto& x) { return x.name(); }, m);
+  }
+  void score(const ExitRows& r, float* out) const {
+    std::visit([&](const auto& x) { x.score(r, out); }, m);
+  }
+  static AnyMeasure from_name(std::string_view n) {
+    if (n == "max-prob") return {MaxProb{}};
+    if (n == "margin") return {Margin{}};
+    if (n == "entropy") return {NegEntropy{}};
+    if (n == "cosine") return {Cosine{}};
+    if (n == "classifier") return {Classifier{}};
+    throw error("measure", "unknown confidence measure '" + std::string(n) +
+                               "' (max-prob, margin, entropy, cosine, classifier)");
+  }
+};
+
+static_assert(confidence_measure<MaxProb> && confidence_measure<Margin> &&
+              confidence_measure<NegEntropy> && confidence_measure<Cosine> &&
+              confidence_measure<Classifier> && confidence_measure<AnyMeasure>);
+
+}  // namespace eexit

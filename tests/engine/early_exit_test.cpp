@@ -1,0 +1,226 @@
+// Early exit on a real model: stories260K with shared exit heads after layers 1 and 3
+// (LayerSkip style: the final norm + LM head read an intermediate hidden state).
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "../test_paths.hpp"
+#include "eexit/eexit.hpp"
+
+using namespace eexit;
+
+namespace {
+
+ModelWeights stories_weights(int cut_layers = 0) {
+  auto w = load_model(test::shared("models/stories260K/stories260K.bin"));
+  w.config.early_exit.exit_layers = {1, 3};
+  if (cut_layers) {  // the model cut after `cut_layers` layers, its own final head on top
+    w.layers.resize(std::size_t(cut_layers));
+    w.config.n_layers = cut_layers;
+    w.config.early_exit.exit_layers.clear();
+  }
+  return w;
+}
+
+struct Stories {
+  CpuBackend be{2};
+  LlamaModel<CpuBackend> model{be, stories_weights()};
+};
+Stories& stories() {
+  static Stories s;
+  return s;
+}
+
+using Cache = PagedCache<CpuBackend, 16>;
+
+std::vector<GenerateRequest> requests(int n, bool sampled = false) {
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = {1};
+    for (int j = 0; j < 2 + 3 * i; ++j) r.prompt.push_back(259 + (i * 41 + j * 13) % 250);
+    r.max_tokens = 24 + 2 * i;
+    r.ignore_eos = true;
+    if (sampled && i % 2) {
+      r.sampling.temperature = 0.7f;
+      r.sampling.seed = 77 + std::uint64_t(i);
+    }
+    rs.push_back(r);
+  }
+  return rs;
+}
+
+template <class P>
+struct Run {
+  std::vector<std::vector<std::int32_t>> tokens, exits;
+  EngineStats stats;
+};
+
+template <class P, class M = LlamaModel<CpuBackend>>
+Run<P> run(M& model, P policy, const std::vector<GenerateRequest>& rs, int blocks = 128) {
+  Cache cache(stories().be, model.config(), blocks);
+  Engine<P, Cache> engine(model, cache, policy);
+  for (auto& r : rs) engine.add_request(r);
+  Run<P> out;
+  for (auto& c : engine.run_to_completion()) {
+    out.tokens.push_back(c.tokens);
+    out.exits.push_back(c.exit_layers);
+  }
+  out.stats = engine.stats();
+  CHECK(cache.blocks_used() == 0);
+  return out;
+}
+
+template <class P>
+P with(float threshold, std::string_view measure = "max-prob") {
+  P p;
+  p.measure = AnyMeasure::from_name(measure);
+  p.thresholds.values = {threshold};
+  return p;
+}
+
+std::int64_t early(const EngineStats& st) {
+  std::int64_t n = 0;
+  for (std::size_t e = 0; e + 1 < st.exit_histogram.size(); ++e) n += st.exit_histogram[e];
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("with a threshold no row can pass, every policy equals full depth token for token") {
+  auto& m = stories().model;
+  const auto rs = requests(8, true);
+  const auto full = run(m, FullDepth{}, rs);
+  for (auto measure : {"max-prob", "margin", "entropy", "cosine"}) {
+    CAPTURE(measure);
+    const float never = std::string_view(measure) == "entropy" ? 1.0f : 2.0f;
+    const auto all = run(m, with<AllConfident>(never, measure), rs);
+    const auto split = run(m, with<SplitAtExit>(never, measure), rs);
+    CHECK(all.tokens == full.tokens);
+    CHECK(split.tokens == full.tokens);
+    CHECK(early(all.stats) == 0);
+    CHECK(early(split.stats) == 0);
+  }
+}
+
+TEST_CASE("with a threshold every row passes, the output equals the model cut at the first exit") {
+  // The first token comes from the prompt's last row, which always runs full depth; every
+  // later token exits after layer 1. So: full depth's first token, then what the model cut
+  // after layer 1 (its layers 0-1 + the shared head) generates from the prompt plus it.
+  CpuBackend& be = stories().be;
+  LlamaModel<CpuBackend> cut(be, stories_weights(2));
+  auto rs = requests(6, true);
+  for (auto& r : rs) r.sampling = {};  // greedy: the cut model's run must see the same draws
+  const auto full = run(stories().model, FullDepth{}, rs);
+  auto cut_rs = rs;
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    cut_rs[i].prompt.push_back(full.tokens[i][0]);
+    --cut_rs[i].max_tokens;
+  }
+  const auto ref = run(cut, FullDepth{}, cut_rs);
+  for (std::string measure : {"max-prob", "margin", "entropy", "cosine"}) {
+    CAPTURE(measure);
+    const float always = measure == "entropy" ? -100.0f : -2.0f;  // every score passes
+    const auto all = run(stories().model, with<AllConfident>(always, measure), rs);
+    const auto split = run(stories().model, with<SplitAtExit>(always, measure), rs);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      auto expect = ref.tokens[i];
+      expect.insert(expect.begin(), full.tokens[i][0]);
+      CHECK(all.tokens[i] == expect);
+      CHECK(split.tokens[i] == expect);
+      CHECK(all.exits[i][0] == 4);
+      for (std::size_t k = 1; k < all.exits[i].size(); ++k) CHECK(all.exits[i][k] == 1);
+    }
+  }
+}
+
+TEST_CASE("AllConfident never exits an unconfident row; SplitAtExit never keeps a confident one") {
+  auto& m = stories().model;
+  const auto rs = requests(8, true);
+  for (float t : {0.3f, 0.5f, 0.7f}) {
+    CAPTURE(t);
+    const auto all = run(m, with<AllConfident>(t), rs);
+    const auto split = run(m, with<SplitAtExit>(t), rs);
+    CHECK(all.stats.involuntary_exits == 0);
+    CHECK(split.stats.involuntary_exits == 0);
+    CHECK(split.stats.involuntary_stays == 0);
+    CHECK(early(split.stats) > 0);  // the threshold really lets rows out
+    CHECK(split.stats.decode_layers_computed < split.stats.decode_layers_full);
+    // Deterministic for a seed: the same run again gives the same tokens and exits.
+    const auto again = run(m, with<SplitAtExit>(t), rs);
+    CHECK(again.tokens == split.tokens);
+    CHECK(again.exits == split.exits);
+  }
+}
+
+TEST_CASE("SplitAtExit: a sequence's tokens and exit layers do not depend on its batch") {
+  auto& m = stories().model;
+  const auto rs = requests(8, true);
+  for (float t : {0.4f, 0.6f}) {
+    CAPTURE(t);
+    const auto batch = run(m, with<SplitAtExit>(t), rs);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      const auto alone = run(m, with<SplitAtExit>(t), {rs[i]});
+      CHECK(alone.tokens[0] == batch.tokens[i]);
+      CHECK(alone.exits[0] == batch.exits[i]);
+    }
+  }
+}
+
+TEST_CASE("a cache poisoned with NaN has no unwritten slot after any step with exits") {
+  auto& m = stories().model;
+  const auto& cfg = m.config();
+  Cache cache(stories().be, cfg, 128);
+  cache.fill(std::nanf(""));
+  auto policy = with<SplitAtExit>(0.4f);
+  Engine<SplitAtExit, Cache> engine(m, cache, policy);
+  std::vector<request_id> ids;
+  for (auto& r : requests(6)) ids.push_back(engine.add_request(r));
+  std::int64_t checked = 0;
+  while (engine.has_work()) {
+    engine.step();
+    for (auto id : ids) {
+      const std::int32_t len = cache.length(id);
+      const std::int32_t* bt = cache.block_table(id);
+      for (int l = 0; l < cfg.n_layers; ++l) {
+        const auto v = cache.view(l);
+        for (std::int32_t t = 0; t < len; ++t) {
+          const std::size_t slot = v.slot(RowKv{bt, t}, t);
+          for (int d = 0; d < cfg.kv_dim(); ++d) {
+            REQUIRE_FALSE(std::isnan(v.k[slot * std::size_t(cfg.kv_dim()) + std::size_t(d)]));
+            REQUIRE_FALSE(std::isnan(v.v[slot * std::size_t(cfg.kv_dim()) + std::size_t(d)]));
+          }
+          ++checked;
+        }
+      }
+    }
+  }
+  CHECK(checked > 1000);
+  CHECK(early(engine.stats()) > 0);
+}
+
+TEST_CASE("the fused KV fill equals each skipped layer's own norm + K/V projection + RoPE") {
+  auto& m = stories().model;
+  const auto& cfg = m.config();
+  const std::size_t kvd = std::size_t(cfg.kv_dim()), dim = std::size_t(cfg.dim);
+  Cache a(stories().be, cfg, 8), b(stories().be, cfg, 8);
+  REQUIRE(a.reserve(1, 40));
+  REQUIRE(b.reserve(1, 40));
+  auto ws = m.make_workspace(4);
+  std::vector<float> h(3 * dim);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = std::sin(0.37f * float(i)) * 2.0f;
+  std::vector<RowKv> rk = {{a.block_table(1), 5}, {a.block_table(1), 17}, {a.block_table(1), 39}};
+  std::vector<RowKv> rkb = {{b.block_table(1), 5}, {b.block_table(1), 17}, {b.block_table(1), 39}};
+  m.kv_fill(1, h.data(), 3, rk.data(), a, ws);
+  for (int j = 2; j < cfg.n_layers; ++j)
+    m.kv_from_hidden(j, h.data(), 3, rkb.data(), b.view(j), ws);
+  for (int j = 2; j < cfg.n_layers; ++j)
+    for (auto& r : rk) {
+      const auto va = a.view(j), vb = b.view(j);
+      const std::size_t s = va.slot(r, r.pos);
+      for (std::size_t d = 0; d < kvd; ++d) {
+        CHECK(va.k[s * kvd + d] == doctest::Approx(vb.k[s * kvd + d]).epsilon(1e-5));
+        CHECK(va.v[s * kvd + d] == doctest::Approx(vb.v[s * kvd + d]).epsilon(1e-5));
+      }
+    }
+}
