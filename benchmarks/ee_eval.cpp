@@ -1,0 +1,656 @@
+// eexit-bench-ee: early-exit speed / quality trade-off on held-out text, in one run.
+//
+//   eexit-bench-ee MODEL_DIR [--data ../shared/data/tinyshakespeare.txt] [--threads 2]
+//                  [--prompts 64] [--prompt-len 32] [--new 64] [--batches 1,4,16,64]
+//                  [--thresholds 0.5,0.7,0.9,0.95,0.98,0.99,1.01] [--no-config-thresholds] [--reps 2]
+//                  [--csv FILE] [--quick]
+//
+// Held-out prompts: the last 10% of the characters of the data file (the model trained on
+// the first 90%), tokenized with the model's tokenizer (no special tokens); prompt i =
+// BOS + the --prompt-len - 1 tokens at offset i·(N - window)/--prompts, window =
+// prompt-len - 1 + new. Generation: greedy, ignore_eos, --new tokens per prompt.
+//
+// Policies: FullDepth, AllConfident, SplitAtExit (max-prob measure), each threshold one
+// value for every exit point; "cfg" = the per-exit thresholds of config.json.
+//
+// Per (policy, threshold, batch size B):
+//   speed: an Engine<Policy, PagedCache<CpuBackend,16>> with EngineOptions::max_running = B
+//     and max_batch_tokens = B·prompt-len gets the prompts in waves of B (the next wave is
+//     submitted when the previous one has finished). A wave's first step is its prefill
+//     (full depth, every request's first token); tokens/s = tokens of the later (decode)
+//     steps / the wall time of those steps (sampling, exit heads, KV fill included).
+//     ITL: every token's timestamp is the end of the step that produced it; the intervals
+//     between consecutive tokens of a request (decode tokens only) give p50 / p99.
+//     Best of --reps runs (highest tokens/s; ITL and stats from that run).
+//   mean exit layer: mean 0-based layer index after which decode tokens left (5 = full).
+//   agreement: position-wise fraction of the generated tokens equal to FullDepth's greedy
+//     tokens for the same prompt (at the same B), and the mean number of tokens before the
+//     first divergence. The 95% target uses the position-wise agreement.
+//   perplexity: teacher-forced through the same exit decisions. For each prompt window,
+//     the true continuation is fed token by token as decode rows, in batches of B windows
+//     in lockstep; at every exit point the policy's decide() (the same policy object type
+//     and thresholds) sees the active rows' exit logits exactly as Engine::exit_point
+//     builds ExitRows; rows that leave score log p(true next token) under that exit's
+//     head and get model.kv_fill; the rest go on (compacted, as the engine does) to the
+//     final head. The first continuation token is predicted by the prompt's last row at
+//     full depth, as in generation. ppl = exp(mean NLL over prompts × new tokens).
+//   Every figure is also given as a ratio to FullDepth at the same B.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "eexit/backend/cpu.hpp"
+#include "eexit/cache/paged.hpp"
+#include "eexit/engine/engine.hpp"
+#include "eexit/model/llama.hpp"
+#include "eexit/model/load.hpp"
+#include "eexit/policy/exit_policy.hpp"
+#include "eexit/policy/full_depth.hpp"
+#include "eexit/text/tokenizer.hpp"
+
+using namespace eexit;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+using Model = LlamaModel<CpuBackend>;
+using Cache = PagedCache<CpuBackend, 16>;
+
+double seconds_since(clk::time_point t0) {
+  return std::chrono::duration<double>(clk::now() - t0).count();
+}
+
+struct Options {
+  std::string model;
+  std::string data = "../shared/data/tinyshakespeare.txt";
+  unsigned threads = 2;
+  int n_prompts = 64, prompt_len = 32, n_new = 64;
+  std::vector<int> batches{1, 4, 16, 64};
+  std::vector<float> thresholds{0.5f, 0.7f, 0.9f, 0.95f, 0.98f, 0.99f, 1.01f};
+  bool config_thresholds = true;
+  int reps = 2;
+  std::string csv;
+  bool quick = false;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "%s\nusage: eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
+               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
+               "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n",
+               why);
+  std::exit(2);
+}
+
+template <class T>
+std::vector<T> parse_list(const std::string& s) {
+  std::vector<T> v;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');) v.push_back(T(std::stod(t)));
+  return v;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  bool set_prompts = false, set_thr = false, set_batches = false, set_reps = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--data") o.data = val();
+    else if (a == "--threads") o.threads = unsigned(std::stoul(val()));
+    else if (a == "--prompts") o.n_prompts = std::stoi(val()), set_prompts = true;
+    else if (a == "--prompt-len") o.prompt_len = std::stoi(val());
+    else if (a == "--new") o.n_new = std::stoi(val());
+    else if (a == "--batches") o.batches = parse_list<int>(val()), set_batches = true;
+    else if (a == "--thresholds") o.thresholds = parse_list<float>(val()), set_thr = true;
+    else if (a == "--no-config-thresholds") o.config_thresholds = false;
+    else if (a == "--reps") o.reps = std::stoi(val()), set_reps = true;
+    else if (a == "--csv") o.csv = val();
+    else if (a == "--quick") o.quick = true;
+    else if (a == "-h" || a == "--help") usage("");
+    else if (!a.empty() && a[0] == '-') usage(("unknown option " + a).c_str());
+    else o.model = a;
+  }
+  if (o.quick) {  // smoke run: a few seconds
+    if (!set_prompts) o.n_prompts = 8;
+    if (!set_thr) o.thresholds = {0.3f, 0.9f, 1.01f};
+    if (!set_batches) o.batches = {1, 4};
+    if (!set_reps) o.reps = 1;
+  }
+  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1 ||
+      o.batches.empty() || o.thresholds.empty())
+    usage("bad option value");
+  for (int B : o.batches)
+    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+  return o;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    std::fprintf(stderr, "cannot read %s\n", path.c_str());
+    std::exit(1);
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string loadavg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+struct Window {
+  std::vector<std::int32_t> prompt;  // BOS + prompt_len - 1 held-out tokens
+  std::vector<std::int32_t> truth;   // the n_new held-out tokens that follow
+};
+
+// ---- policies --------------------------------------------------------------------
+struct PolicySpec {
+  std::string name;  // full, all-confident, split
+  std::string thr;   // label: "-", "0.5", "cfg"
+  std::vector<float> values;
+};
+
+template <class P>
+P make_policy(const PolicySpec& s) {
+  if constexpr (std::is_same_v<P, FullDepth>) {
+    return FullDepth{};
+  } else {
+    P p;
+    p.measure = AnyMeasure::from_name("max-prob");
+    p.thresholds.values = s.values;
+    return p;
+  }
+}
+
+// ---- generation (speed, exits, tokens) ---------------------------------------------
+struct GenRun {
+  double decode_s = 0;
+  std::int64_t decode_tokens = 0;
+  std::vector<double> itl;  // seconds
+  std::vector<std::vector<std::int32_t>> tokens, exits;  // per prompt
+  EngineStats stats;
+  double tok_s() const { return double(decode_tokens) / decode_s; }
+};
+
+template <class P>
+GenRun generate(Model& model, const P& policy, const std::vector<Window>& ws, int B, int n_new) {
+  const auto& c = model.config();
+  const int prompt_len = int(ws[0].prompt.size());
+  const int per_seq_blocks = (prompt_len + n_new + 15) / 16;
+  Cache cache(model.backend(), c, B * per_seq_blocks);
+  EngineOptions eo;
+  eo.max_batch_tokens = B * prompt_len;  // a wave's prompts all in its first step
+  eo.max_running = B;
+  Engine<P, Cache> engine(model, cache, policy, eo);
+  GenRun run;
+  run.tokens.resize(ws.size());
+  run.exits.resize(ws.size());
+  for (std::size_t w0 = 0; w0 < ws.size(); w0 += std::size_t(B)) {
+    std::map<request_id, std::size_t> idx;
+    std::map<request_id, clk::time_point> last;
+    for (int b = 0; b < B; ++b) {
+      GenerateRequest r;
+      r.prompt = ws[w0 + std::size_t(b)].prompt;
+      r.max_tokens = n_new;
+      r.ignore_eos = true;
+      idx[engine.add_request(std::move(r))] = w0 + std::size_t(b);
+    }
+    bool prefill = true;
+    while (engine.has_work()) {
+      const auto t0 = clk::now();
+      auto out = engine.step();
+      const auto t1 = clk::now();
+      std::int64_t n = 0;
+      for (auto& r : out) {
+        if (r.finish == finish_reason::error) {
+          std::fprintf(stderr, "request failed: %s\n", r.error.c_str());
+          std::exit(1);
+        }
+        auto& toks = run.tokens[idx.at(r.id)];
+        auto& ex = run.exits[idx.at(r.id)];
+        for (auto& t : r.tokens) {
+          toks.push_back(t.token);
+          ex.push_back(t.exit_layer);
+          if (!prefill) run.itl.push_back(std::chrono::duration<double>(t1 - last[r.id]).count());
+          last[r.id] = t1;
+          ++n;
+        }
+      }
+      if (prefill) {
+        if (n != B) {
+          std::fprintf(stderr, "prefill step yielded %lld tokens, expected %d\n", (long long)n, B);
+          std::exit(1);
+        }
+        prefill = false;
+      } else {
+        run.decode_s += std::chrono::duration<double>(t1 - t0).count();
+        run.decode_tokens += n;
+      }
+    }
+  }
+  run.stats = engine.stats();
+  return run;
+}
+
+// ---- teacher-forced perplexity through the exit decisions ---------------------------
+struct TfResult {
+  double nll = 0;
+  std::int64_t n = 0;
+  std::vector<std::int64_t> exit_hist;  // decode rows per exit point
+  double ppl() const { return std::exp(nll / double(n)); }
+};
+
+double logprob_at(const float* lg, std::size_t vocab, std::int32_t tok) {
+  double mx = lg[0];
+  for (std::size_t v = 1; v < vocab; ++v) mx = std::max(mx, double(lg[v]));
+  double s = 0;
+  for (std::size_t v = 0; v < vocab; ++v) s += std::exp(double(lg[v]) - mx);
+  return double(lg[tok]) - mx - std::log(s);
+}
+
+// Mirrors Engine::step_impl / exit_point for decode rows that all sit at the same
+// position (B windows in lockstep), with the true tokens fed instead of sampled ones.
+template <class P>
+TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, int B, int n_new) {
+  const auto& c = model.config();
+  const std::size_t dim = std::size_t(c.dim), vocab = std::size_t(c.vocab_size);
+  const int prompt_len = int(ws[0].prompt.size());
+  const int per_seq_blocks = (prompt_len + n_new + 15) / 16;
+  Cache cache(model.backend(), c, B * per_seq_blocks);
+  auto wsp = model.make_workspace(std::size_t(B * prompt_len));
+  const auto exit_layers = model.exit_layers();
+  const int n_exits = model.n_exits();
+  const bool exits = policy.evaluates_exits() && n_exits > 1;
+  if (exits)
+    for (int e = 0; e + 1 < n_exits; ++e)
+      if (policy.needs(e).prev_hidden) {
+        std::fprintf(stderr, "teacher-forced loop: prev_hidden measures not supported\n");
+        std::exit(1);
+      }
+  TfResult res;
+  res.exit_hist.assign(std::size_t(n_exits), 0);
+  std::vector<float> x, h, logits, scores;
+  std::vector<std::int32_t> tokens, rows;  // rows: window index (in the wave) per active row
+  std::vector<RowKv> rk, rk_leave;
+  std::vector<std::int32_t> step, max_steps;
+  std::vector<std::uint32_t> state;
+  std::vector<std::uint8_t> conf, leave;
+  for (std::size_t w0 = 0; w0 < ws.size(); w0 += std::size_t(B)) {
+    for (int b = 0; b < B; ++b)
+      if (!cache.reserve(Cache::seq_id(b + 1), prompt_len + n_new)) {
+        std::fprintf(stderr, "cache too small\n");
+        std::exit(1);
+      }
+    // Prefill: every prompt in one chunk, full depth; the last row predicts truth[0].
+    tokens.clear();
+    rk.clear();
+    for (int b = 0; b < B; ++b) {
+      const std::int32_t* bt = cache.block_table(Cache::seq_id(b + 1));
+      for (int j = 0; j < prompt_len; ++j) {
+        tokens.push_back(ws[w0 + std::size_t(b)].prompt[std::size_t(j)]);
+        rk.push_back(RowKv{bt, j});
+      }
+    }
+    x.resize(tokens.size() * dim);
+    model.embed(tokens.data(), tokens.size(), x.data());
+    for (int l = 0; l < c.n_layers; ++l)
+      model.forward_layer(l, x.data(), tokens.size(), rk.data(), cache.view(l), wsp);
+    h.resize(std::size_t(B) * dim);
+    for (int b = 0; b < B; ++b)
+      std::copy_n(x.data() + (std::size_t(b * prompt_len + prompt_len - 1)) * dim, dim,
+                  h.data() + std::size_t(b) * dim);
+    logits.resize(std::size_t(B) * vocab);
+    model.exit_logits(n_exits - 1, h.data(), std::size_t(B), logits.data(), wsp);
+    for (int b = 0; b < B; ++b) {
+      res.nll -= logprob_at(logits.data() + std::size_t(b) * vocab, vocab,
+                            ws[w0 + std::size_t(b)].truth[0]);
+      ++res.n;
+    }
+    // Decode rows: at step t the row holds truth[t-1] and predicts truth[t].
+    for (int t = 1; t < n_new; ++t) {
+      tokens.clear();
+      rk.clear();
+      rows.clear();
+      for (int b = 0; b < B; ++b) {
+        tokens.push_back(ws[w0 + std::size_t(b)].truth[std::size_t(t - 1)]);
+        rk.push_back(RowKv{cache.block_table(Cache::seq_id(b + 1)), prompt_len - 1 + t});
+        rows.push_back(b);
+      }
+      std::size_t n = std::size_t(B);
+      x.resize(n * dim);
+      model.embed(tokens.data(), n, x.data());
+      step.assign(n, t);
+      max_steps.assign(n, n_new);
+      state.assign(n, 0);
+      for (int l = 0, e = 0; l < c.n_layers && n > 0; ++l) {
+        model.forward_layer(l, x.data(), n, rk.data(), cache.view(l), wsp);
+        if (e + 1 < n_exits && l == exit_layers[std::size_t(e)]) {
+          if (exits) {
+            const ExitNeeds needs = policy.needs(e);
+            logits.resize(n * vocab);
+            model.exit_logits(e, x.data(), n, logits.data(), wsp);
+            if (needs.classifier) {
+              scores.resize(n);
+              model.exit_classifier(e, x.data(), n, scores.data(), wsp);
+            }
+            ExitRows er;
+            er.exit = e;
+            er.layer = l;
+            er.n_layers = c.n_layers;
+            er.n = n;
+            er.vocab = vocab;
+            er.dim = dim;
+            er.logits = needs.logits ? logits.data() : nullptr;
+            er.hidden = x.data();
+            er.classifier = needs.classifier ? scores.data() : nullptr;
+            er.step = step.data();
+            er.max_steps = max_steps.data();
+            er.row_state = state.data();
+            conf.assign(n, 0);
+            leave.assign(n, 0);
+            policy.decide(er, std::span<std::uint8_t>(conf), std::span<std::uint8_t>(leave));
+            // Leaving rows: score the true token under this exit's head, fill their K/V.
+            h.clear();
+            rk_leave.clear();
+            for (std::size_t i = 0; i < n; ++i)
+              if (leave[i]) {
+                res.nll -= logprob_at(logits.data() + i * vocab, vocab,
+                                      ws[w0 + std::size_t(rows[i])].truth[std::size_t(t)]);
+                ++res.n;
+                ++res.exit_hist[std::size_t(e)];
+                h.insert(h.end(), x.data() + i * dim, x.data() + (i + 1) * dim);
+                rk_leave.push_back(rk[i]);
+              }
+            if (!rk_leave.empty()) {
+              model.kv_fill(l, h.data(), rk_leave.size(), rk_leave.data(), cache, wsp);
+              std::size_t k = 0;
+              for (std::size_t i = 0; i < n; ++i) {
+                if (leave[i]) continue;
+                if (k != i) {
+                  std::copy_n(x.data() + i * dim, dim, x.data() + k * dim);
+                  rk[k] = rk[i];
+                  rows[k] = rows[i];
+                  step[k] = step[i];
+                  max_steps[k] = max_steps[i];
+                  state[k] = state[i];
+                }
+                ++k;
+              }
+              n = k;
+            }
+          }
+          ++e;
+        }
+      }
+      if (n > 0) {  // the rest: final head
+        logits.resize(n * vocab);
+        model.exit_logits(n_exits - 1, x.data(), n, logits.data(), wsp);
+        for (std::size_t i = 0; i < n; ++i) {
+          res.nll -= logprob_at(logits.data() + i * vocab, vocab,
+                                ws[w0 + std::size_t(rows[i])].truth[std::size_t(t)]);
+          ++res.n;
+          ++res.exit_hist[std::size_t(n_exits - 1)];
+        }
+      }
+    }
+    for (int b = 0; b < B; ++b) cache.release(Cache::seq_id(b + 1));
+  }
+  return res;
+}
+
+// ---- one configuration ----------------------------------------------------------------
+struct Result {
+  PolicySpec spec;
+  int B = 0;
+  GenRun best;
+  double itl_p50 = 0, itl_p99 = 0;
+  double mean_exit = 0;    // mean 0-based exit layer of decode tokens
+  double layers_frac = 0;  // decode layers computed / full depth
+  std::vector<double> exit_share;
+  double agreement = 1, first_div = 0;
+  TfResult tf;
+  double wall_s = 0;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double r = p * double(v.size() - 1);
+  const std::size_t lo = std::size_t(r), hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (r - double(lo));
+}
+
+template <class P>
+Result evaluate(Model& model, const PolicySpec& spec, const std::vector<Window>& ws, int B,
+                const Options& o) {
+  const auto t0 = clk::now();
+  const P policy = make_policy<P>(spec);
+  Result r;
+  r.spec = spec;
+  r.B = B;
+  for (int i = 0; i < o.reps; ++i) {
+    GenRun g = generate(model, policy, ws, B, o.n_new);
+    if (i > 0 && g.tokens != r.best.tokens)
+      std::fprintf(stderr, "warning: %s %s B=%d: tokens differ between repetitions\n",
+                   spec.name.c_str(), spec.thr.c_str(), B);
+    if (i == 0 || g.tok_s() > r.best.tok_s()) r.best = std::move(g);
+  }
+  r.itl_p50 = percentile(r.best.itl, 0.5);
+  r.itl_p99 = percentile(r.best.itl, 0.99);
+  const auto& c = model.config();
+  std::int64_t n = 0, sum = 0;
+  std::map<int, std::int64_t> per_layer;
+  for (auto& ex : r.best.exits)
+    for (std::size_t k = 1; k < ex.size(); ++k, ++n) {  // decode tokens (the first is prefill)
+      sum += ex[k];
+      ++per_layer[ex[k]];
+    }
+  r.mean_exit = n ? double(sum) / double(n) : double(c.n_layers - 1);
+  r.layers_frac = r.best.stats.decode_layers_full
+                      ? double(r.best.stats.decode_layers_computed) /
+                            double(r.best.stats.decode_layers_full)
+                      : 1.0;
+  for (int l : model.exit_layers()) r.exit_share.push_back(n ? double(per_layer[l]) / double(n) : 0);
+  r.tf = teacher_forced(model, policy, ws, B, o.n_new);
+  r.wall_s = seconds_since(t0);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const std::string load_start = loadavg();
+  const auto t_start = clk::now();
+
+  ModelWeights w = load_model(o.model);
+  const std::vector<float> cfg_thr = w.config.early_exit.thresholds;
+  // LlamaModel's constructor moves w.config into its own before validate(w) reads
+  // w.config.early_exit.exit_layers (then empty), so a model with exit heads is refused
+  // ("more heads than exit points"). This model's heads are shared (final norm + LM head);
+  // its exit_heads hold only the classifiers, which the max-prob measure does not use.
+  const bool dropped_classifiers = !w.exit_heads.empty();
+  w.exit_heads.clear();
+  CpuBackend be(o.threads);
+  Model model(be, std::move(w));
+  const auto& c = model.config();
+  const Tokenizer tok = Tokenizer::load(o.model, c.vocab_size);
+
+  // Held-out prompts.
+  const std::string text = read_text(o.data);
+  const std::string held = text.substr(text.size() * 9 / 10);
+  const auto ids = tok.encode(held, false);
+  const int bos = c.bos_id >= 0 ? c.bos_id : tok.bos_id();
+  const std::size_t win = std::size_t(o.prompt_len - 1 + o.n_new);
+  if (ids.size() < win + std::size_t(o.n_prompts)) {
+    std::fprintf(stderr, "held-out text too short (%zu tokens)\n", ids.size());
+    return 1;
+  }
+  std::vector<Window> ws;
+  for (int i = 0; i < o.n_prompts; ++i) {
+    const std::size_t off = std::size_t(i) * (ids.size() - win) / std::size_t(o.n_prompts);
+    Window wd;
+    wd.prompt.push_back(bos);
+    for (int j = 0; j < o.prompt_len - 1; ++j) wd.prompt.push_back(ids[off + std::size_t(j)]);
+    for (int j = 0; j < o.n_new; ++j)
+      wd.truth.push_back(ids[off + std::size_t(o.prompt_len - 1 + j)]);
+    ws.push_back(std::move(wd));
+  }
+
+  std::vector<PolicySpec> specs;
+  auto fmt = [](float v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", double(v));
+    return std::string(b);
+  };
+  for (std::string pol : {"all-confident", "split"}) {
+    for (float t : o.thresholds) specs.push_back({pol, fmt(t), {t}});
+    if (o.config_thresholds && !cfg_thr.empty()) specs.push_back({pol, "cfg", cfg_thr});
+  }
+
+  std::printf("eexit-bench-ee: %s (dim %d, %d layers, exits after layers", o.model.c_str(), c.dim,
+              c.n_layers);
+  for (int l : model.exit_layers()) std::printf(" %d", l);
+  std::printf(", vocab %d)\n", c.vocab_size);
+  std::printf("held-out: %zu tokens (last 10%% of %s); %d prompts of %d tokens (BOS + %d), %d new "
+              "tokens, greedy, ignore_eos; threads %u, best of %d; load average at start %s\n",
+              ids.size(), o.data.c_str(), o.n_prompts, o.prompt_len, o.prompt_len - 1, o.n_new,
+              o.threads, o.reps, load_start.c_str());
+  if (dropped_classifiers)
+    std::printf("note: exit classifier heads not loaded (LlamaModel validates a moved-from "
+                "config); max-prob does not use them\n");
+  std::fflush(stdout);
+
+  std::vector<Result> results;
+  std::map<int, std::size_t> full_of;  // B -> index of the FullDepth result
+  for (int B : o.batches) {
+    full_of[B] = results.size();
+    results.push_back(evaluate<FullDepth>(model, {"full", "-", {}}, ws, B, o));
+    for (const auto& s : specs)
+      results.push_back(s.name == "split" ? evaluate<SplitAtExit>(model, s, ws, B, o)
+                                          : evaluate<AllConfident>(model, s, ws, B, o));
+    std::fprintf(stderr, "batch %d done (%.0f s so far)\n", B, seconds_since(t_start));
+  }
+  // Agreement with FullDepth's greedy tokens at the same B.
+  for (auto& r : results) {
+    const auto& ref = results[full_of[r.B]].best.tokens;
+    std::int64_t same = 0, tot = 0;
+    double div = 0;
+    for (std::size_t p = 0; p < ref.size(); ++p) {
+      const auto& a = r.best.tokens[p];
+      const auto& b = ref[p];
+      std::size_t k = 0;
+      while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+      div += double(k);
+      for (std::size_t j = 0; j < b.size(); ++j, ++tot) same += j < a.size() && a[j] == b[j];
+    }
+    r.agreement = double(same) / double(tot);
+    r.first_div = div / double(ref.size());
+  }
+  bool full_same = true;
+  for (int B : o.batches)
+    full_same &= results[full_of[B]].best.tokens == results[full_of[o.batches[0]]].best.tokens;
+  const std::string load_end = loadavg();
+  const double total_s = seconds_since(t_start);
+
+  // ---- table ----
+  std::printf("\n%-13s %5s %3s | %8s %6s | %7s %7s %6s %6s | %5s %6s %6s | %6s %6s | %7s %6s | "
+              "%6s %6s\n",
+              "policy", "thr", "B", "tok/s", "x", "p50 ms", "p99 ms", "p50 x", "p99 x", "exitL",
+              "layers", "fill", "agree", "1stdiv", "ppl", "x", "ex1", "ex3");
+  for (const auto& r : results) {
+    const auto& f = results[full_of[r.B]];
+    std::printf("%-13s %5s %3d | %8.1f %6.3f | %7.3f %7.3f %6.3f %6.3f | %5.2f %5.1f%% %5.1f%% | "
+                "%5.1f%% %6.1f | %7.3f %6.3f | %5.1f%% %5.1f%%\n",
+                r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(),
+                r.best.tok_s() / f.best.tok_s(), 1e3 * r.itl_p50, 1e3 * r.itl_p99,
+                r.itl_p50 / f.itl_p50, r.itl_p99 / f.itl_p99, r.mean_exit, 100 * r.layers_frac,
+                100 * r.best.stats.fill_time_s / r.best.decode_s, 100 * r.agreement, r.first_div,
+                r.tf.ppl(), r.tf.ppl() / f.tf.ppl(), 100 * r.exit_share[0],
+                r.exit_share.size() > 2 ? 100 * r.exit_share[1] : 0.0);
+  }
+  // At >= 95% agreement: per policy and B, the threshold with the highest tokens/s ratio.
+  std::printf("\nat >= 95%% position-wise agreement with full depth (best tokens/s per policy, B):\n");
+  std::printf("%-13s %3s %5s | %6s %6s %6s | %6s %6s\n", "policy", "B", "thr", "tok/s x", "agree",
+              "ppl x", "layers", "p99 x");
+  for (std::string pol : {"all-confident", "split"})
+    for (int B : o.batches) {
+      const Result* best = nullptr;
+      const auto& f = results[full_of[B]];
+      for (const auto& r : results)
+        if (r.spec.name == pol && r.B == B && r.agreement >= 0.95 &&
+            (!best || r.best.tok_s() > best->best.tok_s()))
+          best = &r;
+      if (!best) continue;
+      std::printf("%-13s %3d %5s | %6.3f %5.1f%% %6.3f | %5.1f%% %6.3f\n", pol.c_str(), B,
+                  best->spec.thr.c_str(), best->best.tok_s() / f.best.tok_s(),
+                  100 * best->agreement, best->tf.ppl() / f.tf.ppl(), 100 * best->layers_frac,
+                  best->itl_p99 / f.itl_p99);
+    }
+  std::printf("\nFullDepth tokens identical across batch sizes: %s; load average at end %s; "
+              "total %.0f s\n",
+              full_same ? "yes" : "NO", load_end.c_str(), total_s);
+
+  // ---- CSV ----
+  if (!o.csv.empty()) {
+    std::ofstream f(o.csv);
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", o.csv.c_str());
+      return 1;
+    }
+    f << "policy,threshold,batch,tok_s,tok_s_ratio,itl_p50_ms,itl_p99_ms,itl_p50_ratio,"
+         "itl_p99_ratio,mean_exit_layer,mean_exit_layer_ratio,layers_computed_frac";
+    for (int l : model.exit_layers()) f << ",exit_share_L" << l;
+    f << ",agreement,agreement_ratio,tokens_to_first_divergence,ppl,ppl_ratio,tf_early_exit_"
+         "share,fill_time_s,fill_share_of_decode,involuntary_exits,involuntary_stays,decode_s,"
+         "decode_tokens,steps,reps,prompts,prompt_len,new_tokens,load_start,load_end\n";
+    char buf[512];
+    for (const auto& r : results) {
+      const auto& fr = results[full_of[r.B]];
+      std::int64_t tf_early = 0;
+      for (std::size_t e = 0; e + 1 < r.tf.exit_hist.size(); ++e) tf_early += r.tf.exit_hist[e];
+      std::int64_t tf_dec = 0;
+      for (auto v : r.tf.exit_hist) tf_dec += v;
+      std::snprintf(buf, sizeof buf, "%s,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f",
+                    r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(),
+                    r.best.tok_s() / fr.best.tok_s(), 1e3 * r.itl_p50, 1e3 * r.itl_p99,
+                    r.itl_p50 / fr.itl_p50, r.itl_p99 / fr.itl_p99, r.mean_exit,
+                    r.mean_exit / fr.mean_exit, r.layers_frac);
+      f << buf;
+      for (double s : r.exit_share) {
+        std::snprintf(buf, sizeof buf, ",%.4f", s);
+        f << buf;
+      }
+      std::snprintf(buf, sizeof buf,
+                    ",%.4f,%.4f,%.2f,%.4f,%.4f,%.4f,%.4f,%.4f,%lld,%lld,%.4f,%lld,%lld,%d,%d,%d,%d,"
+                    "%s,%s\n",
+                    r.agreement, r.agreement / fr.agreement, r.first_div, r.tf.ppl(),
+                    r.tf.ppl() / fr.tf.ppl(), tf_dec ? double(tf_early) / double(tf_dec) : 0.0,
+                    r.best.stats.fill_time_s, r.best.stats.fill_time_s / r.best.decode_s,
+                    (long long)r.best.stats.involuntary_exits,
+                    (long long)r.best.stats.involuntary_stays, r.best.decode_s,
+                    (long long)r.best.decode_tokens, (long long)r.best.stats.steps, o.reps,
+                    o.n_prompts, o.prompt_len, o.n_new, load_start.c_str(), load_end.c_str());
+      f << buf;
+    }
+    std::printf("CSV: %s\n", o.csv.c_str());
+  }
+  return 0;
+}
