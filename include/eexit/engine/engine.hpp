@@ -47,6 +47,13 @@ struct EngineStats {
   std::int64_t involuntary_stays = 0;  // row-exit points where a confident row went on
 };
 
+namespace detail {
+// A backend whose float pointers are device memory (CudaBackend): the engine stages the rows
+// a policy reads to the host (ExitRows is host memory). Host backends pass pointers as is.
+template <class B>
+inline constexpr bool is_device_backend_v = requires { requires B::is_device; };
+}  // namespace detail
+
 template <policy Policy, kv_cache Cache,
           exit_model Model = LlamaModel<typename Cache::backend_type>>
 requires fills_cache<Model, Cache>
@@ -332,7 +339,10 @@ class Engine {
     bool track_prev = false;
     if (exits) {
       for (int e = 0; e + 1 < model_->n_exits(); ++e) track_prev |= policy_.needs(e).prev_hidden;
-      if (track_prev) prev_h_.assign(x + n_prefill * dim, x + rows * dim);  // the embedding
+      if (track_prev) {  // the embedding
+        const float* p = host_rows(x + n_prefill * dim, (rows - n_prefill) * dim);
+        prev_h_.assign(p, p + (rows - n_prefill) * dim);
+      }
     }
     for (int l = 0, e = 0; l < c.n_layers; ++l) {
       model_->forward_layer(l, x, n_active, rowkv_.data(), cache_->view(l), ws_);
@@ -417,7 +427,7 @@ class Engine {
     er.vocab = vocab;
     er.dim = dim;
     er.logits = needs.logits ? host_logits_.data() : nullptr;
-    er.hidden = xd;
+    er.hidden = host_rows(xd, nd * dim);
     er.prev_hidden = needs.prev_hidden ? prev_h_.data() : nullptr;
     er.classifier = needs.classifier ? host_scores_.data() : nullptr;
     er.step = step_.data();
@@ -470,8 +480,23 @@ class Engine {
       dec_.resize(k);
       n_active = n_prefill + k;
     }
-    if (track_prev) prev_h_.assign(xd, xd + (n_active - n_prefill) * dim);
+    if (track_prev) {
+      const float* p = host_rows(xd, (n_active - n_prefill) * dim);
+      prev_h_.assign(p, p + (n_active - n_prefill) * dim);
+    }
     return n_active;
+  }
+
+  // n floats at backend pointer p, readable on the host: p itself on a host backend, a
+  // copy (downloaded, the stream waited for) on a device backend.
+  const float* host_rows(const float* p, std::size_t n) {
+    if constexpr (detail::is_device_backend_v<backend_t>) {
+      hidden_host_.resize(n);
+      backend().download(hidden_host_.data(), p, n);
+      return hidden_host_.data();
+    } else {
+      return p;
+    }
   }
 
   void account_decode(Sequence& s, std::int64_t layers) {
@@ -588,6 +613,7 @@ class Engine {
   typename Model::Workspace ws_;
   typename backend_t::template buffer<float> x_, h_, logits_, scores_;
   std::vector<float> host_logits_;
+  std::vector<float> hidden_host_;  // device backends: staged hidden rows (host_rows)
   std::vector<std::int32_t> tokens_, sample_rows_;
   std::vector<RowKv> rowkv_, fill_rowkv_;
   // Per active decode row: its chunk, CALM inputs and the policy's scratch.
