@@ -25,13 +25,15 @@ namespace {
 
 constexpr double f32_bound = 1e-5, bf16_bound = 1e-2;
 
+// Never destroyed: a static's destructor would run after the CUDA runtime's own teardown.
 CudaBackend& gpu() {
-  static CudaBackend be;
-  return be;
+  static CudaBackend* be = new CudaBackend;
+  return *be;
 }
 CudaBackend& gpu_bf16() {
-  static CudaBackend be(CudaBackend::Options{.weights = weight_dtype::bf16, .bf16_min_elements = 1});
-  return be;
+  static CudaBackend* be =
+      new CudaBackend(CudaBackend::Options{.weights = weight_dtype::bf16, .bf16_min_elements = 1});
+  return *be;
 }
 CpuBackend& cpu() {
   static CpuBackend be(2);
