@@ -1,0 +1,297 @@
+// eexit-server end to end with a client no one here wrote: the official `openai` npm
+// package. Starts the server (EEXIT_SERVER) on a free loopback port per suite.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import OpenAI from 'openai';
+
+const SERVER = process.env.EEXIT_SERVER;
+if (!SERVER) throw new Error('set EEXIT_SERVER to the eexit-server binary');
+const MODEL = 'eexit-shakespeare';
+const FULL_LAYER = 5; // the embedded model has 6 layers; exits after layers 1 and 3
+
+async function startServer(extra = []) {
+  const proc = spawn(SERVER, ['--port', '0', '--threads', '2', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr += d; });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('server did not start: ' + stderr)), 60000);
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}: ${stderr}`)); });
+  });
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    proc, port, base,
+    client: (apiKey = 'unused') => new OpenAI({ baseURL: `${base}/v1`, apiKey, maxRetries: 0, timeout: 120000 }),
+    async stop() {
+      if (proc.exitCode !== null) return proc.exitCode;
+      const exited = new Promise((r) => proc.on('exit', (code, sig) => r(code ?? sig)));
+      proc.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+async function metrics(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const get = (name) => {
+    const m = text.match(new RegExp(`^${name.replace(/[{}"=]/g, (c) => '\\' + c)} (\\S+)$`, 'm'));
+    return m ? Number(m[1]) : NaN;
+  };
+  return { text, get };
+}
+
+async function until(pred, ms = 30000) {
+  const t0 = Date.now();
+  for (;;) {
+    if (await pred()) return true;
+    if (Date.now() - t0 > ms) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('completions and chat', () => {
+  let s;
+  before(async () => { s = await startServer(); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+
+  test('GET /health, /v1/models', async () => {
+    assert.equal((await fetch(`${s.base}/health`)).status, 200);
+    const models = await s.client().models.list();
+    assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+  });
+
+  test('non-streaming completion: text, usage, exit layers, finish reason', async () => {
+    const r = await s.client().completions.create({
+      model: MODEL, prompt: 'ROMEO:\n', max_tokens: 12, temperature: 0,
+    });
+    assert.equal(r.object, 'text_completion');
+    assert.equal(r.choices.length, 1);
+    assert.ok(r.choices[0].text.length > 0);
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.completion_tokens, 12);
+    assert.ok(r.usage.prompt_tokens > 0);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + 12);
+    assert.deepEqual(r.choices[0].exit_layers, Array(12).fill(FULL_LAYER));
+  });
+
+  test('streaming completion equals the non-streaming one', async () => {
+    const c = s.client();
+    const body = { model: MODEL, prompt: 'First Citizen:\n', max_tokens: 16, temperature: 0 };
+    const whole = await c.completions.create(body);
+    const stream = await c.completions.create({ ...body, stream: true });
+    let text = '';
+    let finish = null;
+    let layers = [];
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks++;
+      text += chunk.choices[0].text;
+      layers = layers.concat(chunk.choices[0].exit_layers);
+      if (chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+    }
+    assert.ok(chunks > 1, 'tokens arrive as they are produced');
+    assert.equal(text, whole.choices[0].text);
+    assert.equal(finish, 'length');
+    assert.equal(layers.length, 16);
+  });
+
+  test('chat completion, streaming and not, with usage and logprobs', async () => {
+    const c = s.client();
+    const body = {
+      model: MODEL, max_tokens: 10, temperature: 0,
+      messages: [{ role: 'system', content: 'A play.' }, { role: 'user', content: 'JULIET:' }],
+    };
+    const whole = await c.chat.completions.create({ ...body, logprobs: true, top_logprobs: 3 });
+    assert.equal(whole.object, 'chat.completion');
+    assert.equal(whole.choices[0].message.role, 'assistant');
+    assert.ok(whole.choices[0].message.content.length > 0);
+    assert.equal(whole.usage.completion_tokens, 10);
+    const lp = whole.choices[0].logprobs.content;
+    assert.equal(lp.length, 10);
+    for (const t of lp) {
+      assert.ok(t.logprob <= 0);
+      assert.equal(t.top_logprobs.length, 3);
+    }
+    const stream = await c.chat.completions.create({
+      ...body, stream: true, stream_options: { include_usage: true },
+    });
+    let text = '';
+    let role = null;
+    let usage = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      for (const ch of chunk.choices) {
+        if (ch.delta.role) role = ch.delta.role;
+        if (ch.delta.content) text += ch.delta.content;
+      }
+    }
+    assert.equal(role, 'assistant');
+    assert.equal(text, whole.choices[0].message.content);
+    assert.equal(usage.completion_tokens, 10);
+    assert.equal(usage.prompt_tokens, whole.usage.prompt_tokens);
+  });
+
+  test('sampling fields: seeded sampling repeats; stop strings stop', async () => {
+    const c = s.client();
+    const body = {
+      model: MODEL, prompt: 'KING HENRY:\n', max_tokens: 20, temperature: 0.9, top_p: 0.9,
+      top_k: 40, min_p: 0.01, repetition_penalty: 1.1, presence_penalty: 0.2,
+      frequency_penalty: 0.1, seed: 1234, n: 1,
+    };
+    const a = await c.completions.create(body);
+    const b = await c.completions.create(body);
+    assert.equal(a.choices[0].text, b.choices[0].text);
+    const greedy = await c.completions.create({ model: MODEL, prompt: 'ROMEO:\n', max_tokens: 30, temperature: 0 });
+    const word = greedy.choices[0].text.trim().split(/\s+/)[1];
+    const stopped = await c.completions.create({
+      model: MODEL, prompt: 'ROMEO:\n', max_tokens: 30, temperature: 0, stop: [word],
+    });
+    assert.equal(stopped.choices[0].finish_reason, 'stop');
+    assert.ok(!stopped.choices[0].text.includes(word));
+  });
+
+  test('bad input: OpenAI-shaped 4xx errors', async () => {
+    const c = s.client();
+    await assert.rejects(c.completions.create({ model: 'gpt-4', prompt: 'x' }),
+      (e) => e.status === 404 && e.error?.code === 'model_not_found');
+    for (const [field, value] of [['temperature', -1], ['temperature', 'hot'], ['max_tokens', -5],
+      ['max_tokens', 1e12], ['top_p', 0], ['n', 2], ['presence_penalty', 3], ['seed', 1.5]]) {
+      await assert.rejects(c.completions.create({ model: MODEL, prompt: 'x', [field]: value }),
+        (e) => e.status === 400 && e.error?.type === 'invalid_request_error' && e.error?.param === field,
+        `${field}=${value}`);
+    }
+    const long = 'ROMEO '.repeat(2000);
+    await assert.rejects(c.completions.create({ model: MODEL, prompt: long }),
+      (e) => e.status === 400 && e.error?.code === 'context_length_exceeded');
+    const raw = async (body, headers = {}) => {
+      const r = await fetch(`${s.base}/v1/completions`, {
+        method: 'POST', body, headers: { 'content-type': 'application/json', ...headers },
+      });
+      return { status: r.status, body: await r.json() };
+    };
+    let r = await raw('{"prompt": "x",');
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.type, 'invalid_request_error');
+    assert.ok('param' in r.body.error && 'code' in r.body.error && 'message' in r.body.error);
+    r = await raw(Buffer.from([0x7b, 0x22, 0x70, 0x72, 0x6f, 0x6d, 0x70, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]));
+    assert.equal(r.status, 400); // invalid UTF-8
+    r = await raw(JSON.stringify({ prompt: 'x'.repeat(2 << 20) }));
+    assert.equal(r.status, 413);
+    r = await raw('[1, 2]');
+    assert.equal(r.status, 400);
+    // The server is unharmed.
+    const ok = await c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2, temperature: 0 });
+    assert.equal(ok.usage.completion_tokens, 2);
+  });
+});
+
+describe('api key', () => {
+  let s;
+  before(async () => { s = await startServer(['--api-key', 'sekrit']); });
+  after(async () => { await s.stop(); });
+  test('401 without or with a wrong key; 200 with it', async () => {
+    await assert.rejects(s.client('wrong').models.list(), (e) => e.status === 401);
+    const r = await fetch(`${s.base}/v1/models`);
+    assert.equal(r.status, 401);
+    assert.equal((await r.json()).error.code, 'invalid_api_key');
+    const ok = await s.client('sekrit').completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 });
+    assert.equal(ok.usage.completion_tokens, 2);
+  });
+});
+
+describe('early exit', () => {
+  let s;
+  before(async () => { s = await startServer(['--policy', 'split', '--threshold', '0.3']); });
+  after(async () => { await s.stop(); });
+  test('exit layers per token; a request may ask for full depth', async () => {
+    const c = s.client();
+    const body = { model: MODEL, prompt: 'ROMEO:\n', max_tokens: 24, temperature: 0 };
+    const ee = await c.completions.create(body);
+    const layers = ee.choices[0].exit_layers;
+    assert.equal(layers.length, 24);
+    assert.ok(layers.some((l) => l < FULL_LAYER), 'some tokens exit early');
+    const full = await c.completions.create({ ...body, early_exit: { policy: 'full' } });
+    assert.deepEqual(full.choices[0].exit_layers, Array(24).fill(FULL_LAYER));
+    const eager = await c.completions.create({ ...body, early_exit: { threshold: 0 } });
+    assert.ok(eager.choices[0].exit_layers.slice(1).every((l) => l === 1));
+    await assert.rejects(c.completions.create({ ...body, early_exit: { policy: 'all-confident' } }),
+      (e) => e.status === 400 && e.error?.param === 'early_exit.policy');
+    const { get } = await metrics(s.base);
+    assert.ok(get('eexit_exit_layer_bucket{le="1"}') > 0);
+  });
+});
+
+describe('concurrency', () => {
+  let s;
+  before(async () => { s = await startServer(['--max-running', '64']); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+
+  test('64 streaming clients, a quarter disconnect mid-stream', async () => {
+    const c = s.client();
+    const prompts = ['ROMEO:\n', 'JULIET:\n', 'First Citizen:\n', 'KING HENRY:\n',
+      'HAMLET:\nTo be', 'MERCUTIO:\n', 'Nurse:\n', 'BENVOLIO:\n'];
+    const maxTokens = 24;
+    const alone = [];
+    for (const p of prompts) {
+      const r = await c.completions.create({ model: MODEL, prompt: p, max_tokens: maxTokens, temperature: 0 });
+      alone.push(r.choices[0].text);
+    }
+    const run = async (i) => {
+      const quitter = i % 4 === 3;
+      const stream = await c.completions.create({
+        model: MODEL, prompt: prompts[i % prompts.length], temperature: 0, stream: true,
+        max_tokens: quitter ? 400 : maxTokens,
+      });
+      let text = '';
+      let n = 0;
+      for await (const chunk of stream) {
+        text += chunk.choices[0].text;
+        if (quitter && ++n === 3) { stream.controller.abort(); return null; }
+      }
+      return text;
+    };
+    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => run(i)));
+    for (let i = 0; i < 64; i++) {
+      if (i % 4 === 3) assert.equal(results[i], null);
+      else assert.equal(results[i], alone[i % prompts.length], `client ${i}`);
+    }
+    assert.ok(await until(async () => {
+      const { get } = await metrics(s.base);
+      return get('eexit_kv_blocks_used') === 0 && get('eexit_requests_running') === 0 &&
+        get('eexit_requests_total{outcome="abort"}') === 16;
+    }), 'KV blocks return to 0 and the 16 disconnects were aborted');
+    // Still serving.
+    const after = await c.completions.create({ model: MODEL, prompt: prompts[0], max_tokens: maxTokens, temperature: 0 });
+    assert.equal(after.choices[0].text, alone[0]);
+  });
+});
+
+describe('timeouts', () => {
+  let s;
+  before(async () => { s = await startServer(['--timeout', '1']); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('an idle or slow client is disconnected; others are served', async () => {
+    const net = await import('node:net');
+    const closed = (sock) => new Promise((r) => sock.on('close', () => r(Date.now())));
+    const idle = net.connect(s.port, '127.0.0.1');
+    const slow = net.connect(s.port, '127.0.0.1');
+    const t0 = Date.now();
+    const idleClosed = closed(idle);
+    const slowClosed = closed(slow);
+    slow.on('connect', () => slow.write('POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"pro'));
+    idle.on('error', () => {});
+    slow.on('error', () => {});
+    const r = await s.client().completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 });
+    assert.equal(r.usage.completion_tokens, 2);
+    const [a, b] = await Promise.all([idleClosed, slowClosed]);
+    assert.ok(a - t0 < 10000 && b - t0 < 10000);
+  });
+});
