@@ -83,6 +83,9 @@ class HttpServer {
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
         continue;  // e.g. too many open files: keep serving the others
       }
+      // SSE writes are small and latency-bound: no Nagle (it would hold a token back until
+      // the client's delayed ACK, ~40 ms).
+      sock.set_option(tcp::no_delay(true), ec);
       asio::co_spawn(io_, session(std::move(sock)), asio::detached);
     }
   }
