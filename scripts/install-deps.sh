@@ -2,7 +2,7 @@
 # Installs what eexit needs on Debian 12 (as root, or with sudo), skipping what is there.
 set -euo pipefail
 pkgs=(g++ cmake make doctest-dev libboost-dev libopenblas-dev nlohmann-json3-dev
-      python3-torch python3-numpy python3-matplotlib)
+      python3-torch python3-numpy python3-matplotlib nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

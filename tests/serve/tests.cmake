@@ -12,3 +12,25 @@ if(TARGET eexit-server)
     message(STATUS "node/npm not found: serve/e2e_openai is not registered")
   endif()
 endif()
+
+# The server's command line: --help, and exit code 2 with a message for bad flags.
+if(TARGET eexit-server)
+  add_test(NAME serve/server_help COMMAND eexit-server --help)
+  set_tests_properties(serve/server_help PROPERTIES PASS_REGULAR_EXPRESSION "usage: eexit-server")
+  set(_cases "--bogus|unknown flag --bogus" "--policy,fastest|--policy: .*unknown policy"
+    "--threshold,x|--threshold: 'x' is not a number" "--port,70000|--port: 70000 is outside"
+    "--chat-template,jinja|unknown style 'jinja'")
+  foreach(case IN LISTS _cases)
+    string(REPLACE "|" ";" parts "${case}")
+    list(GET parts 0 bad)
+    list(GET parts 1 pattern)
+    string(REPLACE "," ";" bad "${bad}")
+    string(MAKE_C_IDENTIFIER "${bad}" _name)
+    add_test(NAME serve/server_rejects${_name}
+      COMMAND ${CMAKE_COMMAND} -DEXPECT=2 "-DPATTERN=${pattern}"
+              "-DCMD=$<TARGET_FILE:eexit-server>;${bad}"
+              -P ${CMAKE_CURRENT_LIST_DIR}/../samples/expect_exit.cmake)
+  endforeach()
+  add_test(NAME serve/server_missing_model COMMAND eexit-server --model /nonexistent --port 0)
+  set_tests_properties(serve/server_missing_model PROPERTIES WILL_FAIL TRUE)
+endif()

@@ -295,3 +295,27 @@ describe('timeouts', () => {
     assert.ok(a - t0 < 10000 && b - t0 < 10000);
   });
 });
+
+describe('queue limit', () => {
+  let s;
+  before(async () => { s = await startServer(['--max-pending', '1']); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('over --max-pending: 429; served again once it drains', async () => {
+    const c = s.client();
+    const stream = await c.completions.create({
+      model: MODEL, prompt: 'ROMEO:\n', max_tokens: 400, ignore_eos: true, stream: true,
+    });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // the first request is running
+    await assert.rejects(c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 }),
+      (e) => e.status === 429 && e.error?.type === 'rate_limit_error');
+    stream.controller.abort();
+    assert.ok(await until(async () => (await metrics(s.base)).get('eexit_requests_running') === 0));
+    assert.ok(await until(async () => {
+      try {
+        return (await c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 })).usage.completion_tokens === 2;
+      } catch { return false; }
+    }));
+    assert.equal((await metrics(s.base)).get('eexit_requests_total{outcome="queue_full"}') >= 1, true);
+  });
+});
