@@ -262,7 +262,22 @@ class HttpServer {
             std::chrono::system_clock::now().time_since_epoch())
             .count();
 
-    TokenStream ts = svc_.submit(std::move(pr.gen), co_await asio::this_coro::executor);
+    auto tsp = std::make_shared<TokenStream>(
+        svc_.submit(std::move(pr.gen), co_await asio::this_coro::executor));
+    TokenStream& ts = *tsp;
+    // Watch the socket while the request runs: a client that hangs up is noticed now, not
+    // at the next write (a non-streaming request has none until it finishes).
+    auto done = std::make_shared<bool>(false);
+    asio::co_spawn(io_, watch_disconnect(stream.socket(), tsp, done), asio::detached);
+    struct StopWatching {
+      std::shared_ptr<bool> done;
+      tcp::socket& sock;
+      ~StopWatching() {
+        *done = true;
+        error_code ignored;
+        sock.cancel(ignored);
+      }
+    } stop_watching{done, stream.socket()};
     error_code ec;
     RequestOutput o = co_await ts.async_next(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return co_await send_failure(stream, ec, o, v, keep);
@@ -345,6 +360,19 @@ class HttpServer {
                                asio::redirect_error(asio::use_awaitable, wec));
     stream.expires_never();
     co_return !wec && !ec;
+  }
+
+  // Aborts `ts` when the peer closes its end while the request runs. Stops (touching
+  // nothing) once *done is set and the wait is cancelled; a pipelined next request (data,
+  // not EOF) ends the watch too.
+  static awaitable watch_disconnect(tcp::socket& sock, std::shared_ptr<TokenStream> ts,
+                                    std::shared_ptr<bool> done) {
+    error_code ec;
+    co_await sock.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || *done) co_return;
+    char c;
+    const std::size_t n = sock.receive(asio::buffer(&c, 1), tcp::socket::message_peek, ec);
+    if (ec || n == 0) ts->abort();
   }
 
   asio::awaitable<bool> send_failure(Stream& stream, error_code ec, const RequestOutput& o,

@@ -319,3 +319,22 @@ describe('queue limit', () => {
     assert.equal((await metrics(s.base)).get('eexit_requests_total{outcome="queue_full"}') >= 1, true);
   });
 });
+
+describe('disconnects', () => {
+  let s;
+  before(async () => { s = await startServer(); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('a non-streaming client that hangs up has its request aborted', async () => {
+    const ac = new AbortController();
+    const p = s.client().completions.create(
+      { model: MODEL, prompt: 'ROMEO:\n', max_tokens: 500, ignore_eos: true },
+      { signal: ac.signal });
+    assert.ok(await until(async () => (await metrics(s.base)).get('eexit_kv_blocks_used') > 0));
+    ac.abort();
+    await assert.rejects(p);
+    assert.ok(await until(async () => {
+      const { get } = await metrics(s.base);
+      return get('eexit_requests_total{outcome="abort"}') === 1 && get('eexit_kv_blocks_used') === 0;
+    }));
+  });
+});
