@@ -2,7 +2,7 @@
 //
 //   eexit-bench-ee MODEL_DIR [--data ../shared/data/tinyshakespeare.txt] [--threads 2]
 //                  [--prompts 64] [--prompt-len 32] [--new 64] [--batches 1,4,16,64]
-//                  [--thresholds 0.3,0.6,0.9,0.97,0.99,1.01] [--no-config-thresholds] [--reps 2]
+//                  [--thresholds 0.3,0.6,0.9,0.97,0.99,0.995,0.999,1.01] [--no-config-thresholds] [--reps 2]
 //                  [--csv FILE] [--quick]
 //
 // Held-out prompts: the last 10% of the characters of the data file (the model trained on
@@ -83,7 +83,7 @@ struct Options {
   unsigned threads = 2;
   int n_prompts = 64, prompt_len = 32, n_new = 64;
   std::vector<int> batches{1, 4, 16, 64};
-  std::vector<float> thresholds{0.3f, 0.6f, 0.9f, 0.97f, 0.99f, 1.01f};
+  std::vector<float> thresholds{0.3f, 0.6f, 0.9f, 0.97f, 0.99f, 0.995f, 0.999f, 1.01f};
   bool config_thresholds = true;
   int reps = 2;
   std::string csv;
