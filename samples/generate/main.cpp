@@ -1,26 +1,43 @@
-// eexit-generate: run one or more prompts through the engine on the CPU and stream the
-// text, or print one JSON object per request with --json.
+// eexit-generate: run one or more prompts through the engine on the CPU, with or without
+// early exit, and stream the text, or print one JSON object per request with --json.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "../common/args.hpp"
 #include "eexit/eexit.hpp"
 
+#ifndef EEXIT_DEFAULT_MODEL
+#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
+#endif
+
 namespace {
 
-constexpr const char* kHelp = R"(usage: eexit-generate --model PATH --prompt TEXT [options]
+constexpr const char* kHelp = R"(usage: eexit-generate [--model PATH] --prompt TEXT [options]
 
-Generates text with an eexit model on the CPU. Several --prompt flags run as one
-continuously batched workload.
+Generates text with an eexit model on the CPU, with early exit. Several --prompt flags
+run as one continuously batched workload.
 
-  --model PATH            model: a HF directory (config.json + safetensors), a .safetensors
-                          file, or a llama2.c .bin checkpoint (required)
+  --model PATH            a HF directory (config.json + safetensors), a .safetensors file or
+                          a llama2.c .bin checkpoint (default: the embedded early-exit model
+                          )" EEXIT_DEFAULT_MODEL R"()
   --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, or a directory; default:
                           tokenizer.json / tokenizer.bin / tok<vocab>.bin beside the model
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
   --max-tokens N          tokens to generate per prompt (default 256)
+  --policy P              full | all-confident | split (default: all-confident when the
+                          model has exit points, else full)
+  --measure M             max-prob | margin | entropy | cosine | classifier (default: the
+                          model's config.json early_exit.measure, else max-prob)
+  --threshold X[,Y...]    one threshold for every exit point, or one per exit point
+                          (default: the model's config.json early_exit.thresholds, else 0.9)
+  --calm                  CALM's decaying threshold over the decode position (tau 4)
+  --compare-full-depth    run the same prompts again at full depth and print the ratio
   --temperature T         0 = greedy (default 0)
   --top-k K               keep the K most likely tokens (default 0 = off)
   --top-p P               nucleus sampling, (0, 1] (default 1 = off)
@@ -38,6 +55,11 @@ continuously batched workload.
   --help                  this text
 )";
 
+using namespace eexit;
+using samples::Args;
+using samples::usage_error;
+using Cache = PagedCache<CpuBackend, 16>;
+
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
   fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
@@ -47,21 +69,95 @@ std::string find_tokenizer(const std::string& model, int vocab) {
   throw eexit::error(model, "no tokenizer found beside the model; pass --tokenizer");
 }
 
+struct RunResult {
+  std::vector<nlohmann::json> per_request;
+  EngineStats stats;
+  double seconds = 0;
+  int failures = 0;
+};
+
+double mean_exit_layer(const std::vector<std::int64_t>& hist, std::span<const int> layers) {
+  double n = 0, sum = 0;
+  for (std::size_t e = 0; e < hist.size(); ++e) {
+    n += double(hist[e]);
+    sum += double(hist[e]) * layers[e];
+  }
+  return n > 0 ? sum / n : 0.0;
+}
+
+template <class Policy>
+RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& tok,
+              const std::vector<GenerateRequest>& reqs, Policy policy, EngineOptions opt,
+              std::int32_t blocks, bool stream) {
+  Cache cache(be, model.config(), blocks);
+  Engine<Policy, Cache> engine(model, cache, std::move(policy), opt);
+  engine.set_tokenizer(&tok);
+  std::vector<request_id> ids;
+  for (auto& r : reqs) ids.push_back(engine.add_request(r));
+  std::map<request_id, nlohmann::json> results;
+  RunResult res;
+  const auto exit_layers = model.exit_layers();
+  const auto t0 = std::chrono::steady_clock::now();
+  while (engine.has_work()) {
+    for (auto& o : engine.step()) {
+      auto& j = results[o.id];
+      for (auto& t : o.tokens) {
+        j["token_ids"].push_back(t.token);
+        j["exit_layers"].push_back(t.exit_layer);
+      }
+      j["text"] = j.value("text", std::string()) + o.text;
+      if (stream) std::cout << o.text << std::flush;
+      if (!o.finished()) continue;
+      const auto& st = o.stats;
+      j["finish_reason"] = std::string(finish_reason_name(o.finish));
+      if (o.finish == finish_reason::error) {
+        j["error"] = o.error;
+        ++res.failures;
+      }
+      j["stats"] = {
+          {"prompt_tokens", st.prompt_tokens},
+          {"generated_tokens", st.generated_tokens},
+          {"time_to_first_token_s", st.time_to_first_token_s},
+          {"total_time_s", st.total_time_s},
+          {"tokens_per_s", st.total_time_s > 0 ? st.generated_tokens / st.total_time_s : 0.0},
+          {"mean_exit_layer", mean_exit_layer(st.exit_histogram, exit_layers)},
+          {"exit_histogram", st.exit_histogram},
+          {"layers_computed", st.layers_computed},
+          {"preemptions", st.preemptions}};
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.stats = engine.stats();
+  for (auto id : ids) {
+    auto& j = results[id];
+    if (!j.contains("token_ids")) j["token_ids"] = j["exit_layers"] = nlohmann::json::array();
+    res.per_request.push_back(std::move(j));
+  }
+  return res;
+}
+
+template <class P>
+P exit_policy(const std::string& measure, const Thresholds& thr) {
+  P p;
+  p.measure = AnyMeasure::from_name(measure);
+  p.thresholds = thr;
+  return p;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  using namespace eexit;
-  using samples::Args;
-  using samples::usage_error;
   std::optional<Args> args;
   GenerateRequest base;
+  std::vector<float> thresholds;
   try {
-    args.emplace(argc, argv,
-                 std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature",
-                                       "top-k", "top-p", "min-p", "repetition-penalty",
-                                       "presence-penalty", "frequency-penalty", "seed", "stop",
-                                       "threads", "max-batch-tokens", "kv-blocks"},
-                 std::set<std::string>{"json", "help", "ignore-eos"});
+    args.emplace(
+        argc, argv,
+        std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
+                              "top-p", "min-p", "repetition-penalty", "presence-penalty",
+                              "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
+                              "kv-blocks", "policy", "measure", "threshold"},
+        std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << kHelp;
       return 0;
@@ -82,7 +178,23 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
-    if (!args->has("model")) throw usage_error("--model is required");
+    if (args->has("policy")) {
+      const auto p = args->str("policy");
+      if (p != "full" && p != "all-confident" && p != "split")
+        throw usage_error("--policy: '" + p + "' is not one of full, all-confident, split");
+    }
+    if (args->has("measure")) {
+      try {
+        AnyMeasure::from_name(args->str("measure"));
+      } catch (const eexit::error& e) {
+        throw usage_error(std::string("--measure: ") + e.what());
+      }
+    }
+    if (args->has("threshold")) {
+      std::stringstream ss(args->str("threshold"));
+      for (std::string item; std::getline(ss, item, ',');)
+        thresholds.push_back(float(Args::parse_real("threshold", item, -1e6, 1e6)));
+    }
     if (!args->has("prompt")) throw usage_error("--prompt is required");
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
@@ -91,13 +203,25 @@ int main(int argc, char** argv) {
   const bool json = args->has("json");
   try {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    const std::string model_path = args->str("model");
+    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
     LlamaModel<CpuBackend> model(be, load_model(model_path));
     const auto& cfg = model.config();
     const auto tok =
         Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
                                                : find_tokenizer(model_path, cfg.vocab_size),
                         cfg.vocab_size);
+    const bool has_exits = model.n_exits() > 1;
+    const std::string policy = args->str("policy", has_exits ? "all-confident" : "full");
+    if (policy != "full" && !has_exits)
+      throw eexit::error(model_path,
+                         "the model has no exit points (config.json early_exit); "
+                         "use --policy full");
+    Thresholds thr;
+    thr.values = !thresholds.empty()                  ? thresholds
+                 : !cfg.early_exit.thresholds.empty() ? cfg.early_exit.thresholds
+                                                      : std::vector<float>{0.9f};
+    thr.calm_decay = args->has("calm");
+    const std::string measure = args->str("measure", cfg.early_exit.measure);
 
     std::vector<GenerateRequest> reqs;
     std::int64_t tokens_needed = 0;
@@ -109,68 +233,63 @@ int main(int argc, char** argv) {
       tokens_needed += std::int64_t(r.prompt.size()) + r.max_tokens;
       reqs.push_back(std::move(r));
     }
-    using Cache = PagedCache<CpuBackend, 16>;
-    const auto blocks = args->integer(
+    const auto blocks = std::int32_t(args->integer(
         "kv-blocks",
         std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1, 1 << 20), 1,
-        1 << 26);
-    Cache cache(be, cfg, std::int32_t(blocks));
+        1 << 26));
     EngineOptions opt;
     opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
-    Engine<FullDepth, Cache> engine(model, cache, FullDepth{}, opt);
-    engine.set_tokenizer(&tok);
-    std::vector<request_id> ids;
-    for (auto& r : reqs) ids.push_back(engine.add_request(r));
 
     const bool stream = !json && reqs.size() == 1;
-    std::map<request_id, nlohmann::json> results;
-    std::map<request_id, std::string> texts;
-    const auto t0 = std::chrono::steady_clock::now();
-    int failures = 0;
-    while (engine.has_work()) {
-      for (auto& o : engine.step()) {
-        auto& j = results[o.id];
-        for (auto& t : o.tokens) j["token_ids"].push_back(t.token);
-        texts[o.id] += o.text;
-        if (stream) std::cout << o.text << std::flush;
-        if (o.finished()) {
-          const auto& st = o.stats;
-          j["finish_reason"] = std::string(finish_reason_name(o.finish));
-          if (o.finish == finish_reason::error) {
-            j["error"] = o.error;
-            ++failures;
-          }
-          j["stats"] = {
-              {"prompt_tokens", st.prompt_tokens},
-              {"generated_tokens", st.generated_tokens},
-              {"time_to_first_token_s", st.time_to_first_token_s},
-              {"total_time_s", st.total_time_s},
-              {"tokens_per_s", st.total_time_s > 0 ? st.generated_tokens / st.total_time_s : 0.0},
-              {"preemptions", st.preemptions}};
-        }
-      }
-    }
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      auto& j = results[ids[i]];
-      if (!j.contains("token_ids")) j["token_ids"] = nlohmann::json::array();
-      j["text"] = texts[ids[i]];
+    RunResult res;
+    if (policy == "full")
+      res = run(model, be, tok, reqs, FullDepth{}, opt, blocks, stream);
+    else if (policy == "all-confident")
+      res = run(model, be, tok, reqs, exit_policy<AllConfident>(measure, thr), opt, blocks, stream);
+    else
+      res = run(model, be, tok, reqs, exit_policy<SplitAtExit>(measure, thr), opt, blocks, stream);
+
+    for (std::size_t i = 0; i < res.per_request.size(); ++i) {
+      const auto& j = res.per_request[i];
       if (json) {
         std::cout << j.dump() << "\n";
       } else if (!stream) {
-        std::cout << "--- prompt " << i + 1 << " (" << j["finish_reason"].get<std::string>()
-                  << ")\n"
-                  << texts[ids[i]] << "\n";
+        std::cout << "--- prompt " << i + 1 << " (" << j.value("finish_reason", "") << ")\n"
+                  << j.value("text", "") << "\n";
       }
     }
     if (!json) {
-      const auto& st = engine.stats();
-      std::cerr << "\n[eexit] " << st.generated_tokens << " tokens in " << secs << " s ("
-                << (secs > 0 ? double(st.generated_tokens) / secs : 0.0) << " tokens/s), "
-                << reqs.size() << " request(s)\n";
+      const auto& st = res.stats;
+      const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
+      std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
+      if (policy != "full") std::cerr << " (" << measure << ")";
+      std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, " << tps
+                << " tokens/s, mean exit layer "
+                << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "
+                << cfg.n_layers - 1 << ", layers computed "
+                << (st.decode_layers_full
+                        ? 100.0 * double(st.decode_layers_computed) / double(st.decode_layers_full)
+                        : 100.0)
+                << "% of full depth\n";
+      if (args->has("compare-full-depth")) {
+        const auto full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, false);
+        const double ftps =
+            full.seconds > 0 ? double(full.stats.generated_tokens) / full.seconds : 0;
+        std::size_t same = 0, total = 0;
+        for (std::size_t i = 0; i < reqs.size(); ++i) {
+          const auto& a = res.per_request[i]["token_ids"];
+          const auto& b = full.per_request[i]["token_ids"];
+          for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k) same += a[k] == b[k];
+          total += b.size();
+        }
+        std::cerr << "[eexit] full depth: " << full.stats.generated_tokens << " tokens in "
+                  << full.seconds << " s, " << ftps << " tokens/s -> early exit is "
+                  << (ftps > 0 ? tps / ftps : 0.0) << "x full depth; "
+                  << (total ? 100.0 * double(same) / double(total) : 100.0)
+                  << "% of tokens equal to full depth's\n";
+      }
     }
-    return failures ? 1 : 0;
+    return res.failures ? 1 : 0;
   } catch (const std::exception& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n";
     return 1;

@@ -5,6 +5,7 @@
 // got. No threads and no Asio here: the serving layer drives step() from one thread.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -51,7 +52,9 @@ namespace detail {
 // A backend whose float pointers are device memory (CudaBackend): the engine stages the rows
 // a policy reads to the host (ExitRows is host memory). Host backends pass pointers as is.
 template <class B>
-inline constexpr bool is_device_backend_v = requires { requires B::is_device; };
+inline constexpr bool is_device_backend_v = requires {
+  requires B::is_device;
+};
 }  // namespace detail
 
 template <policy Policy, kv_cache Cache,
@@ -106,6 +109,7 @@ class Engine {
     if (req.max_tokens < 0) throw error("request", "max_tokens must be >= 0");
     if (!req.stop.empty() && !tok_) throw error("request", "stop strings need a tokenizer");
     req.sampling.validate();
+    if (std::isinf(req.exit_threshold)) throw error("request", "exit_threshold must be finite");
     const request_id id = next_id_++;
     const std::uint64_t seed =
         req.sampling.seed ? *req.sampling.seed : mix(opt_.seed, std::uint64_t(id));
@@ -414,7 +418,11 @@ class Engine {
     step_.resize(nd);
     max_steps_.resize(nd);
     state_.resize(nd);
+    req_ids_.resize(nd);
+    row_thr_.resize(nd);
     for (std::size_t i = 0; i < nd; ++i) {
+      req_ids_[i] = dec_[i].chunk->seq->id;
+      row_thr_[i] = dec_[i].chunk->seq->req.exit_threshold;
       step_[i] = dec_[i].step;
       max_steps_[i] = dec_[i].max_steps;
       state_[i] = dec_[i].state;
@@ -433,6 +441,8 @@ class Engine {
     er.step = step_.data();
     er.max_steps = max_steps_.data();
     er.row_state = state_.data();
+    er.request = req_ids_.data();
+    er.row_threshold = row_thr_.data();
     conf_.assign(nd, 0);
     leave_.assign(nd, 0);
     policy_.decide(er, std::span<std::uint8_t>(conf_), std::span<std::uint8_t>(leave_));
@@ -623,7 +633,8 @@ class Engine {
     std::uint32_t state;
   };
   std::vector<DecodeRow> dec_;
-  std::vector<float> prev_h_, host_scores_;
+  std::vector<float> prev_h_, host_scores_, row_thr_;
+  std::vector<std::int64_t> req_ids_;
   std::vector<std::int32_t> step_, max_steps_, leaving_;
   std::vector<std::uint32_t> state_;
   std::vector<std::uint8_t> conf_, leave_;

@@ -1,6 +1,7 @@
 #pragma once
 // What a caller submits to the engine and what it gets back.
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,9 @@ struct GenerateRequest {
   std::vector<std::int32_t> stop_token_ids;
   std::vector<std::string> stop;  // stop strings (needs a tokenizer on the engine)
   bool ignore_eos = false;
+  // This request's early-exit threshold (every exit point), overriding the policy's; NaN =
+  // the policy's own. Lets one batch mix requests that trade speed for quality differently.
+  float exit_threshold = std::numeric_limits<float>::quiet_NaN();
 };
 
 enum class finish_reason : std::uint8_t { none, stop, length, abort, error };

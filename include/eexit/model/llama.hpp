@@ -65,7 +65,7 @@ class LlamaModel {
   };
 
   LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(std::move(w.config)) {
-    validate(w);
+    validate(cfg_, w);
     if (!cfg_.early_exit.exit_layers.empty()) fold_fill_weights(w);
     auto up = [&](std::vector<float>& v) {
       auto b = be_->template allocate<float>(v.size());
@@ -297,8 +297,8 @@ class LlamaModel {
   }
 
   // Shapes were checked by the loader; this guards weights built by hand (tests, tools).
-  static void validate(const ModelWeights& w) {
-    const auto& c = w.config;
+  // c: the config (w.config has been moved into cfg_ by then).
+  static void validate(const ModelConfig& c, const ModelWeights& w) {
     if (c.dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 ||
         c.vocab_size <= 0 || c.hidden_dim <= 0 || c.max_seq_len <= 0 || c.n_heads % c.n_kv_heads)
       throw error("model config", "invalid dimensions");

@@ -2,6 +2,7 @@
 // ExitPolicy: a confidence measure, a batch rule and a fill strategy bundled into a type
 // that models eexit::policy. The stock policies are aliases of it; a user's own policy
 // can be one too, or any struct that models the concept (samples/custom_policy).
+#include <cmath>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -34,8 +35,12 @@ struct ExitPolicy {
               std::span<std::uint8_t> leave) {
     scores_.resize(rows.n);
     measure.score(rows, scores_.data());
-    for (std::size_t i = 0; i < rows.n; ++i)
-      confident[i] = scores_[i] >= thresholds.at(rows.exit, rows.step[i], rows.max_steps[i]);
+    for (std::size_t i = 0; i < rows.n; ++i) {
+      const float own = rows.row_threshold ? rows.row_threshold[i] : NAN;
+      const float lambda =
+          std::isnan(own) ? thresholds.at(rows.exit, rows.step[i], rows.max_steps[i]) : own;
+      confident[i] = scores_[i] >= lambda;
+    }
     rule.apply(confident, leave);
   }
   // The scores of the last decide() call (statistics, tests).

@@ -28,6 +28,10 @@ struct ExitRows {
   // (n) per-row scratch a policy may use across the exit points of one step; zero at the
   // step's start and moved with its row when rows leave.
   std::uint32_t* row_state = nullptr;
+  const std::int64_t* request = nullptr;  // (n) request id of each row
+  // (n) the request's own threshold (GenerateRequest::exit_threshold) or NaN for none:
+  // stock policies use it in place of their own for that row, at every exit point.
+  const float* row_threshold = nullptr;
 };
 
 }  // namespace eexit
