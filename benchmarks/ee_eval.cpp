@@ -522,12 +522,6 @@ int main(int argc, char** argv) {
 
   ModelWeights w = load_model(o.model);
   const std::vector<float> cfg_thr = w.config.early_exit.thresholds;
-  // LlamaModel's constructor moves w.config into its own before validate(w) reads
-  // w.config.early_exit.exit_layers (then empty), so a model with exit heads is refused
-  // ("more heads than exit points"). This model's heads are shared (final norm + LM head);
-  // its exit_heads hold only the classifiers, which the max-prob measure does not use.
-  const bool dropped_classifiers = !w.exit_heads.empty();
-  w.exit_heads.clear();
   CpuBackend be(o.threads);
   Model model(be, std::move(w));
   const auto& c = model.config();
@@ -573,9 +567,6 @@ int main(int argc, char** argv) {
               "tokens, greedy, ignore_eos; threads %u, best of %d; load average at start %s\n",
               ids.size(), o.data.c_str(), o.n_prompts, o.prompt_len, o.prompt_len - 1, o.n_new,
               o.threads, o.reps, load_start.c_str());
-  if (dropped_classifiers)
-    std::printf("note: exit classifier heads not loaded (LlamaModel validates a moved-from "
-                "config); max-prob does not use them\n");
   std::fflush(stdout);
 
   std::vector<Result> results;

@@ -13,6 +13,13 @@
 #include <immintrin.h>
 #endif
 
+// Without AVX-512 enabled, GCC warns that passing 64-byte vectors by value "changes the
+// ABI". These helpers are inline and never cross a library boundary, so the note is moot.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace eexit::detail {
 
 // 16 floats: one AVX-512 register, or two AVX2 / four SSE registers where the compiler
@@ -233,3 +240,7 @@ inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t di
 inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace eexit::detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

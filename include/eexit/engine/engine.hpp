@@ -348,7 +348,7 @@ class Engine {
         prev_h_.assign(p, p + (rows - n_prefill) * dim);
       }
     }
-    for (int l = 0, e = 0; l < c.n_layers; ++l) {
+    for (int l = 0, e = 0; l < c.n_layers && n_active > 0; ++l) {
       model_->forward_layer(l, x, n_active, rowkv_.data(), cache_->view(l), ws_);
       if (e + 1 < model_->n_exits() && l == exit_layers[std::size_t(e)]) {
         if (exits && n_active > n_prefill)

@@ -22,9 +22,43 @@ concept confidence_measure = requires(const M& m, const ExitRows& r, float* out)
 
 namespace detail {
 // Softmax statistics of one row of logits: max probability, second probability, entropy.
+// Scores are computed for every active row at every exit point, so this is one pass of
+// float exponentials (vectorisable) after the max, not double math.
 struct SoftmaxStats {
   float p1 = 0, p2 = 0, entropy = 0;
 };
+inline float row_max(const float* z, std::size_t n) {
+  float m = -INFINITY;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, z[i]);
+  return m;
+}
+// Σ e^(z_i - m); with_z also gives Σ e^(z_i - m)·(z_i - m) for the entropy.
+template <bool with_z>
+inline void exp_sums(const float* z, std::size_t n, float m, float& S, float& Sz) {
+  float s[8] = {}, sz[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (std::size_t k = 0; k < 8; ++k) {
+      const float d = z[i + k] - m, e = std::exp(d);
+      s[k] += e;
+      if constexpr (with_z) sz[k] += e * d;
+    }
+  for (; i < n; ++i) {
+    const float d = z[i] - m, e = std::exp(d);
+    s[0] += e;
+    if constexpr (with_z) sz[0] += e * d;
+  }
+  S = Sz = 0.0f;
+  for (std::size_t k = 0; k < 8; ++k) {
+    S += s[k];
+    Sz += sz[k];
+  }
+}
+inline float max_prob(const float* z, std::size_t n) {
+  float S, Sz;
+  exp_sums<false>(z, n, row_max(z, n), S, Sz);
+  return 1.0f / S;
+}
 inline SoftmaxStats softmax_stats(const float* z, std::size_t n) {
   float m1 = -INFINITY, m2 = -INFINITY;
   for (std::size_t i = 0; i < n; ++i) {
@@ -36,16 +70,12 @@ inline SoftmaxStats softmax_stats(const float* z, std::size_t n) {
     }
   }
   // p_i = e^(z_i - m1) / S; H = log S - Σ p_i (z_i - m1)
-  double S = 0.0, Sz = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = double(z[i]) - m1, e = std::exp(d);
-    S += e;
-    Sz += e * d;
-  }
+  float S, Sz;
+  exp_sums<true>(z, n, m1, S, Sz);
   SoftmaxStats st;
-  st.p1 = float(1.0 / S);
-  st.p2 = n > 1 ? float(std::exp(double(m2) - m1) / S) : 0.0f;
-  st.entropy = float(std::log(S) - Sz / S);
+  st.p1 = 1.0f / S;
+  st.p2 = n > 1 ? std::exp(m2 - m1) / S : 0.0f;
+  st.entropy = std::log(S) - Sz / S;
   return st;
 }
 }  // namespace detail
@@ -56,7 +86,7 @@ struct MaxProb {
   std::string_view name() const { return "max-prob"; }
   void score(const ExitRows& r, float* out) const {
     for (std::size_t i = 0; i < r.n; ++i)
-      out[i] = detail::softmax_stats(r.logits + i * r.vocab, r.vocab).p1;
+      out[i] = detail::max_prob(r.logits + i * r.vocab, r.vocab);
   }
 };
 
