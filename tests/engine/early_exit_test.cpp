@@ -224,3 +224,34 @@ TEST_CASE("the fused KV fill equals each skipped layer's own norm + K/V projecti
       }
     }
 }
+
+TEST_CASE("dedicated exit heads: a copy of the shared head changes nothing, another head does") {
+  CpuBackend& be = stories().be;
+  auto dedicated = [](float scale) {
+    auto w = stories_weights();
+    w.config.early_exit.head = exit_head_kind::dedicated;
+    for (std::size_t e = 0; e < 2; ++e) {
+      ExitHeadWeights h;
+      h.norm = w.final_norm;
+      h.proj = w.tok_embedding;  // stories260K ties its LM head to the embedding
+      for (std::size_t i = 0; i < h.proj.size(); ++i) h.proj[i] *= (i % 7 == 0) ? scale : 1.0f;
+      w.exit_heads.push_back(std::move(h));
+    }
+    return w;
+  };
+  LlamaModel<CpuBackend> same(be, dedicated(1.0f)), other(be, dedicated(-1.0f));
+  const auto rs = requests(4);
+  const auto shared_run = run(stories().model, with<SplitAtExit>(0.4f), rs);
+  CHECK(run(same, with<SplitAtExit>(0.4f), rs).tokens == shared_run.tokens);
+  CHECK(run(other, with<SplitAtExit>(0.4f), rs).tokens != shared_run.tokens);
+}
+
+TEST_CASE("a classifier measure on a model without classifier heads is refused up front") {
+  Cache cache(stories().be, stories().model.config(), 8);
+  CHECK_THROWS_AS(
+      (Engine<AllConfident, Cache>(stories().model, cache, with<AllConfident>(0.5f, "classifier"))),
+      eexit::error);
+  auto wrong_count = with<AllConfident>(0.5f);
+  wrong_count.thresholds.values = {0.1f, 0.2f, 0.3f};  // 2 exit points before the last
+  CHECK_THROWS_AS((Engine<AllConfident, Cache>(stories().model, cache, wrong_count)), eexit::error);
+}
