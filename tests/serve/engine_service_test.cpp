@@ -55,7 +55,8 @@ GenerateRequest request(const std::string& prompt, int max_tokens = 12) {
   return r;
 }
 
-// The same request on a fresh engine, alone, without the service.
+// The same request on a fresh engine, alone, without the service. Call it only while the
+// service is idle: both engines use sh().be, whose thread pool serves one caller at a time.
 std::vector<std::int32_t> alone(const GenerateRequest& r, serve::RuntimePolicy p = {}) {
   Cache cache(sh().be, sh().model.config(), 64);
   Eng e(sh().model, cache, p);
@@ -97,6 +98,40 @@ TEST_CASE("async_generate with use_future equals the engine alone") {
   CHECK(ids(c.tokens) == alone(r));
   CHECK(steps >= 1);
   CHECK(c.stats.generated_tokens == 16);
+}
+
+TEST_CASE("async_generate with a callback and with use_awaitable") {
+  Fixture f;
+  auto r = request("MERCUTIO:\n", 11);
+  std::promise<serve::Completion> done;
+  serve::async_generate(f.svc, r, [](const RequestOutput&) {},
+                        [&](error_code ec, serve::Completion c) {
+                          CHECK(!ec);
+                          done.set_value(std::move(c));
+                        });
+  // Finished first: alone() shares the CpuBackend's pool, which one thread uses at a time.
+  const auto first = done.get_future().get();
+  CHECK(ids(first.tokens) == alone(r));
+  asio::io_context io;
+  serve::Completion got;
+  int steps = 0;
+  std::thread::id step_thread;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        got = co_await serve::async_generate(
+            f.svc, r,
+            [&](const RequestOutput&) {
+              ++steps;
+              step_thread = std::this_thread::get_id();
+            },
+            asio::use_awaitable);
+      },
+      asio::detached);
+  io.run();
+  CHECK(ids(got.tokens) == alone(r));
+  CHECK(steps >= 1);
+  CHECK(step_thread == std::this_thread::get_id());  // on the awaiting coroutine's executor
 }
 
 TEST_CASE("a callback gets each step's tokens as a stream") {

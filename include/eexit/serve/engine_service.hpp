@@ -293,7 +293,8 @@ class EngineService final : public detail::ServiceCore {
   using engine_type = Engine;
   using executor_type = asio::thread_pool::executor_type;
 
-  // The engine must outlive the service; only the service's thread touches it from now on.
+  // The engine must outlive the service; only the service's thread touches it from now on
+  // (its backend too: CpuBackend's pool serves one calling thread at a time).
   explicit EngineService(Engine& engine, ServiceOptions opt = {})
       : engine_(&engine), opt_(opt) {
     refresh_metrics(0.0, false);
