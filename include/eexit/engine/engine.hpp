@@ -381,11 +381,10 @@ class Engine {
       be.gather_rows(x, sample_rows_.data(), ns, dim, backend_t::data(h_));
       model_->exit_logits(model_->n_exits() - 1, backend_t::data(h_), ns, backend_t::data(logits_),
                           ws_);
-      host_logits_.resize(ns * vocab);
-      be.template download<float>(std::span<float>(host_logits_), logits_);
+      logits_host_ = logits_on_host(ns * vocab);
     }
     for (std::size_t i = 0; i < ns; ++i) {
-      std::span<const float> lg(host_logits_.data() + i * vocab, vocab);
+      std::span<const float> lg(logits_host_ + i * vocab, vocab);
       accept_token(*sampling[i], sampling[i]->sampler.sample(lg), model_->n_exits() - 1);
     }
     std::vector<RequestOutput> out;
@@ -407,8 +406,7 @@ class Engine {
     const ExitNeeds needs = policy_.needs(e);
     if (needs.logits) {
       model_->exit_logits(e, xd, nd, backend_t::data(logits_), ws_);
-      host_logits_.resize(nd * vocab);
-      be.template download<float>(std::span<float>(host_logits_), logits_);
+      logits_host_ = logits_on_host(nd * vocab);
     }
     if (needs.classifier) {
       model_->exit_classifier(e, xd, nd, backend_t::data(scores_), ws_);
@@ -434,7 +432,7 @@ class Engine {
     er.n = nd;
     er.vocab = vocab;
     er.dim = dim;
-    er.logits = needs.logits ? host_logits_.data() : nullptr;
+    er.logits = needs.logits ? logits_host_ : nullptr;
     er.hidden = host_rows(xd, nd * dim);
     er.prev_hidden = needs.prev_hidden ? prev_h_.data() : nullptr;
     er.classifier = needs.classifier ? host_scores_.data() : nullptr;
@@ -465,12 +463,11 @@ class Engine {
       stats_.fill_time_s += std::chrono::duration<double>(clock::now() - t0).count();
       if (!needs.logits) {
         model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
-        host_logits_.resize(nl * vocab);
-        be.template download<float>(std::span<float>(host_logits_), logits_);
+        logits_host_ = logits_on_host(nl * vocab);
       }
       for (std::size_t j = 0; j < nl; ++j) {
         const std::size_t i = std::size_t(leaving_[j]) - n_prefill;
-        const float* lg = host_logits_.data() + (needs.logits ? i : j) * vocab;
+        const float* lg = logits_host_ + (needs.logits ? i : j) * vocab;
         Sequence& s = *dec_[i].chunk->seq;
         account_decode(s, l + 1);
         accept_token(s, s.sampler.sample(std::span<const float>(lg, vocab)), e);
@@ -495,6 +492,17 @@ class Engine {
       prev_h_.assign(p, p + (n_active - n_prefill) * dim);
     }
     return n_active;
+  }
+
+  // The first n floats of logits_, readable on the host: no copy on a host backend.
+  const float* logits_on_host(std::size_t n) {
+    if constexpr (detail::is_device_backend_v<backend_t>) {
+      host_logits_.resize(n);
+      backend().template download<float>(std::span<float>(host_logits_), logits_);
+      return host_logits_.data();
+    } else {
+      return backend_t::data(logits_);
+    }
   }
 
   // n floats at backend pointer p, readable on the host: p itself on a host backend, a
@@ -622,7 +630,8 @@ class Engine {
   const Tokenizer* tok_ = nullptr;
   typename Model::Workspace ws_;
   typename backend_t::template buffer<float> x_, h_, logits_, scores_;
-  std::vector<float> host_logits_;
+  std::vector<float> host_logits_;  // device backends: staged logits (logits_on_host)
+  const float* logits_host_ = nullptr;
   std::vector<float> hidden_host_;  // device backends: staged hidden rows (host_rows)
   std::vector<std::int32_t> tokens_, sample_rows_;
   std::vector<RowKv> rowkv_, fill_rowkv_;
