@@ -7,8 +7,7 @@
 // KV blocks are freed by the engine's next step.
 //
 // Run the io_context on ONE thread: sessions share no strand.
-#include <utility>
-
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -19,13 +18,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/openai.hpp"
@@ -78,7 +76,8 @@ class HttpServer {
   awaitable accept_loop() {
     for (;;) {
       error_code ec;
-      tcp::socket sock = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      tcp::socket sock =
+          co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
         continue;  // e.g. too many open files: keep serving the others
@@ -94,6 +93,7 @@ class HttpServer {
     namespace http = boost::beast::http;
     Stream stream(std::move(sock));
     boost::beast::flat_buffer buf;
+    bool unread_body = false;  // an error answered a request whose body we did not read
     try {
       for (;;) {
         http::request_parser<http::string_body> parser;
@@ -101,17 +101,20 @@ class HttpServer {
         parser.header_limit(64 * 1024);
         error_code ec;
         stream.expires_after(cfg_.idle_timeout);
-        co_await http::async_read(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+        co_await http::async_read(stream, buf, parser,
+                                  asio::redirect_error(asio::use_awaitable, ec));
         stream.expires_never();
         if (ec) {
           if (ec == http::error::body_limit) {
             const auto e = openai::make_error(
                 413, "the request body is over " + std::to_string(cfg_.max_body_bytes) + " bytes",
                 std::string(), std::string("request_too_large"));
+            unread_body = true;
             co_await send_error(stream, e, 11, false);
           } else if (ec != http::error::end_of_stream &&
                      ec.category() == error_code(http::error::bad_target).category()) {
             const auto e = openai::make_error(400, "malformed HTTP request: " + ec.message());
+            unread_body = true;
             co_await send_error(stream, e, 11, false);
           }
           break;
@@ -126,6 +129,18 @@ class HttpServer {
     }
     error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (unread_body) {
+      // Lingering close: a client still sending the body we refused would get a reset, and
+      // with it lose our error response, if we closed now. Drain (bounded in time and
+      // bytes) until it sees the response and closes its end.
+      char sink[16384];
+      std::size_t drained = 0;
+      stream.expires_after(std::chrono::seconds(2));
+      while (!ec && drained < (std::size_t(64) << 20)) {
+        drained += co_await stream.async_read_some(asio::buffer(sink),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+      }
+    }
     stream.socket().close(ec);
   }
 
@@ -172,7 +187,9 @@ class HttpServer {
     auto error = [](const openai::ApiError& e) {
       return Simple{unsigned(e.status), openai::dump(openai::error_body(e)), "application/json"};
     };
-    auto not_allowed = [&] { return error(openai::make_error(405, "method not allowed", "", "method_not_allowed")); };
+    auto not_allowed = [&] {
+      return error(openai::make_error(405, "method not allowed", "", "method_not_allowed"));
+    };
     if (target == "/health") {
       if (!is_get) return not_allowed();
       return Simple{200, "{\"status\":\"ok\"}"};
@@ -184,14 +201,18 @@ class HttpServer {
     if (target.rfind("/v1/", 0) == 0 && !cfg_.api_key.empty()) {
       const auto auth = req[http::field::authorization];
       if (auth != "Bearer " + cfg_.api_key)
-        return error(openai::make_error(401, "Incorrect or missing API key", "", "invalid_api_key"));
+        return error(
+            openai::make_error(401, "Incorrect or missing API key", "", "invalid_api_key"));
     }
     if (target == "/v1/models") {
       if (!is_get) return not_allowed();
-      openai::json model = {{"id", cfg_.limits.model_name}, {"object", "model"},
-                            {"created", created_}, {"owned_by", "eexit"},
+      openai::json model = {{"id", cfg_.limits.model_name},
+                            {"object", "model"},
+                            {"created", created_},
+                            {"owned_by", "eexit"},
                             {"max_model_len", cfg_.limits.context}};
-      return Simple{200, openai::dump({{"object", "list"}, {"data", openai::json::array({model})}})};
+      return Simple{200,
+                    openai::dump({{"object", "list"}, {"data", openai::json::array({model})}})};
     }
     if (target == "/v1/completions" || target == "/v1/chat/completions") {
       if (!is_post) return not_allowed();
@@ -230,8 +251,8 @@ class HttpServer {
                     "This model's maximum context length is " + std::to_string(ctx) +
                         " tokens; the prompt has " + std::to_string(n),
                     400, "context_length_exceeded");
-      std::int32_t max_tokens = pr.max_tokens ? *pr.max_tokens
-                                              : (chat ? ctx - n : cfg_.default_max_tokens);
+      std::int32_t max_tokens =
+          pr.max_tokens ? *pr.max_tokens : (chat ? ctx - n : cfg_.default_max_tokens);
       if (pr.max_tokens && n + max_tokens > ctx)
         openai::bad("max_tokens",
                     "This model's maximum context length is " + std::to_string(ctx) +
@@ -253,14 +274,14 @@ class HttpServer {
     const bool keep = req.keep_alive();
     openai::ParsedRequest pr;
     std::vector<std::int32_t> prompt;
-    if (auto err = prepare(req, chat, pr, prompt)) co_return co_await send_error(stream, *err, v, keep);
+    if (auto err = prepare(req, chat, pr, prompt))
+      co_return co_await send_error(stream, *err, v, keep);
     pr.gen.prompt = prompt;
     const std::int64_t n_prompt = std::int64_t(prompt.size());
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_);
-    const std::int64_t created =
-        std::chrono::duration_cast<std::chrono::seconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count();
+    const std::int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count();
 
     auto tsp = std::make_shared<TokenStream>(
         svc_.submit(std::move(pr.gen), co_await asio::this_coro::executor));
@@ -292,9 +313,8 @@ class HttpServer {
         if (ec) co_return co_await send_failure(stream, ec, o, v, keep);
       }
       c.finish = o.finish;
-      co_return co_await send_json(stream, 200,
-                                   openai::response_body(pr, id, created, c, n_prompt, texts_), v,
-                                   keep);
+      co_return co_await send_json(
+          stream, 200, openai::response_body(pr, id, created, c, n_prompt, texts_), v, keep);
     }
 
     // SSE: chunked transfer, one chunk per step.
@@ -314,9 +334,9 @@ class HttpServer {
     for (;;) {
       std::string payload;
       if (ec) {  // failed after the headers went out: an error event, then [DONE]
-        const auto e = openai::make_error(500, o.error.empty() ? ec.message() : o.error,
-                                          std::string(), std::string("engine_error"),
-                                          std::string("server_error"));
+        const auto e =
+            openai::make_error(500, o.error.empty() ? ec.message() : o.error, std::string(),
+                               std::string("engine_error"), std::string("server_error"));
         payload = "data: " + openai::dump(openai::error_body(e)) + "\n\n";
         payload += "data: [DONE]\n\n";
       } else {
@@ -324,8 +344,8 @@ class HttpServer {
         std::optional<finish_reason> fin;
         if (o.finished()) fin = o.finish;
         if (!o.tokens.empty() || !o.text.empty() || fin || first) {
-          auto chunk = openai::chunk_body(pr, id, created, o.tokens, o.text, fin, first, offset,
-                                          texts_);
+          auto chunk =
+              openai::chunk_body(pr, id, created, o.tokens, o.text, fin, first, offset, texts_);
           if (fin) chunk["usage"] = openai::usage(n_prompt, generated);
           payload = "data: " + openai::dump(chunk) + "\n\n";
           first = false;
@@ -333,9 +353,9 @@ class HttpServer {
         offset += o.text.size();
         if (fin) {
           if (pr.include_usage)
-            payload += "data: " +
-                       openai::dump(openai::usage_chunk(pr, id, created, n_prompt, generated)) +
-                       "\n\n";
+            payload +=
+                "data: " + openai::dump(openai::usage_chunk(pr, id, created, n_prompt, generated)) +
+                "\n\n";
           payload += "data: [DONE]\n\n";
         }
       }
@@ -400,7 +420,8 @@ class HttpServer {
     std::vector<std::int32_t> ids;
     if (!pr.prompt_ids.empty()) {
       for (auto t : pr.prompt_ids) {
-        if (t >= tok_.vocab_size()) openai::bad("prompt", "token id " + std::to_string(t) + " is outside the vocabulary");
+        if (t >= tok_.vocab_size())
+          openai::bad("prompt", "token id " + std::to_string(t) + " is outside the vocabulary");
         ids.push_back(t);
       }
       return ids;
