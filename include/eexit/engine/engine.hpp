@@ -85,7 +85,6 @@ class Engine {
         if (policy_.needs(e).classifier && !model.has_classifier(e))
           throw error("policy", "the classifier measure needs classifier heads; exit " +
                                     std::to_string(e) + " of this model has none");
-    host_logits_.resize(std::size_t(c.vocab_size));
     stats_.exit_histogram.assign(std::size_t(model.n_exits()), 0);
   }
 
