@@ -63,6 +63,7 @@
 #include "eexit/model/load.hpp"
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/text/tokenizer.hpp"
 
 using namespace eexit;

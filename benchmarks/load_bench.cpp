@@ -163,7 +163,7 @@ RunResult run_server(const Setup& st, const RuntimePolicy& pol, int clients,
   serve::HttpConfig hc;
   hc.limits.model_name = "bench";
   hc.limits.context = st.model.config().max_seq_len;
-  hc.limits.server_policy = pol.kind;
+  hc.limits.server_policy = pol.rule;
   serve::HttpServer<serve::EngineService<Eng>> server(io, svc, st.tok, hc);
   server.listen({asio::ip::make_address("127.0.0.1"), 0});
   const auto port = server.port();

@@ -10,11 +10,8 @@
 #include <sstream>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
 #include "eexit/eexit.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 namespace {
 
@@ -24,8 +21,8 @@ Generates text with an eexit model on the CPU, with early exit. Several --prompt
 run as one continuously batched workload.
 
   --model PATH            a HF directory (config.json + safetensors), a .safetensors file or
-                          a llama2.c .bin checkpoint (default: the embedded early-exit model
-                          )" EEXIT_DEFAULT_MODEL R"()
+                          a llama2.c .bin checkpoint (default: the embedded early-exit model:
+                          @DEFAULT_MODEL@)
   --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, or a directory; default:
                           tokenizer.json / tokenizer.bin / tok<vocab>.bin beside the model
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
@@ -136,11 +133,14 @@ RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& to
   return res;
 }
 
-// kHelp with the policy and measure lists of policy/registry.hpp in place.
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
 std::string help_text() {
   std::string h = kHelp;
   for (auto [key, value] : {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
-                            std::pair{std::string_view("@MEASURES@"), measure_names_help()}})
+                            std::pair{std::string_view("@MEASURES@"), measure_names_help()},
+                            std::pair{std::string_view("@DEFAULT_MODEL@"),
+                                      samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
   return h;
 }
@@ -201,7 +201,8 @@ int main(int argc, char** argv) {
   const bool json = args->has("json");
   try {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
+    const std::string model_path =
+        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
     LlamaModel<CpuBackend> model(be, load_model(model_path));
     const auto& cfg = model.config();
     const auto tok =

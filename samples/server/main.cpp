@@ -1,25 +1,20 @@
 // eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
-#include <utility>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 namespace {
 
@@ -30,7 +25,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   GET /v1/models, GET /health, GET /metrics (Prometheus).
 
   --model PATH            HF model directory (config.json, model.safetensors,
-                          tokenizer.json); default: the embedded eexit-shakespeare
+                          tokenizer.json); default: the embedded eexit-shakespeare,
+                          @DEFAULT_MODEL@
   --tokenizer PATH        tokenizer.json (default: beside the model)
   --served-model-name N   the model id clients use (default: the model directory's name)
   --host H                address to bind (default 127.0.0.1)
@@ -53,11 +49,15 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --help                  this text
 )";
 
-// kHelp with the policy and measure lists of policy/registry.hpp in place.
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
 std::string help_text() {
   std::string h = kHelp;
-  for (auto [key, value] : {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
-                            std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()}})
+  for (auto [key, value] :
+       {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
+        std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
+        std::pair{std::string_view("@DEFAULT_MODEL@"),
+                  eexit::samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
   return h;
 }
@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
+    const std::string model_path =
+        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path);
     const auto& cfg = model->config();
