@@ -34,7 +34,7 @@ if(TARGET eexit-generate)
   string(REGEX REPLACE "([][+.*()^$?|\\])" "\\\\\\1" _src_re "${PROJECT_SOURCE_DIR}")
   add_test(NAME samples/generate_help COMMAND ${_gen} --help)
   set_tests_properties(samples/generate_help PROPERTIES
-    PASS_REGULAR_EXPRESSION "full \\| all-confident \\| split.*<exe>/../share/eexit/models"
+    PASS_REGULAR_EXPRESSION "<exe>/../share/eexit/models.*full \\| all-confident \\| split"
     FAIL_REGULAR_EXPRESSION "${_src_re}")
   add_test(NAME samples/generate_missing_model COMMAND ${_gen} --model /nonexistent --prompt x)
   set_tests_properties(samples/generate_missing_model PROPERTIES
