@@ -32,12 +32,7 @@ struct ExitPolicy {
   std::string_view name() const { return rule.name(); }
   // A rule that never lets a row leave (NeverExit) says so, and the engine then computes
   // no exit heads: full depth chosen at run time costs what FullDepth costs.
-  bool evaluates_exits() const {
-    if constexpr (requires { rule.evaluates_exits(); })
-      return rule.evaluates_exits();
-    else
-      return true;
-  }
+  bool evaluates_exits() const { return rule_evaluates_exits(rule); }
   ExitNeeds needs(int /*exit*/) const { return evaluates_exits() ? measure.needs() : ExitNeeds{}; }
 
   // confident[i]: row i's score passes the exit's threshold; leave[i]: row i exits here.

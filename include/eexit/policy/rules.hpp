@@ -37,6 +37,16 @@ struct ExitConfidentRows {
   }
 };
 
+// Whether a rule ever lets a row leave: rules that never do say so with evaluates_exits(),
+// every other rule may.
+template <class R>
+bool rule_evaluates_exits(const R& r) {
+  if constexpr (requires { r.evaluates_exits(); })
+    return bool(r.evaluates_exits());
+  else
+    return true;
+}
+
 // Full depth as a rule, for a policy chosen at run time (`--policy full`): no row leaves,
 // and evaluates_exits() tells the engine not to compute exit heads at all, so it costs
 // what the FullDepth policy costs.
@@ -49,9 +59,10 @@ struct NeverExit {
 };
 
 // One of the stock rules chosen at run time (CLI, server). The first alternative is the
-// default: a runtime policy starts at full depth until told otherwise. A new rule (issue
-// 9: "adaptive", the decode mode "self-spec") is one more alternative here; its name()
-// is its name in the registry (policy/registry.hpp), which lists the alternatives.
+// default: a runtime policy starts at full depth until told otherwise. What issue 9 adds
+// (the rule "adaptive", the decode mode "self-spec") is one more alternative here, whose
+// type tells the engine what it is; its name() is its name in the registry
+// (policy/registry.hpp), which lists the alternatives.
 struct AnyRule {
   using alternatives = std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows>;
   alternatives r{};
@@ -60,14 +71,7 @@ struct AnyRule {
     return std::visit([](const auto& x) { return x.name(); }, r);
   }
   bool evaluates_exits() const {
-    return std::visit(
-        [](const auto& x) {
-          if constexpr (requires { x.evaluates_exits(); })
-            return bool(x.evaluates_exits());
-          else
-            return true;
-        },
-        r);
+    return std::visit([](const auto& x) { return rule_evaluates_exits(x); }, r);
   }
   void apply(std::span<const std::uint8_t> conf, std::span<std::uint8_t> leave) const {
     std::visit([&](const auto& x) { x.apply(conf, leave); }, r);
