@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "eexit/concepts.hpp"
+#include "eexit/engine/layer_walk.hpp"
 #include "eexit/engine/sequence.hpp"
 
 namespace eexit {
@@ -36,6 +37,37 @@ struct SchedulerOptions {
   std::int32_t max_batch_tokens = 256;  // rows per step
   std::int32_t max_running = 64;        // sequences in the running batch
 };
+
+// The plan's rows for the walk. Prefill chunks first, decode rows last, so that rows
+// leaving at an exit point shrink the active range from its end and prefill rows never
+// move; a row's slot is its chunk's index in plan.chunks after that reordering. Advances
+// every sequence's n_computed: once the walk has run, these K/V are in the cache.
+template <kv_cache Cache>
+void lay_out_rows(Plan& plan, const Cache& cache, WalkRows& rows) {
+  auto& chunks = plan.chunks;
+  std::stable_partition(chunks.begin(), chunks.end(), [](const Chunk& ch) { return !ch.decode; });
+  rows.clear();
+  for (std::size_t k = 0; k < chunks.size(); ++k) {
+    const Chunk& ch = chunks[k];
+    Sequence& s = *ch.seq;
+    const std::int32_t* bt = cache.block_table(s.id);
+    for (std::int32_t j = 0; j < ch.n; ++j) {
+      rows.tokens.push_back(s.tokens[std::size_t(ch.start + j)]);
+      rows.rowkv.push_back(RowKv{bt, ch.start + j});
+    }
+    if (ch.decode) {
+      rows.decode.push(std::int32_t(k), s.id, s.stats.generated_tokens, s.req.max_tokens,
+                       s.req.exit_threshold);
+    } else {
+      rows.n_prefill += std::size_t(ch.n);
+      if (ch.samples) {
+        rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
+        rows.yield_slots.push_back(std::int32_t(k));
+      }
+    }
+    s.n_computed += ch.n;
+  }
+}
 
 template <kv_cache Cache>
 class Scheduler {
