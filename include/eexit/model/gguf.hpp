@@ -737,8 +737,8 @@ inline ModelConfig gguf_config(const gguf::File& f) {
 
 // Loads a llama-architecture GGUF into fp32 ModelWeights (every tensor through
 // gguf::read_f32 -> gguf::dequantize).
-inline ModelWeights load_gguf(const std::string& path) {
-  const gguf::File f = gguf::File::open(path);
+inline ModelWeights load_gguf(const gguf::File& f) {
+  const std::string& path = f.where();
   ModelWeights m;
   m.config = gguf_config(f);
   const ModelConfig& c = m.config;
@@ -765,5 +765,7 @@ inline ModelWeights load_gguf(const std::string& path) {
   if (!c.tied_embeddings) m.lm_head = gguf::read_f32(f, "output.weight", {v, d});
   return m;
 }
+
+inline ModelWeights load_gguf(const std::string& path) { return load_gguf(gguf::File::open(path)); }
 
 }  // namespace eexit

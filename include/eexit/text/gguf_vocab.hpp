@@ -59,9 +59,17 @@ inline int token_id(const gguf::File& f, const std::string& key, int n, int fall
 
 }  // namespace detail::gguf_vocab
 
-inline void Tokenizer::load_gguf(const std::string& file) {
+inline Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
+  Tokenizer t;
+  t.load_gguf(f);
+  return t;
+}
+
+inline void Tokenizer::load_gguf(const std::string& file) { load_gguf(gguf::File::open(file)); }
+
+inline void Tokenizer::load_gguf(const gguf::File& f) {
   namespace gv = detail::gguf_vocab;
-  const gguf::File f = gguf::File::open(file);
+  const std::string& file = f.where();
   const auto model = f.string("tokenizer.ggml.model");
   if (!model) throw error(f.field("tokenizer.ggml.model"), "missing (no tokenizer in this file)");
   const gguf::Value* tokens = f.array("tokenizer.ggml.tokens", false, false, true);

@@ -42,6 +42,9 @@
 namespace eexit {
 
 class StreamDecoder;
+namespace gguf {
+class File;
+}
 
 class Tokenizer {
  public:
@@ -71,6 +74,9 @@ class Tokenizer {
     }
     return t.check_vocab_size(file, expected_vocab_size);
   }
+
+  // The tokenizer in a parsed GGUF file's tokenizer.ggml.* metadata (text/gguf_vocab.hpp).
+  static inline Tokenizer from_gguf(const gguf::File& f);
 
   // add_special: add BOS (and any other ids) as the post-processor says; llama2.c: BOS.
   std::vector<int> encode(std::string_view text, bool add_special = true) const {
@@ -172,6 +178,7 @@ class Tokenizer {
     return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
   }
   // Defined in text/gguf_vocab.hpp (included at the end of this header).
+  inline void load_gguf(const gguf::File& f);
   inline void load_gguf(const std::string& file);
 
   static std::string read_file(const std::string& file) {
