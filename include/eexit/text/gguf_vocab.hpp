@@ -37,13 +37,19 @@ enum : std::int64_t {
   byte = 6
 };
 
-inline std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-  std::size_t pos = 0;
-  while ((pos = s.find(from, pos)) != std::string::npos) {
-    s.replace(pos, from.size(), to);
-    pos += to.size();
+// SentencePiece's "▁" -> " " (built fresh: GCC 12 misreads an in-place replace as overlap).
+inline std::string spaces_from_metaspace(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    if (s.compare(i, 3, "\xE2\x96\x81") == 0) {
+      out += ' ';
+      i += 3;
+    } else {
+      out += s[i++];
+    }
   }
-  return s;
+  return out;
 }
 
 // Token ids named by the metadata; absent -> fallback. Ids outside the vocabulary (GGUF
@@ -110,7 +116,7 @@ inline void Tokenizer::load_gguf(const gguf::File& f) {
     std::string bin(4, '\0');
     std::int32_t max_len = 1;
     for (int i = 0; i < n; ++i) {
-      const std::string piece = gv::replace_all(tok[std::size_t(i)], "\xE2\x96\x81", " ");
+      const std::string piece = gv::spaces_from_metaspace(tok[std::size_t(i)]);
       const double sd = scores ? scores->reals[std::size_t(i)] : 0.0;
       if (!std::isfinite(sd) || std::abs(sd) > 3e38)
         throw error(f.field("tokenizer.ggml.scores"),
