@@ -8,6 +8,9 @@ code with the C++ reader it checks.
       Rewrites IN's 2-D weights as --type (rows whose length is not a multiple of 32 stay
       F16, as llama.cpp falls back), metadata copied. --expected writes the same model with
       every tensor as F32 holding what numpy dequantizes from OUT's blocks.
+  tiny OUT.gguf [--type q8_0|q4_0|f16|bf16|f32] [--vocab llama|gpt2] [--seed N]
+      A random tiny llama (dim 32, 2 layers, GQA 4/2, MLP 64) with a small vocabulary of
+      that kind: the fuzzer's seed corpus (tests/fuzz/seeds/gguf).
   vocab TOKENIZER.json OUT.gguf
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
       the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
@@ -205,6 +208,75 @@ def requantize(a):
         e.write(a.expected)
 
 
+def tiny(a):
+    rng = np.random.default_rng(a.seed)
+    pieces = ["\u2581a", "\u2581the", "he", "ll", "o", "\u2581w", "or", "ld", "\u2581he", "llo", "!"]
+    w = Writer()
+    w.add("general.architecture", T_STR, "llama")
+    for k, v in (("context_length", 64), ("embedding_length", 32), ("feed_forward_length", 64),
+                 ("block_count", 2), ("attention.head_count", 4), ("attention.head_count_kv", 2),
+                 ("rope.dimension_count", 8)):
+        w.add("llama." + k, T_U32, v)
+    w.add("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5)
+    w.add("llama.rope.freq_base", T_F32, 10000.0)
+    w.add("eexit.early_exit.exit_layers", T_ARR, [0], T_I32)
+    if a.vocab == "llama":
+        tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % i for i in range(256)] + pieces
+        types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+        w.add("tokenizer.ggml.model", T_STR, "llama")
+        w.add("tokenizer.ggml.scores", T_ARR, [0.0] * 259 + [-float(i) for i in range(len(pieces))], T_F32)
+    else:
+        tokens = [bytes_to_unicode()[i] for i in range(256)] + ["he", "ll", "hell", "<|end|>"]
+        types = [1] * (len(tokens) - 1) + [3]
+        w.add("tokenizer.ggml.model", T_STR, "gpt2")
+        w.add("tokenizer.ggml.merges", T_ARR, ["h e", "l l", "he ll"], T_STR)
+        w.add("tokenizer.ggml.eos_token_id", T_U32, len(tokens) - 1)
+    w.add("tokenizer.ggml.tokens", T_ARR, tokens, T_STR)
+    w.add("tokenizer.ggml.token_type", T_ARR, types, T_I32)
+    n_vocab = len(tokens)
+
+    def add(name, ne, quantize=True):
+        x = (rng.standard_normal(int(np.prod(ne))) * 0.1).astype(np.float32)
+        kind = a.type if quantize and len(ne) == 2 else "f32"
+        if kind == "q8_0":
+            w.tensor(name, ne, G_Q8_0, quantize_q8_0(x)[0])
+        elif kind == "q4_0":
+            w.tensor(name, ne, G_Q4_0, quantize_q4_0(x)[0])
+        elif kind == "f16":
+            w.tensor(name, ne, G_F16, x.astype(np.float16).tobytes())
+        elif kind == "bf16":
+            w.tensor(name, ne, G_BF16, (x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+        else:
+            w.tensor(name, ne, G_F32, x.tobytes())
+
+    add("token_embd.weight", [32, n_vocab])
+    for l in range(2):
+        p = "blk.%d." % l
+        add(p + "attn_norm.weight", [32])
+        add(p + "attn_q.weight", [32, 32])
+        add(p + "attn_k.weight", [32, 16])
+        add(p + "attn_v.weight", [32, 16])
+        add(p + "attn_output.weight", [32, 32])
+        add(p + "ffn_norm.weight", [32])
+        add(p + "ffn_gate.weight", [32, 64])
+        add(p + "ffn_down.weight", [64, 32])
+        add(p + "ffn_up.weight", [32, 64])
+    add("output_norm.weight", [32])
+    w.write(a.output)
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table (as published with its encoder)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
 def vocab(a):
     j = json.load(open(a.tokenizer, encoding="utf-8"))
     m = j["model"]
@@ -246,11 +318,16 @@ def main():
     q.add_argument("--exit-layers")
     q.add_argument("--thresholds")
     q.add_argument("--measure")
+    t = sub.add_parser("tiny")
+    t.add_argument("output")
+    t.add_argument("--type", default="f32", choices=["q8_0", "q4_0", "f16", "bf16", "f32"])
+    t.add_argument("--vocab", default="llama", choices=["llama", "gpt2"])
+    t.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
     a = p.parse_args()
-    {"requantize": requantize, "vocab": vocab}[a.cmd](a)
+    {"requantize": requantize, "tiny": tiny, "vocab": vocab}[a.cmd](a)
 
 
 if __name__ == "__main__":
