@@ -65,10 +65,7 @@ using Cache = PagedCache<CpuBackend, 16>;
 
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
-  if (std::ifstream f(model, std::ios::binary); f) {  // a GGUF file carries its tokenizer
-    char magic[4] = {};
-    if (f.read(magic, 4) && std::string_view(magic, 4) == "GGUF") return model;
-  }
+  if (gguf::has_magic(model)) return model;  // a GGUF file carries its tokenizer
   fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
   for (auto name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
                     "tok" + std::to_string(vocab) + ".bin"})

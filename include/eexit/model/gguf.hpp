@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -87,6 +88,14 @@ inline TypeTraits traits(tensor_type t) noexcept {
       return {"Q4_K", 256, 144};  // f16 d, dmin, u8 scales[12], q[128]
   }
   return {};
+}
+
+// Whether the file at path starts with GGUF's magic (false when it cannot be read).
+inline bool has_magic(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  f.read(magic, 4);
+  return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
 }
 
 // One metadata value. A scalar is stored as an array of one element, so every accessor
@@ -766,6 +775,8 @@ inline ModelWeights load_gguf(const gguf::File& f) {
   return m;
 }
 
-inline ModelWeights load_gguf(const std::string& path) { return load_gguf(gguf::File::open(path)); }
+inline ModelWeights load_gguf(const std::string& path) {
+  return load_gguf(gguf::File::open(path));
+}
 
 }  // namespace eexit

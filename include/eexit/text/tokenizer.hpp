@@ -36,15 +36,13 @@
 #include <vector>
 
 #include "eexit/core/error.hpp"
+#include "eexit/model/gguf.hpp"
 #include "eexit/text/pretokenize.hpp"
 #include "eexit/text/utf8.hpp"
 
 namespace eexit {
 
 class StreamDecoder;
-namespace gguf {
-class File;
-}
 
 class Tokenizer {
  public:
@@ -61,7 +59,7 @@ class Tokenizer {
     std::string file = path;
     if (fs::is_directory(path, ec)) file = (fs::path(path) / "tokenizer.json").string();
     Tokenizer t;
-    if (is_gguf(file)) {  // a model file may be gigabytes: mapped, not read into a string
+    if (gguf::has_magic(file)) {  // a model file may be gigabytes: mapped, not read into a string
       t.load_gguf(file);
       return t.check_vocab_size(file, expected_vocab_size);
     }
@@ -171,12 +169,6 @@ class Tokenizer {
     return std::move(*this);
   }
 
-  static bool is_gguf(const std::string& file) {
-    std::ifstream f(file, std::ios::binary);
-    char magic[4] = {};
-    f.read(magic, 4);
-    return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
-  }
   // Defined in text/gguf_vocab.hpp (included at the end of this header).
   inline void load_gguf(const gguf::File& f);
   inline void load_gguf(const std::string& file);
