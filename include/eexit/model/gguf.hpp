@@ -100,13 +100,13 @@ inline bool has_magic(const std::string& path) {
 
 // One metadata value. A scalar is stored as an array of one element, so every accessor
 // works on both; integers of every width (and bool) live in ints (a u64 above INT64_MAX
-// keeps its bit pattern: read it with as_u64), f32/f64 in reals.
+// keeps its bit pattern: elem says how to read it), f32/f64 in reals.
 struct Value {
   value_type type = value_type::u8;  // array for arrays
   value_type elem = value_type::u8;  // the element type (== type for a scalar)
-  std::vector<std::int64_t> ints;
-  std::vector<double> reals;
-  std::vector<std::string> strings;
+  std::vector<std::int64_t> ints;    // (count) integer and bool elements
+  std::vector<double> reals;         // (count) f32 and f64 elements
+  std::vector<std::string> strings;  // (count) string elements
 
   bool is_array() const noexcept { return type == value_type::array; }
   bool is_integer() const noexcept {
