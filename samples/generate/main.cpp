@@ -20,11 +20,14 @@ constexpr const char* kHelp = R"(usage: eexit-generate [--model PATH] --prompt T
 Generates text with an eexit model on the CPU, with early exit. Several --prompt flags
 run as one continuously batched workload.
 
-  --model PATH            a HF directory (config.json + safetensors), a .safetensors file or
-                          a llama2.c .bin checkpoint (default: the embedded early-exit model:
-                          @DEFAULT_MODEL@)
-  --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, or a directory; default:
-                          tokenizer.json / tokenizer.bin / tok<vocab>.bin beside the model
+  --model PATH            a HF directory (config.json + safetensors), a .safetensors file, a
+                          llama2.c .bin checkpoint or a GGUF file (default: the embedded
+                          early-exit model: @DEFAULT_MODEL@)
+  --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, a GGUF file, or a directory;
+                          default: the GGUF model itself, else tokenizer.json / tokenizer.bin /
+                          tok<vocab>.bin beside the model
+  --exit-layers L[,M...]  add shared-head exit points (final norm + LM head) after these
+                          layers (0-based, increasing, below the last layer) to any checkpoint
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
   --max-tokens N          tokens to generate per prompt (default 256)
   --policy P              @POLICIES@ (default: all-confident when the
@@ -59,6 +62,7 @@ using Cache = PagedCache<CpuBackend, 16>;
 
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
+  if (gguf::has_magic(model)) return model;  // a GGUF file carries its tokenizer
   fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
   for (auto name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
                     "tok" + std::to_string(vocab) + ".bin"})
@@ -151,13 +155,14 @@ int main(int argc, char** argv) {
   std::optional<Args> args;
   GenerateRequest base;
   std::vector<float> thresholds;
+  LoadOptions load_opt;
   try {
     args.emplace(
         argc, argv,
         std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
                               "top-p", "min-p", "repetition-penalty", "presence-penalty",
                               "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
-                              "kv-blocks", "policy", "measure", "threshold"},
+                              "kv-blocks", "policy", "measure", "threshold", "exit-layers"},
         std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << help_text();
@@ -193,6 +198,13 @@ int main(int argc, char** argv) {
       for (std::string item; std::getline(ss, item, ',');)
         thresholds.push_back(float(Args::parse_real("threshold", item, -1e6, 1e6)));
     }
+    if (args->has("exit-layers")) {
+      try {
+        load_opt.exit_layers = parse_exit_layers(args->str("exit-layers"), "--exit-layers");
+      } catch (const eexit::error& e) {
+        throw usage_error(e.what());
+      }
+    }
     if (!args->has("prompt")) throw usage_error("--prompt is required");
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
@@ -203,7 +215,7 @@ int main(int argc, char** argv) {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     const std::string model_path =
         args->has("model") ? args->str("model") : samples::default_model(argv[0]);
-    LlamaModel<CpuBackend> model(be, load_model(model_path));
+    LlamaModel<CpuBackend> model(be, load_model(model_path, load_opt));
     const auto& cfg = model.config();
     const auto tok =
         Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")

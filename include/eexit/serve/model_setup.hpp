@@ -8,10 +8,12 @@
 
 namespace eexit::serve {
 
-// Loads `path` (see eexit::load_model) into a Model on `be`; errors are eexit::error.
+// Loads `path` (see eexit::load_model, with `opt` applied: e.g. --exit-layers) into a Model
+// on `be`; errors are eexit::error.
 template <class Model, class Backend>
-std::unique_ptr<Model> load_serving_model(Backend& be, const std::string& path) {
-  return std::make_unique<Model>(be, load_model(path));
+std::unique_ptr<Model> load_serving_model(Backend& be, const std::string& path,
+                                          const LoadOptions& opt = {}) {
+  return std::make_unique<Model>(be, load_model(path, opt));
 }
 
 }  // namespace eexit::serve
