@@ -18,3 +18,10 @@ set_tests_properties(consumer/build PROPERTIES FIXTURES_REQUIRED consumer_config
   FIXTURES_SETUP consumer_built)
 set_tests_properties(consumer/run PROPERTIES FIXTURES_REQUIRED consumer_built
   PASS_REGULAR_EXPRESSION "^403 407 261 378 432 383 286 261 ")
+
+# The installed export lists eexit::cuda (and its kernels' static library) exactly when the
+# CUDA backend is built, and the package config then finds the CUDA toolkit for it.
+add_test(NAME consumer/exports
+  COMMAND ${CMAKE_COMMAND} -DDIR=${_prefix}/${CMAKE_INSTALL_LIBDIR}/cmake/eexit
+          -DCUDA=${EEXIT_CUDA_ENABLED} -P ${CMAKE_CURRENT_LIST_DIR}/check_exports.cmake)
+set_tests_properties(consumer/exports PROPERTIES FIXTURES_REQUIRED consumer_installed)
