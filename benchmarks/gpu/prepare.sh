@@ -35,7 +35,7 @@ if (cd "$carry/debs" && apt-get download "${pkgs[@]}") >"$carry/debs/apt.log" 2>
   for d in "$carry"/debs/*.deb; do dpkg -x "$d" "$carry/root"; done
   how="apt-get download"
 else
-  echo "prepare.sh: apt-get download failed (see $carry/debs/apt.log); copying the installed packages' files" >&2
+  echo "prepare.sh: apt-get download failed ($(tail -1 "$carry/debs/apt.log")); copying the installed packages' files" >&2
   for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || fail "$p is neither downloadable nor installed"
     dpkg -L "$p" | while read -r f; do
