@@ -125,6 +125,9 @@ note "carry:  $carry ($(du -sh "$carry" | cut -f1)): $(grep -v '^[#0-9]' "$carry
 
 # ---- 2. configure ---------------------------------------------------------------------
 stage configure
+# The GPU machine's CMake may be 4.x, which refuses policy versions below 3.5; the carried
+# nlohmann-json export asks for 2.8.3...3.22 (allowed), this keeps any older one loading.
+export CMAKE_POLICY_VERSION_MINIMUM=3.5
 cfg=(-S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER="$cxx"
   -DEEXIT_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" "-DCMAKE_CUDA_ARCHITECTURES=$archs"
   -DEEXIT_WITH_BLAS=OFF -DEEXIT_BUILD_TESTS=ON -DEEXIT_BUILD_BENCHMARKS=ON
