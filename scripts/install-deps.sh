@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what eexit needs on Debian 12 (as root, or with sudo), skipping what is there.
 set -euo pipefail
-pkgs=(g++ cmake make doctest-dev libboost-dev libopenblas-dev nlohmann-json3-dev
+pkgs=(g++ cmake make ninja-build doctest-dev libboost-dev libopenblas-dev nlohmann-json3-dev
       python3-torch python3-numpy python3-matplotlib nodejs)
 missing=()
 for p in "${pkgs[@]}"; do

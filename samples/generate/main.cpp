@@ -11,14 +11,15 @@
 
 #include "../common/args.hpp"
 #include "../common/default_model.hpp"
+#include "../common/device.hpp"
 #include "eexit/eexit.hpp"
 
 namespace {
 
 constexpr const char* kHelp = R"(usage: eexit-generate [--model PATH] --prompt TEXT [options]
 
-Generates text with an eexit model on the CPU, with early exit. Several --prompt flags
-run as one continuously batched workload.
+Generates text with an eexit model on the CPU (or a GPU, --device cuda), with early
+exit. Several --prompt flags run as one continuously batched workload.
 
   --model PATH            a HF directory (config.json + safetensors), a .safetensors file, a
                           llama2.c .bin checkpoint or a GGUF file (default: the embedded
@@ -58,7 +59,8 @@ run as one continuously batched workload.
 using namespace eexit;
 using samples::Args;
 using samples::usage_error;
-using Cache = PagedCache<CpuBackend, 16>;
+template <class Backend>
+using Cache = PagedCache<Backend, 16>;
 
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
@@ -86,12 +88,12 @@ double mean_exit_layer(const std::vector<std::int64_t>& hist, std::span<const in
   return n > 0 ? sum / n : 0.0;
 }
 
-template <class Policy>
-RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& tok,
+template <class Policy, class Backend>
+RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
               const std::vector<GenerateRequest>& reqs, Policy policy, EngineOptions opt,
               std::int32_t blocks, bool stream) {
-  Cache cache(be, model.config(), blocks);
-  Engine<Policy, Cache> engine(model, cache, std::move(policy), opt);
+  Cache<Backend> cache(be, model.config(), blocks);
+  Engine<Policy, Cache<Backend>> engine(model, cache, std::move(policy), opt);
   engine.set_tokenizer(&tok);
   std::vector<request_id> ids;
   for (auto& r : reqs) ids.push_back(engine.add_request(r));
@@ -156,16 +158,34 @@ int main(int argc, char** argv) {
   GenerateRequest base;
   std::vector<float> thresholds;
   LoadOptions load_opt;
+  samples::DeviceChoice device;
   try {
-    args.emplace(
-        argc, argv,
-        std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
-                              "top-p", "min-p", "repetition-penalty", "presence-penalty",
-                              "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
-                              "kv-blocks", "policy", "measure", "threshold", "exit-layers"},
-        std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
+    args.emplace(argc, argv,
+                 std::set<std::string>{"model",
+                                       "tokenizer",
+                                       "prompt",
+                                       "max-tokens",
+                                       "temperature",
+                                       "top-k",
+                                       "top-p",
+                                       "min-p",
+                                       "repetition-penalty",
+                                       "presence-penalty",
+                                       "frequency-penalty",
+                                       "seed",
+                                       "stop",
+                                       "threads",
+                                       "max-batch-tokens",
+                                       "kv-blocks",
+                                       "policy",
+                                       "measure",
+                                       "threshold",
+                                       "exit-layers",
+                                       "device",
+                                       "gpu-memory-fraction"},
+                 std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
-      std::cout << help_text();
+      std::cout << help_text() << samples::kDeviceHelp;
       return 0;
     }
     base.max_tokens = std::int32_t(args->integer("max-tokens", 256, 0, 1 << 20));
@@ -206,110 +226,118 @@ int main(int argc, char** argv) {
       }
     }
     if (!args->has("prompt")) throw usage_error("--prompt is required");
+    device = samples::parse_device(*args);
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
     return 2;
   }
   const bool json = args->has("json");
   try {
-    CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    const std::string model_path =
-        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
-    LlamaModel<CpuBackend> model(be, load_model(model_path, load_opt));
-    const auto& cfg = model.config();
-    const auto tok =
-        Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
-                                               : find_tokenizer(model_path, cfg.vocab_size),
-                        cfg.vocab_size);
-    const bool has_exits = model.n_exits() > 1;
-    const std::string policy = args->str(
-        "policy", std::string(has_exits ? ExitWhenAllConfident{}.name() : NeverExit{}.name()));
-    const bool early_exit = rule_from_name(policy).evaluates_exits();
-    if (early_exit && !has_exits)
-      throw eexit::error(model_path,
-                         "the model has no exit points (config.json early_exit); "
-                         "use --policy full");
-    Thresholds thr;
-    thr.values = !thresholds.empty()                  ? thresholds
-                 : !cfg.early_exit.thresholds.empty() ? cfg.early_exit.thresholds
-                                                      : std::vector<float>{0.9f};
-    thr.calm_decay = args->has("calm");
-    const std::string measure = args->str("measure", cfg.early_exit.measure);
+    return samples::with_backend(
+        device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
+          const std::string model_path =
+              args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          LlamaModel<Backend> model(be, load_model(model_path, load_opt));
+          const auto& cfg = model.config();
+          const auto tok =
+              Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
+                                                     : find_tokenizer(model_path, cfg.vocab_size),
+                              cfg.vocab_size);
+          const bool has_exits = model.n_exits() > 1;
+          const std::string policy = args->str(
+              "policy",
+              std::string(has_exits ? ExitWhenAllConfident{}.name() : NeverExit{}.name()));
+          const bool early_exit = rule_from_name(policy).evaluates_exits();
+          if (early_exit && !has_exits)
+            throw eexit::error(model_path,
+                               "the model has no exit points (config.json early_exit); "
+                               "use --policy full");
+          Thresholds thr;
+          thr.values = !thresholds.empty()                  ? thresholds
+                       : !cfg.early_exit.thresholds.empty() ? cfg.early_exit.thresholds
+                                                            : std::vector<float>{0.9f};
+          thr.calm_decay = args->has("calm");
+          const std::string measure = args->str("measure", cfg.early_exit.measure);
 
-    std::vector<GenerateRequest> reqs;
-    std::int64_t tokens_needed = 0;
-    for (const auto& p : args->all("prompt")) {
-      GenerateRequest r = base;
-      r.prompt.clear();
-      for (int id : tok.encode(p, true)) r.prompt.push_back(id);
-      if (r.prompt.empty()) r.prompt.push_back(cfg.bos_id);
-      tokens_needed += std::int64_t(r.prompt.size()) + r.max_tokens;
-      reqs.push_back(std::move(r));
-    }
-    const auto blocks = std::int32_t(args->integer(
-        "kv-blocks",
-        std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1, 1 << 20), 1,
-        1 << 26));
-    EngineOptions opt;
-    opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
+          std::vector<GenerateRequest> reqs;
+          std::int64_t tokens_needed = 0;
+          for (const auto& p : args->all("prompt")) {
+            GenerateRequest r = base;
+            r.prompt.clear();
+            for (int id : tok.encode(p, true)) r.prompt.push_back(id);
+            if (r.prompt.empty()) r.prompt.push_back(cfg.bos_id);
+            tokens_needed += std::int64_t(r.prompt.size()) + r.max_tokens;
+            reqs.push_back(std::move(r));
+          }
+          const auto blocks = samples::kv_blocks(
+              be, device, cfg,
+              std::int32_t(args->integer(
+                  "kv-blocks",
+                  std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1,
+                                      1 << 20),
+                  1, 1 << 26)));
+          EngineOptions opt;
+          opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
 
-    const bool stream = !json && reqs.size() == 1;
-    auto run_policy = [&](bool streaming) {
-      return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr), opt, blocks,
-                 streaming);
-    };
-    RunResult res = run_policy(stream);
+          const bool stream = !json && reqs.size() == 1;
+          auto run_policy = [&](bool streaming) {
+            return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr), opt, blocks,
+                       streaming);
+          };
+          RunResult res = run_policy(stream);
 
-    for (std::size_t i = 0; i < res.per_request.size(); ++i) {
-      const auto& j = res.per_request[i];
-      if (json) {
-        std::cout << j.dump() << "\n";
-      } else if (!stream) {
-        std::cout << "--- prompt " << i + 1 << " (" << j.value("finish_reason", "") << ")\n"
-                  << j.value("text", "") << "\n";
-      }
-    }
-    if (!json) {
-      const auto& st = res.stats;
-      const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
-      std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
-      if (early_exit) std::cerr << " (" << measure << ")";
-      std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, " << tps
-                << " tokens/s, mean exit layer "
-                << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "
-                << cfg.n_layers - 1 << ", layers computed "
-                << (st.decode_layers_full
-                        ? 100.0 * double(st.decode_layers_computed) / double(st.decode_layers_full)
-                        : 100.0)
-                << "% of full depth\n";
-      if (args->has("compare-full-depth")) {
-        // Alternate full depth and the policy three times and keep each one's best time, so
-        // that a burst of other load on the machine does not decide the ratio.
-        RunResult full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, false);
-        double best = res.seconds;
-        for (int round = 0; round < 2; ++round) {
-          best = std::min(best, run_policy(false).seconds);
-          full.seconds = std::min(
-              full.seconds, run(model, be, tok, reqs, FullDepth{}, opt, blocks, false).seconds);
-        }
-        const double etps = best > 0 ? double(st.generated_tokens) / best : 0.0;
-        const double ftps =
-            full.seconds > 0 ? double(full.stats.generated_tokens) / full.seconds : 0;
-        std::size_t same = 0, total = 0;
-        for (std::size_t i = 0; i < reqs.size(); ++i) {
-          const auto& a = res.per_request[i]["token_ids"];
-          const auto& b = full.per_request[i]["token_ids"];
-          for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k) same += a[k] == b[k];
-          total += b.size();
-        }
-        std::cerr << "[eexit] best of 3 alternating runs: " << policy << " " << etps
-                  << " tokens/s, full depth " << ftps << " tokens/s -> "
-                  << (ftps > 0 ? etps / ftps : 0.0) << "x full depth; "
-                  << (total ? 100.0 * double(same) / double(total) : 100.0)
-                  << "% of tokens equal to full depth's\n";
-      }
-    }
-    return res.failures ? 1 : 0;
+          for (std::size_t i = 0; i < res.per_request.size(); ++i) {
+            const auto& j = res.per_request[i];
+            if (json) {
+              std::cout << j.dump() << "\n";
+            } else if (!stream) {
+              std::cout << "--- prompt " << i + 1 << " (" << j.value("finish_reason", "") << ")\n"
+                        << j.value("text", "") << "\n";
+            }
+          }
+          if (!json) {
+            const auto& st = res.stats;
+            const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
+            std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
+            if (early_exit) std::cerr << " (" << measure << ")";
+            std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, "
+                      << tps << " tokens/s, mean exit layer "
+                      << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "
+                      << cfg.n_layers - 1 << ", layers computed "
+                      << (st.decode_layers_full ? 100.0 * double(st.decode_layers_computed) /
+                                                      double(st.decode_layers_full)
+                                                : 100.0)
+                      << "% of full depth\n";
+            if (args->has("compare-full-depth")) {
+              // Alternate full depth and the policy three times and keep each one's best time, so
+              // that a burst of other load on the machine does not decide the ratio.
+              RunResult full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, false);
+              double best = res.seconds;
+              for (int round = 0; round < 2; ++round) {
+                best = std::min(best, run_policy(false).seconds);
+                full.seconds =
+                    std::min(full.seconds,
+                             run(model, be, tok, reqs, FullDepth{}, opt, blocks, false).seconds);
+              }
+              const double etps = best > 0 ? double(st.generated_tokens) / best : 0.0;
+              const double ftps =
+                  full.seconds > 0 ? double(full.stats.generated_tokens) / full.seconds : 0;
+              std::size_t same = 0, total = 0;
+              for (std::size_t i = 0; i < reqs.size(); ++i) {
+                const auto& a = res.per_request[i]["token_ids"];
+                const auto& b = full.per_request[i]["token_ids"];
+                for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k) same += a[k] == b[k];
+                total += b.size();
+              }
+              std::cerr << "[eexit] best of 3 alternating runs: " << policy << " " << etps
+                        << " tokens/s, full depth " << ftps << " tokens/s -> "
+                        << (ftps > 0 ? etps / ftps : 0.0) << "x full depth; "
+                        << (total ? 100.0 * double(same) / double(total) : 100.0)
+                        << "% of tokens equal to full depth's\n";
+            }
+          }
+          return res.failures ? 1 : 0;
+        });
   } catch (const std::exception& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n";
     return 1;

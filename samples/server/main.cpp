@@ -1,4 +1,5 @@
-// eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
+// eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU, or
+// a GPU with --device cuda).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -11,6 +12,7 @@
 
 #include "../common/args.hpp"
 #include "../common/default_model.hpp"
+#include "../common/device.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
@@ -20,7 +22,7 @@ namespace {
 
 constexpr const char* kHelp = R"(usage: eexit-server [options]
 
-Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
+Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device):
   POST /v1/completions, POST /v1/chat/completions (stream: true for SSE),
   GET /v1/models, GET /health, GET /metrics (Prometheus).
 
@@ -94,16 +96,32 @@ int main(int argc, char** argv) {
   RuntimePolicy policy;
   std::optional<serve::openai::ChatStyle> style;
   LoadOptions load_opt;
+  samples::DeviceChoice device;
   try {
     args.emplace(argc, argv,
-                 std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
-                                       "api-key", "policy", "measure", "threshold",
-                                       "chat-template", "max-batch-tokens", "max-running",
-                                       "kv-blocks", "max-pending", "max-body-bytes", "timeout",
-                                       "threads", "exit-layers"},
+                 std::set<std::string>{"model",
+                                       "tokenizer",
+                                       "served-model-name",
+                                       "host",
+                                       "port",
+                                       "api-key",
+                                       "policy",
+                                       "measure",
+                                       "threshold",
+                                       "chat-template",
+                                       "max-batch-tokens",
+                                       "max-running",
+                                       "kv-blocks",
+                                       "max-pending",
+                                       "max-body-bytes",
+                                       "timeout",
+                                       "threads",
+                                       "exit-layers",
+                                       "device",
+                                       "gpu-memory-fraction"},
                  std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
-      std::cout << help_text();
+      std::cout << help_text() << samples::kDeviceHelp;
       return 0;
     }
     try {
@@ -134,87 +152,95 @@ int main(int argc, char** argv) {
         throw usage_error(e.what());
       }
     }
+    device = samples::parse_device(*args);
   } catch (const usage_error& e) {
     std::cerr << "eexit-server: " << e.what() << "\n(see eexit-server --help)\n";
     return 2;
   }
   try {
-    const std::string model_path =
-        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
-    CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, load_opt);
-    const auto& cfg = model->config();
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                      : fs::path(model_path).parent_path();
-    const auto tok = Tokenizer::load(
-        args->has("tokenizer")          ? args->str("tokenizer")
-        : model_path.ends_with(".gguf") ? model_path
-                                        : (dir / "tokenizer.json").string(),
-        cfg.vocab_size);
-    // Policy defaults from the model's config.json.
-    if (!args->has("measure") && policy.evaluates_exits())
-      policy.measure = measure_from_name(cfg.early_exit.measure);
-    if (!args->has("threshold") && !cfg.early_exit.thresholds.empty())
-      policy.thresholds.values = cfg.early_exit.thresholds;
+    return samples::with_backend(
+        device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
+          const std::string model_path =
+              args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          auto model = serve::load_serving_model<LlamaModel<Backend>>(be, model_path, load_opt);
+          const auto& cfg = model->config();
+          const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
+                                                            : fs::path(model_path).parent_path();
+          const auto tok =
+              Tokenizer::load(args->has("tokenizer")          ? args->str("tokenizer")
+                              : model_path.ends_with(".gguf") ? model_path
+                                                              : (dir / "tokenizer.json").string(),
+                              cfg.vocab_size);
+          // Policy defaults from the model's config.json.
+          if (!args->has("measure") && policy.evaluates_exits())
+            policy.measure = measure_from_name(cfg.early_exit.measure);
+          if (!args->has("threshold") && !cfg.early_exit.thresholds.empty())
+            policy.thresholds.values = cfg.early_exit.thresholds;
 
-    serve::HttpConfig hc;
-    hc.chat_style = serve::openai::ChatStyle::plain;
-    if (std::ifstream f(dir / "tokenizer_config.json"); f) {
-      const auto tc = nlohmann::json::parse(f, nullptr, false);
-      if (tc.is_object()) {
-        std::string jinja;
-        if (auto it = tc.find("chat_template"); it != tc.end()) {
-          if (it->is_string()) jinja = it->get<std::string>();
-          if (it->is_array())  // [{name, template}, ...]: the default one
-            for (const auto& t : *it)
-              if (t.value("name", "") == "default" && t.contains("template") &&
-                  t["template"].is_string())
-                jinja = t["template"].get<std::string>();
-        }
-        hc.chat_style = serve::openai::detect_chat_style(jinja);
-        hc.bos_text = token_string(tc, "bos_token", hc.bos_text);
-        hc.eos_text = token_string(tc, "eos_token", hc.eos_text);
-      }
-    }
-    if (style) hc.chat_style = *style;
-    hc.limits.model_name = args->str("served-model-name", fs::absolute(dir).filename().string());
-    if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
-      hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
-    hc.limits.context = cfg.max_seq_len;
-    hc.limits.server_policy = policy.rule;
-    hc.api_key = args->str("api-key");
-    hc.max_body_bytes = std::size_t(args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30));
-    hc.idle_timeout = hc.write_timeout =
-        std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
-    hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+          serve::HttpConfig hc;
+          hc.chat_style = serve::openai::ChatStyle::plain;
+          if (std::ifstream f(dir / "tokenizer_config.json"); f) {
+            const auto tc = nlohmann::json::parse(f, nullptr, false);
+            if (tc.is_object()) {
+              std::string jinja;
+              if (auto it = tc.find("chat_template"); it != tc.end()) {
+                if (it->is_string()) jinja = it->get<std::string>();
+                if (it->is_array())  // [{name, template}, ...]: the default one
+                  for (const auto& t : *it)
+                    if (t.value("name", "") == "default" && t.contains("template") &&
+                        t["template"].is_string())
+                      jinja = t["template"].get<std::string>();
+              }
+              hc.chat_style = serve::openai::detect_chat_style(jinja);
+              hc.bos_text = token_string(tc, "bos_token", hc.bos_text);
+              hc.eos_text = token_string(tc, "eos_token", hc.eos_text);
+            }
+          }
+          if (style) hc.chat_style = *style;
+          hc.limits.model_name =
+              args->str("served-model-name", fs::absolute(dir).filename().string());
+          if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
+            hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
+          hc.limits.context = cfg.max_seq_len;
+          hc.limits.server_policy = policy.rule;
+          hc.api_key = args->str("api-key");
+          hc.max_body_bytes = std::size_t(args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30));
+          hc.idle_timeout = hc.write_timeout =
+              std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
+          hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
 
-    using Cache = PagedCache<CpuBackend, 16>;
-    using Eng = Engine<RuntimePolicy, Cache>;
-    Cache cache(be, cfg, std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26)));
-    EngineOptions eo;
-    eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
-    eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));
-    Eng engine(*model, cache, policy, eo);
-    engine.set_tokenizer(&tok);
-    serve::EngineService<Eng> svc(
-        engine, serve::ServiceOptions{std::size_t(args->integer("max-pending", 256, 1, 1 << 20))});
+          using Cache = PagedCache<Backend, 16>;
+          using Eng = Engine<RuntimePolicy, Cache>;
+          Cache cache(
+              be, cfg,
+              samples::kv_blocks(be, device, cfg,
+                                 std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26))));
+          EngineOptions eo;
+          eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
+          eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));
+          Eng engine(*model, cache, policy, eo);
+          engine.set_tokenizer(&tok);
+          serve::EngineService<Eng> svc(
+              engine,
+              serve::ServiceOptions{std::size_t(args->integer("max-pending", 256, 1, 1 << 20))});
 
-    boost::asio::io_context io(1);
-    serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
-    const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
-    server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int) {
-      server.close();
-      io.stop();
-    });
-    std::cout << "eexit-server: listening on http://" << host.to_string() << ":" << server.port()
-              << " (model " << hc.limits.model_name << ", policy " << policy.name()
-              << ", chat template " << serve::openai::chat_style_name(hc.chat_style) << ")"
-              << std::endl;
-    io.run();
-    svc.stop();
-    return 0;
+          boost::asio::io_context io(1);
+          serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
+          const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
+          server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
+          boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+          signals.async_wait([&](const boost::system::error_code&, int) {
+            server.close();
+            io.stop();
+          });
+          std::cout << "eexit-server: listening on http://" << host.to_string() << ":"
+                    << server.port() << " (model " << hc.limits.model_name << ", policy "
+                    << policy.name() << ", chat template "
+                    << serve::openai::chat_style_name(hc.chat_style) << ")" << std::endl;
+          io.run();
+          svc.stop();
+          return 0;
+        });
   } catch (const std::exception& e) {
     std::cerr << "eexit-server: " << e.what() << "\n";
     return 1;

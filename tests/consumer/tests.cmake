@@ -40,3 +40,10 @@ if(TARGET eexit-generate)
             -P ${CMAKE_CURRENT_LIST_DIR}/installed_model.cmake)
   set_tests_properties(consumer/installed_model PROPERTIES FIXTURES_REQUIRED consumer_installed)
 endif()
+
+# The installed export lists eexit::cuda (and its kernels' static library) exactly when the
+# CUDA backend is built, and the package config then finds the CUDA toolkit for it.
+add_test(NAME consumer/exports
+  COMMAND ${CMAKE_COMMAND} -DDIR=${_prefix}/${CMAKE_INSTALL_LIBDIR}/cmake/eexit
+          -DCUDA=${EEXIT_CUDA_ENABLED} -P ${CMAKE_CURRENT_LIST_DIR}/check_exports.cmake)
+set_tests_properties(consumer/exports PROPERTIES FIXTURES_REQUIRED consumer_installed)

@@ -14,7 +14,16 @@ if(TARGET eexit-generate)
     "\"finish_reason\":\"stop\".*\"text\":\", there was a little girl named \"")
   set(_cases "--bogus|unknown flag --bogus" "--max-tokens,abc|--max-tokens: 'abc' is not an integer"
     "--temperature,-1|--temperature: -1 is outside" "--top-p,0|--top-p: 0 is outside"
-    "--model|--model needs a value")
+    "--model|--model needs a value" "--device,tpu|--device: 'tpu' is not one of cpu, cuda"
+    "--gpu-memory-fraction,0.5|--gpu-memory-fraction needs --device cuda")
+  # --device cuda: a clear error where the CUDA backend is not built; where it is, its
+  # flags are checked before any device is touched (so these run without a GPU too).
+  if(TARGET eexit::cuda)
+    list(APPEND _cases "--device,cuda,--gpu-memory-fraction,2|--gpu-memory-fraction: 2 is outside"
+      "--device,cuda,--gpu-memory-fraction,0.5,--kv-blocks,8|both size the KV cache")
+  else()
+    list(APPEND _cases "--device,cuda|--device cuda: this build has no CUDA backend")
+  endif()
   foreach(case IN LISTS _cases)
     string(REPLACE "|" ";" parts "${case}")
     list(GET parts 0 bad)

@@ -20,7 +20,10 @@ if(TARGET eexit-server)
     FAIL_REGULAR_EXPRESSION "${EEXIT_SOURCE_DIR_RE}")
   set(_cases "--bogus|unknown flag --bogus" "--policy,fastest|--policy: .*unknown policy"
     "--threshold,x|--threshold: 'x' is not a number" "--port,70000|--port: 70000 is outside"
-    "--chat-template,jinja|unknown style 'jinja'")
+    "--chat-template,jinja|unknown style 'jinja'" "--device,tpu|--device: 'tpu' is not one of")
+  if(NOT TARGET eexit::cuda)
+    list(APPEND _cases "--device,cuda|--device cuda: this build has no CUDA backend")
+  endif()
   foreach(case IN LISTS _cases)
     string(REPLACE "|" ";" parts "${case}")
     list(GET parts 0 bad)

@@ -2,8 +2,11 @@
 // CpuBackend: fp32 compute on host memory. The reference every other backend is tested
 // against. Projections run our batch-invariant kernel (cpu_kernels.hpp); OpenBLAS sgemm
 // is available as an option (matmul_impl::blas) for throughput when bitwise batch
-// invariance is not needed, and is what benchmarks compare the kernel against.
+// invariance is not needed, and is what benchmarks compare the kernel against. A build
+// without BLAS (EEXIT_NO_BLAS, CMake -DEEXIT_WITH_BLAS=OFF) rejects matmul_impl::blas.
+#ifndef EEXIT_NO_BLAS
 #include <cblas.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -14,6 +17,7 @@
 
 #include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
+#include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/core/thread_pool.hpp"
 #include "eexit/model/config.hpp"
@@ -22,13 +26,35 @@ namespace eexit {
 
 enum class matmul_impl : std::uint8_t { invariant, blas };
 
+namespace detail {
+#ifdef EEXIT_NO_BLAS
+inline constexpr bool has_blas = false;
+#else
+inline constexpr bool has_blas = true;
+#endif
+// y (rows, out) = x (rows, in) · Wᵀ through OpenBLAS; never reached without it (CpuBackend
+// refuses matmul_impl::blas there).
+inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const float* w,
+                     std::size_t out, float* y) {
+#ifndef EEXIT_NO_BLAS
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(out), int(in), 1.0f, x,
+              int(in), w, int(in), 0.0f, y, int(out));
+#else
+  (void)x, (void)rows, (void)in, (void)w, (void)out, (void)y;
+#endif
+}
+}  // namespace detail
+
 struct CpuBackend {
   template <class T>
   using buffer = std::vector<T>;
   static constexpr const char* name = "cpu";
 
   explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant)
-      : pool_(n_threads), mm_(mm) {}
+      : pool_(n_threads), mm_(mm) {
+    if (!detail::has_blas && mm == matmul_impl::blas)
+      throw error("CpuBackend", "matmul_impl::blas needs a build with BLAS (EEXIT_WITH_BLAS=ON)");
+  }
   CpuBackend(const CpuBackend&) = delete;
   CpuBackend& operator=(const CpuBackend&) = delete;
 
@@ -72,8 +98,7 @@ struct CpuBackend {
               float* y, const float* bias = nullptr) {
     if (rows == 0) return;
     if (mm_ == matmul_impl::blas) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(out), int(in), 1.0f, x,
-                  int(in), w, int(in), 0.0f, y, int(out));
+      detail::blas_xwt(x, rows, in, w, out, y);
       if (bias)
         for (std::size_t r = 0; r < rows; ++r)
           for (std::size_t o = 0; o < out; ++o) y[r * out + o] += bias[o];

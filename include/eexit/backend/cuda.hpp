@@ -115,6 +115,12 @@ void sample_top_k_top_p(Context* c, const float* logits, std::size_t rows, std::
 
 }  // namespace detail::cuda
 
+class CudaBackend;
+namespace detail::cuda {
+// Tells `be` that the float buffer at p is being freed (defined after CudaBackend).
+void forget_bf16_copy(CudaBackend* be, const void* p) noexcept;
+}  // namespace detail::cuda
+
 // RAII device memory of n elements of T. Move-only; the default is empty.
 template <class T>
 class CudaBuffer {
@@ -129,13 +135,15 @@ class CudaBuffer {
   CudaBuffer(CudaBuffer&& o) noexcept
       : ctx_(std::exchange(o.ctx_, nullptr)),
         p_(std::exchange(o.p_, nullptr)),
-        n_(std::exchange(o.n_, 0)) {}
+        n_(std::exchange(o.n_, 0)),
+        bf16_owner_(std::exchange(o.bf16_owner_, nullptr)) {}
   CudaBuffer& operator=(CudaBuffer&& o) noexcept {
     if (this != &o) {
       reset();
       ctx_ = std::exchange(o.ctx_, nullptr);
       p_ = std::exchange(o.p_, nullptr);
       n_ = std::exchange(o.n_, 0);
+      bf16_owner_ = std::exchange(o.bf16_owner_, nullptr);
     }
     return *this;
   }
@@ -147,14 +155,21 @@ class CudaBuffer {
   bool empty() const noexcept { return n_ == 0; }
 
  private:
+  friend class CudaBackend;
   void reset() noexcept {
+    if (p_ && bf16_owner_) detail::cuda::forget_bf16_copy(bf16_owner_, p_);
     if (p_) detail::cuda::dfree(ctx_, p_);
     p_ = nullptr;
     n_ = 0;
+    bf16_owner_ = nullptr;
   }
   detail::cuda::Context* ctx_ = nullptr;
   T* p_ = nullptr;
   std::size_t n_ = 0;
+  // The backend holding a bf16 copy of this (float) buffer's contents, if any: the copy
+  // must go when this memory does, or it stays allocated and a later buffer at the same
+  // address would be multiplied with the old weights.
+  CudaBackend* bf16_owner_ = nullptr;
 };
 
 class CudaBackend {
@@ -208,6 +223,7 @@ class CudaBackend {
         Shadow s{src.size(), buffer<std::uint16_t>(ctx_, src.size(), "bf16 weights")};
         detail::cuda::to_bf16(ctx_, dst.data(), s.data.data(), src.size());
         bf16_.insert_or_assign(dst.data(), std::move(s));
+        dst.bf16_owner_ = this;
       }
     }
   }
@@ -249,7 +265,11 @@ class CudaBackend {
   // max_blocks blocks, so that a step allocates nothing (they otherwise grow on demand).
   void reserve_staging(std::size_t max_rows, std::size_t max_blocks_per_row,
                        std::size_t max_fill_layers = 0) {
-    grow(meta_dev_, 2 * max_rows + max_rows * max_blocks_per_row);
+    // A new meta_dev_ holds nothing yet: what was staged must be staged again.
+    if (grow(meta_dev_, 2 * max_rows + max_rows * max_blocks_per_row)) {
+      meta_staged_.clear();
+      staged_rows_ = 0;
+    }
     grow(idx_dev_, max_rows);
     grow(views_dev_, 2 * max_fill_layers);
   }
@@ -383,12 +403,14 @@ class CudaBackend {
     }
   }
 
+  // True when b was reallocated (its old contents are gone).
   template <class T>
-  void grow(buffer<T>& b, std::size_t n) {
-    if (b.size() >= n) return;
+  bool grow(buffer<T>& b, std::size_t n) {
+    if (b.size() >= n) return false;
     std::size_t cap = b.size() ? b.size() : 64;
     while (cap < n) cap *= 2;
     b = buffer<T>(ctx_, cap, "staging");  // frees the old one (cudaFree orders after the stream)
+    return true;
   }
 
   // Packs rows' positions and block tables (see detail::cuda) and stages them unless the
@@ -422,6 +444,8 @@ class CudaBackend {
     return idx_dev_.data();
   }
 
+  friend void detail::cuda::forget_bf16_copy(CudaBackend* be, const void* p) noexcept;
+
   Options opt_;
   detail::cuda::Context* ctx_;
   std::map<const float*, Shadow, std::less<>> bf16_;
@@ -431,6 +455,10 @@ class CudaBackend {
   buffer<std::int32_t> meta_dev_, idx_dev_;
   buffer<float*> views_dev_;
 };
+
+inline void detail::cuda::forget_bf16_copy(CudaBackend* be, const void* p) noexcept {
+  be->bf16_.erase(static_cast<const float*>(p));
+}
 
 // KV blocks that fit the device: the backend may use `fraction` of the device's total
 // memory (vLLM's --gpu-memory-fraction); what is already in use (weights, workspace,

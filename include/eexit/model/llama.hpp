@@ -108,8 +108,12 @@ class LlamaModel {
       H.has_proj = !h.proj.empty();
       if (H.has_proj) H.proj = up(h.proj);
       H.has_classifier = !h.classifier_w.empty();
-      if (H.has_classifier) H.classifier_w = up(h.classifier_w);
-      H.classifier_b = h.classifier_b;
+      if (H.has_classifier) {
+        H.classifier_w = up(h.classifier_w);
+        // The bias is an op operand like the weights: backend memory, not a host float.
+        std::vector<float> b{h.classifier_b};
+        H.classifier_b = up(b);
+      }
     }
     std::vector<float> ones(std::size_t(cfg_.dim), 1.0f);
     ones_ = be_->template allocate<float>(ones.size());
@@ -196,7 +200,8 @@ class LlamaModel {
     if (!H.has_classifier) throw error("exit " + std::to_string(exit), "has no classifier head");
     const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
     be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out, &H.classifier_b);
+    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out,
+                D(H.classifier_b));
     be_->sigmoid(out, rows);
   }
 
@@ -244,7 +249,7 @@ class LlamaModel {
   };
   struct Head {
     buffer<float> norm, proj, classifier_w;
-    float classifier_b = 0.0f;
+    buffer<float> classifier_b;  // (1)
     bool has_norm = false, has_proj = false, has_classifier = false;
   };
 
