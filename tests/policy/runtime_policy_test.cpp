@@ -85,7 +85,7 @@ std::int64_t early_exits(const EngineStats& st) {
 // the engine holds its own copy of the policy).
 struct CountingMeasure {
   int* calls = nullptr;
-  ExitNeeds needs() const { return {.logits = true}; }
+  ExitNeeds needs() const { return {.scores = true}; }
   std::string_view name() const { return "counting"; }
   void score(const ExitRows& r, float* out) const {
     ++*calls;
