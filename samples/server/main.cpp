@@ -1,15 +1,11 @@
 // eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
-#include <utility>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "../common/args.hpp"
 #include "eexit/eexit.hpp"
@@ -17,6 +13,7 @@
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
 #include "eexit/serve/runtime_policy.hpp"
+#include "eexit/text/chat_template.hpp"
 
 #ifndef EEXIT_DEFAULT_MODEL
 #define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
@@ -64,15 +61,6 @@ std::vector<float> parse_thresholds(const std::string& s) {
   return v;
 }
 
-std::string token_string(const nlohmann::json& j, const char* key, std::string def) {
-  auto it = j.find(key);
-  if (it == j.end()) return def;
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-    return (*it)["content"].get<std::string>();
-  return def;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,14 +70,13 @@ int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::optional<Args> args;
   serve::RuntimePolicy policy;
-  std::optional<serve::openai::ChatStyle> style;
+  std::optional<ChatStyle> style;
   try {
     args.emplace(argc, argv,
                  std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
-                                       "api-key", "policy", "measure", "threshold",
-                                       "chat-template", "max-batch-tokens", "max-running",
-                                       "kv-blocks", "max-pending", "max-body-bytes", "timeout",
-                                       "threads"},
+                                       "api-key", "policy", "measure", "threshold", "chat-template",
+                                       "max-batch-tokens", "max-running", "kv-blocks",
+                                       "max-pending", "max-body-bytes", "timeout", "threads"},
                  std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
       std::cout << kHelp;
@@ -106,7 +93,7 @@ int main(int argc, char** argv) {
     policy.thresholds.calm_decay = args->has("calm-decay");
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
-      style = serve::openai::chat_style_from_name(ct);
+      style = chat_style_from_name(ct);
       if (!style) throw usage_error("--chat-template: unknown style '" + ct + "'");
     }
     args->integer("port", 8000, 0, 65535);
@@ -125,12 +112,11 @@ int main(int argc, char** argv) {
     const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     std::string warning;
-    auto model =
-        serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning);
+    auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning);
     if (!warning.empty()) std::cerr << "eexit-server: warning: " << warning << "\n";
     const auto& cfg = model->config();
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                      : fs::path(model_path).parent_path();
+    const fs::path dir =
+        fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
     const auto tok = Tokenizer::load(
         args->has("tokenizer") ? args->str("tokenizer") : (dir / "tokenizer.json").string(),
         cfg.vocab_size);
@@ -141,24 +127,11 @@ int main(int argc, char** argv) {
       policy.thresholds.values = cfg.early_exit.thresholds;
 
     serve::HttpConfig hc;
-    hc.chat_style = serve::openai::ChatStyle::plain;
-    if (std::ifstream f(dir / "tokenizer_config.json"); f) {
-      const auto tc = nlohmann::json::parse(f, nullptr, false);
-      if (tc.is_object()) {
-        std::string jinja;
-        if (auto it = tc.find("chat_template"); it != tc.end()) {
-          if (it->is_string()) jinja = it->get<std::string>();
-          if (it->is_array())  // [{name, template}, ...]: the default one
-            for (const auto& t : *it)
-              if (t.value("name", "") == "default" && t.contains("template") &&
-                  t["template"].is_string())
-                jinja = t["template"].get<std::string>();
-        }
-        hc.chat_style = serve::openai::detect_chat_style(jinja);
-        hc.bos_text = token_string(tc, "bos_token", hc.bos_text);
-        hc.eos_text = token_string(tc, "eos_token", hc.eos_text);
-      }
-    }
+    // Chat formatting from tokenizer_config.json (plain when there is none).
+    const auto chat = load_chat_template(dir);
+    hc.chat_style = chat.style;
+    hc.bos_text = chat.bos_text;
+    hc.eos_text = chat.eos_text;
     if (style) hc.chat_style = *style;
     hc.limits.model_name = args->str("served-model-name", fs::absolute(dir).filename().string());
     if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
@@ -194,7 +167,7 @@ int main(int argc, char** argv) {
     std::cout << "eexit-server: listening on http://" << host.to_string() << ":" << server.port()
               << " (model " << hc.limits.model_name << ", policy "
               << serve::policy_kind_name(policy.kind) << ", chat template "
-              << serve::openai::chat_style_name(hc.chat_style) << ")" << std::endl;
+              << chat_style_name(hc.chat_style) << ")" << std::endl;
     io.run();
     svc.stop();
     return 0;

@@ -1,8 +1,9 @@
 // The OpenAI mapping without sockets: request checks, chat templates, response shapes,
 // Prometheus text.
-#include <doctest/doctest.h>
-
+#include "eexit/serve/metrics.hpp"
 #include "eexit/serve/openai.hpp"
+
+#include <doctest/doctest.h>
 
 using namespace eexit;
 using namespace eexit::serve;
@@ -117,33 +118,6 @@ TEST_CASE("early_exit: the server's rule, a per-request threshold or full depth"
             .param == "early_exit.policy");
 }
 
-TEST_CASE("chat templates: detected from the Jinja text, formatted per family") {
-  using openai::ChatStyle;
-  CHECK(openai::detect_chat_style("{% for m in messages %}<|im_start|>{{m.role}}") ==
-        ChatStyle::chatml);
-  CHECK(openai::detect_chat_style("<|start_header_id|>' + message['role'] + '<|end_header_id|>") ==
-        ChatStyle::llama3);
-  CHECK(openai::detect_chat_style("{{ bos_token + '[INST] ' + content + ' [/INST]' }}") ==
-        ChatStyle::llama2);
-  CHECK(openai::detect_chat_style("{{ '<|user|>\n' + message['content'] + eos_token }}") ==
-        ChatStyle::zephyr);
-  CHECK(openai::detect_chat_style("") == ChatStyle::plain);
-  const std::vector<openai::ChatMessage> ms = {
-      {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
-  CHECK(openai::format_chat(ChatStyle::chatml, ms) ==
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
-        "<|im_start|>assistant\n");
-  CHECK(openai::format_chat(ChatStyle::llama3, {{"user", "Hi"}}) ==
-        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  CHECK(openai::format_chat(ChatStyle::llama2, ms) ==
-        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST]");
-  CHECK(openai::format_chat(ChatStyle::zephyr, {{"system", "S"}, {"user", "Hi"}}) ==
-        "<|system|>\nS</s>\n<|user|>\nHi</s>\n<|assistant|>\n");
-  CHECK(openai::format_chat(ChatStyle::plain, {{"user", "Hi"}}) == "Hi\n");
-}
-
 TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   openai::ParsedRequest pr;
   pr.model = "m";
@@ -170,7 +144,7 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   m.exit_layers = {1, 3, 5};
   m.exit_histogram = {2, 0, 1};
   m.step_time_counts[0] = 4;
-  const auto text = openai::prometheus_text(m);
+  const auto text = prometheus_text(m);
   CHECK(text.find("eexit_kv_blocks_used 3\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_bucket{le=\"3\"} 2\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_count 3\n") != std::string::npos);

@@ -26,7 +26,9 @@
 #include <utility>
 
 #include "eexit/serve/engine_service.hpp"
+#include "eexit/serve/metrics.hpp"
 #include "eexit/serve/openai.hpp"
+#include "eexit/text/chat_template.hpp"
 #include "eexit/text/tokenizer.hpp"
 
 namespace eexit::serve {
@@ -37,7 +39,7 @@ struct HttpConfig {
   std::size_t max_body_bytes = 1 << 20;
   std::chrono::milliseconds idle_timeout{30000};   // waiting for (the rest of) a request
   std::chrono::milliseconds write_timeout{30000};  // a client that does not read
-  openai::ChatStyle chat_style = openai::ChatStyle::plain;
+  ChatStyle chat_style = ChatStyle::plain;
   std::string bos_text = "<s>", eos_text = "</s>";  // for chat templates
   std::int32_t bos_id = -1;                         // prompt of an empty text
   std::int32_t default_max_tokens = 16;             // completions without max_tokens
@@ -196,7 +198,7 @@ class HttpServer {
     }
     if (target == "/metrics") {
       if (!is_get) return not_allowed();
-      return Simple{200, openai::prometheus_text(svc_.metrics()), "text/plain; version=0.0.4"};
+      return Simple{200, prometheus_text(svc_.metrics()), "text/plain; version=0.0.4"};
     }
     if (target.rfind("/v1/", 0) == 0 && !cfg_.api_key.empty()) {
       const auto auth = req[http::field::authorization];
@@ -427,7 +429,7 @@ class HttpServer {
       return ids;
     }
     const std::string text =
-        pr.chat ? openai::format_chat(cfg_.chat_style, pr.messages, cfg_.bos_text, cfg_.eos_text)
+        pr.chat ? format_chat(cfg_.chat_style, pr.messages, cfg_.bos_text, cfg_.eos_text)
                 : pr.prompt_text.value_or("");
     for (int t : tok_.encode(text, true)) ids.push_back(t);
     if (ids.empty()) {

@@ -1,8 +1,9 @@
 #pragma once
 // The OpenAI API mapping, without sockets: request bodies -> GenerateRequest (every field
-// type- and range-checked, errors OpenAI-shaped), responses and SSE chunks, chat templates,
-// and the Prometheus text of /metrics. The HTTP server (serve/http_server.hpp) glues it to
-// the EngineService; tests call it directly.
+// type- and range-checked, errors OpenAI-shaped), serve errors -> HTTP statuses, responses
+// and SSE chunks. Chat templates are text/chat_template.hpp, the Prometheus text
+// serve/metrics.hpp. The HTTP server (serve/http_server.hpp) glues it to the
+// EngineService; tests call it directly.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -16,8 +17,10 @@
 #include <vector>
 
 #include "eexit/engine/request.hpp"
-#include "eexit/serve/engine_service.hpp"
+#include "eexit/serve/async_generate.hpp"
+#include "eexit/serve/errors.hpp"
 #include "eexit/serve/runtime_policy.hpp"
+#include "eexit/text/chat_template.hpp"
 
 namespace eexit::serve::openai {
 
@@ -47,8 +50,7 @@ inline json error_body(const ApiError& e) {
 }
 
 inline ApiError make_error(int status, std::string message, std::string param = {},
-                           std::string code = {},
-                           std::string type = "invalid_request_error") {
+                           std::string code = {}, std::string type = "invalid_request_error") {
   ApiError e;
   e.status = status;
   e.message = std::move(message);
@@ -61,99 +63,6 @@ inline ApiError make_error(int status, std::string message, std::string param = 
 [[noreturn]] inline void bad(std::string param, std::string message, int status = 400,
                              std::string code = {}) {
   throw make_error(status, std::move(message), std::move(param), std::move(code));
-}
-
-// ---- chat templates -----------------------------------------------------------------
-enum class ChatStyle { plain, llama2, chatml, llama3, zephyr };
-
-inline std::optional<ChatStyle> chat_style_from_name(std::string_view n) {
-  if (n == "plain") return ChatStyle::plain;
-  if (n == "llama2") return ChatStyle::llama2;
-  if (n == "chatml") return ChatStyle::chatml;
-  if (n == "llama3") return ChatStyle::llama3;
-  if (n == "zephyr" || n == "tinyllama") return ChatStyle::zephyr;
-  return std::nullopt;
-}
-constexpr std::string_view chat_style_name(ChatStyle s) noexcept {
-  switch (s) {
-    case ChatStyle::plain:
-      return "plain";
-    case ChatStyle::llama2:
-      return "llama2";
-    case ChatStyle::chatml:
-      return "chatml";
-    case ChatStyle::llama3:
-      return "llama3";
-    case ChatStyle::zephyr:
-      return "zephyr";
-  }
-  return "plain";
-}
-
-// The style of a Jinja chat_template, from markers each family's template spells out.
-inline ChatStyle detect_chat_style(std::string_view jinja) {
-  auto has = [&](std::string_view m) { return jinja.find(m) != std::string_view::npos; };
-  if (has("<|start_header_id|>")) return ChatStyle::llama3;
-  if (has("<|im_start|>")) return ChatStyle::chatml;
-  if (has("<|user|>") || has("<|assistant|>")) return ChatStyle::zephyr;
-  if (has("[INST]")) return ChatStyle::llama2;
-  return ChatStyle::plain;
-}
-
-struct ChatMessage {
-  std::string role, content;
-};
-
-// The prompt text for `messages`, ending where the assistant's reply begins. The BOS token
-// is not written: the tokenizer adds it (add_special). bos/eos: the tokenizer's strings.
-inline std::string format_chat(ChatStyle style, const std::vector<ChatMessage>& messages,
-                               std::string_view bos = "<s>", std::string_view eos = "</s>") {
-  std::string out;
-  switch (style) {
-    case ChatStyle::plain:
-      for (const auto& m : messages) out += m.content + "\n";
-      break;
-    case ChatStyle::chatml:
-      for (const auto& m : messages)
-        out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      out += "<|im_start|>assistant\n";
-      break;
-    case ChatStyle::llama3:
-      for (const auto& m : messages)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
-      out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      break;
-    case ChatStyle::zephyr:
-      for (const auto& m : messages)
-        out += "<|" + m.role + "|>\n" + m.content + std::string(eos) + "\n";
-      out += "<|assistant|>\n";
-      break;
-    case ChatStyle::llama2: {
-      // Llama 2: the system prompt folds into the first user turn.
-      std::string system;
-      bool first = true;
-      for (const auto& m : messages) {
-        if (m.role == "system") {
-          system = m.content;
-          continue;
-        }
-        if (m.role == "user") {
-          std::string content = m.content;
-          if (!system.empty()) {
-            content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
-            system.clear();
-          }
-          if (!first) out += bos;
-          out += "[INST] " + content + " [/INST]";
-        } else {
-          out += " " + m.content + " " + std::string(eos);
-        }
-        first = false;
-      }
-      break;
-    }
-  }
-  return out;
 }
 
 // ---- requests -----------------------------------------------------------------------
@@ -242,8 +151,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     if (!m->is_string()) bad("model", "model must be a string");
     r.model = m->get<std::string>();
     if (r.model != lim.model_name)
-      bad("model", "The model '" + r.model + "' does not exist; this server serves '" +
-                       lim.model_name + "'",
+      bad("model",
+          "The model '" + r.model + "' does not exist; this server serves '" + lim.model_name + "'",
           404, "model_not_found");
   } else {
     r.model = lim.model_name;
@@ -265,7 +174,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     auto* p = field(body, "prompt");
     if (!p) bad("prompt", "prompt is required");
     auto ids = [&](const json& a) {
-      for (const auto& t : a) r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
+      for (const auto& t : a)
+        r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
     };
     if (p->is_string()) {
       r.prompt_text = p->get<std::string>();
@@ -362,8 +272,9 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
       if (thr) bad("early_exit.threshold", "a threshold means nothing with policy full");
       if (lim.server_policy != PolicyKind::full) {
         if (!lim.row_thresholds)
-          bad("early_exit", "per-request early-exit settings need an engine with per-row "
-                            "thresholds (not in this build)");
+          bad("early_exit",
+              "per-request early-exit settings need an engine with per-row "
+              "thresholds (not in this build)");
         r.exit_threshold = full_depth_threshold;
       }
     } else {
@@ -376,8 +287,9 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
         if (lim.server_policy == PolicyKind::full)
           bad("early_exit.threshold", "early exit is off on this server (--policy full)");
         if (!lim.row_thresholds)
-          bad("early_exit", "per-request thresholds need an engine with per-row thresholds "
-                            "(not in this build)");
+          bad("early_exit",
+              "per-request thresholds need an engine with per-row thresholds "
+              "(not in this build)");
         r.exit_threshold = *thr;
       }
     }
@@ -413,7 +325,8 @@ inline json completion_logprobs(const std::vector<TokenEvent>& toks, const Token
     offs.push_back(off);
     off += s.size();
   }
-  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+  return {
+      {"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
 }
 
 inline json chat_logprobs(const std::vector<TokenEvent>& toks, const TokenTexts& tt) {
@@ -453,10 +366,12 @@ inline std::string finish_name(finish_reason f) {
 // One non-streaming response body.
 inline json response_body(const ParsedRequest& r, const std::string& id, std::int64_t created,
                           const Completion& c, std::int64_t prompt_tokens, const TokenTexts& tt) {
-  json choice = {{"index", 0}, {"finish_reason", finish_name(c.finish)},
+  json choice = {{"index", 0},
+                 {"finish_reason", finish_name(c.finish)},
                  {"exit_layers", exit_layers_of(c.tokens)}};
   json lp = nullptr;
-  if (r.logprobs >= 0) lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
+  if (r.logprobs >= 0)
+    lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
   choice["logprobs"] = lp;
   if (r.chat)
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
@@ -504,58 +419,6 @@ inline json usage_chunk(const ParsedRequest& r, const std::string& id, std::int6
           {"model", r.model},
           {"choices", json::array()},
           {"usage", usage(prompt, completion)}};
-}
-
-// ---- /metrics -----------------------------------------------------------------------
-inline std::string prometheus_text(const ServiceMetrics& m) {
-  std::ostringstream o;
-  auto counter = [&](const char* name, const char* help) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
-  };
-  auto gauge = [&](const char* name, const char* help, std::int64_t v) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
-      << name << " " << v << "\n";
-  };
-  counter("eexit_requests_total", "Requests by outcome.");
-  const std::pair<const char*, std::int64_t> outcomes[] = {
-      {"stop", m.finished_stop},   {"length", m.finished_length}, {"abort", m.finished_abort},
-      {"error", m.finished_error}, {"rejected", m.rejected},      {"queue_full", m.queue_full}};
-  for (auto& [k, v] : outcomes) o << "eexit_requests_total{outcome=\"" << k << "\"} " << v << "\n";
-  counter("eexit_prompt_tokens_total", "Prompt tokens computed (recomputation included).");
-  o << "eexit_prompt_tokens_total " << m.prompt_tokens << "\n";
-  counter("eexit_generated_tokens_total", "Tokens generated.");
-  o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
-  counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
-  o << "eexit_preemptions_total " << m.preemptions << "\n";
-  gauge("eexit_requests_running", "Requests in the running batch.", m.running);
-  gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
-  gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);
-  gauge("eexit_kv_blocks_total", "KV cache blocks in the pool.", m.kv_blocks_total);
-  o << "# HELP eexit_step_seconds Engine step time.\n# TYPE eexit_step_seconds histogram\n";
-  std::int64_t cum = 0;
-  for (std::size_t b = 0; b < step_time_buckets.size(); ++b) {
-    cum += m.step_time_counts[b];
-    o << "eexit_step_seconds_bucket{le=\"" << step_time_buckets[b] << "\"} " << cum << "\n";
-  }
-  cum += m.step_time_counts.back();
-  o << "eexit_step_seconds_bucket{le=\"+Inf\"} " << cum << "\n";
-  o << "eexit_step_seconds_sum " << m.step_time_sum_s << "\neexit_step_seconds_count " << cum
-    << "\n";
-  // Exit layers: a histogram over the layer each generated token left at.
-  o << "# HELP eexit_exit_layer Layer (0-based) whose exit produced each token.\n"
-       "# TYPE eexit_exit_layer histogram\n";
-  cum = 0;
-  for (std::size_t e = 0; e < m.exit_histogram.size(); ++e) {
-    cum += m.exit_histogram[e];
-    if (e < m.exit_layers.size())
-      o << "eexit_exit_layer_bucket{le=\"" << m.exit_layers[e] << "\"} " << cum << "\n";
-  }
-  o << "eexit_exit_layer_bucket{le=\"+Inf\"} " << cum << "\n";
-  double sum = 0;
-  for (std::size_t e = 0; e < m.exit_histogram.size() && e < m.exit_layers.size(); ++e)
-    sum += double(m.exit_histogram[e]) * m.exit_layers[e];
-  o << "eexit_exit_layer_sum " << sum << "\neexit_exit_layer_count " << cum << "\n";
-  return o.str();
 }
 
 }  // namespace eexit::serve::openai
