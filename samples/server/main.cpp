@@ -1,5 +1,7 @@
 // eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
+#include <sys/resource.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
@@ -47,6 +49,11 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --max-pending N         requests in flight before 429 (default 256)
   --max-body-bytes N      request body limit (default 1048576)
   --timeout S             idle/slow client timeout in seconds (default 30)
+  --max-connections N     open connections; one more gets 503 (default: the open-file
+                          limit less 64)
+  --shutdown-timeout S    on SIGTERM/SIGINT: stop accepting, let running requests finish
+                          for up to S seconds, then end them with an error (default 10)
+  --metrics-public        serve /metrics without the API key (/health is always open)
   --threads N             CPU threads for the engine (default: all cores)
   --help                  this text
 )";
@@ -104,6 +111,8 @@ int main(int argc, char** argv) {
     args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30);
     args->integer("timeout", 30, 1, 86400);
     args->integer("threads", 0, 0, 1024);
+    args->integer("max-connections", 0, 1, 1 << 24);
+    args->real("shutdown-timeout", 10, 0, 86400);
   } catch (const usage_error& e) {
     std::cerr << "eexit-server: " << e.what() << "\n(see eexit-server --help)\n";
     return 2;
@@ -143,6 +152,15 @@ int main(int argc, char** argv) {
     hc.idle_timeout = hc.write_timeout =
         std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
     hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+    hc.metrics_public = args->has("metrics-public");
+    hc.max_connections = std::size_t(args->integer("max-connections", 0, 1, 1 << 24));
+    if (!hc.max_connections) {
+      // Below the descriptor limit, so that refusing (503) wins over EMFILE; 64 are left for
+      // the model files, the listener, the refusals in flight and the like.
+      rlimit rl{};
+      if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128)
+        hc.max_connections = std::size_t(rl.rlim_cur) - 64;
+    }
 
     using Cache = PagedCache<CpuBackend, 16>;
     using Eng = Engine<serve::RuntimePolicy, Cache>;
@@ -159,16 +177,24 @@ int main(int argc, char** argv) {
     serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
     const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
     server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
+    // The first signal drains (see HttpServer::shutdown); a second one ends at once.
+    const auto drain = std::chrono::milliseconds(
+        std::int64_t(1000 * args->real("shutdown-timeout", 10, 0, 86400)));
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int) {
-      server.close();
-      io.stop();
+    signals.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      std::cout << "eexit-server: draining (up to " << drain.count() << " ms)" << std::endl;
+      server.shutdown(drain, std::chrono::milliseconds(2000), [&] { signals.cancel(); });
+      signals.async_wait([&](const boost::system::error_code& ec2, int) {
+        if (!ec2) server.shutdown_now();
+      });
     });
     std::cout << "eexit-server: listening on http://" << host.to_string() << ":" << server.port()
               << " (model " << hc.limits.model_name << ", policy "
               << serve::policy_kind_name(policy.kind) << ", chat template "
               << chat_style_name(hc.chat_style) << ")" << std::endl;
-    io.run();
+    io.run();  // returns once the drain is over: no connection, no acceptor, no timer left
+    signals.cancel();
     svc.stop();
     return 0;
   } catch (const std::exception& e) {

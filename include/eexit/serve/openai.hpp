@@ -65,6 +65,29 @@ inline ApiError make_error(int status, std::string message, std::string param = 
   throw make_error(status, std::move(message), std::move(param), std::move(code));
 }
 
+// A request that the service ended with `ec` (serve/errors.hpp) as an HTTP error: the one
+// place where serve error codes become statuses. `message`: what the engine said, if any.
+inline ApiError api_error_of(const error_code& ec, const std::string& message) {
+  ApiError e;
+  e.message = message.empty() ? ec.message() : message;
+  if (ec == errc::rejected) {
+    e.status = 400;
+  } else if (ec == errc::queue_full) {
+    e.status = 429;
+    e.code = "rate_limit_exceeded";
+    e.type = "rate_limit_error";
+  } else if (ec == errc::stopped) {
+    e.status = 503;
+    e.code = "shutting_down";
+    e.type = "server_error";
+  } else {
+    e.status = 500;
+    e.type = "server_error";
+    e.code = "engine_error";
+  }
+  return e;
+}
+
 // ---- requests -----------------------------------------------------------------------
 struct Limits {
   std::string model_name;
@@ -130,10 +153,14 @@ inline std::string text_content(const json& c, const char* k) {
   if (c.is_array()) {  // content parts: only text is understood
     std::string s;
     for (const auto& p : c) {
-      if (!p.is_object() || p.value("type", std::string()) != "text" || !p.contains("text") ||
-          !p["text"].is_string())
+      // Every lookup checks the type first: json::value() and get() throw type_error on a
+      // mismatch, which is the client's error, not ours.
+      if (!p.is_object()) bad(k, "each content part must be an object");
+      auto type = p.find("type"), text = p.find("text");
+      if (type == p.end() || !type->is_string()) bad(k, "a content part's type must be a string");
+      if (*type != "text" || text == p.end() || !text->is_string())
         bad(k, "only text content parts are supported");
-      s += p["text"].get<std::string>();
+      s += text->get<std::string>();
     }
     return s;
   }
@@ -359,8 +386,21 @@ inline json usage(std::int64_t prompt, std::int64_t completion) {
           {"total_tokens", prompt + completion}};
 }
 
+// OpenAI's names where they exist. A request cut short (aborted, or failed after its
+// first tokens) says so: "abort" / "error", never "length", which claims max_tokens.
 inline std::string finish_name(finish_reason f) {
-  return f == finish_reason::stop ? "stop" : "length";
+  switch (f) {
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::abort:
+      return "abort";
+    case finish_reason::error:
+      return "error";
+    case finish_reason::length:
+    case finish_reason::none:
+      break;
+  }
+  return "length";
 }
 
 // One non-streaming response body.
