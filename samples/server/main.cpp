@@ -79,12 +79,13 @@ int main(int argc, char** argv) {
   serve::RuntimePolicy policy;
   std::optional<ChatStyle> style;
   try {
-    args.emplace(argc, argv,
-                 std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
-                                       "api-key", "policy", "measure", "threshold", "chat-template",
-                                       "max-batch-tokens", "max-running", "kv-blocks",
-                                       "max-pending", "max-body-bytes", "timeout", "threads"},
-                 std::set<std::string>{"help", "calm-decay"});
+    args.emplace(
+        argc, argv,
+        std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port", "api-key",
+                              "policy", "measure", "threshold", "chat-template", "max-batch-tokens",
+                              "max-running", "kv-blocks", "max-pending", "max-body-bytes",
+                              "timeout", "threads", "max-connections", "shutdown-timeout"},
+        std::set<std::string>{"help", "calm-decay", "metrics-public"});
     if (args->has("help")) {
       std::cout << kHelp;
       return 0;
