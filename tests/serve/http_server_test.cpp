@@ -19,7 +19,6 @@
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
 
 using namespace eexit;
 namespace asio = boost::asio;
@@ -28,7 +27,7 @@ namespace http = boost::beast::http;
 namespace {
 
 using Cache = PagedCache<CpuBackend, 16>;
-using Eng = Engine<serve::RuntimePolicy, Cache>;
+using Eng = Engine<RuntimePolicy, Cache>;
 using Service = serve::EngineService<Eng>;
 
 // The real tokenizer, except that encoding a large text waits until the test lets it go:
