@@ -122,10 +122,13 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   openai::ParsedRequest pr;
   pr.model = "m";
   pr.logprobs = 1;
-  Completion c;
-  c.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
-  c.text = "ab";
-  c.finish = finish_reason::length;
+  // The completion as the server folds it: the engine's accumulator over a step's output.
+  RequestOutput step;
+  step.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
+  step.text = "ab";
+  step.finish = finish_reason::length;
+  CompletionAccumulator acc;
+  const Completion c = acc.add(step);
   openai::TokenTexts tt{[](int id) { return id == 6 ? std::string("\xff") : std::string("t"); }};
   auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
   CHECK(j["usage"]["prompt_tokens"] == 3);
@@ -135,7 +138,7 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   CHECK(j["choices"][0]["logprobs"]["token_logprobs"].size() == 2);
   CHECK_NOTHROW(openai::dump(j));  // the 0xff token becomes U+FFFD
   pr.chat = true;
-  auto chunk = openai::chunk_body(pr, "x", 1, c.tokens, "ab", std::nullopt, true, 0, tt);
+  auto chunk = openai::chunk_body(pr, "x", 1, step.tokens, "ab", std::nullopt, true, 0, tt);
   CHECK(chunk["object"] == "chat.completion.chunk");
   CHECK(chunk["choices"][0]["delta"]["role"] == "assistant");
   CHECK(chunk["choices"][0]["logprobs"]["content"].size() == 2);
@@ -262,15 +265,17 @@ TEST_CASE("wrong-typed values in every field: 400 in OpenAI's shape") {
 TEST_CASE("a request cut short says so: finish_reason abort / error, never length") {
   openai::ParsedRequest pr;
   pr.model = "m";
+  const std::vector<TokenEvent> toks = {TokenEvent{5, 5, 0.0f, {}}};
   Completion c;
-  c.tokens = {TokenEvent{5, 5, 0.0f, {}}};
+  c.tokens = {5};
+  c.exit_layers = {5};
   openai::TokenTexts tt{[](int) { return std::string("t"); }};
   for (auto [f, name] :
        {std::pair{finish_reason::abort, "abort"}, std::pair{finish_reason::error, "error"},
         std::pair{finish_reason::length, "length"}, std::pair{finish_reason::stop, "stop"}}) {
     c.finish = f;
     CHECK(openai::response_body(pr, "x", 1, c, 1, tt)["choices"][0]["finish_reason"] == name);
-    CHECK(openai::chunk_body(pr, "x", 1, c.tokens, "t", f, false, 0,
+    CHECK(openai::chunk_body(pr, "x", 1, toks, "t", f, false, 0,
                              tt)["choices"][0]["finish_reason"] == name);
   }
 }
@@ -283,4 +288,19 @@ TEST_CASE("serve error codes map onto HTTP statuses in one place") {
   CHECK(openai::api_error_of(errc::stopped, "").status == 503);
   CHECK(openai::api_error_of(errc::engine_error, "").status == 500);
   CHECK(openai::api_error_of(errc::engine_fault, "").code == "engine_error");
+  // The engine's refusals, by code: all 400, the prompt's field named where it is at fault.
+  using E = request_errc;
+  CHECK(openai::api_error_of(request_error(E::context_length_exceeded, "long"), false).code ==
+        "context_length_exceeded");
+  CHECK(openai::api_error_of(request_error(E::context_length_exceeded, "long"), true).param ==
+        "messages");
+  CHECK(openai::api_error_of(request_error(E::token_out_of_vocab, "id"), false).param == "prompt");
+  CHECK(openai::api_error_of(request_error(E::cache_too_small, "kv"), false).code ==
+        "kv_cache_too_small");
+  for (auto c : {E::empty_prompt, E::token_out_of_vocab, E::context_length_exceeded,
+                 E::cache_too_small, E::invalid_sampling, E::invalid_parameter}) {
+    const auto e = openai::api_error_of(request_error(c, "x"), false);
+    CHECK(e.status == 400);
+    CHECK(e.type == "invalid_request_error");
+  }
 }

@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/core/thread_pool.hpp"
@@ -54,6 +55,14 @@ struct CpuBackend {
     return b.data();
   }
 
+  // n elements at p readable on the host: p itself (host memory already), no copy.
+  template <class T>
+  const T* host_view(const T* p, std::size_t /*n*/, std::vector<T>& /*staging*/) noexcept {
+    return p;
+  }
+  // x[0, n) = value (poisoning a cache in tests, zeroing).
+  void fill(float* x, std::size_t n, float value) { std::fill_n(x, n, value); }
+
   unsigned threads() const noexcept { return pool_.size(); }
   ThreadPool& pool() noexcept { return pool_; }
 
@@ -86,7 +95,8 @@ struct CpuBackend {
   // y (rows, dim) = rmsnorm(x) * w
   void rmsnorm(const float* x, const float* w, float* y, std::size_t rows, std::size_t dim,
                float eps) {
-    for (std::size_t r = 0; r < rows; ++r) detail::rmsnorm_row(x + r * dim, w, y + r * dim, dim, eps);
+    for (std::size_t r = 0; r < rows; ++r)
+      detail::rmsnorm_row(x + r * dim, w, y + r * dim, dim, eps);
   }
 
   // Rotates each head of x (rows, n_heads, head_dim) in place at the row's position.
@@ -196,6 +206,23 @@ struct CpuBackend {
     for (std::size_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
   }
 
+  // Per row of logits (rows, vocab): out (rows, 3) = max probability, top-1 minus top-2
+  // probability, entropy in nats; top1 (rows) = argmax, ties to the lowest id. Rows are
+  // independent, so threads split them only when there is enough work to pay the fork.
+  void exit_scores(const float* logits, std::size_t rows, std::size_t vocab, float* out,
+                   std::int32_t* top1) {
+    auto run = [&](std::size_t b, std::size_t e) {
+      for (std::size_t r = b; r < e; ++r)
+        detail::exit_scores_row(logits + r * vocab, vocab, out + 3 * r, top1 + r);
+    };
+    constexpr std::size_t min_work = std::size_t(1) << 18;  // logits per thread
+    if (rows * vocab < 2 * min_work)
+      run(0, rows);
+    else
+      pool_.parallel_for(rows, run,
+                         std::max<std::size_t>(1, min_work / std::max<std::size_t>(1, vocab)));
+  }
+
   // The KV fill of skipped layers, batched over rows and layers: kv holds, per row, the K
   // and V of n_fill consecutive layers, (rows, n_fill, 2, kv_dim), not yet rotated. Each
   // K is rotated at the row's position and both are written into layer f's cache views[f].
@@ -213,7 +240,7 @@ struct CpuBackend {
       }
   }
 
-private:
+ private:
   ThreadPool pool_;
   matmul_impl mm_;
 };

@@ -99,13 +99,12 @@ void gather_rows(Context* c, const float* src, const std::int32_t* idx, std::siz
 void sigmoid(Context* c, float* x, std::size_t n);
 // views: device array of 2 * n_fill pointers (K of fill layer f at 2f, V at 2f + 1).
 void fill_kv(Context* c, const float* kv, std::size_t rows, std::size_t n_fill,
-             const std::int32_t* meta, float* const* views, int block_size,
-             std::size_t n_kv_heads, std::size_t head_dim, const float* inv_freq,
-             bool interleaved);
+             const std::int32_t* meta, float* const* views, int block_size, std::size_t n_kv_heads,
+             std::size_t head_dim, const float* inv_freq, bool interleaved);
 // Per row of logits (rows, vocab), one pass: out (rows, 3) = max probability, top-1 minus
 // top-2 probability, entropy (nats); top1 (rows) = argmax (ties -> lowest id).
-void exit_scores(Context* c, const float* logits, std::size_t rows, std::size_t vocab,
-                 float* out, std::int32_t* top1);
+void exit_scores(Context* c, const float* logits, std::size_t rows, std::size_t vocab, float* out,
+                 std::int32_t* top1);
 void argmax(Context* c, const float* logits, std::size_t rows, std::size_t vocab,
             std::int32_t* out);
 // Sampling on the device: per row, temperature, then top-k (0 = off), then top-p (1 =
@@ -128,7 +127,8 @@ class CudaBuffer {
   CudaBuffer(const CudaBuffer&) = delete;
   CudaBuffer& operator=(const CudaBuffer&) = delete;
   CudaBuffer(CudaBuffer&& o) noexcept
-      : ctx_(std::exchange(o.ctx_, nullptr)), p_(std::exchange(o.p_, nullptr)),
+      : ctx_(std::exchange(o.ctx_, nullptr)),
+        p_(std::exchange(o.p_, nullptr)),
         n_(std::exchange(o.n_, 0)) {}
   CudaBuffer& operator=(CudaBuffer&& o) noexcept {
     if (this != &o) {
@@ -162,9 +162,6 @@ class CudaBackend {
   template <class T>
   using buffer = CudaBuffer<T>;
   static constexpr const char* name = "cuda";
-  // Float pointers are device memory: the engine stages rows to the host where a
-  // host-side measure reads them (see engine.hpp, is_device_backend).
-  static constexpr bool is_device = true;
 
   struct Options {
     int device = 0;
@@ -229,6 +226,14 @@ class CudaBackend {
     if (n) detail::cuda::h2d(ctx_, dst, src, n * sizeof(T));
   }
   void synchronize() { detail::cuda::synchronize(ctx_); }
+  // n elements at device pointer p, readable on the host: downloaded into staging (the
+  // stream waited for). The engine asks only for what a policy or sampler reads.
+  template <class T>
+  const T* host_view(const T* p, std::size_t n, std::vector<T>& staging) {
+    staging.resize(n);
+    if (n) download(staging.data(), p, n);
+    return staging.data();
+  }
   template <class T>
   static T* data(buffer<T>& b) noexcept {
     return b.data();
@@ -330,12 +335,13 @@ class CudaBackend {
                           n_kv_heads, head_dim, inv_freq, style == rope_style::interleaved);
   }
 
-  // ---- device-side reductions (beyond CpuBackend) ----------------------------------
   // out (rows, 3) = max prob, margin, entropy; top1 (rows) = argmax. Device pointers.
   void exit_scores(const float* logits, std::size_t rows, std::size_t vocab, float* out,
                    std::int32_t* top1) {
     if (rows) detail::cuda::exit_scores(ctx_, logits, rows, vocab, out, top1);
   }
+
+  // ---- device-side reductions (beyond CpuBackend) ----------------------------------
   void argmax(const float* logits, std::size_t rows, std::size_t vocab, std::int32_t* out) {
     if (rows) detail::cuda::argmax(ctx_, logits, rows, vocab, out);
   }
@@ -437,8 +443,8 @@ inline std::int32_t kv_blocks_from_memory(CudaBackend& be, const ModelConfig& cf
   be.mem_info(free_b, total_b);
   const double used = double(total_b - free_b);
   const double budget = double(total_b) * fraction - used;
-  const double per_block = double(block_size) * double(cfg.kv_dim()) * 2.0 *
-                           double(cfg.n_layers) * double(sizeof(float));
+  const double per_block = double(block_size) * double(cfg.kv_dim()) * 2.0 * double(cfg.n_layers) *
+                           double(sizeof(float));
   const double n = budget / per_block;
   if (n < 1.0)
     throw error("--gpu-memory-fraction",

@@ -157,7 +157,7 @@ class LlamaModel {
                      Workspace& ws) {
     const auto& L = layers_[std::size_t(l)];
     const std::size_t dim = std::size_t(cfg_.dim), hd = std::size_t(cfg_.head_dim);
-    const std::size_t qd = std::size_t(cfg_.q_dim()), kvd = std::size_t(cfg_.kv_dim());
+    const std::size_t qd = std::size_t(cfg_.q_dim());
     const std::size_t hidden = std::size_t(cfg_.hidden_dim);
     // attention
     be_->rmsnorm(x, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
@@ -176,7 +176,6 @@ class LlamaModel {
     be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
     be_->matmul(D(ws.hb), rows, hidden, D(L.w_down), dim, D(ws.proj));
     be_->add(x, D(ws.proj), rows * dim);
-    (void)kvd;
   }
 
   // logits (rows, vocab) of exit point `exit` for hidden states h (rows, dim).

@@ -9,14 +9,9 @@
 
 #include "eexit/policy/names.hpp"
 
-namespace eexit {
+#include "eexit/concepts.hpp"
 
-template <class R>
-concept batch_rule = requires(const R& r, std::span<const std::uint8_t> conf,
-                              std::span<std::uint8_t> leave) {
-  r.apply(conf, leave);
-  { r.name() } -> std::convertible_to<std::string_view>;
-};
+namespace eexit {
 
 // The paper's rule: the batch goes on unless every active decode row is confident; then
 // all of them exit here. No involuntary exits; confident rows may stay (involuntary stays).

@@ -10,19 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "eexit/engine/completion.hpp"
 #include "eexit/engine/request.hpp"
 #include "eexit/serve/token_stream.hpp"
 
 namespace eexit::serve {
 
-// A whole completion: every token of a request and how it ended.
-struct Completion {
-  std::vector<TokenEvent> tokens;
-  std::string text;
-  finish_reason finish = finish_reason::none;
-  std::string error;
-  RequestStats stats;
-};
+// The one Completion type, the engine's (engine/completion.hpp), also under serve::.
+using eexit::Completion;
 
 namespace detail {
 template <class Handler, class OnToken>
@@ -30,7 +25,7 @@ struct GenerateOp {
   Handler handler;
   OnToken on_token;
   std::shared_ptr<TokenStream> stream;
-  std::shared_ptr<Completion> acc;
+  std::shared_ptr<CompletionAccumulator> acc;
 
   using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
   executor_type get_executor() const noexcept {
@@ -43,14 +38,14 @@ struct GenerateOp {
   }
   void operator()(error_code ec, RequestOutput o) {
     const bool any = !o.tokens.empty() || !o.text.empty();
-    for (auto& t : o.tokens) acc->tokens.push_back(t);
-    acc->text += o.text;
+    acc->add(o);
     if (any) on_token(static_cast<const RequestOutput&>(o));
     if (ec || o.finished()) {
-      acc->finish = o.finished() ? o.finish : finish_reason::error;
-      acc->error = o.error;
-      acc->stats = std::move(o.stats);
-      auto done = std::move(*acc);
+      Completion done = acc->take(o.id);
+      if (!o.finished()) {  // an error without a last output of the engine's
+        done.finish = finish_reason::error;
+        done.error = o.error;
+      }
       stream.reset();
       std::move(handler)(ec, std::move(done));
       return;
@@ -72,7 +67,8 @@ auto async_generate(Service& svc, GenerateRequest req, OnToken on_token, Complet
         auto stream = std::make_shared<TokenStream>(
             svc.submit(std::move(r), asio::any_io_executor(svc.get_executor())));
         using Op = detail::GenerateOp<decltype(handler), OnToken>;
-        Op{std::move(handler), std::move(cb), std::move(stream), std::make_shared<Completion>()}
+        Op{std::move(handler), std::move(cb), std::move(stream),
+           std::make_shared<CompletionAccumulator>()}
             .start();
       },
       token, std::move(req), std::move(on_token));

@@ -113,6 +113,12 @@ class EngineService final : public detail::ServiceCore {
     cv_.notify_one();
   }
 
+  // Throws eexit::request_error for a request the engine would refuse (Engine::validate);
+  // thread-safe: the engine's checks read nothing a step changes.
+  void validate(const GenerateRequest& req) const {
+    if constexpr (requires { engine_->validate(req); }) engine_->validate(req);
+  }
+
   ServiceMetrics metrics() const {
     std::lock_guard lk(metrics_m_);
     return metrics_;

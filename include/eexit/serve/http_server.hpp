@@ -455,13 +455,10 @@ class HttpServer {
       p.prompt = tokenize(p.pr);
       const std::int32_t ctx = cfg_.limits.context;
       const auto n = std::int32_t(p.prompt.size());
-      if (n >= ctx)
-        openai::bad(chat ? "messages" : "prompt",
-                    "This model's maximum context length is " + std::to_string(ctx) +
-                        " tokens; the prompt has " + std::to_string(n),
-                    400, "context_length_exceeded");
       std::int32_t max_tokens =
           p.pr.max_tokens ? *p.pr.max_tokens : (chat ? ctx - n : cfg_.default_max_tokens);
+      // OpenAI's rule, not the engine's: asking for more than the context holds is an error
+      // (the engine would stop at the context's end).
       if (p.pr.max_tokens && n + max_tokens > ctx)
         openai::bad("max_tokens",
                     "This model's maximum context length is " + std::to_string(ctx) +
@@ -469,7 +466,15 @@ class HttpServer {
                         std::to_string(n) + " in the prompt, " + std::to_string(max_tokens) +
                         " in the completion)",
                     400, "context_length_exceeded");
-      p.pr.gen.max_tokens = std::min(max_tokens, ctx - n);
+      p.pr.gen.max_tokens = std::max(0, std::min(max_tokens, ctx - n));
+      p.pr.gen.prompt = p.prompt;
+      // The engine's own checks, here so that a refusal carries its code (the service only
+      // learns that add_request threw); add_request repeats them.
+      try {
+        svc_.validate(p.pr.gen);
+      } catch (const request_error& e) {
+        throw openai::api_error_of(e, chat);
+      }
     } catch (const openai::ApiError& e) {
       p.error = e;
     } catch (const std::exception& e) {
@@ -493,7 +498,6 @@ class HttpServer {
     Prepared prep = co_await async_run_on(pool, job, asio::use_awaitable);
     if (prep.error) co_return co_await send_error(stream, *prep.error, v, keep);
     openai::ParsedRequest& pr = prep.pr;
-    pr.gen.prompt = prep.prompt;
     const std::int64_t n_prompt = std::int64_t(prep.prompt.size());
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_);
     const std::int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
@@ -527,17 +531,16 @@ class HttpServer {
     }
 
     if (!pr.stream) {
-      Completion c;
+      CompletionAccumulator acc;
       for (;;) {
-        for (auto& t : o.tokens) c.tokens.push_back(std::move(t));
-        c.text += o.text;
+        acc.add(o);
         if (o.finished()) break;
         o = co_await ts.async_next(asio::redirect_error(asio::use_awaitable, ec));
         if (ec) break;
       }
       stop_watching();
       if (ec) co_return co_await send_failure(stream, ec, o, v, keep);
-      c.finish = o.finish;
+      const Completion c = acc.take(o.id);
       co_return co_await send_json(
           stream, 200, openai::response_body(pr, id, created, c, n_prompt, texts_), v, keep);
     }
@@ -675,23 +678,14 @@ class HttpServer {
   }
 
   std::vector<std::int32_t> tokenize(const openai::ParsedRequest& pr) const {
+    // Ids are checked against the vocabulary by Engine::validate.
+    if (!pr.prompt_ids.empty()) return pr.prompt_ids;
     std::vector<std::int32_t> ids;
-    if (!pr.prompt_ids.empty()) {
-      for (auto t : pr.prompt_ids) {
-        if (t >= tok_.vocab_size())
-          openai::bad("prompt", "token id " + std::to_string(t) + " is outside the vocabulary");
-        ids.push_back(t);
-      }
-      return ids;
-    }
     const std::string text =
         pr.chat ? format_chat(cfg_.chat_style, pr.messages, cfg_.bos_text, cfg_.eos_text)
                 : pr.prompt_text.value_or("");
     for (int t : tok_.encode(text, true)) ids.push_back(t);
-    if (ids.empty()) {
-      if (cfg_.bos_id < 0) openai::bad(pr.chat ? "messages" : "prompt", "the prompt is empty");
-      ids.push_back(cfg_.bos_id);
-    }
+    if (ids.empty() && cfg_.bos_id >= 0) ids.push_back(cfg_.bos_id);  // else: the engine refuses
     return ids;
   }
 

@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "eexit/core/error.hpp"
+#include "eexit/engine/completion.hpp"
 #include "eexit/engine/request.hpp"
 #include "eexit/policy/registry.hpp"
 #include "eexit/serve/async_generate.hpp"
@@ -86,6 +88,26 @@ inline ApiError api_error_of(const error_code& ec, const std::string& message) {
     e.code = "engine_error";
   }
   return e;
+}
+
+// The engine's refusal of a request (eexit::request_error, from Engine::validate) as an
+// HTTP error: beside api_error_of(error_code), the one place where codes become statuses.
+// Every code is the client's doing, and retrying the same request cannot help: 400.
+inline ApiError api_error_of(const request_error& e, bool chat) {
+  const std::string prompt = chat ? "messages" : "prompt";
+  switch (e.code()) {
+    case request_errc::context_length_exceeded:
+      return make_error(400, e.what(), prompt, "context_length_exceeded");
+    case request_errc::cache_too_small:
+      return make_error(400, e.what(), prompt, "kv_cache_too_small");
+    case request_errc::empty_prompt:
+    case request_errc::token_out_of_vocab:
+      return make_error(400, e.what(), prompt);
+    case request_errc::invalid_sampling:
+    case request_errc::invalid_parameter:
+      break;
+  }
+  return make_error(400, e.what());
 }
 
 // ---- requests -----------------------------------------------------------------------
@@ -312,11 +334,9 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     }
   }
   if (r.exit_threshold) r.gen.exit_threshold = *r.exit_threshold;
-  try {
-    sp.validate();
-  } catch (const std::exception& e) {
-    bad("", e.what());
-  }
+  // What the engine checks itself (sampling combinations, the prompt against the context and
+  // the vocabulary) it checks once, in Engine::validate: the server calls it before
+  // submitting (see api_error_of(request_error)).
   return r;
 }
 
@@ -391,15 +411,28 @@ inline std::string finish_name(finish_reason f) {
   return "length";
 }
 
+// A Completion's tokens as the per-token events the logprob formats read.
+inline std::vector<TokenEvent> token_events(const Completion& c) {
+  std::vector<TokenEvent> ev(c.tokens.size());
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    ev[i].token = c.tokens[i];
+    if (i < c.exit_layers.size()) ev[i].exit_layer = c.exit_layers[i];
+    if (i < c.logprobs.size()) ev[i].logprob = c.logprobs[i];
+    if (i < c.top_logprobs.size()) ev[i].top = c.top_logprobs[i];
+  }
+  return ev;
+}
+
 // One non-streaming response body.
 inline json response_body(const ParsedRequest& r, const std::string& id, std::int64_t created,
                           const Completion& c, std::int64_t prompt_tokens, const TokenTexts& tt) {
-  json choice = {{"index", 0},
-                 {"finish_reason", finish_name(c.finish)},
-                 {"exit_layers", exit_layers_of(c.tokens)}};
+  json choice = {
+      {"index", 0}, {"finish_reason", finish_name(c.finish)}, {"exit_layers", c.exit_layers}};
   json lp = nullptr;
-  if (r.logprobs >= 0)
-    lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
+  if (r.logprobs >= 0) {
+    const auto ev = token_events(c);
+    lp = r.chat ? chat_logprobs(ev, tt) : completion_logprobs(ev, tt, 0);
+  }
   choice["logprobs"] = lp;
   if (r.chat)
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
