@@ -210,8 +210,8 @@ RunResult run_server(const Setup& st, const RuntimePolicy& pol, int clients,
     });
   for (auto& t : threads) t.join();
   res.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  server.close();
-  io.stop();
+  // Drain rather than io.stop(): no session coroutine is left suspended when the server goes.
+  asio::post(io, [&] { server.shutdown(std::chrono::milliseconds(0)); });
   io_thread.join();
   svc.stop();
   res.steps = svc.metrics().steps;

@@ -1,12 +1,12 @@
 // eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU, or
 // a GPU with --device cuda).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
+#include <sys/resource.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
 
@@ -17,6 +17,7 @@
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
+#include "eexit/text/chat_template.hpp"
 
 namespace {
 
@@ -49,6 +50,11 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --max-pending N         requests in flight before 429 (default 256)
   --max-body-bytes N      request body limit (default 1048576)
   --timeout S             idle/slow client timeout in seconds (default 30)
+  --max-connections N     open connections; one more gets 503 (default: the open-file
+                          limit less 64)
+  --shutdown-timeout S    on SIGTERM/SIGINT: stop accepting, let running requests finish
+                          for up to S seconds, then end them with an error (default 10)
+  --metrics-public        serve /metrics without the API key (/health is always open)
   --threads N             CPU threads for the engine (default: all cores)
   --help                  this text
 )";
@@ -76,15 +82,6 @@ std::vector<float> parse_thresholds(const std::string& s) {
   return v;
 }
 
-std::string token_string(const nlohmann::json& j, const char* key, std::string def) {
-  auto it = j.find(key);
-  if (it == j.end()) return def;
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-    return (*it)["content"].get<std::string>();
-  return def;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,7 +91,7 @@ int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::optional<Args> args;
   RuntimePolicy policy;
-  std::optional<serve::openai::ChatStyle> style;
+  std::optional<ChatStyle> style;
   LoadOptions load_opt;
   samples::DeviceChoice device;
   try {
@@ -118,8 +115,10 @@ int main(int argc, char** argv) {
                                        "threads",
                                        "exit-layers",
                                        "device",
-                                       "gpu-memory-fraction"},
-                 std::set<std::string>{"help", "calm-decay"});
+                                       "gpu-memory-fraction",
+                                       "max-connections",
+                                       "shutdown-timeout"},
+                 std::set<std::string>{"help", "calm-decay", "metrics-public"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -134,7 +133,7 @@ int main(int argc, char** argv) {
     policy.thresholds.calm_decay = args->has("calm-decay");
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
-      style = serve::openai::chat_style_from_name(ct);
+      style = chat_style_from_name(ct);
       if (!style) throw usage_error("--chat-template: unknown style '" + ct + "'");
     }
     args->integer("port", 8000, 0, 65535);
@@ -145,6 +144,8 @@ int main(int argc, char** argv) {
     args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30);
     args->integer("timeout", 30, 1, 86400);
     args->integer("threads", 0, 0, 1024);
+    args->integer("max-connections", 0, 1, 1 << 24);
+    args->real("shutdown-timeout", 10, 0, 86400);
     if (args->has("exit-layers")) {
       try {
         load_opt.exit_layers = parse_exit_layers(args->str("exit-layers"), "--exit-layers");
@@ -178,24 +179,11 @@ int main(int argc, char** argv) {
             policy.thresholds.values = cfg.early_exit.thresholds;
 
           serve::HttpConfig hc;
-          hc.chat_style = serve::openai::ChatStyle::plain;
-          if (std::ifstream f(dir / "tokenizer_config.json"); f) {
-            const auto tc = nlohmann::json::parse(f, nullptr, false);
-            if (tc.is_object()) {
-              std::string jinja;
-              if (auto it = tc.find("chat_template"); it != tc.end()) {
-                if (it->is_string()) jinja = it->get<std::string>();
-                if (it->is_array())  // [{name, template}, ...]: the default one
-                  for (const auto& t : *it)
-                    if (t.value("name", "") == "default" && t.contains("template") &&
-                        t["template"].is_string())
-                      jinja = t["template"].get<std::string>();
-              }
-              hc.chat_style = serve::openai::detect_chat_style(jinja);
-              hc.bos_text = token_string(tc, "bos_token", hc.bos_text);
-              hc.eos_text = token_string(tc, "eos_token", hc.eos_text);
-            }
-          }
+          // Chat formatting from tokenizer_config.json (plain when there is none).
+          const auto chat = load_chat_template(dir);
+          hc.chat_style = chat.style;
+          hc.bos_text = chat.bos_text;
+          hc.eos_text = chat.eos_text;
           if (style) hc.chat_style = *style;
           hc.limits.model_name =
               args->str("served-model-name", fs::absolute(dir).filename().string());
@@ -208,6 +196,16 @@ int main(int argc, char** argv) {
           hc.idle_timeout = hc.write_timeout =
               std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
           hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+          hc.metrics_public = args->has("metrics-public");
+          hc.max_connections = std::size_t(args->integer("max-connections", 0, 1, 1 << 24));
+          if (!hc.max_connections) {
+            // Below the descriptor limit, so that refusing (503) wins over EMFILE; 64 are left for
+            // the model files, the listener, the refusals in flight and the like.
+            rlimit rl{};
+            if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                rl.rlim_cur > 128)
+              hc.max_connections = std::size_t(rl.rlim_cur) - 64;
+          }
 
           using Cache = PagedCache<Backend, 16>;
           using Eng = Engine<RuntimePolicy, Cache>;
@@ -228,16 +226,24 @@ int main(int argc, char** argv) {
           serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
           const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
           server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
+          // The first signal drains (see HttpServer::shutdown); a second one ends at once.
+          const auto drain = std::chrono::milliseconds(
+              std::int64_t(1000 * args->real("shutdown-timeout", 10, 0, 86400)));
           boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-          signals.async_wait([&](const boost::system::error_code&, int) {
-            server.close();
-            io.stop();
+          signals.async_wait([&](const boost::system::error_code& ec, int) {
+            if (ec) return;
+            std::cout << "eexit-server: draining (up to " << drain.count() << " ms)" << std::endl;
+            server.shutdown(drain, std::chrono::milliseconds(2000), [&] { signals.cancel(); });
+            signals.async_wait([&](const boost::system::error_code& ec2, int) {
+              if (!ec2) server.shutdown_now();
+            });
           });
           std::cout << "eexit-server: listening on http://" << host.to_string() << ":"
                     << server.port() << " (model " << hc.limits.model_name << ", policy "
-                    << policy.name() << ", chat template "
-                    << serve::openai::chat_style_name(hc.chat_style) << ")" << std::endl;
-          io.run();
+                    << policy.name() << ", chat template " << chat_style_name(hc.chat_style) << ")"
+                    << std::endl;
+          io.run();  // returns once the drain is over: no connection, no acceptor, no timer left
+          signals.cancel();
           svc.stop();
           return 0;
         });

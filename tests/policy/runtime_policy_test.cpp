@@ -85,7 +85,7 @@ std::int64_t early_exits(const EngineStats& st) {
 // the engine holds its own copy of the policy).
 struct CountingMeasure {
   int* calls = nullptr;
-  ExitNeeds needs() const { return {.scores = true}; }
+  ExitNeeds needs() const { return MaxProb{}.needs(); }
   std::string_view name() const { return "counting"; }
   void score(const ExitRows& r, float* out) const {
     ++*calls;
@@ -192,7 +192,8 @@ TEST_CASE("RuntimePolicy 'full' computes no exit heads and runs every layer") {
   const auto p = make_runtime_policy("full", "max-prob", model_thresholds());
   CHECK_FALSE(p.evaluates_exits());
   const ExitNeeds none = p.needs(0);
-  CHECK_FALSE((none.scores || none.logits_host || none.hidden || none.classifier || none.prev_hidden));
+  CHECK_FALSE(
+      (none.scores || none.logits_host || none.hidden || none.classifier || none.prev_hidden));
 
   const auto r = run(p);
   CHECK(r.stats.decode_layers_computed == r.stats.decode_layers_full);

@@ -20,7 +20,9 @@ if(TARGET eexit-server)
     FAIL_REGULAR_EXPRESSION "${EEXIT_SOURCE_DIR_RE}")
   set(_cases "--bogus|unknown flag --bogus" "--policy,fastest|--policy: .*unknown policy"
     "--threshold,x|--threshold: 'x' is not a number" "--port,70000|--port: 70000 is outside"
-    "--chat-template,jinja|unknown style 'jinja'" "--device,tpu|--device: 'tpu' is not one of")
+    "--chat-template,jinja|unknown style 'jinja'" "--device,tpu|--device: 'tpu' is not one of"
+    "--shutdown-timeout,-1|--shutdown-timeout: -1 is outside"
+    "--max-connections,0|--max-connections: 0 is outside")
   if(NOT TARGET eexit::cuda)
     list(APPEND _cases "--device,cuda|--device cuda: this build has no CUDA backend")
   endif()

@@ -15,6 +15,8 @@ struct Completion {
   request_id id = 0;
   std::vector<std::int32_t> tokens;
   std::vector<std::int32_t> exit_layers;  // (tokens) the layer each token left after
+  std::vector<float> logprobs;            // (tokens) log p of each token (0 unless asked)
+  std::vector<std::vector<TokenLogprob>> top_logprobs;  // (tokens, k) alternatives, if asked
   std::string text;
   finish_reason finish = finish_reason::none;
   RequestStats stats;
@@ -31,6 +33,8 @@ class CompletionAccumulator {
     for (const auto& t : o.tokens) {
       c.tokens.push_back(t.token);
       c.exit_layers.push_back(t.exit_layer);
+      c.logprobs.push_back(t.logprob);
+      c.top_logprobs.push_back(t.top);
     }
     c.text += o.text;
     if (o.finished()) {

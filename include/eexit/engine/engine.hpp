@@ -78,10 +78,17 @@ class Engine {
   // Optional: enables stop strings and text in outputs. The tokenizer must outlive the engine.
   void set_tokenizer(const Tokenizer* tok) { tok_ = tok; }
 
+  // Throws what add_request would for `req`: eexit::request_error with its code. Reads only
+  // what no step changes (config, cache capacity, tokenizer), so a serving layer may check a
+  // request on its own thread before handing it over.
+  void validate(const GenerateRequest& req) const {
+    validate_request(req, model_->config(), cache_->capacity_tokens(), tok_ != nullptr);
+  }
+
   // Queues a request. Throws eexit::request_error (with its code) for a request that can
   // never run; nothing is queued then.
   request_id add_request(GenerateRequest req) {
-    validate_request(req, model_->config(), cache_->capacity_tokens(), tok_ != nullptr);
+    validate(req);
     const request_id id = next_id_++;
     const std::uint64_t seed = req.sampling.seed.value_or(mix_seed(opt_.seed, std::uint64_t(id)));
     auto s = std::make_unique<Sequence>(id, std::move(req), seed, model_->n_exits(), tok_);
