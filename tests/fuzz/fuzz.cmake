@@ -1,11 +1,18 @@
-# libFuzzer targets (EEXIT_BUILD_FUZZERS=ON, clang only). Run one, for example:
-#   build/tests/safetensors_fuzz -max_total_time=180 corpus/ ${PROJECT_SOURCE_DIR}/tests/fuzz/seeds/safetensors
+# libFuzzer targets (EEXIT_BUILD_FUZZERS=ON, clang only); scripts/fuzz.sh builds them in
+# build/fuzz, makes the seed corpora (tools/make_fuzz_seeds.py) and runs each for N seconds.
+# One by hand:
+#   build/fuzz/tests/safetensors_fuzz -max_total_time=180 corpus/ tests/fuzz/seeds/safetensors
 if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
   message(FATAL_ERROR "EEXIT_BUILD_FUZZERS needs clang (libFuzzer); set CMAKE_CXX_COMPILER=clang++")
 endif()
 
-add_executable(safetensors_fuzz ${CMAKE_CURRENT_LIST_DIR}/safetensors_fuzz.cpp)
-target_link_libraries(safetensors_fuzz PRIVATE eexit::eexit eexit_dev_flags)
-target_compile_options(safetensors_fuzz PRIVATE -fsanitize=fuzzer,address,undefined
-  -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
-target_link_options(safetensors_fuzz PRIVATE -fsanitize=fuzzer,address,undefined)
+set(EEXIT_FUZZERS safetensors_fuzz tokenizer_json_fuzz tokenizer_bin_fuzz
+    llama2c_checkpoint_fuzz config_json_fuzz openai_request_fuzz)
+foreach(f IN LISTS EEXIT_FUZZERS)
+  add_executable(${f} ${CMAKE_CURRENT_LIST_DIR}/${f}.cpp)
+  target_link_libraries(${f} PRIVATE eexit::eexit eexit_dev_flags)
+  target_compile_options(${f} PRIVATE -fsanitize=fuzzer,address,undefined
+    -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
+  target_link_options(${f} PRIVATE -fsanitize=fuzzer,address,undefined)
+endforeach()
+add_custom_target(fuzzers DEPENDS ${EEXIT_FUZZERS})
