@@ -117,8 +117,11 @@ class Engine {
     s->stats.exit_histogram.assign(std::size_t(model_->n_exits()), 0);
     s->arrival = clock::now();
     if (tok_) s->detok.emplace(*tok_, s->req.prompt.back());
+    Sequence& added = *s;
     waiting_.push_back(s.get());
     seqs_.emplace(id, std::move(s));
+    // Nothing to generate: done now (the prefill would otherwise sample one token).
+    if (added.req.max_tokens == 0) finish(added, finish_reason::length);
     return id;
   }
 
