@@ -49,15 +49,15 @@ def cut_tokenizer_json(j, keep):
 
 def tokenizer_json_seeds(out, shared):
     own = json.load(open(os.path.join(ROOT, "models/eexit-shakespeare/tokenizer.json")))
-    write(out, "tokenizer_json_fuzz", "bytelevel_512", cut_tokenizer_json(own, 512))
+    write(out, "tokenizer_json_fuzz", "bytelevel_300", cut_tokenizer_json(own, 300))
     tl = json.load(open(os.path.join(shared, "models/tokenizers/tinyllama-1.1b-chat-v1.0/tokenizer.json")))
-    write(out, "tokenizer_json_fuzz", "sentencepiece_1200", cut_tokenizer_json(tl, 1200))
+    write(out, "tokenizer_json_fuzz", "sentencepiece_400", cut_tokenizer_json(tl, 400))
     # The Metaspace pre-tokenizer form of the same vocabulary (newer tokenizer.json files).
-    meta = json.loads(cut_tokenizer_json(tl, 600))
+    meta = json.loads(cut_tokenizer_json(tl, 300))
     meta["normalizer"] = None
     meta["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
                              "prepend_scheme": "first", "split": True}
-    write(out, "tokenizer_json_fuzz", "metaspace_600", json.dumps(meta, ensure_ascii=False))
+    write(out, "tokenizer_json_fuzz", "metaspace_300", json.dumps(meta, ensure_ascii=False))
 
 
 def llama2c_tokenizer(records, max_len):
