@@ -82,7 +82,7 @@ def tokenizer_bin_seeds(out, shared):
     max_len, recs = read_llama2c_tokenizer(os.path.join(shared, "models/stories260K/tok512.bin"))
     write(out, "tokenizer_bin_fuzz", "tok512", llama2c_tokenizer(recs, max_len))
     max_len, recs = read_llama2c_tokenizer(os.path.join(shared, "models/tokenizers/llama2c/tokenizer.bin"))
-    write(out, "tokenizer_bin_fuzz", "llama2_first_2000", llama2c_tokenizer(recs[:2000], max_len))
+    write(out, "tokenizer_bin_fuzz", "llama2_first_600", llama2c_tokenizer(recs[:600], max_len))
 
 
 def llama2c_checkpoints(out):
