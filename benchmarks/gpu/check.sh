@@ -37,10 +37,10 @@ if ! timeout "$(deadline)" cmake --build "$build" -j "$jobs" --target eexit_cuda
 fi
 
 section "ctest -L gpu"
-(cd "$build" && timeout "$(deadline)" ctest -L gpu -V --timeout 240) >"$build/gpu-tests.log" 2>&1
+(cd "$build" && timeout "$(deadline)" ctest -L gpu -V --timeout 240 --no-tests=error) >"$build/gpu-tests.log" 2>&1
 tests_rc=$?
 cat "$build/gpu-tests.log" >>"$log"
-(cd "$build" && timeout 60 ctest -R cuda_backend_concept --output-on-failure) >>"$log" 2>&1
+(cd "$build" && timeout 60 ctest -R cuda_backend_concept --output-on-failure --no-tests=error) >>"$log" 2>&1
 
 section benchmark
 bench_args=()
