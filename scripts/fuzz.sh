@@ -29,8 +29,8 @@ failed=0
 for t in "${targets[@]}"; do
   seeds="$b/seeds/${t}"
   [ "$t" = safetensors_fuzz ] && seeds=tests/fuzz/seeds/safetensors
-  dict=()
-  [ "$t" = safetensors_fuzz ] && dict=(-dict=tests/fuzz/safetensors.dict)
+  dict=()  # tests/fuzz/<name>.dict for <name>_fuzz, when there is one
+  [ -f "tests/fuzz/${t%_fuzz}.dict" ] && dict=(-dict="tests/fuzz/${t%_fuzz}.dict")
   mkdir -p "$b/corpus/$t"
   log="$b/logs/$t.log"
   rc=0
