@@ -181,7 +181,7 @@ fi
 # ---- 4. the backend concept test (runs with or without a device) ------------------------
 stage "cuda_backend_concept_test"
 rc_concept=0
-(cd "$build" && timeout "$(limit 60)" ctest -R cuda_backend_concept --output-on-failure) >>"$log" 2>&1 || rc_concept=$?
+(cd "$build" && timeout "$(limit 60)" ctest -R cuda_backend_concept --output-on-failure --no-tests=error) >>"$log" 2>&1 || rc_concept=$?
 if [ $rc_concept -eq 0 ]; then note "concept: OK"; else note "concept: FAILED (rc $rc_concept)"; failed+=(concept); fi
 
 stage "eexit-generate --device cuda"
@@ -199,7 +199,7 @@ if [ "$dry" = 1 ]; then
     failed+=(generate)
   fi
   stage "installed package exports eexit::cuda; the samples' flags in a CUDA build"
-  if (cd "$build" && timeout "$(limit 120)" ctest -R "consumer/exports|_rejects" --output-on-failure) >>"$log" 2>&1; then
+  if (cd "$build" && timeout "$(limit 120)" ctest -R "consumer/exports|_rejects" --output-on-failure --no-tests=error) >>"$log" 2>&1; then
     note "install + flags: eexit::cuda exported, --device/--gpu-memory-fraction checks: OK"
   else
     note "install + flags: FAILED (see consumer/exports, *_rejects* in $log)"
@@ -223,7 +223,7 @@ rc_tests=0
 if [ "$dry" = 1 ]; then
   note "gpu tests: SKIPPED (dry run: needs a GPU)"
 else
-  (cd "$build" && timeout "$(limit 150)" ctest -L gpu -V --timeout 140) >"$logs/gpu-tests.log" 2>&1 || rc_tests=$?
+  (cd "$build" && timeout "$(limit 150)" ctest -L gpu -V --timeout 140 --no-tests=error) >"$logs/gpu-tests.log" 2>&1 || rc_tests=$?
   cat "$logs/gpu-tests.log" >>"$log"
   note "gpu tests: $(grep -E "tests passed|tests failed" "$logs/gpu-tests.log" | tail -1) (rc $rc_tests)"
   [ $rc_tests -eq 0 ] || failed+=(gpu-tests)

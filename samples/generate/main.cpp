@@ -96,7 +96,11 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
   Engine<Policy, Cache<Backend>> engine(model, cache, std::move(policy), opt);
   engine.set_tokenizer(&tok);
   std::vector<request_id> ids;
-  for (auto& r : reqs) ids.push_back(engine.add_request(r));
+  std::map<request_id, std::size_t> index;  // id -> position in reqs
+  for (auto& r : reqs) {
+    ids.push_back(engine.add_request(r));
+    index[ids.back()] = ids.size() - 1;
+  }
   std::map<request_id, nlohmann::json> results;
   RunResult res;
   const auto exit_layers = model.exit_layers();
@@ -104,6 +108,8 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
   while (engine.has_work()) {
     for (auto& o : engine.step()) {
       auto& j = results[o.id];
+      // An object from the start: a request can finish (error, max_tokens 0) with no token.
+      if (j.is_null()) j = nlohmann::json::object();
       for (auto& t : o.tokens) {
         j["token_ids"].push_back(t.token);
         j["exit_layers"].push_back(t.exit_layer);
@@ -117,6 +123,14 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
         j["error"] = o.error;
         ++res.failures;
       }
+      // The engine ends a request the whole KV cache cannot hold with "length", like a
+      // context limit; short of max_tokens and of the context, that is the only cause.
+      const std::size_t i = index[o.id];
+      if (o.finish == finish_reason::length && st.generated_tokens < reqs[i].max_tokens &&
+          st.prompt_tokens + st.generated_tokens < model.config().max_seq_len)
+        std::cerr << "eexit-generate: prompt " << i + 1 << " stopped after " << st.generated_tokens
+                  << " of " << reqs[i].max_tokens << " tokens: the KV cache (--kv-blocks " << blocks
+                  << " = " << cache.capacity_tokens() << " tokens) cannot hold more of it\n";
       j["stats"] = {
           {"prompt_tokens", st.prompt_tokens},
           {"generated_tokens", st.generated_tokens},

@@ -249,3 +249,26 @@ TEST_CASE("refused requests carry a request_errc and the message names the probl
   }
   CHECK_FALSE(engine.has_work());
 }
+
+TEST_CASE("max_tokens 0 finishes with length and no token, beside a request that runs") {
+  // The prefill's last row samples a token; with nothing to generate it must not run at all.
+  auto& s = stories();
+  const auto ref = run_alone({greedy({1, 300}, 4)})[0];
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  const auto none = engine.add_request(greedy({1, 301, 302}, 0));
+  const auto four = engine.add_request(greedy({1, 300}, 4));
+  std::vector<std::int32_t> none_tokens, four_tokens;
+  finish_reason none_finish = finish_reason::none;
+  while (engine.has_work())
+    for (auto& o : engine.step()) {
+      for (auto& t : o.tokens) (o.id == none ? none_tokens : four_tokens).push_back(t.token);
+      if (o.id == none && o.finished()) none_finish = o.finish;
+      CHECK((o.id == none || o.id == four));
+    }
+  CHECK(none_finish == finish_reason::length);
+  CHECK(none_tokens.empty());
+  CHECK(four_tokens == ref);
+  CHECK(engine.stats().generated_tokens == 4);
+  CHECK(cache.blocks_used() == 0);
+}

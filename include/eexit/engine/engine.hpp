@@ -93,7 +93,10 @@ class Engine {
     const std::uint64_t seed = req.sampling.seed.value_or(mix_seed(opt_.seed, std::uint64_t(id)));
     auto s = std::make_unique<Sequence>(id, std::move(req), seed, model_->n_exits(), tok_);
     sched_.add(*s);
+    Sequence& added = *s;
     seqs_.emplace(id, std::move(s));
+    // Nothing to generate: done now (the prefill would otherwise sample one token).
+    if (added.req.max_tokens == 0) finish(added, finish_reason::length);
     return id;
   }
 

@@ -181,14 +181,21 @@ class Tokenizer {
     return data;
   }
 
-  static std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-    if (from.empty()) return s;
+  // One pass into a new string: replacing in place shifts the whole tail at every match,
+  // which made " " -> "▁" quadratic (1 MiB of spaces took seconds).
+  static std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+    if (from.empty()) return std::string(s);
+    std::string out;
+    out.reserve(s.size());
     std::size_t pos = 0;
-    while ((pos = s.find(from, pos)) != std::string::npos) {
-      s.replace(pos, from.size(), to);
-      pos += to.size();
+    for (std::size_t hit; (hit = s.find(from, pos)) != std::string_view::npos;
+         pos = hit + from.size()) {
+      out.append(s, pos, hit - pos);
+      out.append(to);
     }
-    return s;
+    out.append(s.substr(pos));
+    EEXIT_TOKENIZER_WORK(s.size() + out.size());
+    return out;
   }
 
   // "<0xAB>" -> 0xAB, else -1.
@@ -272,6 +279,7 @@ class Tokenizer {
     // then glues to the first word.
     if (!text.empty()) push_piece(" ");
     // run.c's codepoint grouping: a lead byte plus up to 3 continuation bytes, unvalidated.
+    EEXIT_TOKENIZER_WORK(text.size());
     for (std::size_t i = 0; i < text.size();) {
       std::size_t j = i + 1;
       while (j < text.size() && j - i < 4 && (static_cast<unsigned char>(text[j]) & 0xC0) == 0x80)
@@ -305,6 +313,7 @@ class Tokenizer {
       if (l.next < 0) return -1;
       std::string cat = pieces_[static_cast<std::size_t>(l.id)];
       cat += pieces_[static_cast<std::size_t>(nodes[static_cast<std::size_t>(l.next)].id)];
+      EEXIT_TOKENIZER_WORK(cat.size());
       auto it = piece_to_id_.find(cat);
       return it == piece_to_id_.end() ? -1 : it->second;
     };
@@ -710,6 +719,7 @@ class Tokenizer {
         continue;
       }
       for (const Added& a : added_) {
+        EEXIT_TOKENIZER_WORK(std::min(a.content.size(), text.size() - i));
         if (text.compare(i, a.content.size(), a.content) == 0) {
           hit = &a;
           break;
@@ -730,6 +740,7 @@ class Tokenizer {
 
   void encode_segment(std::string_view seg, bool at_text_start, std::vector<int>& out) const {
     if (seg.empty()) return;
+    EEXIT_TOKENIZER_WORK(seg.size());
     if (kind_ == Kind::byte_level_bpe) {
       std::string s(seg);
       if (add_prefix_space_ && s.front() != ' ') s.insert(s.begin(), ' ');
@@ -751,7 +762,7 @@ class Tokenizer {
     }
     std::string s(seg);
     if (!prepend_.empty() && (!prepend_first_only_ || at_text_start)) s = prepend_ + s;
-    for (const auto& [from, to] : replace_) s = replace_all(std::move(s), from, to);
+    for (const auto& [from, to] : replace_) s = replace_all(s, from, to);
     if (metaspace_split_ && !prepend_.empty()) {
       // Metaspace split: each word starts at a replacement character.
       std::size_t b = 0;
@@ -775,6 +786,7 @@ class Tokenizer {
       }
     }
     std::vector<int> syms;
+    EEXIT_TOKENIZER_WORK(word.size());
     auto push_unk = [&] {
       if (unk_ < 0) return;  // HF errors here; dropping keeps encode total for odd vocabularies
       if (fuse_unk_ && !syms.empty() && syms.back() == unk_) return;
@@ -808,6 +820,7 @@ class Tokenizer {
   // candidate pairs over a linked list of symbols; stale heap entries are skipped.
   void bpe(const std::vector<int>& ids, std::vector<int>& out) const {
     const int n = static_cast<int>(ids.size());
+    EEXIT_TOKENIZER_WORK(n);
     if (n <= 1) {
       out.insert(out.end(), ids.begin(), ids.end());
       return;
@@ -836,6 +849,7 @@ class Tokenizer {
     while (!heap.empty()) {
       const Cand c = heap.top();
       heap.pop();
+      EEXIT_TOKENIZER_WORK(1);
       Sym& a = s[static_cast<std::size_t>(c.pos)];
       if (!a.alive || a.next < 0) continue;
       Sym& b = s[static_cast<std::size_t>(a.next)];
@@ -873,6 +887,7 @@ class StreamDecoder {
       return {};
     }
     std::string b = tok_->token_bytes(id);
+    EEXIT_TOKENIZER_WORK(b.size() + 1);
     if (b.empty()) {
       if (tok_->kind() == Tokenizer::Kind::llama2c) strip_next_ = false;
       return {};
