@@ -8,6 +8,7 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/engine/engine.hpp"
+#include "eexit/engine/teacher_forcing.hpp"
 #include "eexit/model/llama.hpp"
 #include "eexit/model/load.hpp"
 #include "eexit/policy/exit_policy.hpp"
