@@ -56,6 +56,10 @@ struct RequestStats {
   std::int32_t preemptions = 0;
   std::vector<std::int64_t> exit_histogram;
   std::int64_t layers_computed = 0;  // decode layers actually run, summed over tokens
+  // Self-speculation: verify passes, draft tokens proposed, draft tokens accepted.
+  std::int32_t verify_passes = 0;
+  std::int32_t draft_tokens = 0;
+  std::int32_t accepted_drafts = 0;
   double time_to_first_token_s = 0.0;
   double total_time_s = 0.0;
 };
