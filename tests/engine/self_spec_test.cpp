@@ -213,3 +213,211 @@ TEST_CASE("self-spec refuses a draft layer that is not an exit point, and a mode
   // k = 0 is plain decoding, whatever the model.
   CHECK_NOTHROW([&] { E e(plain, c2, self_spec(-1, 0)); }());
 }
+
+namespace {
+
+// Final-head logits at the last position of `tokens` (a fresh cache, full depth).
+std::vector<float> last_logits(LlamaModel<CpuBackend>& m, const std::vector<std::int32_t>& tokens) {
+  Paged cache(m.backend(), m.config(), 8);
+  REQUIRE(cache.reserve(1, std::int32_t(tokens.size())));
+  LayerWalk<LlamaModel<CpuBackend>, Paged> walk(m, cache, tokens.size(), 1);
+  WalkRows w;
+  for (std::size_t p = 0; p < tokens.size(); ++p) {
+    w.tokens.push_back(tokens[p]);
+    w.rowkv.push_back(RowKv{cache.block_table(1), std::int32_t(p)});
+  }
+  w.n_prefill = tokens.size();
+  w.yield_rows = {std::int32_t(tokens.size()) - 1};
+  w.yield_slots = {0};
+  std::vector<float> out;
+  auto sink = [&](const YieldedRows& y) {
+    const auto lg = y.row_logits(0);
+    out.assign(lg.begin(), lg.end());
+  };
+  FullDepth full;
+  walk.run(full, w, sink);
+  return out;
+}
+
+// Pearson's statistic of observed counts against expected ones, tokens with an expected
+// count under 5 pooled into one bin (the usual validity rule for the chi-square
+// approximation); df = bins - 1.
+std::pair<double, int> chi_square(const std::map<int, double>& expected,
+                                  const std::map<int, int>& observed) {
+  double stat = 0, pool_e = 0, pool_o = 0;
+  int bins = 0;
+  for (const auto& [tok, e] : expected) {
+    const double o = observed.count(tok) ? observed.at(tok) : 0;
+    if (e < 5) {
+      pool_e += e;
+      pool_o += o;
+      continue;
+    }
+    stat += (o - e) * (o - e) / e;
+    ++bins;
+  }
+  for (const auto& [tok, o] : observed)
+    if (!expected.count(tok)) pool_o += o;  // outside the support: impossible under H0
+  if (pool_e > 0) {
+    stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+    ++bins;
+  } else if (pool_o > 0) {
+    stat = INFINITY;
+  }
+  return {stat, bins - 1};
+}
+
+// Upper 1e-4 quantile of chi-square with df degrees of freedom (Wilson-Hilferty's cube-root
+// normal approximation, within ~1% for df >= 10; z = the normal's 1e-4 upper quantile).
+double chi_square_crit(int df) {
+  const double z = 3.719, a = 2.0 / (9.0 * df);
+  return df * std::pow(1.0 - a + z * std::sqrt(a), 3.0);
+}
+
+}  // namespace
+
+TEST_CASE("self-spec sampling: the first draft position's tokens are distributed as full depth's") {
+  // Over a fixed set of seeds (deterministic), every request samples its first token from
+  // the prompt at full depth (the same draw in every run: the sampler's own stream), then
+  // its second token, the first draft position, by self-speculation. Under "the output is
+  // distributed as full depth's", the second tokens' counts follow
+  // E[t] = sum over seeds of p_full(t | prompt, first token of that seed), which we compute
+  // from the model. The test fails at the 1e-4 level: a correct engine fails it with
+  // probability 1e-4 for this one fixed seed set (it passes, so it always will); the draft
+  // head's own distribution (a wrong engine that emits drafts unverified) must fail it.
+  auto& s = shakespeare();
+  auto& m = s.model;
+  const int n = 2000;
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = s.tok.encode("ROMEO:");
+    r.max_tokens = 4;  // room for two drafts at the first decode step
+    r.ignore_eos = true;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 1000 + std::uint64_t(i);
+    rs.push_back(r);
+  }
+  EngineOptions opt{.max_batch_tokens = 512, .max_running = 64};
+  const auto sp = run<Paged>(m, self_spec(1, 2), rs, 512, opt);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 512, opt);
+  AllConfident draft_only;  // every decode token leaves at the draft exit, unverified
+  draft_only.measure = AnyMeasure::from_name("max-prob");
+  draft_only.thresholds.values = {0.0f, 0.0f};
+  const auto drafts = run<Paged>(m, draft_only, rs, 512, opt);
+  CHECK(sp.stats.draft_tokens > 0);
+  CHECK(sp.stats.accepted_drafts < sp.stats.draft_tokens);  // rejections happened
+
+  std::map<int, std::vector<float>> p_of_first;  // first token -> p_full(. | prompt, it)
+  std::map<int, double> expected;
+  std::map<int, int> obs_spec, obs_full, obs_draft;
+  for (int i = 0; i < n; ++i) {
+    const int t1 = full.tokens[std::size_t(i)][0];
+    REQUIRE(sp.tokens[std::size_t(i)][0] == t1);  // the same draw from the same stream
+    REQUIRE(drafts.tokens[std::size_t(i)][0] == t1);
+    auto [it, fresh] = p_of_first.try_emplace(t1);
+    if (fresh) {
+      auto seq = rs[0].prompt;
+      seq.push_back(t1);
+      Sampler probe(rs[0].sampling, 0);
+      probe.set_prompt(rs[0].prompt);
+      probe.accept(t1);
+      const auto lg = last_logits(m, seq);
+      it->second.assign(lg.size(), 0.0f);
+      for (const auto& tp : probe.distribution(lg))
+        it->second[std::size_t(tp.token)] = float(tp.prob);
+    }
+    for (std::size_t t = 0; t < it->second.size(); ++t)
+      if (it->second[t] > 0) expected[int(t)] += it->second[t];
+    ++obs_spec[sp.tokens[std::size_t(i)][1]];
+    ++obs_full[full.tokens[std::size_t(i)][1]];
+    ++obs_draft[drafts.tokens[std::size_t(i)][1]];
+  }
+  const auto [x_spec, df_spec] = chi_square(expected, obs_spec);
+  const auto [x_full, df_full] = chi_square(expected, obs_full);
+  const auto [x_draft, df_draft] = chi_square(expected, obs_draft);
+  MESSAGE("chi-square (df " << df_spec << ", 1e-4 critical " << chi_square_crit(df_spec)
+                            << "): self-spec " << x_spec << ", full depth " << x_full
+                            << ", draft head " << x_draft);
+  REQUIRE(df_spec >= 10);
+  CHECK(x_spec < chi_square_crit(df_spec));
+  CHECK(x_full < chi_square_crit(df_full));    // the expected counts are right
+  CHECK(x_draft > chi_square_crit(df_draft));  // and the test can tell a wrong engine
+}
+
+TEST_CASE(
+    "self-spec rollback: after every step the cache equals one that never saw the rejected "
+    "drafts") {
+  auto& m = shakespeare().model;
+  for (const bool sampled : {false, true}) {
+    CAPTURE(sampled);
+    Paged cache(m.backend(), m.config(), 32);
+    cache.fill(NAN);
+    Engine<SelfSpeculative<>, Paged> engine(m, cache, self_spec(1, 4));
+    GenerateRequest r = shakespeare_requests(1, 60)[0];
+    if (sampled) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 7;
+    }
+    const auto id = engine.add_request(r);
+    std::vector<std::int32_t> tokens = r.prompt;
+    std::vector<std::int32_t> lengths;  // the cache's length after each step
+    std::int64_t rejected_steps = 0, rejected_before = 0;
+    // Snapshots of the K/V of every valid position after each step: (layer, pos) -> K|V.
+    std::vector<std::map<std::pair<int, int>, std::vector<float>>> snaps;
+    while (engine.has_work()) {
+      for (auto& o : engine.step())
+        for (auto& t : o.tokens) tokens.push_back(t.token);
+      const auto& st = engine.stats();
+      const std::int64_t rejected = st.draft_tokens - st.accepted_drafts;
+      rejected_steps += rejected > rejected_before;
+      rejected_before = rejected;
+      if (!cache.block_table(id)) break;  // finished: blocks freed
+      const std::int32_t len = cache.length(id);
+      CHECK(len == std::int32_t(tokens.size()) - 1);  // everything but the newest token
+      auto& snap = snaps.emplace_back();
+      for (int l = 0; l < m.config().n_layers; ++l) {
+        const KvLayerView v = cache.view(l);
+        const std::size_t kvd = std::size_t(v.kv_dim);
+        for (int p = 0; p < len; ++p) {
+          const std::size_t slot = v.slot(RowKv{cache.block_table(id), p}, p);
+          std::vector<float> kv(v.k + slot * kvd, v.k + (slot + 1) * kvd);
+          kv.insert(kv.end(), v.v + slot * kvd, v.v + (slot + 1) * kvd);
+          snap[{l, p}] = std::move(kv);
+        }
+      }
+      lengths.push_back(len);
+    }
+    CHECK(rejected_steps > 2);
+    // The reference: the accepted tokens alone, one full-depth walk, a poisoned cache.
+    Paged ref(m.backend(), m.config(), 32);
+    ref.fill(NAN);
+    REQUIRE(ref.reserve(1, std::int32_t(tokens.size())));
+    LayerWalk<LlamaModel<CpuBackend>, Paged> walk(m, ref, tokens.size(), 1);
+    WalkRows w;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+      w.tokens.push_back(tokens[p]);
+      w.rowkv.push_back(RowKv{ref.block_table(1), std::int32_t(p)});
+    }
+    w.n_prefill = tokens.size();
+    FullDepth full;
+    auto none = [](const YieldedRows&) {};
+    walk.run(full, w, none);
+    double worst = 0;
+    bool finite = true;
+    for (const auto& snap : snaps)
+      for (const auto& [lp, kv] : snap) {
+        const KvLayerView v = ref.view(lp.first);
+        const std::size_t kvd = std::size_t(v.kv_dim);
+        const std::size_t slot = v.slot(RowKv{ref.block_table(1), lp.second}, lp.second);
+        for (std::size_t i = 0; i < kvd; ++i) {
+          finite &= std::isfinite(kv[i]) && std::isfinite(kv[kvd + i]);
+          worst = std::max({worst, double(std::fabs(kv[i] - v.k[slot * kvd + i])),
+                            double(std::fabs(kv[kvd + i] - v.v[slot * kvd + i]))});
+        }
+      }
+    CHECK(finite);
+    CHECK(worst <= 1e-4);
+    CHECK(snaps.size() > 3);
+  }
+}
