@@ -64,6 +64,7 @@
 #include "eexit/model/load.hpp"
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/text/tokenizer.hpp"
 
 using namespace eexit;
@@ -192,7 +193,7 @@ struct Window {
 
 // ---- policies --------------------------------------------------------------------
 struct PolicySpec {
-  std::string name;  // full, all-confident, split
+  std::string name;  // the policy type's name() (policy/registry.hpp)
   std::string thr;   // label: "-", "0.5", "cfg"
   std::vector<float> values;
 };
@@ -203,7 +204,7 @@ P make_policy(const PolicySpec& s) {
     return FullDepth{};
   } else {
     P p;
-    p.measure = AnyMeasure::from_name("max-prob");
+    p.measure = measure_from_name("max-prob");
     p.thresholds.values = s.values;
     return p;
   }
@@ -474,7 +475,7 @@ int main(int argc, char** argv) {
     std::snprintf(b, sizeof b, "%g", double(v));
     return std::string(b);
   };
-  for (std::string pol : {"all-confident", "split"}) {
+  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())}) {
     for (float t : o.thresholds) specs.push_back({pol, fmt(t), {t}});
     if (o.config_thresholds && !cfg_thr.empty()) specs.push_back({pol, "cfg", cfg_thr});
   }
@@ -495,9 +496,10 @@ int main(int argc, char** argv) {
   std::map<std::string, TfResult> split_tf;  // threshold label -> SplitAtExit's (B-independent)
   for (int B : o.batches) {
     full_of[B] = results.size();
-    results.push_back(evaluate<FullDepth>(model, {"full", "-", {}}, ws, B, o));
+    results.push_back(
+        evaluate<FullDepth>(model, {std::string(FullDepth{}.name()), "-", {}}, ws, B, o));
     for (const auto& s : specs) {
-      if (s.name == "split") {
+      if (s.name == SplitAtExit{}.name()) {
         auto it = split_tf.find(s.thr);
         results.push_back(evaluate<SplitAtExit>(model, s, ws, B, o,
                                                 it == split_tf.end() ? nullptr : &it->second));
@@ -555,7 +557,7 @@ int main(int argc, char** argv) {
       "qualifying threshold with the fewest decode layers):\n");
   std::printf("%-13s %3s %5s | %7s %6s | %6s %6s %6s | %6s %6s\n", "policy", "B", "thr", "tok/s x",
               "cpu x", "agree", "1stdiv", "ppl x", "layers", "p99 x");
-  for (std::string pol : {"all-confident", "split"})
+  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())})
     for (int B : o.batches) {
       const Result* best = nullptr;
       const auto& f = results[full_of[B]];

@@ -14,6 +14,7 @@
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
 #include "eexit/policy/policy.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/sampling/sampler.hpp"
 #include "eexit/text/tokenizer.hpp"
 
@@ -25,4 +26,5 @@ static_assert(exit_model<LlamaModel<CpuBackend>>);
 static_assert(policy<FullDepth>);
 static_assert(policy<AllConfident>);
 static_assert(policy<SplitAtExit>);
+static_assert(policy<RuntimePolicy>);
 }  // namespace eexit

@@ -10,11 +10,8 @@
 #include <sstream>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
 #include "eexit/eexit.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 namespace {
 
@@ -24,15 +21,15 @@ Generates text with an eexit model on the CPU, with early exit. Several --prompt
 run as one continuously batched workload.
 
   --model PATH            a HF directory (config.json + safetensors), a .safetensors file or
-                          a llama2.c .bin checkpoint (default: the embedded early-exit model
-                          )" EEXIT_DEFAULT_MODEL R"()
+                          a llama2.c .bin checkpoint (default: the embedded early-exit model:
+                          @DEFAULT_MODEL@)
   --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, or a directory; default:
                           tokenizer.json / tokenizer.bin / tok<vocab>.bin beside the model
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
   --max-tokens N          tokens to generate per prompt (default 256)
-  --policy P              full | all-confident | split (default: all-confident when the
+  --policy P              @POLICIES@ (default: all-confident when the
                           model has exit points, else full)
-  --measure M             max-prob | margin | entropy | cosine | classifier (default: the
+  --measure M             @MEASURES@ (default: the
                           model's config.json early_exit.measure, else max-prob)
   --threshold X[,Y...]    one threshold for every exit point, or one per exit point
                           (default: the model's config.json early_exit.thresholds, else 0.9)
@@ -136,12 +133,16 @@ RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& to
   return res;
 }
 
-template <class P>
-P exit_policy(const std::string& measure, const Thresholds& thr) {
-  P p;
-  p.measure = AnyMeasure::from_name(measure);
-  p.thresholds = thr;
-  return p;
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
+std::string help_text() {
+  std::string h = kHelp;
+  for (auto [key, value] : {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
+                            std::pair{std::string_view("@MEASURES@"), measure_names_help()},
+                            std::pair{std::string_view("@DEFAULT_MODEL@"),
+                                      samples::default_model_help("\n                          ")}})
+    h.replace(h.find(key), key.size(), value);
+  return h;
 }
 
 }  // namespace
@@ -159,7 +160,7 @@ int main(int argc, char** argv) {
                               "kv-blocks", "policy", "measure", "threshold"},
         std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
-      std::cout << kHelp;
+      std::cout << help_text();
       return 0;
     }
     base.max_tokens = std::int32_t(args->integer("max-tokens", 256, 0, 1 << 20));
@@ -178,16 +179,13 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
-    if (args->has("policy")) {
-      const auto p = args->str("policy");
-      if (p != "full" && p != "all-confident" && p != "split")
-        throw usage_error("--policy: '" + p + "' is not one of full, all-confident, split");
-    }
-    if (args->has("measure")) {
+    for (const char* flag : {"policy", "measure"}) {
+      if (!args->has(flag)) continue;
       try {
-        AnyMeasure::from_name(args->str("measure"));
+        flag == std::string_view("policy") ? void(rule_from_name(args->str(flag)))
+                                           : void(measure_from_name(args->str(flag)));
       } catch (const eexit::error& e) {
-        throw usage_error(std::string("--measure: ") + e.what());
+        throw usage_error(std::string("--") + e.what());
       }
     }
     if (args->has("threshold")) {
@@ -203,7 +201,8 @@ int main(int argc, char** argv) {
   const bool json = args->has("json");
   try {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
+    const std::string model_path =
+        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
     LlamaModel<CpuBackend> model(be, load_model(model_path));
     const auto& cfg = model.config();
     const auto tok =
@@ -211,8 +210,10 @@ int main(int argc, char** argv) {
                                                : find_tokenizer(model_path, cfg.vocab_size),
                         cfg.vocab_size);
     const bool has_exits = model.n_exits() > 1;
-    const std::string policy = args->str("policy", has_exits ? "all-confident" : "full");
-    if (policy != "full" && !has_exits)
+    const std::string policy = args->str(
+        "policy", std::string(has_exits ? ExitWhenAllConfident{}.name() : NeverExit{}.name()));
+    const bool early_exit = rule_from_name(policy).evaluates_exits();
+    if (early_exit && !has_exits)
       throw eexit::error(model_path,
                          "the model has no exit points (config.json early_exit); "
                          "use --policy full");
@@ -242,11 +243,7 @@ int main(int argc, char** argv) {
 
     const bool stream = !json && reqs.size() == 1;
     auto run_policy = [&](bool streaming) {
-      if (policy == "full") return run(model, be, tok, reqs, FullDepth{}, opt, blocks, streaming);
-      if (policy == "all-confident")
-        return run(model, be, tok, reqs, exit_policy<AllConfident>(measure, thr), opt, blocks,
-                   streaming);
-      return run(model, be, tok, reqs, exit_policy<SplitAtExit>(measure, thr), opt, blocks,
+      return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr), opt, blocks,
                  streaming);
     };
     RunResult res = run_policy(stream);
@@ -264,7 +261,7 @@ int main(int argc, char** argv) {
       const auto& st = res.stats;
       const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
       std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
-      if (policy != "full") std::cerr << " (" << measure << ")";
+      if (early_exit) std::cerr << " (" << measure << ")";
       std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, " << tps
                 << " tokens/s, mean exit layer "
                 << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "

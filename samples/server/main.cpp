@@ -1,26 +1,20 @@
 // eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
-#include <utility>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 namespace {
 
@@ -31,14 +25,15 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   GET /v1/models, GET /health, GET /metrics (Prometheus).
 
   --model PATH            HF model directory (config.json, model.safetensors,
-                          tokenizer.json); default: the embedded eexit-shakespeare
+                          tokenizer.json); default: the embedded eexit-shakespeare,
+                          @DEFAULT_MODEL@
   --tokenizer PATH        tokenizer.json (default: beside the model)
   --served-model-name N   the model id clients use (default: the model directory's name)
   --host H                address to bind (default 127.0.0.1)
   --port P                port (default 8000; 0 = any free port, printed at start)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1/*
-  --policy P              early exit: full | all-confident | split (default full)
-  --measure M             max-prob | margin | entropy | cosine | classifier
+  --policy P              early exit: @POLICIES@ (default full)
+  --measure M             @MEASURES@
                           (default: the model's config, else max-prob)
   --threshold X[,Y...]    one threshold, or one per exit point (default: the model's)
   --calm-decay            CALM's threshold decay over the decode position
@@ -53,6 +48,19 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --threads N             CPU threads for the engine (default: all cores)
   --help                  this text
 )";
+
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
+std::string help_text() {
+  std::string h = kHelp;
+  for (auto [key, value] :
+       {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
+        std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
+        std::pair{std::string_view("@DEFAULT_MODEL@"),
+                  eexit::samples::default_model_help("\n                          ")}})
+    h.replace(h.find(key), key.size(), value);
+  return h;
+}
 
 std::vector<float> parse_thresholds(const std::string& s) {
   std::vector<float> v;
@@ -81,7 +89,7 @@ int main(int argc, char** argv) {
   using samples::usage_error;
   namespace fs = std::filesystem;
   std::optional<Args> args;
-  serve::RuntimePolicy policy;
+  RuntimePolicy policy;
   std::optional<serve::openai::ChatStyle> style;
   try {
     args.emplace(argc, argv,
@@ -92,15 +100,14 @@ int main(int argc, char** argv) {
                                        "threads"},
                  std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
-      std::cout << kHelp;
+      std::cout << help_text();
       return 0;
     }
     try {
-      policy.kind = serve::policy_kind_from_name(args->str("policy", "full"));
-      if (args->has("measure")) policy.measure = AnyMeasure::from_name(args->str("measure"));
+      policy.rule = rule_from_name(args->str("policy", "full"));
+      if (args->has("measure")) policy.measure = measure_from_name(args->str("measure"));
     } catch (const error& e) {
-      throw usage_error(std::string("--") + (args->has("measure") ? "measure" : "policy") + ": " +
-                        e.what());
+      throw usage_error(std::string("--") + e.what());  // "policy: unknown policy ..."
     }
     if (args->has("threshold")) policy.thresholds.values = parse_thresholds(args->str("threshold"));
     policy.thresholds.calm_decay = args->has("calm-decay");
@@ -122,12 +129,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
+    const std::string model_path =
+        args->has("model") ? args->str("model") : samples::default_model(argv[0]);
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    std::string warning;
-    auto model =
-        serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning);
-    if (!warning.empty()) std::cerr << "eexit-server: warning: " << warning << "\n";
+    auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path);
     const auto& cfg = model->config();
     const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
                                                       : fs::path(model_path).parent_path();
@@ -135,8 +140,8 @@ int main(int argc, char** argv) {
         args->has("tokenizer") ? args->str("tokenizer") : (dir / "tokenizer.json").string(),
         cfg.vocab_size);
     // Policy defaults from the model's config.json.
-    if (!args->has("measure") && policy.kind != serve::PolicyKind::full)
-      policy.measure = AnyMeasure::from_name(cfg.early_exit.measure);
+    if (!args->has("measure") && policy.evaluates_exits())
+      policy.measure = measure_from_name(cfg.early_exit.measure);
     if (!args->has("threshold") && !cfg.early_exit.thresholds.empty())
       policy.thresholds.values = cfg.early_exit.thresholds;
 
@@ -164,7 +169,7 @@ int main(int argc, char** argv) {
     if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
       hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
     hc.limits.context = cfg.max_seq_len;
-    hc.limits.server_policy = policy.kind;
+    hc.limits.server_policy = policy.rule;
     hc.api_key = args->str("api-key");
     hc.max_body_bytes = std::size_t(args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30));
     hc.idle_timeout = hc.write_timeout =
@@ -172,7 +177,7 @@ int main(int argc, char** argv) {
     hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
 
     using Cache = PagedCache<CpuBackend, 16>;
-    using Eng = Engine<serve::RuntimePolicy, Cache>;
+    using Eng = Engine<RuntimePolicy, Cache>;
     Cache cache(be, cfg, std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26)));
     EngineOptions eo;
     eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
@@ -192,9 +197,9 @@ int main(int argc, char** argv) {
       io.stop();
     });
     std::cout << "eexit-server: listening on http://" << host.to_string() << ":" << server.port()
-              << " (model " << hc.limits.model_name << ", policy "
-              << serve::policy_kind_name(policy.kind) << ", chat template "
-              << serve::openai::chat_style_name(hc.chat_style) << ")" << std::endl;
+              << " (model " << hc.limits.model_name << ", policy " << policy.name()
+              << ", chat template " << serve::openai::chat_style_name(hc.chat_style) << ")"
+              << std::endl;
     io.run();
     svc.stop();
     return 0;

@@ -25,6 +25,17 @@ if(TARGET eexit-generate)
       COMMAND ${CMAKE_COMMAND} -DEXPECT=2 "-DPATTERN=${pattern}"
               "-DCMD=${_gen};--prompt;x;${bad}" -P ${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
   endforeach()
+  # No --model: the embedded model, found from the build tree's executable; --help shows
+  # the search list, not this machine's source path.
+  add_test(NAME samples/generate_default_model
+    COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy split --json)
+  set_tests_properties(samples/generate_default_model PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"generated_tokens\":4")
+  string(REGEX REPLACE "([][+.*()^$?|\\])" "\\\\\\1" _src_re "${PROJECT_SOURCE_DIR}")
+  add_test(NAME samples/generate_help COMMAND ${_gen} --help)
+  set_tests_properties(samples/generate_help PROPERTIES
+    PASS_REGULAR_EXPRESSION "<exe>/../share/eexit/models.*full \\| all-confident \\| split"
+    FAIL_REGULAR_EXPRESSION "${_src_re}")
   add_test(NAME samples/generate_missing_model COMMAND ${_gen} --model /nonexistent --prompt x)
   set_tests_properties(samples/generate_missing_model PROPERTIES
     PASS_REGULAR_EXPRESSION "eexit-generate: /nonexistent: no such file")

@@ -22,7 +22,6 @@
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
 
 using namespace eexit;
 namespace asio = boost::asio;
@@ -32,7 +31,7 @@ using serve::error_code;
 namespace {
 
 using Cache = PagedCache<CpuBackend, 16>;
-using Eng = Engine<serve::RuntimePolicy, Cache>;
+using Eng = Engine<RuntimePolicy, Cache>;
 
 struct Shakespeare {
   CpuBackend be{2};
@@ -57,7 +56,7 @@ GenerateRequest request(const std::string& prompt, int max_tokens = 12) {
 
 // The same request on a fresh engine, alone, without the service. Call it only while the
 // service is idle: both engines use sh().be, whose thread pool serves one caller at a time.
-std::vector<std::int32_t> alone(const GenerateRequest& r, serve::RuntimePolicy p = {}) {
+std::vector<std::int32_t> alone(const GenerateRequest& r, RuntimePolicy p = {}) {
   Cache cache(sh().be, sh().model.config(), 64);
   Eng e(sh().model, cache, p);
   e.add_request(r);
@@ -311,8 +310,8 @@ TEST_CASE("stop fails what is in flight with errc::stopped") {
 }
 
 TEST_CASE("RuntimePolicy: split with per-row thresholds; full-depth threshold never exits") {
-  serve::RuntimePolicy p;
-  p.kind = serve::PolicyKind::split;
+  RuntimePolicy p;
+  p.rule = rule_from_name("split");
   p.thresholds.values = {0.0f};  // everything confident
   auto r = request("ROMEO:\n", 12);
   Cache cache(sh().be, sh().model.config(), 64);
@@ -321,9 +320,7 @@ TEST_CASE("RuntimePolicy: split with per-row thresholds; full-depth threshold ne
   auto c = e.run_to_completion().at(0);
   CHECK(std::all_of(c.exit_layers.begin() + 1, c.exit_layers.end(),  // the first: prefill
                     [&](int l) { return l == sh().model.exit_layers()[0]; }));
-  if constexpr (serve::has_row_thresholds && requires { r.exit_threshold; }) {
-    auto r2 = r;
-    r2.exit_threshold = serve::full_depth_threshold;
-    CHECK(alone(r2, p) == alone(r));
-  }
+  auto r2 = r;
+  r2.exit_threshold = full_depth_threshold;
+  CHECK(alone(r2, p) == alone(r));
 }

@@ -9,10 +9,11 @@ using namespace eexit::serve;
 using openai::json;
 
 namespace {
-openai::Limits limits(PolicyKind k = PolicyKind::full) {
-  return openai::Limits{.model_name = std::string("m"), .context = 512, .server_policy = k};
+openai::Limits limits(std::string_view policy = "full") {
+  return openai::Limits{
+      .model_name = std::string("m"), .context = 512, .server_policy = rule_from_name(policy)};
 }
-openai::ApiError error_of(const json& body, bool chat = false, PolicyKind k = PolicyKind::full) {
+openai::ApiError error_of(const json& body, bool chat = false, std::string_view k = "full") {
   try {
     openai::parse_request(body, chat, limits(k));
   } catch (const openai::ApiError& e) {
@@ -105,15 +106,13 @@ TEST_CASE("bad fields: 4xx naming the field") {
 TEST_CASE("early_exit: the server's rule, a per-request threshold or full depth") {
   auto r = openai::parse_request(
       json::parse(R"({"prompt":"x","early_exit":{"policy":"split","threshold":0.25}})"), false,
-      limits(PolicyKind::split));
-  if (has_row_thresholds) {
-    CHECK(*r.exit_threshold == doctest::Approx(0.25));
-    auto f = openai::parse_request(json::parse(R"({"prompt":"x","early_exit":{"policy":"full"}})"),
-                                   false, limits(PolicyKind::split));
-    CHECK(*f.exit_threshold == full_depth_threshold);
-  }
+      limits("split"));
+  CHECK(*r.exit_threshold == doctest::Approx(0.25));
+  auto f = openai::parse_request(json::parse(R"({"prompt":"x","early_exit":{"policy":"full"}})"),
+                                 false, limits("split"));
+  CHECK(*f.exit_threshold == full_depth_threshold);
   CHECK(error_of(json::parse(R"({"prompt":"x","early_exit":{"policy":"all-confident"}})"), false,
-                 PolicyKind::split)
+                 "split")
             .param == "early_exit.policy");
 }
 

@@ -11,6 +11,7 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/policy/exit_rows.hpp"
+#include "eexit/policy/names.hpp"
 
 namespace eexit {
 
@@ -85,14 +86,9 @@ struct AnyMeasure {
   void score(const ExitRows& r, float* out) const {
     std::visit([&](const auto& x) { x.score(r, out); }, m);
   }
+  // Throws eexit::error("measure", ...) listing the valid names.
   static AnyMeasure from_name(std::string_view n) {
-    if (n == "max-prob") return {MaxProb{}};
-    if (n == "margin") return {Margin{}};
-    if (n == "entropy") return {NegEntropy{}};
-    if (n == "cosine") return {Cosine{}};
-    if (n == "classifier") return {Classifier{}};
-    throw error("measure", "unknown confidence measure '" + std::string(n) +
-                               "' (max-prob, margin, entropy, cosine, classifier)");
+    return {detail::alternative_from_name<decltype(m)>(n, "measure", "confidence measure")};
   }
 };
 

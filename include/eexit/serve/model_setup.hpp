@@ -8,12 +8,9 @@
 
 namespace eexit::serve {
 
-// Loads `path` (see eexit::load_model) into a Model on `be`. `warning` is kept for callers
-// that print one; nothing sets it today.
+// Loads `path` (see eexit::load_model) into a Model on `be`; errors are eexit::error.
 template <class Model, class Backend>
-std::unique_ptr<Model> load_serving_model(Backend& be, const std::string& path,
-                                          std::string* warning = nullptr) {
-  if (warning) warning->clear();
+std::unique_ptr<Model> load_serving_model(Backend& be, const std::string& path) {
   return std::make_unique<Model>(be, load_model(path));
 }
 

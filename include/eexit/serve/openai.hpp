@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "eexit/engine/request.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/serve/engine_service.hpp"
-#include "eexit/serve/runtime_policy.hpp"
 
 namespace eexit::serve::openai {
 
@@ -160,8 +160,7 @@ inline std::string format_chat(ChatStyle style, const std::vector<ChatMessage>& 
 struct Limits {
   std::string model_name;
   std::int32_t context = 512;  // model max_seq_len
-  PolicyKind server_policy = PolicyKind::full;
-  bool row_thresholds = has_row_thresholds;
+  AnyRule server_policy{};     // the server's batch rule (--policy); default full
 };
 
 struct ParsedRequest {
@@ -351,40 +350,31 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     if (auto* p = field(*ee, "policy")) {
       if (!p->is_string()) bad("early_exit.policy", "early_exit.policy must be a string");
       pol = p->get<std::string>();
-      if (pol != "full" && pol != "all-confident" && pol != "split")
-        bad("early_exit.policy", "early_exit.policy must be full, all-confident or split");
+      if (!is_policy_name(pol))
+        bad("early_exit.policy", "early_exit.policy must be one of " + policy_names_help());
     }
     r.early_exit_policy = pol;
     std::optional<float> thr;
     if (auto* t = field(*ee, "threshold"))
       thr = float(number(*t, "early_exit.threshold", -1e6, 1e6));
-    if (pol == "full") {
+    const std::string_view full = NeverExit{}.name();
+    if (pol == full) {
       if (thr) bad("early_exit.threshold", "a threshold means nothing with policy full");
-      if (lim.server_policy != PolicyKind::full) {
-        if (!lim.row_thresholds)
-          bad("early_exit", "per-request early-exit settings need an engine with per-row "
-                            "thresholds (not in this build)");
-        r.exit_threshold = full_depth_threshold;
-      }
+      if (lim.server_policy.evaluates_exits()) r.exit_threshold = full_depth_threshold;
     } else {
-      const std::string server(policy_kind_name(lim.server_policy));
+      const std::string server(lim.server_policy.name());
       if (!pol.empty() && pol != server)
         bad("early_exit.policy", "this server runs policy '" + server +
                                      "'; a request may ask for it or for 'full' (one batch "
                                      "shares one batch rule)");
       if (thr) {
-        if (lim.server_policy == PolicyKind::full)
+        if (!lim.server_policy.evaluates_exits())
           bad("early_exit.threshold", "early exit is off on this server (--policy full)");
-        if (!lim.row_thresholds)
-          bad("early_exit", "per-request thresholds need an engine with per-row thresholds "
-                            "(not in this build)");
         r.exit_threshold = *thr;
       }
     }
   }
-  if (r.exit_threshold) {
-    if constexpr (requires { r.gen.exit_threshold; }) r.gen.exit_threshold = *r.exit_threshold;
-  }
+  if (r.exit_threshold) r.gen.exit_threshold = *r.exit_threshold;
   try {
     sp.validate();
   } catch (const std::exception& e) {
