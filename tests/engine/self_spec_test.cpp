@@ -421,3 +421,20 @@ TEST_CASE(
     CHECK(snaps.size() > 3);
   }
 }
+
+TEST_CASE("self-spec chosen at run time (RuntimePolicy, rule self-spec) equals SelfSpeculative") {
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(4);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  const auto stat = run<Paged>(m, self_spec(3, 3, 0.3f), rs, 256);
+  const auto rt =
+      run<Paged>(m, make_runtime_policy("self-spec", "max-prob", {}, {3, 3, 0.3f}), rs, 256);
+  CHECK(rt.tokens == full.tokens);
+  CHECK(rt.tokens == stat.tokens);
+  CHECK(rt.stats.draft_tokens == stat.stats.draft_tokens);  // the same drafting decisions
+  CHECK(rt.stats.accepted_drafts == stat.stats.accepted_drafts);
+  // Other runtime rules do not speculate.
+  const auto split = run<Paged>(m, make_runtime_policy("full"), rs, 256);
+  CHECK(split.stats.verify_passes == 0);
+  CHECK_THROWS_AS(make_runtime_policy("self-spec", "max-prob", {}, {3, -1, 0.0f}), error);
+}

@@ -9,8 +9,9 @@
 // A policy opts in by modelling `speculative_policy` (an optional capability the engine
 // checks with `if constexpr`): speculation() says where and how much to draft, and
 // draft_confidence() scores the drafts so a row stops drafting when its draft is unsure.
-// SelfSpeculative is the stock one; a policy that does not model the concept is never
-// asked and decodes as before.
+// SelfSpeculative is the stock one; the runtime policy (RuntimePolicy with the rule
+// "self-spec", SpeculateFromExit) is another; a policy that does not model the concept is
+// never asked and decodes as before.
 #include <concepts>
 #include <cstdint>
 #include <span>
@@ -20,24 +21,9 @@
 #include "eexit/core/error.hpp"
 #include "eexit/policy/exit_rows.hpp"
 #include "eexit/policy/measures.hpp"
+#include "eexit/policy/speculation.hpp"
 
 namespace eexit {
-
-// Where and how much to draft; runtime values.
-struct Speculation {
-  int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
-  int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
-  float threshold = 0.0f;  // a row stops drafting at a draft scored under this (0 = never)
-
-  bool enabled() const noexcept { return max_draft > 0; }
-  // Throws eexit::error naming the field.
-  void validate() const {
-    if (max_draft < 0 || max_draft > 64)
-      throw error("speculation", "max_draft (draft tokens) must be in [0, 64]");
-    if (draft_layer < -1) throw error("speculation", "draft_layer must be -1 or a layer index");
-    if (!(threshold == threshold)) throw error("speculation", "threshold is NaN");
-  }
-};
 
 // The optional capability. draft_confidence: one score per draft row of an ExitRows that
 // carries only scores and top1 (the draft head's exit_scores) and the shape fields.
@@ -63,9 +49,7 @@ struct SelfSpeculative {
   }
   Speculation speculation() const { return spec; }
   void draft_confidence(const ExitRows& r, float* out) const {
-    const ExitNeeds n = measure.needs();
-    if (n.logits_host || n.hidden || n.prev_hidden || n.classifier)
-      throw error("self-spec", "the draft confidence measure may use exit scores only");
+    check_draft_measure(measure.needs());
     measure.score(r, out);
   }
 };

@@ -1,0 +1,33 @@
+#pragma once
+// Speculation: where and how much a self-speculative decode mode drafts (runtime values;
+// policy/self_speculative.hpp has the mode itself). Its own header so that the rules
+// (policy/rules.hpp, the runtime "self-spec" rule) can carry it without the engine.
+#include "eexit/core/error.hpp"
+#include "eexit/policy/exit_rows.hpp"
+
+namespace eexit {
+
+struct Speculation {
+  int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
+  int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
+  float threshold = 0.0f;  // a row stops drafting at a draft scored under this (0 = never)
+
+  bool enabled() const noexcept { return max_draft > 0; }
+  // Throws eexit::error naming the field.
+  void validate() const {
+    if (max_draft < 0 || max_draft > 64)
+      throw error("speculation", "max_draft (draft tokens) must be in [0, 64]");
+    if (draft_layer < -1) throw error("speculation", "draft_layer must be -1 or a layer index");
+    if (!(threshold == threshold)) throw error("speculation", "threshold is NaN");
+  }
+};
+
+// Drafts are scored from the draft head's exit scores (ExitRows::scores / top1) only.
+inline void check_draft_measure(const ExitNeeds& n) {
+  if (n.logits_host || n.hidden || n.prev_hidden || n.classifier)
+    throw error("self-spec",
+                "the draft confidence measure may use exit scores only "
+                "(max-prob, margin, entropy)");
+}
+
+}  // namespace eexit
