@@ -466,6 +466,7 @@ class Engine {
     ++s.stats.verify_passes;
     s.stats.draft_tokens += k;
     s.stats.accepted_drafts += kept;
+    s.stats.speculative_tokens += m;
     ++stats_.verify_passes;
     stats_.draft_tokens += k;
     stats_.accepted_drafts += kept;
