@@ -75,9 +75,9 @@ std::vector<GenerateRequest> stories_requests(int n) {
   return rs;
 }
 
-SelfSpeculative<> self_spec(int draft_layer, int k, float threshold = 0.0f) {
+SelfSpeculative<> self_spec(int draft_layer, int k, float threshold = 0.0f, bool bonus = true) {
   SelfSpeculative<> p;
-  p.spec = {draft_layer, k, threshold};
+  p.spec = {draft_layer, k, threshold, bonus};
   return p;
 }
 
@@ -127,12 +127,14 @@ TEST_CASE(
         CAPTURE(k);
         CAPTURE(thr);
         const auto paged = run<Paged>(m, self_spec(layer, k, thr), rs, 256);
+        const auto no_bonus = run<Paged>(m, self_spec(layer, k, thr, false), rs, 256);
+        CHECK(no_bonus.tokens == full.tokens);
         CHECK(paged.tokens == full.tokens);
         CHECK(paged.stats.verify_passes > 0);
         CHECK(paged.stats.accepted_drafts > 0);  // the drafts did something
         CHECK(paged.stats.accepted_drafts <= paged.stats.draft_tokens);
         CHECK(paged.stats.generated_tokens == full.stats.generated_tokens);
-        const auto contiguous = run<Contiguous>(m, self_spec(layer, k, thr), rs, 8);
+        const auto contiguous = run<Contiguous>(m, self_spec(layer, k, thr, k % 2 == 0), rs, 8);
         CHECK(contiguous.tokens == full.tokens);
       }
     }
@@ -152,6 +154,9 @@ TEST_CASE("self-spec greedy equals full depth with prefill chunks and preemption
   const auto tight = run<Paged>(m, self_spec(3, 4, 0.2f), rs, 14, small);
   CHECK(tight.stats.preemptions > 0);
   CHECK(tight.tokens == full.tokens);
+  const auto tight_nb = run<Paged>(m, self_spec(1, 3, 0.0f, false), rs, 14, small);
+  CHECK(tight_nb.stats.preemptions > 0);
+  CHECK(tight_nb.tokens == full.tokens);
   const auto tight_full = run<Paged>(m, FullDepth{}, rs, 14, small);
   CHECK(tight_full.tokens == full.tokens);
 }
@@ -300,6 +305,7 @@ TEST_CASE("self-spec sampling: the first draft position's tokens are distributed
   }
   EngineOptions opt{.max_batch_tokens = 512, .max_running = 64};
   const auto sp = run<Paged>(m, self_spec(1, 2), rs, 512, opt);
+  const auto sp_nb = run<Paged>(m, self_spec(1, 3, 0.0f, false), rs, 512, opt);
   const auto full = run<Paged>(m, FullDepth{}, rs, 512, opt);
   AllConfident draft_only;  // every decode token leaves at the draft exit, unverified
   draft_only.measure = AnyMeasure::from_name("max-prob");
@@ -310,7 +316,7 @@ TEST_CASE("self-spec sampling: the first draft position's tokens are distributed
 
   std::map<int, std::vector<float>> p_of_first;  // first token -> p_full(. | prompt, it)
   std::map<int, double> expected;
-  std::map<int, int> obs_spec, obs_full, obs_draft;
+  std::map<int, int> obs_spec, obs_nb, obs_full, obs_draft;
   for (int i = 0; i < n; ++i) {
     const int t1 = full.tokens[std::size_t(i)][0];
     REQUIRE(sp.tokens[std::size_t(i)][0] == t1);  // the same draw from the same stream
@@ -330,17 +336,20 @@ TEST_CASE("self-spec sampling: the first draft position's tokens are distributed
     for (std::size_t t = 0; t < it->second.size(); ++t)
       if (it->second[t] > 0) expected[int(t)] += it->second[t];
     ++obs_spec[sp.tokens[std::size_t(i)][1]];
+    ++obs_nb[sp_nb.tokens[std::size_t(i)][1]];
     ++obs_full[full.tokens[std::size_t(i)][1]];
     ++obs_draft[drafts.tokens[std::size_t(i)][1]];
   }
   const auto [x_spec, df_spec] = chi_square(expected, obs_spec);
+  const auto [x_nb, df_nb] = chi_square(expected, obs_nb);
   const auto [x_full, df_full] = chi_square(expected, obs_full);
   const auto [x_draft, df_draft] = chi_square(expected, obs_draft);
   MESSAGE("chi-square (df " << df_spec << ", 1e-4 critical " << chi_square_crit(df_spec)
-                            << "): self-spec " << x_spec << ", full depth " << x_full
-                            << ", draft head " << x_draft);
+                            << "): self-spec " << x_spec << ", without bonus row " << x_nb
+                            << ", full depth " << x_full << ", draft head " << x_draft);
   REQUIRE(df_spec >= 10);
   CHECK(x_spec < chi_square_crit(df_spec));
+  CHECK(x_nb < chi_square_crit(df_nb));
   CHECK(x_full < chi_square_crit(df_full));    // the expected counts are right
   CHECK(x_draft > chi_square_crit(df_draft));  // and the test can tell a wrong engine
 }
@@ -349,11 +358,13 @@ TEST_CASE(
     "self-spec rollback: after every step the cache equals one that never saw the rejected "
     "drafts") {
   auto& m = shakespeare().model;
-  for (const bool sampled : {false, true}) {
+  for (auto [sampled, bonus] :
+       {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
     CAPTURE(sampled);
+    CAPTURE(bonus);
     Paged cache(m.backend(), m.config(), 32);
     cache.fill(NAN);
-    Engine<SelfSpeculative<>, Paged> engine(m, cache, self_spec(1, 4));
+    Engine<SelfSpeculative<>, Paged> engine(m, cache, self_spec(1, 4, 0.0f, bonus));
     GenerateRequest r = shakespeare_requests(1, 60)[0];
     if (sampled) {
       r.sampling.temperature = 0.8f;

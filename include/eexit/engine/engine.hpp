@@ -270,7 +270,7 @@ class Engine {
     for (std::size_t e = 0; e < spec_.size(); ++e) {  // a last draft no pass has seen
       SpecRow& r = spec_[e];
       const int k = r.k();
-      if (r.rounds > k) continue;
+      if (r.rounds > k || !spec_cfg_.bonus_row) continue;
       rows_.tokens.push_back(r.drafts.back());
       rows_.rowkv.push_back(RowKv{cache_->block_table(r.s->id), r.pos + k});
       ++rows_.n_prefill;
@@ -356,10 +356,14 @@ class Engine {
       const Chunk& ch = chunks[k];
       Sequence& s = *ch.seq;
       if (!ch.decode || s.req.sampling.logprobs >= 0) continue;
-      int cap = std::min(
-          {k_max_, s.req.max_tokens - s.stats.generated_tokens - 1, max_len - 1 - ch.start});
-      while (cap > 0 && !cache_->reserve(s.id, cap)) --cap;
-      if (cap <= 0) continue;
+      // Slots past pos a pass may write: pos+1..pos+cap with the bonus row, one fewer
+      // without (then a single draft would only re-derive the plain decode's token).
+      const bool bonus = spec_cfg_.bonus_row;
+      const int least = bonus ? 1 : 2;
+      int cap = std::min({k_max_, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
+                          max_len - 1 - ch.start});
+      while (cap >= least && !cache_->reserve(s.id, bonus ? cap : cap - 1)) --cap;
+      if (cap < least) continue;
       spec_of_chunk_[k] = int(spec_.size());
       SpecRow& r = spec_.emplace_back();
       r.s = &s;
@@ -441,7 +445,9 @@ class Engine {
     const std::int32_t L = model_->config().n_layers;
     int m = 0, kept = 0;
     for (int i = 0; i <= k && !s.done; ++i) {
-      const auto logits = y.row_logits(std::size_t(r.yrow[std::size_t(i)]));
+      const std::int32_t row = r.yrow[std::size_t(i)];
+      if (row < 0) break;  // no bonus row: all k drafts kept, the last one is the next input
+      const auto logits = y.row_logits(std::size_t(row));
       ++m;
       if (i == k) {
         accept(s, s.sampler.sample(logits), last, L - 1);
@@ -459,7 +465,8 @@ class Engine {
       break;
     }
     // Every verified position ran all L layers (draft layers + the verify's).
-    const std::int64_t layers = std::int64_t(k + 1) * L;
+    const std::int64_t layers =
+        std::int64_t(r.rounds + (r.rounds == k && r.yrow[std::size_t(k)] >= 0)) * L;
     s.stats.layers_computed += layers;
     stats_.decode_layers_computed += layers;
     stats_.decode_layers_full += std::int64_t(m) * L;

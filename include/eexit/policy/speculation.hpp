@@ -11,6 +11,11 @@ struct Speculation {
   int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
   int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
   float threshold = 0.0f;  // a row stops drafting at a draft scored under this (0 = never)
+  // Verify the last draft too: one more row from layer 0 per pass, whose logits give a
+  // bonus token when every draft is kept. Nearly free where a step is weight-bound (large
+  // models, GPUs); a full row of compute where it is compute-bound (small models on a CPU).
+  // Without it a pass emits at most K tokens and the last draft starts the next pass.
+  bool bonus_row = true;
 
   bool enabled() const noexcept { return max_draft > 0; }
   // Throws eexit::error naming the field.
