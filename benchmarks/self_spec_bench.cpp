@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
@@ -50,6 +51,8 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
+using bench::cpu_now;
+using bench::loadavg;
 
 namespace {
 
@@ -148,19 +151,6 @@ Options parse(int argc, char** argv) {
   for (int B : o.batches)
     if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
   return o;
-}
-
-double cpu_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 std::vector<std::vector<std::int32_t>> held_out_prompts(const Options& o, const Model& model,
