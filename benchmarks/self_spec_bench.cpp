@@ -23,9 +23,10 @@
 // verify walks' share of the time.
 //
 // Step costs (the WHY): LayerWalk on its own, B sequences with 64 tokens of context each:
-// the time of a full-depth walk of B·r rows (r positions per sequence, as a verify pass has)
-// over the time of B rows, and of a draft walk (layers 0..L and the exit head, B rows) over
-// a full-depth walk of B rows; min over many repetitions.
+// the time of a full-depth walk of B·r rows (r positions per sequence) over the time of B
+// rows; of a draft walk (layers 0..L and the exit head, B rows); and of a verify walk of
+// k + 1 positions per sequence (k from layer L+1, one from layer 0), each over a full-depth
+// walk of B rows; min over many repetitions.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -75,8 +76,8 @@ struct Options {
   unsigned threads = 1;
   int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3;
   std::vector<int> batches{1, 4, 16, 64};
-  std::vector<Config> configs{{1, 2, 0}, {1, 3, 0},    {3, 2, 0},   {3, 3, 0},
-                              {3, 4, 0}, {3, 4, 0.3f}, {3, 6, 0.5f}};
+  std::vector<Config> configs{{1, 2, 0},    {1, 3, 0, false},    {3, 2, 0},   {3, 3, 0, false},
+                              {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -229,7 +230,9 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
 
 // ---- step costs ----------------------------------------------------------------------
 // Min over reps of one walk of B sequences x r rows each at context 64 (stop_exit: a draft).
-double walk_cost(Model& model, int B, int r, int stop_exit, int reps) {
+// late > 0: a verify pass: the first r - 1 rows of each sequence start at layer `late` (from
+// a stand-in hidden state), the last from layer 0.
+double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late = 0) {
   const int ctx = 64;
   Cache cache(model.backend(), model.config(), B * ((ctx + r + 15) / 16));
   LayerWalk<Model, Cache> walk(model, cache, std::size_t(B * (ctx + r)), std::size_t(B * r));
@@ -245,11 +248,21 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps) {
   }
   w.n_prefill = w.tokens.size();
   walk.run(full, w, none);
+  auto state = model.backend().allocate<float>(std::size_t(model.config().dim));
+  model.backend().fill(CpuBackend::data(state), std::size_t(model.config().dim), 0.05f);
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     w.clear();
+    if (late > 0)
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j + 1 < r; ++j) {
+          w.push_late(std::int32_t(j + 3), RowKv{cache.block_table(b + 1), ctx + j}, late,
+                      CpuBackend::data(state));
+          w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
+          w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+        }
     for (int b = 0; b < B; ++b)
-      for (int j = 0; j < r; ++j) {
+      for (int j = late > 0 ? r - 1 : 0; j < r; ++j) {
         w.tokens.push_back(std::int32_t(j + 3));
         w.rowkv.push_back(RowKv{cache.block_table(b + 1), ctx + j});
         w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
@@ -281,7 +294,8 @@ int main(int argc, char** argv) {
 
   // Step costs first: they explain the ratios below.
   std::printf("\nstep costs (LayerWalk alone, context 64, min of 40):\n");
-  std::printf("  %4s  %9s  %s\n", "B", "full B", "full B*r / full B for r = 2 3 4 5 | draft/full");
+  std::printf("  %4s  %9s  %s\n", "B", "full B",
+              "full B*r / full B for r = 2 3 4 5 | draft/full | verify of k+1 / full, k = 2 3 4");
   const int n_exits = model.n_exits();
   for (int B : o.batches) {
     const double one = walk_cost(model, B, 1, -1, 40);
@@ -291,6 +305,14 @@ int main(int argc, char** argv) {
     for (int e = 0; e + 1 < n_exits; ++e)
       std::printf(" L%d %4.2f", model.exit_layers()[std::size_t(e)],
                   walk_cost(model, B, 1, e, 40) / one);
+    std::printf("  |");
+    for (int e = 0; e + 1 < n_exits; ++e) {
+      std::printf(" L%d", model.exit_layers()[std::size_t(e)]);
+      for (int k : {2, 3, 4})
+        std::printf(
+            " %4.2f",
+            walk_cost(model, B, k + 1, -1, 40, model.exit_layers()[std::size_t(e)] + 1) / one);
+    }
     std::printf("\n");
   }
 

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "eexit/engine/request.hpp"
@@ -527,14 +528,18 @@ inline std::string prometheus_text(const ServiceMetrics& m) {
   o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
   counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
   o << "eexit_preemptions_total " << m.preemptions << "\n";
-  counter("eexit_verify_passes_total", "Self-speculation: verify passes (one per drafting row).");
-  o << "eexit_verify_passes_total " << m.verify_passes << "\n";
-  counter("eexit_draft_tokens_total", "Self-speculation: draft tokens proposed.");
-  o << "eexit_draft_tokens_total " << m.draft_tokens << "\n";
-  counter("eexit_accepted_drafts_total", "Self-speculation: draft tokens accepted.");
-  o << "eexit_accepted_drafts_total " << m.accepted_drafts << "\n";
-  counter("eexit_speculative_tokens_total", "Self-speculation: tokens emitted by verify passes.");
-  o << "eexit_speculative_tokens_total " << m.speculative_tokens << "\n";
+  const std::tuple<const char*, const char*, std::int64_t> speculation[] = {
+      {"eexit_verify_passes_total", "Self-speculation: verify passes (one per drafting row).",
+       m.verify_passes},
+      {"eexit_draft_tokens_total", "Self-speculation: draft tokens proposed.", m.draft_tokens},
+      {"eexit_accepted_drafts_total", "Self-speculation: draft tokens accepted.",
+       m.accepted_drafts},
+      {"eexit_speculative_tokens_total", "Self-speculation: tokens emitted by verify passes.",
+       m.speculative_tokens}};
+  for (auto& [name, help, v] : speculation) {
+    counter(name, help);
+    o << name << " " << v << "\n";
+  }
   gauge("eexit_requests_running", "Requests in the running batch.", m.running);
   gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
   gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);
