@@ -39,7 +39,7 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --calm-decay            CALM's threshold decay over the decode position
   --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
   --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
-  --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0)
+  --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
                           detected from tokenizer_config.json's chat_template)
   --max-batch-tokens N    rows per engine step (default 256)
