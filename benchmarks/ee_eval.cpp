@@ -55,6 +55,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
@@ -69,6 +70,8 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
+using bench::cpu_now;
+using bench::loadavg;
 
 namespace {
 
@@ -162,12 +165,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-double cpu_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {
@@ -177,13 +174,6 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 struct Window {

@@ -38,6 +38,11 @@ exit. Several --prompt flags run as one continuously batched workload.
   --threshold X[,Y...]    one threshold for every exit point, or one per exit point
                           (default: the model's config.json early_exit.thresholds, else 0.9)
   --calm                  CALM's decaying threshold over the decode position (tau 4)
+  --draft-exit L          self-spec: draft from the exit point after layer L (default: the
+                          model's first exit point)
+  --draft-tokens K        self-spec: at most K draft tokens per verify pass (default @K@)
+  --draft-threshold X     self-spec: a row stops drafting at a draft whose confidence
+                          (--measure) is under X (default @DRAFT_THRESHOLD@; 0 = always K)
   --compare-full-depth    run the same prompts again at full depth and print the ratio
   --temperature T         0 = greedy (default 0)
   --top-k K               keep the K most likely tokens (default 0 = off)
@@ -140,7 +145,13 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
           {"mean_exit_layer", mean_exit_layer(st.exit_histogram, exit_layers)},
           {"exit_histogram", st.exit_histogram},
           {"layers_computed", st.layers_computed},
-          {"preemptions", st.preemptions}};
+          {"preemptions", st.preemptions},
+          {"verify_passes", st.verify_passes},
+          {"draft_tokens", st.draft_tokens},
+          {"accepted_drafts", st.accepted_drafts},
+          {"acceptance_rate", st.draft_tokens ? double(st.accepted_drafts) / st.draft_tokens : 0.0},
+          {"tokens_per_verify",
+           st.verify_passes ? double(st.speculative_tokens) / st.verify_passes : 0.0}};
     }
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -157,10 +168,14 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
 // search list in place.
 std::string help_text() {
   std::string h = kHelp;
-  for (auto [key, value] : {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
-                            std::pair{std::string_view("@MEASURES@"), measure_names_help()},
-                            std::pair{std::string_view("@DEFAULT_MODEL@"),
-                                      samples::default_model_help("\n                          ")}})
+  for (auto [key, value] :
+       {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
+        std::pair{std::string_view("@MEASURES@"), measure_names_help()},
+        std::pair{std::string_view("@K@"), std::to_string(Speculation{}.max_draft)},
+        std::pair{std::string_view("@DRAFT_THRESHOLD@"),
+                  (std::ostringstream() << Speculation{}.threshold).str()},
+        std::pair{std::string_view("@DEFAULT_MODEL@"),
+                  samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
   return h;
 }
@@ -173,6 +188,7 @@ int main(int argc, char** argv) {
   std::vector<float> thresholds;
   LoadOptions load_opt;
   samples::DeviceChoice device;
+  Speculation spec;
   try {
     args.emplace(argc, argv,
                  std::set<std::string>{"model",
@@ -196,7 +212,10 @@ int main(int argc, char** argv) {
                                        "threshold",
                                        "exit-layers",
                                        "device",
-                                       "gpu-memory-fraction"},
+                                       "gpu-memory-fraction",
+                                       "draft-exit",
+                                       "draft-tokens",
+                                       "draft-threshold"},
                  std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
@@ -239,6 +258,9 @@ int main(int argc, char** argv) {
         throw usage_error(e.what());
       }
     }
+    spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
+    spec.max_draft = int(args->integer("draft-tokens", spec.max_draft, 0, 64));
+    spec.threshold = float(args->real("draft-threshold", spec.threshold, -1e6, 1e6));
     if (!args->has("prompt")) throw usage_error("--prompt is required");
     device = samples::parse_device(*args);
   } catch (const usage_error& e) {
@@ -262,7 +284,8 @@ int main(int argc, char** argv) {
               "policy",
               std::string(has_exits ? ExitWhenAllConfident{}.name() : NeverExit{}.name()));
           const bool early_exit = rule_from_name(policy).evaluates_exits();
-          if (early_exit && !has_exits)
+          const bool self_spec = rule_from_name(policy).speculation().enabled();
+          if ((early_exit || self_spec) && !has_exits)
             throw eexit::error(model_path,
                                "the model has no exit points (config.json early_exit); "
                                "use --policy full");
@@ -295,8 +318,8 @@ int main(int argc, char** argv) {
 
           const bool stream = !json && reqs.size() == 1;
           auto run_policy = [&](bool streaming) {
-            return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr), opt, blocks,
-                       streaming);
+            return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr, spec), opt,
+                       blocks, streaming);
           };
           RunResult res = run_policy(stream);
 
@@ -322,6 +345,12 @@ int main(int argc, char** argv) {
                                                       double(st.decode_layers_full)
                                                 : 100.0)
                       << "% of full depth\n";
+            if (st.verify_passes)
+              std::cerr << "[eexit] self-spec: " << st.verify_passes << " verify passes, "
+                        << st.tokens_per_verify() << " tokens per pass, "
+                        << 100.0 * st.acceptance_rate() << "% of " << st.draft_tokens
+                        << " drafts accepted; draft " << st.draft_time_s << " s, verify "
+                        << st.verify_time_s << " s\n";
             if (args->has("compare-full-depth")) {
               // Alternate full depth and the policy three times and keep each one's best time, so
               // that a burst of other load on the machine does not decide the ratio.

@@ -42,6 +42,9 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
                           (default: the model's config, else max-prob)
   --threshold X[,Y...]    one threshold, or one per exit point (default: the model's)
   --calm-decay            CALM's threshold decay over the decode position
+  --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
+  --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
+  --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
                           detected from tokenizer_config.json's chat_template)
   --max-batch-tokens N    rows per engine step (default 256)
@@ -117,7 +120,10 @@ int main(int argc, char** argv) {
                                        "device",
                                        "gpu-memory-fraction",
                                        "max-connections",
-                                       "shutdown-timeout"},
+                                       "shutdown-timeout",
+                                       "draft-exit",
+                                       "draft-tokens",
+                                       "draft-threshold"},
                  std::set<std::string>{"help", "calm-decay", "metrics-public"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
@@ -131,6 +137,11 @@ int main(int argc, char** argv) {
     }
     if (args->has("threshold")) policy.thresholds.values = parse_thresholds(args->str("threshold"));
     policy.thresholds.calm_decay = args->has("calm-decay");
+    if (auto* sp = std::get_if<SpeculateFromExit>(&policy.rule.r)) {  // --policy self-spec
+      sp->spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
+      sp->spec.max_draft = int(args->integer("draft-tokens", sp->spec.max_draft, 0, 64));
+      sp->spec.threshold = float(args->real("draft-threshold", sp->spec.threshold, -1e6, 1e6));
+    }
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
       style = chat_style_from_name(ct);

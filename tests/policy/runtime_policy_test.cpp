@@ -96,8 +96,9 @@ struct CountingMeasure {
 }  // namespace
 
 TEST_CASE("registry: policy and measure names round-trip to the stock types") {
-  CHECK(policy_names() == std::vector<std::string_view>{"full", "all-confident", "split"});
-  CHECK(policy_names_help() == "full | all-confident | split");
+  CHECK(policy_names() ==
+        std::vector<std::string_view>{"full", "all-confident", "split", "self-spec"});
+  CHECK(policy_names_help() == "full | all-confident | split | self-spec");
   CHECK(measure_names() ==
         std::vector<std::string_view>{"max-prob", "margin", "entropy", "cosine", "classifier"});
   for (auto n : policy_names()) {
@@ -113,6 +114,7 @@ TEST_CASE("registry: policy and measure names round-trip to the stock types") {
   CHECK(std::holds_alternative<NeverExit>(rule_from_name("full").r));
   CHECK(std::holds_alternative<ExitWhenAllConfident>(rule_from_name("all-confident").r));
   CHECK(std::holds_alternative<ExitConfidentRows>(rule_from_name("split").r));
+  CHECK(std::holds_alternative<SpeculateFromExit>(rule_from_name("self-spec").r));
   CHECK(std::holds_alternative<Margin>(measure_from_name("margin").m));
   CHECK(std::holds_alternative<Classifier>(measure_from_name("classifier").m));
   // The static policies carry the same names as their runtime counterparts.
@@ -132,7 +134,8 @@ TEST_CASE("registry: unknown names are eexit::error naming the field and listing
     FAIL("no error");
   } catch (const eexit::error& e) {
     CHECK(e.where() == "policy");
-    CHECK(std::string(e.what()) == "policy: unknown policy 'fastest' (full, all-confident, split)");
+    CHECK(std::string(e.what()) ==
+          "policy: unknown policy 'fastest' (full, all-confident, split, self-spec)");
   }
   try {
     make_runtime_policy("split", "max_prob");
@@ -160,6 +163,11 @@ TEST_CASE("rules: what each stock rule does with the confident rows") {
   CHECK_FALSE(rule_from_name("full").evaluates_exits());
   CHECK(rule_from_name("all-confident").evaluates_exits());
   CHECK(rule_from_name("split").evaluates_exits());
+  // self-spec never lets a row leave: it drafts instead (and only it drafts).
+  CHECK_FALSE(rule_from_name("self-spec").evaluates_exits());
+  CHECK(rule_from_name("self-spec").speculation().enabled());
+  CHECK_FALSE(rule_from_name("split").speculation().enabled());
+  CHECK_FALSE(RuntimePolicy{}.speculation().enabled());
 }
 
 TEST_CASE("RuntimePolicy equals the static policy of the same name, token for token") {

@@ -40,6 +40,17 @@ if(TARGET eexit-generate)
     COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy split --json)
   set_tests_properties(samples/generate_default_model PROPERTIES PASS_REGULAR_EXPRESSION
     "\"generated_tokens\":4")
+  # Self-speculation from the CLI: its stats in --json; a draft layer that is no exit point
+  # is refused with the model's exit layers.
+  add_test(NAME samples/generate_self_spec
+    COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 24 --policy self-spec --draft-exit 3
+            --draft-tokens 3 --json)
+  set_tests_properties(samples/generate_self_spec PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"accepted_drafts\":[1-9][0-9]*.*\"draft_tokens\":[1-9].*\"generated_tokens\":24.*\"verify_passes\":[1-9]")
+  add_test(NAME samples/generate_self_spec_bad_exit
+    COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy self-spec --draft-exit 2)
+  set_tests_properties(samples/generate_self_spec_bad_exit PROPERTIES PASS_REGULAR_EXPRESSION
+    "draft layer 2 is not an exit point of the model \\(exit layers: 1,3\\)")
   add_test(NAME samples/generate_help COMMAND ${_gen} --help)
   set_tests_properties(samples/generate_help PROPERTIES
     PASS_REGULAR_EXPRESSION "<exe>/../share/eexit/models.*full \\| all-confident \\| split"

@@ -6,6 +6,8 @@
 
 #include "eexit/serve/metrics.hpp"
 
+#include <doctest/doctest.h>
+
 using namespace eexit;
 using namespace eexit::serve;
 using openai::json;
@@ -303,4 +305,29 @@ TEST_CASE("serve error codes map onto HTTP statuses in one place") {
     CHECK(e.status == 400);
     CHECK(e.type == "invalid_request_error");
   }
+TEST_CASE("responses and /metrics carry self-speculation's figures") {
+  openai::ParsedRequest pr;
+  pr.model = "m";
+  Completion c;
+  c.tokens = {5, 6, 7};
+  c.exit_layers = {5, 5, 5};
+  c.logprobs = {0.0f, 0.0f, 0.0f};
+  c.top_logprobs.resize(3);
+  c.finish = finish_reason::length;
+  openai::TokenTexts tt{[](int) { return std::string("t"); }};
+  CHECK_FALSE(openai::response_body(pr, "cmpl-1", 1, c, 3, tt).contains("speculation"));
+  c.stats.verify_passes = 1;
+  c.stats.draft_tokens = 3;
+  c.stats.accepted_drafts = 1;
+  c.stats.speculative_tokens = 2;
+  const auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
+  CHECK(j["speculation"]["draft_tokens"] == 3);
+  CHECK(j["speculation"]["accepted_drafts"] == 1);
+  CHECK(j["speculation"]["tokens_per_verify"] == 2.0);
+  ServiceMetrics m;
+  m.verify_passes = 4;
+  m.accepted_drafts = 9;
+  const auto text = prometheus_text(m);
+  CHECK(text.find("eexit_verify_passes_total 4\n") != std::string::npos);
+  CHECK(text.find("eexit_accepted_drafts_total 9\n") != std::string::npos);
 }

@@ -5,8 +5,11 @@
 // to a sink with the logits of the head that decided, so the engine samples and a
 // benchmark can teacher-force (score given tokens) through exactly the same decisions.
 //
-// Row order: prefill rows first, decode rows last. Rows that leave at an exit point are
-// decode rows, so the active range shrinks from its end and prefill rows never move.
+// Row order: rows that start late first (descending start layer), then the other rows
+// that never exit (prefill chunks, verify rows), decode rows last. A late row enters the
+// active range when the walk reaches its start layer, so the range grows at its front;
+// rows that leave at an exit point are decode rows, so it shrinks from its end. At every
+// layer the active rows are one contiguous range [lo, hi) and nothing is copied.
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -70,24 +73,49 @@ struct DecodeRows {
   }
 };
 
-// One walk's input. tokens and rowkv: (rows), prefill rows [0, n_prefill) then one row per
-// decode row. yield_rows / yield_slots: the prefill rows (< n_prefill) whose output is a
-// token (the last row of a chunk that ends its prompt) and the caller's id for each.
+// One walk's input. tokens and rowkv: (rows). Rows [0, n_prefill) never exit early (the
+// "may exit" flag is off): first the late rows, then prefill chunks and any other full-depth
+// rows; then one row per decode row, which may exit (DecodeRows).
+// Late rows [0, start_layer.size()): row i starts at layer start_layer[i] > 0 from the
+// hidden state start_hidden[i] (backend memory, (dim): the output of layer start_layer[i]-1
+// as an earlier walk left it); its token is not embedded and its K/V of the layers below
+// its start must already be in the cache. Start layers are non-increasing.
+// yield_rows / yield_slots (the "samples" flag): the rows < n_prefill whose output is a
+// token (a chunk's last row that ends its prompt; every verify position of a speculative
+// row, so several rows of one sequence may yield) and the caller's id for each.
+// stop_exit >= 0 ends the walk at that exit point: no layer after it runs and every
+// yielding row (yield rows and the decode rows still active) is yielded at that exit's
+// head, with its scores (a draft pass); -1 = the final head.
 // The walk reorders rowkv and decode as rows leave; the caller refills all of it per walk.
 struct WalkRows {
   std::vector<std::int32_t> tokens;  // (rows)
   std::vector<RowKv> rowkv;          // (rows)
   std::size_t n_prefill = 0;
-  std::vector<std::int32_t> yield_rows, yield_slots;  // (prefill rows that yield a token)
+  std::vector<std::int32_t> start_layer;              // (late rows) non-increasing, each > 0
+  std::vector<const float*> start_hidden;             // (late rows) each (dim), backend memory
+  std::vector<std::int32_t> yield_rows, yield_slots;  // (rows < n_prefill that yield a token)
   DecodeRows decode;                                  // (rows - n_prefill)
+  int stop_exit = -1;
 
+  std::size_t n_late() const noexcept { return start_layer.size(); }
+  // Appends a late row; call before any other row, in non-increasing start order.
+  void push_late(std::int32_t token, RowKv kv, std::int32_t start, const float* hidden) {
+    tokens.push_back(token);
+    rowkv.push_back(kv);
+    start_layer.push_back(start);
+    start_hidden.push_back(hidden);
+    ++n_prefill;
+  }
   void clear() {
     tokens.clear();
     rowkv.clear();
     n_prefill = 0;
+    start_layer.clear();
+    start_hidden.clear();
     yield_rows.clear();
     yield_slots.clear();
     decode.clear();
+    stop_exit = -1;
   }
 };
 
@@ -101,6 +129,10 @@ struct YieldedRows {
   const float* logits = nullptr;            // (head rows, vocab)
   const std::int32_t* logit_row = nullptr;  // (n) each row's row in logits
   const std::int32_t* top1 = nullptr;       // (n) argmax where the exit computed scores, or null
+  const float* scores = nullptr;  // (n, 3) max prob, top-1 - top-2, entropy; stop_exit only
+  // (n, dim) the rows' hidden states the head read, backend memory, valid during the call
+  // (a draft saves them to start its verify rows late).
+  const float* hidden = nullptr;
   std::span<const float> row_logits(std::size_t j) const {
     return {logits + std::size_t(logit_row[j]) * vocab, vocab};
   }
@@ -154,24 +186,33 @@ class LayerWalk {
     if (rows == 0) return;
     if (rows > max_rows_ || w.yield_rows.size() + w.decode.size() > max_yield_)
       throw error("layer walk", "more rows than the walk was sized for");
-    float* x = backend_t::data(x_);  // (rows, dim) residual stream
-    model_->embed(w.tokens.data(), rows, x);
     const int n_exits = model_->n_exits();
+    const int stop = w.stop_exit < 0 ? n_exits - 1 : w.stop_exit;
+    const auto exit_layers = model_->exit_layers();
+    const int last_layer = exit_layers[std::size_t(stop)];
+    check_late(w, last_layer);
+    auto& be = model_->backend();
+    float* x = backend_t::data(x_);  // (rows, dim) residual stream
+    const std::size_t nl = w.n_late();
+    model_->embed(w.tokens.data() + nl, rows - nl, x + nl * dim);
+    for (std::size_t i = 0; i < nl; ++i) be.copy(w.start_hidden[i], x + i * dim, dim);
     const bool exits = pol.evaluates_exits() && w.decode.size() > 0 && n_exits > 1;
     track_prev_ = false;
     if (exits)
-      for (int e = 0; e + 1 < n_exits; ++e) track_prev_ |= pol.needs(e).prev_hidden;
+      for (int e = 0; e < stop; ++e) track_prev_ |= pol.needs(e).prev_hidden;
     if (track_prev_) keep_prev(x + np * dim, (rows - np) * dim);  // the embedding
-    const auto exit_layers = model_->exit_layers();
-    std::size_t n_active = rows;
-    for (int l = 0, e = 0; l < c.n_layers && n_active > 0; ++l) {
-      model_->forward_layer(l, x, n_active, w.rowkv.data(), cache_->view(l), ws_);
-      if (e + 1 < n_exits && l == exit_layers[std::size_t(e)]) {
+    std::size_t lo = nl, n_active = rows;                         // active rows: [lo, n_active)
+    for (int l = 0, e = 0; l <= last_layer && n_active > 0; ++l) {
+      while (lo > 0 && w.start_layer[lo - 1] <= l) --lo;
+      if (n_active > lo)
+        model_->forward_layer(l, x + lo * dim, n_active - lo, w.rowkv.data() + lo, cache_->view(l),
+                              ws_);
+      if (e < stop && l == exit_layers[std::size_t(e)]) {
         if (exits && n_active > np) n_active = exit_point(pol, e, l, w, n_active, sink);
         ++e;
       }
     }
-    final_head(w, n_active, sink);
+    final_head(w, n_active, stop, sink);
   }
 
  private:
@@ -254,6 +295,7 @@ class LayerWalk {
       y.slot = y_slot_.data();
       y.logit_row = y_row_.data();
       y.top1 = er.top1 ? y_top1_.data() : nullptr;
+      y.hidden = backend_t::data(h_);
       sink(y);
       // Compact the rows that go on to the front of the decode range, in order.
       std::size_t k = 0;
@@ -273,10 +315,22 @@ class LayerWalk {
     return n_active;
   }
 
-  // The rows still active that yield a token: prefill chunks that end their prompt, and
-  // the decode rows that went the whole way. One final head over all of them.
+  // Late rows must be sorted, start inside the walk and not exit.
+  static void check_late(const WalkRows& w, int last_layer) {
+    const std::size_t nl = w.n_late();
+    if (w.start_hidden.size() != nl || nl > w.n_prefill)
+      throw error("layer walk", "late rows: start_hidden or n_prefill does not match start_layer");
+    for (std::size_t i = 0; i < nl; ++i)
+      if (w.start_layer[i] <= 0 || w.start_layer[i] > last_layer || !w.start_hidden[i] ||
+          (i && w.start_layer[i] > w.start_layer[i - 1]))
+        throw error("layer walk", "late rows need non-increasing start layers in (0, last layer]");
+  }
+
+  // The rows still active that yield a token: prefill chunks that end their prompt, verify
+  // rows, and the decode rows that went the whole way. One head over all of them: the
+  // final head, or exit `stop`'s with its scores when the walk stops early.
   template <class Sink>
-  void final_head(WalkRows& w, std::size_t n_active, Sink& sink) {
+  void final_head(WalkRows& w, std::size_t n_active, int stop, Sink& sink) {
     const auto& c = model_->config();
     const std::size_t dim = std::size_t(c.dim), vocab = std::size_t(c.vocab_size);
     const std::size_t np = w.n_prefill;
@@ -289,14 +343,20 @@ class LayerWalk {
     const std::size_t ns = y_row_.size();
     if (ns == 0) return;
     auto& be = model_->backend();
-    const int last = model_->n_exits() - 1;
     be.gather_rows(backend_t::data(x_), y_row_.data(), ns, dim, backend_t::data(h_));
-    model_->exit_logits(last, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
+    model_->exit_logits(stop, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
     for (std::size_t j = 0; j < ns; ++j) y_row_[j] = std::int32_t(j);
     YieldedRows y;
-    y.exit = last;
-    y.layer = c.n_layers - 1;
+    y.exit = stop;
+    y.layer = model_->exit_layers()[std::size_t(stop)];
     y.n = ns;
+    y.hidden = backend_t::data(h_);
+    if (stop + 1 < model_->n_exits()) {
+      be.exit_scores(backend_t::data(logits_), ns, vocab, backend_t::data(scores_),
+                     backend_t::data(top1_));
+      y.scores = be.host_view(backend_t::data(scores_), 3 * ns, stage_scores_);
+      y.top1 = be.host_view(backend_t::data(top1_), ns, stage_top1_);
+    }
     y.vocab = vocab;
     y.slot = y_slot_.data();
     y.logits = be.host_view(backend_t::data(logits_), ns * vocab, stage_logits_);

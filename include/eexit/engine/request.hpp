@@ -56,6 +56,12 @@ struct RequestStats {
   std::int32_t preemptions = 0;
   std::vector<std::int64_t> exit_histogram;
   std::int64_t layers_computed = 0;  // decode layers actually run, summed over tokens
+  // Self-speculation: verify passes, draft tokens proposed, draft tokens accepted, tokens
+  // the verify passes emitted (accepted drafts + one each, unless a stop cut the run).
+  std::int32_t verify_passes = 0;
+  std::int32_t draft_tokens = 0;
+  std::int32_t accepted_drafts = 0;
+  std::int32_t speculative_tokens = 0;
   double time_to_first_token_s = 0.0;
   double total_time_s = 0.0;
 };

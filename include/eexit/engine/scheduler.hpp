@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <vector>
 
 #include "eexit/concepts.hpp"
@@ -38,16 +39,24 @@ struct SchedulerOptions {
   std::int32_t max_running = 64;        // sequences in the running batch
 };
 
-// The plan's rows for the walk. Prefill chunks first, decode rows last, so that rows
-// leaving at an exit point shrink the active range from its end and prefill rows never
-// move; a row's slot is its chunk's index in plan.chunks after that reordering. Advances
-// every sequence's n_computed: once the walk has run, these K/V are in the cache.
+// Prefill chunks first, decode rows last, so that rows leaving at an exit point shrink
+// the walk's active range from its end and prefill rows never move. A row's slot is its
+// chunk's index in plan.chunks after this reordering.
+inline void order_chunks(Plan& plan) {
+  std::stable_partition(plan.chunks.begin(), plan.chunks.end(),
+                        [](const Chunk& ch) { return !ch.decode; });
+}
+
+// Appends the rows of the plan's chunks (ordered by order_chunks) to the walk's rows, except
+// chunks k with skip[k] >= 0 (rows the caller lays out itself: self-speculation's verify
+// rows). Advances those sequences' n_computed: once the walk has run, these K/V are in the
+// cache.
 template <kv_cache Cache>
-void lay_out_rows(Plan& plan, const Cache& cache, WalkRows& rows) {
+void append_chunk_rows(Plan& plan, const Cache& cache, WalkRows& rows,
+                       std::span<const int> skip = {}) {
   auto& chunks = plan.chunks;
-  std::stable_partition(chunks.begin(), chunks.end(), [](const Chunk& ch) { return !ch.decode; });
-  rows.clear();
   for (std::size_t k = 0; k < chunks.size(); ++k) {
+    if (k < skip.size() && skip[k] >= 0) continue;
     const Chunk& ch = chunks[k];
     Sequence& s = *ch.seq;
     const std::int32_t* bt = cache.block_table(s.id);
@@ -67,6 +76,14 @@ void lay_out_rows(Plan& plan, const Cache& cache, WalkRows& rows) {
     }
     s.n_computed += ch.n;
   }
+}
+
+// The plan's rows for the walk, in walk order (order_chunks, then every chunk's rows).
+template <kv_cache Cache>
+void lay_out_rows(Plan& plan, const Cache& cache, WalkRows& rows) {
+  order_chunks(plan);
+  rows.clear();
+  append_chunk_rows(plan, cache, rows);
 }
 
 template <kv_cache Cache>

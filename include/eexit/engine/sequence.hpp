@@ -39,7 +39,11 @@ struct Sequence {
   // tok: optional; enables stop strings and text. n_exits sizes the exit histogram.
   Sequence(request_id i, GenerateRequest r, std::uint64_t seed, int n_exits,
            const Tokenizer* tok = nullptr)
-      : id(i), req(std::move(r)), tokens(req.prompt), sampler(req.sampling, seed) {
+      : id(i),
+        req(std::move(r)),
+        tokens(req.prompt),
+        sampler(req.sampling, seed),
+        spec_rng(seed ^ 0x243f6a8885a308d3ull) {
     n_prompt = std::int32_t(req.prompt.size());
     sampler.set_prompt(req.prompt);
     stats.prompt_tokens = n_prompt;
@@ -54,6 +58,10 @@ struct Sequence {
   std::int32_t n_prompt = 0;
   std::int32_t n_computed = 0;  // tokens whose K/V are in the cache
   Sampler sampler;
+  // Self-speculation's draws (draft tokens, accept tests, residual samples): a stream of
+  // its own, so that they are independent of the sampler's and the output depends only on
+  // the seed.
+  Rng spec_rng;
   std::optional<StreamDecoder> detok;
   std::string text;           // decoded so far (for stop strings)
   std::size_t text_sent = 0;  // bytes of text already reported

@@ -10,6 +10,7 @@
 #include "eexit/policy/exit_rows.hpp"
 #include "eexit/policy/measures.hpp"
 #include "eexit/policy/rules.hpp"
+#include "eexit/policy/speculation.hpp"
 #include "eexit/policy/thresholds.hpp"
 
 namespace eexit {
@@ -48,6 +49,19 @@ struct ExitPolicy {
     }
     rule.apply(confident, leave);
   }
+  // Self-speculation (the speculative_policy capability): the rule's, when it is the
+  // self-spec decode mode; off otherwise. Drafts are scored with this policy's measure.
+  Speculation speculation() const {
+    if constexpr (requires { rule.speculation(); })
+      return rule.speculation();
+    else
+      return Speculation{.max_draft = 0};
+  }
+  void draft_confidence(const ExitRows& r, float* out) const {
+    check_draft_measure(measure.needs());
+    measure.score(r, out);
+  }
+
   // The scores of the last decide() call (statistics, tests).
   std::span<const float> last_scores() const { return scores_; }
 

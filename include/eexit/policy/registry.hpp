@@ -3,8 +3,8 @@
 // server (flags and the OpenAI request's early_exit.policy) and the benchmarks map names
 // to types here, and print the lists below in their help text and errors.
 //
-//   policy  full | all-confident | split    -> AnyRule (NeverExit, ExitWhenAllConfident,
-//                                              ExitConfidentRows)
+//   policy  full | all-confident | split | self-spec -> AnyRule (NeverExit,
+//           ExitWhenAllConfident, ExitConfidentRows, SpeculateFromExit)
 //   measure max-prob | margin | entropy | cosine | classifier -> AnyMeasure
 //
 // The names come from each stock type's name(), listed by the variants in AnyRule and
@@ -51,12 +51,17 @@ inline AnyMeasure measure_from_name(std::string_view n) {
 }
 
 // A runtime policy from names: `policy` picks the batch rule ("full" computes no exit
-// heads), `measure` the confidence measure.
+// heads; "self-spec" is the self-speculative decode mode, drafting as `spec` says and
+// scoring drafts with `measure`), `measure` the confidence measure.
 inline RuntimePolicy make_runtime_policy(std::string_view policy,
                                          std::string_view measure = "max-prob",
-                                         Thresholds thresholds = {}) {
+                                         Thresholds thresholds = {}, Speculation spec = {}) {
   RuntimePolicy p;
   p.rule = rule_from_name(policy);
+  if (auto* s = std::get_if<SpeculateFromExit>(&p.rule.r)) {
+    spec.validate();
+    s->spec = spec;
+  }
   p.measure = measure_from_name(measure);
   p.thresholds = std::move(thresholds);
   return p;

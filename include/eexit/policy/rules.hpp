@@ -7,9 +7,9 @@
 #include <string_view>
 #include <variant>
 
-#include "eexit/policy/names.hpp"
-
 #include "eexit/concepts.hpp"
+#include "eexit/policy/names.hpp"
+#include "eexit/policy/speculation.hpp"
 
 namespace eexit {
 
@@ -53,13 +53,27 @@ struct NeverExit {
   }
 };
 
+// Self-speculative decoding as a run-time choice (`--policy self-spec`): no row leaves at
+// an exit point, every token is verified at full depth; the engine drafts from the exit
+// in `spec` instead (policy/self_speculative.hpp, the engine's speculative_policy path).
+struct SpeculateFromExit {
+  Speculation spec{};
+  std::string_view name() const { return "self-spec"; }
+  bool evaluates_exits() const { return false; }
+  Speculation speculation() const { return spec; }
+  void apply(std::span<const std::uint8_t>, std::span<std::uint8_t> leave) const {
+    std::fill(leave.begin(), leave.end(), std::uint8_t(0));
+  }
+};
+
 // One of the stock rules chosen at run time (CLI, server). The first alternative is the
 // default: a runtime policy starts at full depth until told otherwise. What issue 9 adds
 // (the rule "adaptive", the decode mode "self-spec") is one more alternative here, whose
 // type tells the engine what it is; its name() is its name in the registry
 // (policy/registry.hpp), which lists the alternatives.
 struct AnyRule {
-  using alternatives = std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows>;
+  using alternatives =
+      std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows, SpeculateFromExit>;
   alternatives r{};
 
   std::string_view name() const {
@@ -71,6 +85,17 @@ struct AnyRule {
   void apply(std::span<const std::uint8_t> conf, std::span<std::uint8_t> leave) const {
     std::visit([&](const auto& x) { x.apply(conf, leave); }, r);
   }
+  // The self-spec alternative's drafting; off (max_draft 0) for every other rule.
+  Speculation speculation() const {
+    return std::visit(
+        [](const auto& x) {
+          if constexpr (requires { x.speculation(); })
+            return Speculation(x.speculation());
+          else
+            return Speculation{.max_draft = 0};
+        },
+        r);
+  }
   // Throws eexit::error("policy", ...) listing the valid names.
   static AnyRule from_name(std::string_view n) {
     return {detail::alternative_from_name<alternatives>(n, "policy", "policy")};
@@ -78,6 +103,6 @@ struct AnyRule {
 };
 
 static_assert(batch_rule<ExitWhenAllConfident> && batch_rule<ExitConfidentRows> &&
-              batch_rule<NeverExit> && batch_rule<AnyRule>);
+              batch_rule<NeverExit> && batch_rule<SpeculateFromExit> && batch_rule<AnyRule>);
 
 }  // namespace eexit

@@ -31,6 +31,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "eexit/engine/request.hpp"
@@ -360,6 +361,12 @@ class EngineService final : public detail::ServiceCore {
         M.steps = st.steps;
         M.preemptions = st.preemptions;
         M.exit_histogram = st.exit_histogram;
+        if constexpr (requires { st.verify_passes; }) {
+          M.verify_passes = st.verify_passes;
+          M.draft_tokens = st.draft_tokens;
+          M.accepted_drafts = st.accepted_drafts;
+          M.speculative_tokens = st.speculative_tokens;
+        }
       }
       if constexpr (requires { engine_->model().exit_layers(); }) {
         if (M.exit_layers.empty()) {

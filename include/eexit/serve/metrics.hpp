@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct ServiceMetrics {
   std::vector<std::int32_t> exit_layers;     // layer of each exit point
   std::vector<std::int64_t> exit_histogram;  // tokens per exit point
   std::int64_t loop_iterations = 0;          // engine-thread wake-ups (idle must not spin)
+  // Self-speculation (EngineStats): verify passes, drafts proposed and accepted, tokens
+  // the verify passes emitted.
+  std::int64_t verify_passes = 0, draft_tokens = 0, accepted_drafts = 0, speculative_tokens = 0;
 };
 
 // The Prometheus text format (version 0.0.4) of a snapshot.
@@ -50,6 +54,18 @@ inline std::string prometheus_text(const ServiceMetrics& m) {
   o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
   counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
   o << "eexit_preemptions_total " << m.preemptions << "\n";
+  const std::tuple<const char*, const char*, std::int64_t> speculation[] = {
+      {"eexit_verify_passes_total", "Self-speculation: verify passes (one per drafting row).",
+       m.verify_passes},
+      {"eexit_draft_tokens_total", "Self-speculation: draft tokens proposed.", m.draft_tokens},
+      {"eexit_accepted_drafts_total", "Self-speculation: draft tokens accepted.",
+       m.accepted_drafts},
+      {"eexit_speculative_tokens_total", "Self-speculation: tokens emitted by verify passes.",
+       m.speculative_tokens}};
+  for (auto& [name, help, v] : speculation) {
+    counter(name, help);
+    o << name << " " << v << "\n";
+  }
   gauge("eexit_requests_running", "Requests in the running batch.", m.running);
   gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
   gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);

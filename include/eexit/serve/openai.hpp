@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "eexit/core/error.hpp"
@@ -438,12 +439,19 @@ inline json response_body(const ParsedRequest& r, const std::string& id, std::in
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   else
     choice["text"] = c.text;
-  return {{"id", id},
-          {"object", r.chat ? "chat.completion" : "text_completion"},
-          {"created", created},
-          {"model", r.model},
-          {"choices", json::array({choice})},
-          {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
+  json body = {{"id", id},
+               {"object", r.chat ? "chat.completion" : "text_completion"},
+               {"created", created},
+               {"model", r.model},
+               {"choices", json::array({choice})},
+               {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
+  if (c.stats.verify_passes > 0)  // self-speculation's share of this request
+    body["speculation"] = {
+        {"verify_passes", c.stats.verify_passes},
+        {"draft_tokens", c.stats.draft_tokens},
+        {"accepted_drafts", c.stats.accepted_drafts},
+        {"tokens_per_verify", double(c.stats.speculative_tokens) / c.stats.verify_passes}};
+  return body;
 }
 
 // One SSE chunk: a step's tokens (and the finish reason on the last).

@@ -1,0 +1,388 @@
+// eexit-bench-spec: self-speculative decoding vs FullDepth, greedy, in one run.
+//
+//   eexit-bench-spec MODEL_DIR [--data ../shared/data/tinyshakespeare.txt] [--threads 1]
+//                    [--prompts 64] [--prompt-len 32] [--new 64] [--batches 1,4,16,64]
+//                    [--configs L:K:T,...] [--reps 3] [--csv FILE] [--quick] [--costs-only]
+//
+// Prompts: held-out text (the last 10% of the data file's characters, which the embedded
+// model did not train on), tokenized without special tokens; prompt i = BOS + prompt-len - 1
+// tokens at an even spacing. Greedy, ignore_eos, --new tokens per prompt.
+// Configurations: L:K:T = draft from the exit after layer L, at most K drafts per verify
+// pass, stop drafting under max-prob T (0 = always K); L:K:T:nb = without the bonus row
+// (Speculation::bonus_row).
+//
+// Speed, per batch size B: an Engine<P, PagedCache<CpuBackend,16>> with max_running = B gets
+// the prompts in waves of B. Timed: the decode steps only (a wave's first step is its
+// prefill, the same work for every policy). tokens/s = decode tokens / wall time of those
+// steps; CPU ratio = the same with process CPU time (CLOCK_PROCESS_CPUTIME_ID), which time
+// spent descheduled by other load on the machine does not inflate. The runs of one B
+// alternate (full, config 1, config 2, ..., then again --reps times) and each one keeps its
+// best run, so every ratio compares runs made within seconds of each other.
+// Agreement: generated tokens equal to FullDepth's, position by position (must be 100%).
+// Also: acceptance (accepted / proposed drafts), tokens per verify pass, and the draft and
+// verify walks' share of the time.
+//
+// Step costs (the WHY): LayerWalk on its own, B sequences with 64 tokens of context each:
+// the time of a full-depth walk of B·r rows (r positions per sequence) over the time of B
+// rows; of a draft walk (layers 0..L and the exit head, B rows); and of a verify walk of
+// k + 1 positions per sequence (k from layer L+1, one from layer 0), each over a full-depth
+// walk of B rows; process CPU time (wall time of a few-millisecond walk on a loaded
+// machine is mostly other processes' time slices), min over many repetitions.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench_clock.hpp"
+#include "eexit/backend/cpu.hpp"
+#include "eexit/cache/paged.hpp"
+#include "eexit/engine/engine.hpp"
+#include "eexit/engine/layer_walk.hpp"
+#include "eexit/model/llama.hpp"
+#include "eexit/model/load.hpp"
+#include "eexit/policy/full_depth.hpp"
+#include "eexit/policy/self_speculative.hpp"
+#include "eexit/text/tokenizer.hpp"
+
+using namespace eexit;
+using clk = std::chrono::steady_clock;
+using bench::cpu_now;
+using bench::loadavg;
+
+namespace {
+
+using Model = LlamaModel<CpuBackend>;
+using Cache = PagedCache<CpuBackend, 16>;
+
+struct Config {
+  int layer = 1, k = 4;
+  float threshold = 0.0f;
+  bool bonus = true;
+  std::string label() const {
+    char b[64];
+    std::snprintf(b, sizeof b, "L%d k%d t%.2g%s", layer, k, double(threshold), bonus ? "" : " nb");
+    return b;
+  }
+};
+
+struct Options {
+  std::string model, data = "../shared/data/tinyshakespeare.txt", csv;
+  unsigned threads = 1;
+  int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3;
+  bool costs_only = false;
+  std::vector<int> batches{1, 4, 16, 64};
+  std::vector<Config> configs{{1, 2, 0},    {1, 3, 0, false},    {3, 2, 0},   {3, 3, 0, false},
+                              {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "%s\nusage: eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
+               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
+               "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n",
+               why);
+  std::exit(2);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, sep);) v.push_back(t);
+  return v;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--data") {
+      o.data = val();
+    } else if (a == "--threads") {
+      o.threads = unsigned(std::stoul(val()));
+    } else if (a == "--prompts") {
+      o.n_prompts = std::stoi(val());
+    } else if (a == "--prompt-len") {
+      o.prompt_len = std::stoi(val());
+    } else if (a == "--new") {
+      o.n_new = std::stoi(val());
+    } else if (a == "--reps") {
+      o.reps = std::stoi(val());
+    } else if (a == "--csv") {
+      o.csv = val();
+    } else if (a == "--batches") {
+      o.batches.clear();
+      for (auto& t : split(val(), ',')) o.batches.push_back(std::stoi(t));
+    } else if (a == "--configs") {
+      o.configs.clear();
+      for (auto& t : split(val(), ',')) {
+        const auto f = split(t, ':');
+        if (f.size() != 3 && f.size() != 4) usage("a config is L:K:T or L:K:T:nb");
+        o.configs.push_back(
+            {std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]), f.size() == 3 || f[3] != "nb"});
+      }
+    } else if (a == "--costs-only") {
+      o.costs_only = true;
+    } else if (a == "--quick") {
+      quick = true;
+    } else if (a == "-h" || a == "--help") {
+      usage("");
+    } else if (!a.empty() && a[0] == '-') {
+      usage(("unknown option " + a).c_str());
+    } else {
+      o.model = a;
+    }
+  }
+  if (quick) {  // smoke run: seconds
+    o.n_prompts = 4;
+    o.batches = {1, 4};
+    o.reps = 1;
+    o.n_new = 24;
+  }
+  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1)
+    usage("bad option value");
+  for (int B : o.batches)
+    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+  return o;
+}
+
+std::vector<std::vector<std::int32_t>> held_out_prompts(const Options& o, const Model& model,
+                                                        const Tokenizer& tok) {
+  std::ifstream f(o.data, std::ios::binary);
+  if (!f) {
+    std::fprintf(stderr, "cannot read %s\n", o.data.c_str());
+    std::exit(1);
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  const auto ids = tok.encode(std::string_view(text).substr(text.size() * 9 / 10), false);
+  const std::size_t len = std::size_t(o.prompt_len - 1);
+  if (ids.size() < len + std::size_t(o.n_prompts)) usage("the held-out text is too short");
+  std::vector<std::vector<std::int32_t>> ps;
+  for (int i = 0; i < o.n_prompts; ++i) {
+    const std::size_t off = std::size_t(i) * (ids.size() - len) / std::size_t(o.n_prompts);
+    std::vector<std::int32_t> p{model.config().bos_id};
+    p.insert(p.end(), ids.begin() + long(off), ids.begin() + long(off + len));
+    ps.push_back(std::move(p));
+  }
+  return ps;
+}
+
+struct Run {
+  double wall = 0, cpu = 0;
+  std::int64_t tokens = 0;
+  std::vector<std::vector<std::int32_t>> out;  // per prompt
+  EngineStats stats;
+};
+
+template <class P>
+Run generate(Model& model, const P& policy, const std::vector<std::vector<std::int32_t>>& ps, int B,
+             int n_new) {
+  const int per_seq = (int(ps[0].size()) + n_new + 16 + 15) / 16;
+  Cache cache(model.backend(), model.config(), B * per_seq);
+  EngineOptions eo;
+  eo.max_batch_tokens = B * int(ps[0].size());  // a wave's prompts in its first step
+  eo.max_running = B;
+  Engine<P, Cache> engine(model, cache, policy, eo);
+  Run run;
+  run.out.resize(ps.size());
+  for (std::size_t w0 = 0; w0 < ps.size(); w0 += std::size_t(B)) {
+    std::map<request_id, std::size_t> idx;
+    for (int b = 0; b < B; ++b) {
+      GenerateRequest r;
+      r.prompt = ps[w0 + std::size_t(b)];
+      r.max_tokens = n_new;
+      r.ignore_eos = true;
+      idx[engine.add_request(std::move(r))] = w0 + std::size_t(b);
+    }
+    for (bool prefill = true; engine.has_work(); prefill = false) {
+      const double c0 = cpu_now();
+      const auto t0 = clk::now();
+      auto outs = engine.step();
+      const double wall = std::chrono::duration<double>(clk::now() - t0).count();
+      const double cpu = cpu_now() - c0;
+      for (auto& o : outs) {
+        if (o.finish == finish_reason::error) {
+          std::fprintf(stderr, "request failed: %s\n", o.error.c_str());
+          std::exit(1);
+        }
+        for (auto& t : o.tokens) run.out[idx.at(o.id)].push_back(t.token);
+        if (!prefill) run.tokens += std::int64_t(o.tokens.size());
+      }
+      if (!prefill) {
+        run.wall += wall;
+        run.cpu += cpu;
+      }
+    }
+  }
+  run.stats = engine.stats();
+  return run;
+}
+
+// ---- step costs ----------------------------------------------------------------------
+// Min over reps of one walk of B sequences x r rows each at context 64 (stop_exit: a draft).
+// late > 0: a verify pass: the first r - 1 rows of each sequence start at layer `late` (from
+// a stand-in hidden state), the last from layer 0.
+double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late = 0) {
+  const int ctx = 64;
+  Cache cache(model.backend(), model.config(), B * ((ctx + r + 15) / 16));
+  LayerWalk<Model, Cache> walk(model, cache, std::size_t(B * (ctx + r)), std::size_t(B * r));
+  FullDepth full;
+  auto none = [](const YieldedRows&) {};
+  WalkRows w;
+  for (int b = 0; b < B; ++b) {  // the context, once
+    if (!cache.reserve(b + 1, ctx + r)) std::exit(1);
+    for (int p = 0; p < ctx; ++p) {
+      w.tokens.push_back(std::int32_t(p % model.config().vocab_size));
+      w.rowkv.push_back(RowKv{cache.block_table(b + 1), p});
+    }
+  }
+  w.n_prefill = w.tokens.size();
+  walk.run(full, w, none);
+  auto state = model.backend().allocate<float>(std::size_t(model.config().dim));
+  model.backend().fill(CpuBackend::data(state), std::size_t(model.config().dim), 0.05f);
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    w.clear();
+    if (late > 0)
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j + 1 < r; ++j) {
+          w.push_late(std::int32_t(j + 3), RowKv{cache.block_table(b + 1), ctx + j}, late,
+                      CpuBackend::data(state));
+          w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
+          w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+        }
+    for (int b = 0; b < B; ++b)
+      for (int j = late > 0 ? r - 1 : 0; j < r; ++j) {
+        w.tokens.push_back(std::int32_t(j + 3));
+        w.rowkv.push_back(RowKv{cache.block_table(b + 1), ctx + j});
+        w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
+        w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+      }
+    w.n_prefill = w.tokens.size();
+    w.stop_exit = stop_exit;
+    const double c0 = cpu_now();
+    walk.run(full, w, none);
+    best = std::min(best, cpu_now() - c0);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  CpuBackend be(o.threads);
+  Model model(be, load_model(o.model));
+  const Tokenizer tok = Tokenizer::load(o.model + "/tokenizer.json", model.config().vocab_size);
+  const auto ps = held_out_prompts(o, model, tok);
+  const std::string load0 = loadavg();
+  std::printf("eexit-bench-spec: %s, %d layers, exits after", o.model.c_str(),
+              model.config().n_layers);
+  for (int l : model.exit_layers()) std::printf(" %d", l);
+  std::printf("; %d prompts x %d tokens, %d new, greedy; threads %u; reps %d; load %s\n",
+              o.n_prompts, o.prompt_len, o.n_new, o.threads, o.reps, load0.c_str());
+
+  // Step costs first: they explain the ratios below.
+  std::printf("\nstep costs (LayerWalk alone, context 64, CPU time, min of 40):\n");
+  std::printf("  %4s  %9s  %s\n", "B", "full B",
+              "full B*r / full B for r = 2 3 4 5 | draft/full | verify of k+1 / full, k = 2 3 4");
+  const int n_exits = model.n_exits();
+  for (int B : o.batches) {
+    const double one = walk_cost(model, B, 1, -1, 40);
+    std::printf("  %4d  %7.3fms ", B, one * 1e3);
+    for (int r : {2, 3, 4, 5}) std::printf(" %5.2f", walk_cost(model, B, r, -1, 40) / one);
+    std::printf("  |");
+    for (int e = 0; e + 1 < n_exits; ++e)
+      std::printf(" L%d %4.2f", model.exit_layers()[std::size_t(e)],
+                  walk_cost(model, B, 1, e, 40) / one);
+    std::printf("  |");
+    for (int e = 0; e + 1 < n_exits; ++e) {
+      std::printf(" L%d", model.exit_layers()[std::size_t(e)]);
+      for (int k : {2, 3, 4})
+        std::printf(
+            " %4.2f",
+            walk_cost(model, B, k + 1, -1, 40, model.exit_layers()[std::size_t(e)] + 1) / one);
+    }
+    std::printf("\n");
+  }
+
+  if (o.costs_only) return 0;
+  struct Row {
+    int B;
+    std::string label;
+    Run best;
+    double best_cpu = 1e30;
+  };
+  std::vector<Row> rows;
+  for (int B : o.batches) {
+    Row full{B, "full", {}, 1e30};
+    std::vector<Row> cfg;
+    for (auto& c : o.configs) cfg.push_back({B, c.label(), {}, 1e30});
+    auto keep = [](Row& r, Run&& x) {
+      r.best_cpu = std::min(r.best_cpu, x.cpu);
+      if (r.best.tokens == 0 || x.wall < r.best.wall) r.best = std::move(x);
+    };
+    for (int rep = 0; rep < o.reps; ++rep) {
+      keep(full, generate(model, FullDepth{}, ps, B, o.n_new));
+      for (std::size_t i = 0; i < o.configs.size(); ++i) {
+        SelfSpeculative<> p;
+        p.spec = {o.configs[i].layer, o.configs[i].k, o.configs[i].threshold, o.configs[i].bonus};
+        keep(cfg[i], generate(model, p, ps, B, o.n_new));
+      }
+    }
+    rows.push_back(std::move(full));
+    for (auto& r : cfg) rows.push_back(std::move(r));
+  }
+  const std::string load1 = loadavg();
+
+  std::printf("\n%4s  %-14s %9s %7s %7s %8s %7s %8s %7s %7s\n", "B", "policy", "tok/s", "x full",
+              "x cpu", "agree%", "accept%", "tok/pass", "draft%", "verify%");
+  std::FILE* csv = o.csv.empty() ? nullptr : std::fopen(o.csv.c_str(), "w");
+  if (csv)
+    std::fprintf(csv,
+                 "batch,policy,tok_s,x_full,x_full_cpu,agreement,acceptance,tokens_per_verify,"
+                 "draft_share,verify_share,decode_tokens,reps,load_start,load_end\n");
+  for (const auto& r : rows) {
+    const Row* full = nullptr;
+    for (const auto& f : rows)
+      if (f.B == r.B && f.label == "full") full = &f;
+    const double tps = double(r.best.tokens) / r.best.wall;
+    const double x =
+        full->best.wall / r.best.wall * double(r.best.tokens) / double(full->best.tokens);
+    const double xc =
+        full->best_cpu / r.best_cpu * double(r.best.tokens) / double(full->best.tokens);
+    std::size_t same = 0, total = 0;
+    for (std::size_t p = 0; p < ps.size(); ++p)
+      for (std::size_t j = 0; j < full->best.out[p].size(); ++j, ++total)
+        same += j < r.best.out[p].size() && r.best.out[p][j] == full->best.out[p][j];
+    const auto& st = r.best.stats;
+    const double agree = 100.0 * double(same) / double(total);
+    const double spec_s = st.draft_time_s + st.verify_time_s;
+    std::printf("%4d  %-14s %9.1f %7.2f %7.2f %8.2f %7.1f %8.2f %7.1f %7.1f\n", r.B,
+                r.label.c_str(), tps, x, xc, agree, 100.0 * st.acceptance_rate(),
+                st.tokens_per_verify(), spec_s > 0 ? 100.0 * st.draft_time_s / r.best.wall : 0.0,
+                spec_s > 0 ? 100.0 * st.verify_time_s / r.best.wall : 0.0);
+    if (csv)
+      std::fprintf(csv, "%d,%s,%.2f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%lld,%d,%s,%s\n", r.B,
+                   r.label.c_str(), tps, x, xc, agree, st.acceptance_rate(), st.tokens_per_verify(),
+                   st.draft_time_s / r.best.wall, st.verify_time_s / r.best.wall,
+                   (long long)r.best.tokens, o.reps, load0.c_str(), load1.c_str());
+  }
+  if (csv) std::fclose(csv);
+  std::printf("load at end %s\n", load1.c_str());
+  return 0;
+}

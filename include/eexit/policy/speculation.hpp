@@ -1,0 +1,40 @@
+#pragma once
+// Speculation: where and how much a self-speculative decode mode drafts (runtime values;
+// policy/self_speculative.hpp has the mode itself). Its own header so that the rules
+// (policy/rules.hpp, the runtime "self-spec" rule) can carry it without the engine.
+#include "eexit/core/error.hpp"
+#include "eexit/policy/exit_rows.hpp"
+
+namespace eexit {
+
+struct Speculation {
+  int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
+  int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
+  // A row stops drafting at a draft scored under this (0 = never: always K drafts). 0.5
+  // (max-prob) was the best of those measured on the embedded model (benchmarks/RESULTS.md).
+  float threshold = 0.5f;
+  // Verify the last draft too: one more row from layer 0 per pass, whose logits give a
+  // bonus token when every draft is kept. Nearly free where a step is weight-bound (large
+  // models, GPUs); a full row of compute where it is compute-bound (small models on a CPU).
+  // Without it a pass emits at most K tokens and the last draft starts the next pass.
+  bool bonus_row = true;
+
+  bool enabled() const noexcept { return max_draft > 0; }
+  // Throws eexit::error naming the field.
+  void validate() const {
+    if (max_draft < 0 || max_draft > 64)
+      throw error("speculation", "max_draft (draft tokens) must be in [0, 64]");
+    if (draft_layer < -1) throw error("speculation", "draft_layer must be -1 or a layer index");
+    if (!(threshold == threshold)) throw error("speculation", "threshold is NaN");
+  }
+};
+
+// Drafts are scored from the draft head's exit scores (ExitRows::scores / top1) only.
+inline void check_draft_measure(const ExitNeeds& n) {
+  if (n.logits_host || n.hidden || n.prev_hidden || n.classifier)
+    throw error("self-spec",
+                "the draft confidence measure may use exit scores only "
+                "(max-prob, margin, entropy)");
+}
+
+}  // namespace eexit

@@ -1,0 +1,472 @@
+// Self-speculative decoding through the batched engine: drafts from an exit head, one
+// full-depth verify pass, rejection-sampling accept, cache rollback. What full depth
+// generates is the reference: greedy output must equal it token for token in every
+// configuration (draft exits, k fixed or adaptive, batch 1 and 8, prefill chunks and
+// preemption in the mix, both caches, two models); sampled output must have its
+// distribution; a rolled-back cache must hold exactly what a cache that never saw the
+// rejected drafts holds.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../test_paths.hpp"
+#include "eexit/eexit.hpp"
+#include "eexit/policy/self_speculative.hpp"
+
+using namespace eexit;
+
+namespace {
+
+struct Shakespeare {
+  CpuBackend be{2};
+  LlamaModel<CpuBackend> model{be, load_model(test::source("models/eexit-shakespeare"))};
+  Tokenizer tok = Tokenizer::load(test::source("models/eexit-shakespeare/tokenizer.json"));
+};
+Shakespeare& shakespeare() {
+  static Shakespeare s;
+  return s;
+}
+
+struct Stories {
+  CpuBackend be{2};
+  LlamaModel<CpuBackend> model{be, [] {
+                                 auto w =
+                                     load_model(test::shared("models/stories260K/stories260K.bin"));
+                                 w.config.early_exit.exit_layers = {2};  // an exit after layer 2
+                                 return w;
+                               }()};
+};
+Stories& stories() {
+  static Stories s;
+  return s;
+}
+
+const char* kTexts[] = {"ROMEO:\nBut soft, what light",   "First Citizen:\nWe are accounted",
+                        "KING HENRY:\nOnce more unto",    "JULIET:\nO Romeo, Romeo",
+                        "MENENIUS:\nI tell you, friends", "HAMLET:\nTo be, or not",
+                        "LADY MACBETH:\nOut, damned",     "PROSPERO:\nWe are such stuff"};
+
+std::vector<GenerateRequest> shakespeare_requests(int n, int max_tokens = 40) {
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = shakespeare().tok.encode(kTexts[i % 8]);
+    r.max_tokens = max_tokens + 3 * i;
+    r.ignore_eos = true;
+    rs.push_back(r);
+  }
+  return rs;
+}
+
+std::vector<GenerateRequest> stories_requests(int n) {
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = {1};
+    for (int j = 0; j < 2 + 3 * i; ++j) r.prompt.push_back(259 + (i * 41 + j * 13) % 250);
+    r.max_tokens = 30 + 2 * i;
+    r.ignore_eos = true;
+    rs.push_back(r);
+  }
+  return rs;
+}
+
+SelfSpeculative<> self_spec(int draft_layer, int k, float threshold = 0.0f, bool bonus = true) {
+  SelfSpeculative<> p;
+  p.spec = {draft_layer, k, threshold, bonus};
+  return p;
+}
+
+struct Result {
+  std::vector<std::vector<std::int32_t>> tokens;
+  std::vector<finish_reason> finish;
+  EngineStats stats;
+};
+
+// Runs the requests to completion; Cache is paged (blocks of 16) or contiguous.
+template <class Cache, class P, class M>
+Result run(M& model, P policy, const std::vector<GenerateRequest>& rs, std::int32_t cache_size,
+           EngineOptions opt = {}, const Tokenizer* tok = nullptr) {
+  Cache cache(model.backend(), model.config(), cache_size);
+  cache.fill(NAN);  // a slot read before it is written poisons the logits: sampling throws
+  Engine<P, Cache> engine(model, cache, policy, opt);
+  if (tok) engine.set_tokenizer(tok);
+  for (const auto& r : rs) engine.add_request(r);
+  Result out;
+  for (auto& c : engine.run_to_completion()) {
+    CHECK(c.finish != finish_reason::error);
+    INFO(c.error);
+    out.tokens.push_back(c.tokens);
+    out.finish.push_back(c.finish);
+  }
+  out.stats = engine.stats();
+  if constexpr (requires { cache.blocks_used(); }) CHECK(cache.blocks_used() == 0);
+  return out;
+}
+
+using Paged = PagedCache<CpuBackend, 16>;
+using Contiguous = ContiguousCache<CpuBackend>;
+
+}  // namespace
+
+TEST_CASE(
+    "self-spec greedy equals full depth on the embedded model: exits 0 and 1, several k, "
+    "batch 1 and 8, both caches") {
+  auto& m = shakespeare().model;
+  for (int batch : {1, 8}) {
+    const auto rs = shakespeare_requests(batch);
+    const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+    for (int layer : {1, 3}) {
+      for (auto [k, thr] : {std::pair{1, 0.0f}, {2, 0.0f}, {4, 0.0f}, {4, 0.3f}, {6, 0.6f}}) {
+        CAPTURE(batch);
+        CAPTURE(layer);
+        CAPTURE(k);
+        CAPTURE(thr);
+        const auto paged = run<Paged>(m, self_spec(layer, k, thr), rs, 256);
+        const auto no_bonus = run<Paged>(m, self_spec(layer, k, thr, false), rs, 256);
+        CHECK(no_bonus.tokens == full.tokens);
+        CHECK(paged.tokens == full.tokens);
+        CHECK(paged.stats.verify_passes > 0);
+        CHECK(paged.stats.accepted_drafts > 0);  // the drafts did something
+        CHECK(paged.stats.accepted_drafts <= paged.stats.draft_tokens);
+        CHECK(paged.stats.generated_tokens == full.stats.generated_tokens);
+        const auto contiguous = run<Contiguous>(m, self_spec(layer, k, thr, k % 2 == 0), rs, 8);
+        CHECK(contiguous.tokens == full.tokens);
+      }
+    }
+  }
+}
+
+TEST_CASE("self-spec greedy equals full depth with prefill chunks and preemption in the mix") {
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(8, 48);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  // Small steps: prompts go in chunks that ride in verify passes beside drafting rows.
+  EngineOptions small{.max_batch_tokens = 12, .max_running = 8};
+  const auto chunked = run<Paged>(m, self_spec(1, 3), rs, 256, small);
+  CHECK(chunked.tokens == full.tokens);
+  // A cache too small for all eight: rows draft less when slots run out and sequences are
+  // preempted (and recomputed) between steps.
+  const auto tight = run<Paged>(m, self_spec(3, 4, 0.2f), rs, 14, small);
+  CHECK(tight.stats.preemptions > 0);
+  CHECK(tight.tokens == full.tokens);
+  const auto tight_nb = run<Paged>(m, self_spec(1, 3, 0.0f, false), rs, 14, small);
+  CHECK(tight_nb.stats.preemptions > 0);
+  CHECK(tight_nb.tokens == full.tokens);
+  const auto tight_full = run<Paged>(m, FullDepth{}, rs, 14, small);
+  CHECK(tight_full.tokens == full.tokens);
+}
+
+TEST_CASE("self-spec greedy equals full depth on stories260K with an exit after layer 2") {
+  auto& m = stories().model;
+  for (int batch : {1, 8}) {
+    const auto rs = stories_requests(batch);
+    const auto full = run<Paged>(m, FullDepth{}, rs, 128);
+    for (auto [k, thr] : {std::pair{2, 0.0f}, {4, 0.0f}, {4, 0.4f}}) {
+      CAPTURE(batch);
+      CAPTURE(k);
+      const auto out = run<Paged>(m, self_spec(2, k, thr), rs, 128);
+      CHECK(out.tokens == full.tokens);
+      CHECK(out.stats.verify_passes > 0);
+      const auto contiguous = run<Contiguous>(m, self_spec(-1, k, thr), rs, 8);
+      CHECK(contiguous.tokens == full.tokens);
+    }
+  }
+}
+
+TEST_CASE("self-spec stops inside an accepted run: stop ids, stop strings, max_tokens") {
+  auto& s = shakespeare();
+  auto rs = shakespeare_requests(4, 30);
+  const auto full = run<Paged>(s.model, FullDepth{}, rs, 256);
+  // Stop at a token that full depth emits mid-way: the run must end exactly there.
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    rs[i].stop_token_ids = {full.tokens[i][7]};
+    rs[i].max_tokens = 30;
+  }
+  const auto full_stop = run<Paged>(s.model, FullDepth{}, rs, 256);
+  const auto spec_stop = run<Paged>(s.model, self_spec(3, 4), rs, 256);
+  CHECK(spec_stop.tokens == full_stop.tokens);
+  CHECK(spec_stop.finish == full_stop.finish);
+  // Stop strings on the detokenised text, and max_tokens that cut a run.
+  auto rs2 = shakespeare_requests(4, 30);
+  for (auto& r : rs2) {
+    r.stop = {"e"};
+    r.max_tokens = 5;
+  }
+  const auto a = run<Paged>(s.model, FullDepth{}, rs2, 256, {}, &s.tok);
+  const auto b = run<Paged>(s.model, self_spec(1, 4), rs2, 256, {}, &s.tok);
+  CHECK(a.tokens == b.tokens);
+  CHECK(a.finish == b.finish);
+}
+
+TEST_CASE("self-spec refuses a draft layer that is not an exit point, and a model without exits") {
+  auto& s = shakespeare();
+  Paged cache(s.be, s.model.config(), 16);
+  using E = Engine<SelfSpeculative<>, Paged>;
+  CHECK_THROWS_AS([&] { E e(s.model, cache, self_spec(2, 4)); }(), error);
+  CHECK_NOTHROW([&] { E e(s.model, cache, self_spec(3, 4)); }());
+  auto w = load_model(test::source("models/eexit-shakespeare"));
+  w.config.early_exit.exit_layers.clear();
+  w.exit_heads.clear();
+  LlamaModel<CpuBackend> plain(s.be, std::move(w));
+  Paged c2(s.be, plain.config(), 16);
+  CHECK_THROWS_AS([&] { E e(plain, c2, self_spec(-1, 4)); }(), error);
+  // k = 0 is plain decoding, whatever the model.
+  CHECK_NOTHROW([&] { E e(plain, c2, self_spec(-1, 0)); }());
+}
+
+namespace {
+
+// Final-head logits at the last position of `tokens` (a fresh cache, full depth).
+std::vector<float> last_logits(LlamaModel<CpuBackend>& m, const std::vector<std::int32_t>& tokens) {
+  Paged cache(m.backend(), m.config(), 8);
+  REQUIRE(cache.reserve(1, std::int32_t(tokens.size())));
+  LayerWalk<LlamaModel<CpuBackend>, Paged> walk(m, cache, tokens.size(), 1);
+  WalkRows w;
+  for (std::size_t p = 0; p < tokens.size(); ++p) {
+    w.tokens.push_back(tokens[p]);
+    w.rowkv.push_back(RowKv{cache.block_table(1), std::int32_t(p)});
+  }
+  w.n_prefill = tokens.size();
+  w.yield_rows = {std::int32_t(tokens.size()) - 1};
+  w.yield_slots = {0};
+  std::vector<float> out;
+  auto sink = [&](const YieldedRows& y) {
+    const auto lg = y.row_logits(0);
+    out.assign(lg.begin(), lg.end());
+  };
+  FullDepth full;
+  walk.run(full, w, sink);
+  return out;
+}
+
+// Pearson's statistic of observed counts against expected ones, tokens with an expected
+// count under 5 pooled into one bin (the usual validity rule for the chi-square
+// approximation); df = bins - 1.
+std::pair<double, int> chi_square(const std::map<int, double>& expected,
+                                  const std::map<int, int>& observed) {
+  double stat = 0, pool_e = 0, pool_o = 0;
+  int bins = 0;
+  for (const auto& [tok, e] : expected) {
+    const double o = observed.count(tok) ? observed.at(tok) : 0;
+    if (e < 5) {
+      pool_e += e;
+      pool_o += o;
+      continue;
+    }
+    stat += (o - e) * (o - e) / e;
+    ++bins;
+  }
+  for (const auto& [tok, o] : observed)
+    if (!expected.count(tok)) pool_o += o;  // outside the support: impossible under H0
+  if (pool_e > 0) {
+    stat += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+    ++bins;
+  } else if (pool_o > 0) {
+    stat = INFINITY;
+  }
+  return {stat, bins - 1};
+}
+
+// Upper 1e-4 quantile of chi-square with df degrees of freedom (Wilson-Hilferty's cube-root
+// normal approximation, within ~1% for df >= 10; z = the normal's 1e-4 upper quantile).
+double chi_square_crit(int df) {
+  const double z = 3.719, a = 2.0 / (9.0 * df);
+  return df * std::pow(1.0 - a + z * std::sqrt(a), 3.0);
+}
+
+}  // namespace
+
+TEST_CASE("self-spec sampling: the first draft position's tokens are distributed as full depth's") {
+  // Over a fixed set of seeds (deterministic), every request samples its first token from
+  // the prompt at full depth (the same draw in every run: the sampler's own stream), then
+  // its second token, the first draft position, by self-speculation. Under "the output is
+  // distributed as full depth's", the second tokens' counts follow
+  // E[t] = sum over seeds of p_full(t | prompt, first token of that seed), which we compute
+  // from the model. The test fails at the 1e-4 level: a correct engine fails it with
+  // probability 1e-4 for this one fixed seed set (it passes, so it always will); the draft
+  // head's own distribution (a wrong engine that emits drafts unverified) must fail it.
+  auto& s = shakespeare();
+  auto& m = s.model;
+  const int n = 2000;
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = s.tok.encode("ROMEO:");
+    r.max_tokens = 4;  // room for two drafts at the first decode step
+    r.ignore_eos = true;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 1000 + std::uint64_t(i);
+    rs.push_back(r);
+  }
+  EngineOptions opt{.max_batch_tokens = 512, .max_running = 64};
+  const auto sp = run<Paged>(m, self_spec(1, 2), rs, 512, opt);
+  const auto sp_nb = run<Paged>(m, self_spec(1, 3, 0.0f, false), rs, 512, opt);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 512, opt);
+  AllConfident draft_only;  // every decode token leaves at the draft exit, unverified
+  draft_only.measure = AnyMeasure::from_name("max-prob");
+  draft_only.thresholds.values = {0.0f, 0.0f};
+  const auto drafts = run<Paged>(m, draft_only, rs, 512, opt);
+  CHECK(sp.stats.draft_tokens > 0);
+  CHECK(sp.stats.accepted_drafts < sp.stats.draft_tokens);  // rejections happened
+
+  std::map<int, std::vector<float>> p_of_first;  // first token -> p_full(. | prompt, it)
+  std::map<int, double> expected;
+  std::map<int, int> obs_spec, obs_nb, obs_full, obs_draft;
+  for (int i = 0; i < n; ++i) {
+    const int t1 = full.tokens[std::size_t(i)][0];
+    REQUIRE(sp.tokens[std::size_t(i)][0] == t1);  // the same draw from the same stream
+    REQUIRE(drafts.tokens[std::size_t(i)][0] == t1);
+    auto [it, fresh] = p_of_first.try_emplace(t1);
+    if (fresh) {
+      auto seq = rs[0].prompt;
+      seq.push_back(t1);
+      Sampler probe(rs[0].sampling, 0);
+      probe.set_prompt(rs[0].prompt);
+      probe.accept(t1);
+      const auto lg = last_logits(m, seq);
+      it->second.assign(lg.size(), 0.0f);
+      for (const auto& tp : probe.distribution(lg))
+        it->second[std::size_t(tp.token)] = float(tp.prob);
+    }
+    for (std::size_t t = 0; t < it->second.size(); ++t)
+      if (it->second[t] > 0) expected[int(t)] += it->second[t];
+    ++obs_spec[sp.tokens[std::size_t(i)][1]];
+    ++obs_nb[sp_nb.tokens[std::size_t(i)][1]];
+    ++obs_full[full.tokens[std::size_t(i)][1]];
+    ++obs_draft[drafts.tokens[std::size_t(i)][1]];
+  }
+  const auto [x_spec, df_spec] = chi_square(expected, obs_spec);
+  const auto [x_nb, df_nb] = chi_square(expected, obs_nb);
+  const auto [x_full, df_full] = chi_square(expected, obs_full);
+  const auto [x_draft, df_draft] = chi_square(expected, obs_draft);
+  MESSAGE("chi-square (df " << df_spec << ", 1e-4 critical " << chi_square_crit(df_spec)
+                            << "): self-spec " << x_spec << ", without bonus row " << x_nb
+                            << ", full depth " << x_full << ", draft head " << x_draft);
+  REQUIRE(df_spec >= 10);
+  CHECK(x_spec < chi_square_crit(df_spec));
+  CHECK(x_nb < chi_square_crit(df_nb));
+  CHECK(x_full < chi_square_crit(df_full));    // the expected counts are right
+  CHECK(x_draft > chi_square_crit(df_draft));  // and the test can tell a wrong engine
+}
+
+TEST_CASE(
+    "self-spec rollback: after every step the cache equals one that never saw the rejected "
+    "drafts") {
+  auto& m = shakespeare().model;
+  for (auto [sampled, bonus] :
+       {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
+    CAPTURE(sampled);
+    CAPTURE(bonus);
+    Paged cache(m.backend(), m.config(), 32);
+    cache.fill(NAN);
+    Engine<SelfSpeculative<>, Paged> engine(m, cache, self_spec(1, 4, 0.0f, bonus));
+    GenerateRequest r = shakespeare_requests(1, 60)[0];
+    if (sampled) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 7;
+    }
+    const auto id = engine.add_request(r);
+    std::vector<std::int32_t> tokens = r.prompt;
+    std::vector<std::int32_t> lengths;  // the cache's length after each step
+    std::int64_t rejected_steps = 0, rejected_before = 0;
+    // Snapshots of the K/V of every valid position after each step: (layer, pos) -> K|V.
+    std::vector<std::map<std::pair<int, int>, std::vector<float>>> snaps;
+    while (engine.has_work()) {
+      for (auto& o : engine.step())
+        for (auto& t : o.tokens) tokens.push_back(t.token);
+      const auto& st = engine.stats();
+      const std::int64_t rejected = st.draft_tokens - st.accepted_drafts;
+      rejected_steps += rejected > rejected_before;
+      rejected_before = rejected;
+      if (!cache.block_table(id)) break;  // finished: blocks freed
+      const std::int32_t len = cache.length(id);
+      CHECK(len == std::int32_t(tokens.size()) - 1);  // everything but the newest token
+      auto& snap = snaps.emplace_back();
+      for (int l = 0; l < m.config().n_layers; ++l) {
+        const KvLayerView v = cache.view(l);
+        const std::size_t kvd = std::size_t(v.kv_dim);
+        for (int p = 0; p < len; ++p) {
+          const std::size_t slot = v.slot(RowKv{cache.block_table(id), p}, p);
+          std::vector<float> kv(v.k + slot * kvd, v.k + (slot + 1) * kvd);
+          kv.insert(kv.end(), v.v + slot * kvd, v.v + (slot + 1) * kvd);
+          snap[{l, p}] = std::move(kv);
+        }
+      }
+      lengths.push_back(len);
+    }
+    CHECK(rejected_steps > 2);
+    // The reference: the accepted tokens alone, one full-depth walk, a poisoned cache.
+    Paged ref(m.backend(), m.config(), 32);
+    ref.fill(NAN);
+    REQUIRE(ref.reserve(1, std::int32_t(tokens.size())));
+    LayerWalk<LlamaModel<CpuBackend>, Paged> walk(m, ref, tokens.size(), 1);
+    WalkRows w;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+      w.tokens.push_back(tokens[p]);
+      w.rowkv.push_back(RowKv{ref.block_table(1), std::int32_t(p)});
+    }
+    w.n_prefill = tokens.size();
+    FullDepth full;
+    auto none = [](const YieldedRows&) {};
+    walk.run(full, w, none);
+    double worst = 0;
+    bool finite = true;
+    for (const auto& snap : snaps)
+      for (const auto& [lp, kv] : snap) {
+        const KvLayerView v = ref.view(lp.first);
+        const std::size_t kvd = std::size_t(v.kv_dim);
+        const std::size_t slot = v.slot(RowKv{ref.block_table(1), lp.second}, lp.second);
+        for (std::size_t i = 0; i < kvd; ++i) {
+          finite &= std::isfinite(kv[i]) && std::isfinite(kv[kvd + i]);
+          worst = std::max({worst, double(std::fabs(kv[i] - v.k[slot * kvd + i])),
+                            double(std::fabs(kv[kvd + i] - v.v[slot * kvd + i]))});
+        }
+      }
+    CHECK(finite);
+    CHECK(worst <= 1e-4);
+    CHECK(snaps.size() > 3);
+  }
+}
+
+TEST_CASE("self-spec chosen at run time (RuntimePolicy, rule self-spec) equals SelfSpeculative") {
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(4);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  const auto stat = run<Paged>(m, self_spec(3, 3, 0.3f), rs, 256);
+  const auto rt =
+      run<Paged>(m, make_runtime_policy("self-spec", "max-prob", {}, {3, 3, 0.3f}), rs, 256);
+  CHECK(rt.tokens == full.tokens);
+  CHECK(rt.tokens == stat.tokens);
+  CHECK(rt.stats.draft_tokens == stat.stats.draft_tokens);  // the same drafting decisions
+  CHECK(rt.stats.accepted_drafts == stat.stats.accepted_drafts);
+  // Other runtime rules do not speculate.
+  const auto split = run<Paged>(m, make_runtime_policy("full"), rs, 256);
+  CHECK(split.stats.verify_passes == 0);
+  CHECK_THROWS_AS(make_runtime_policy("self-spec", "max-prob", {}, {3, -1, 0.0f}), error);
+}
+
+TEST_CASE("self-spec greedy with penalties equals full depth: drafts and verify see the prefix") {
+  // Repetition / presence / frequency penalties change each position's distribution with
+  // the tokens before it: the drafts must be scored with the drafts before them, the
+  // verify with the kept prefix, or the argmax would differ from full depth's.
+  auto& m = shakespeare().model;
+  auto rs = shakespeare_requests(6, 40);
+  for (auto& r : rs) {
+    r.sampling.repetition_penalty = 1.3f;
+    r.sampling.presence_penalty = 0.4f;
+    r.sampling.frequency_penalty = 0.3f;
+  }
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  for (auto [layer, k, bonus] : {std::tuple{1, 3, true}, {3, 4, false}}) {
+    CAPTURE(layer);
+    const auto sp = run<Paged>(m, self_spec(layer, k, 0.0f, bonus), rs, 256);
+    CHECK(sp.tokens == full.tokens);
+    CHECK(sp.stats.accepted_drafts > 0);
+  }
+}
