@@ -305,6 +305,8 @@ TEST_CASE("serve error codes map onto HTTP statuses in one place") {
     CHECK(e.status == 400);
     CHECK(e.type == "invalid_request_error");
   }
+}
+
 TEST_CASE("responses and /metrics carry self-speculation's figures") {
   openai::ParsedRequest pr;
   pr.model = "m";
