@@ -139,6 +139,12 @@ cfg=(-S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPI
 # hidden from every find_package / find_path, so the configure can only succeed on the
 # carried folder (the CUDA toolkit is found from nvcc's own folder, which stays visible).
 [ "$dry" = 1 ] && cfg+=("-DCMAKE_IGNORE_PREFIX_PATH=/usr;/usr/local;/")
+# ... except Boost, named by its folder: the dry run also builds eexit-server (eexit::serve
+# needs Boost's headers), which is no GPU target and is never built on the GPU machine.
+if [ "$dry" = 1 ]; then
+  boost_dir=$(ls -d /usr/lib/*/cmake/Boost-* /usr/lib/cmake/Boost-* 2>/dev/null | head -1)
+  [ -n "$boost_dir" ] && cfg+=("-DBoost_DIR=$boost_dir")
+fi
 [ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ] && cfg+=(-DCMAKE_CUDA_COMPILER_LAUNCHER="$CMAKE_CXX_COMPILER_LAUNCHER")
 timeout "$(limit 120)" cmake "${cfg[@]}" >>"$log" 2>&1 || die configure
 for v in nlohmann_json_DIR DOCTEST_INCLUDE_DIR; do
