@@ -8,6 +8,7 @@
 #include <span>
 #include <string_view>
 
+#include "eexit/core/dtype.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
 
@@ -18,20 +19,21 @@ template <class B>
 concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* ids, std::size_t n,
                            const RowKv* rk, const KvLayerView& kv,
                            typename B::template buffer<float>& buf, std::span<const float> host,
-                           std::span<float> host_out) {
+                           std::span<float> host_out, WeightView wv) {
   { b.template allocate<float>(n) } -> std::same_as<typename B::template buffer<float>>;
   b.template upload<float>(buf, host);
   b.template download<float>(host_out, buf);
   b.synchronize();
   { B::data(buf) } -> std::same_as<float*>;
   b.matmul(cx, n, n, cx, n, x, cx);
+  b.matmul(cx, n, n, wv, n, x, cx);  // a weight in its stored precision (core/dtype.hpp)
   b.rmsnorm(cx, cx, x, n, n, 1e-5f);
   b.rope(x, n, n, n, rk, cx, rope_style::half);
   b.store_kv(cx, cx, n, rk, kv);
   b.attention(cx, x, n, n, n, n, rk, kv);
   b.swiglu(cx, cx, x, n);
   b.add(x, cx, n);
-  b.embed(ids, n, cx, n, x);
+  b.embed(ids, n, wv, n, x);
   b.gather_rows(cx, ids, n, n, x);
   b.copy(cx, x, n);
 };

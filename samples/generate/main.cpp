@@ -49,6 +49,8 @@ run as one continuously batched workload.
   --stop TEXT             stop string (repeatable)
   --ignore-eos            keep generating past EOS
   --threads N             CPU threads (default: all cores)
+  --dtype D               auto | f32 | bf16 | f16: precision the weight matrices are kept
+                          and computed in (default auto: as stored in the file)
   --max-batch-tokens N    rows per engine step (default 256)
   --kv-blocks N           KV cache blocks of 16 tokens (default: enough for every prompt)
   --json                  print one JSON object per request instead of streaming text
@@ -156,7 +158,7 @@ int main(int argc, char** argv) {
         std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
                               "top-p", "min-p", "repetition-penalty", "presence-penalty",
                               "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
-                              "kv-blocks", "policy", "measure", "threshold"},
+                              "kv-blocks", "policy", "measure", "threshold", "dtype"},
         std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << kHelp;
@@ -178,6 +180,11 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
+    if (args->has("dtype")) {
+      const auto d = args->str("dtype");
+      if (d != "auto" && d != "f32" && d != "bf16" && d != "f16")
+        throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16");
+    }
     if (args->has("policy")) {
       const auto p = args->str("policy");
       if (p != "full" && p != "all-confident" && p != "split")
@@ -204,7 +211,10 @@ int main(int argc, char** argv) {
   try {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
-    LlamaModel<CpuBackend> model(be, load_model(model_path));
+    LoadOptions load;
+    if (const auto d = args->str("dtype", "auto"); d != "auto")
+      load.weights = d == "f32" ? dtype::f32 : d == "bf16" ? dtype::bf16 : dtype::f16;
+    LlamaModel<CpuBackend> model(be, load_model(model_path, load));
     const auto& cfg = model.config();
     const auto tok =
         Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")

@@ -68,6 +68,7 @@ void put(Bytes& b, T v) {
 void put(Bytes& b, const std::vector<float>& v) {
   for (float f : v) put(b, f);
 }
+void put(Bytes& b, const eexit::Weight& v) { put(b, v.to_f32()); }
 
 // The message of the eexit::error that f throws ("" if it throws nothing or something else).
 std::string error_of(const std::function<void()>& f) {
@@ -193,10 +194,10 @@ eexit::ModelWeights bf16_rounded(eexit::ModelWeights m) {
   m.tok_embedding = bf16_round(m.tok_embedding);
   m.final_norm = bf16_round(m.final_norm);
   m.lm_head = bf16_round(m.lm_head);
-  for (auto& l : m.layers)
-    for (auto* v :
-         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up})
-      *v = bf16_round(*v);
+  for (auto& l : m.layers) {
+    for (auto* v : {&l.attn_norm, &l.ffn_norm}) *v = bf16_round(*v);
+    for (auto* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up}) *v = bf16_round(*v);
+  }
   return m;
 }
 
@@ -906,9 +907,15 @@ TEST_CASE("converted stories260K HF checkpoints equal the .bin") {
   }
   SUBCASE("bf16, two shards") {
     const std::string dir = std::string(root) + "/stories260K_bf16_sharded";
-    const auto hf = eexit::load_model(dir + "/model.safetensors.index.json");
+    const auto hf =
+        eexit::load_model(dir + "/model.safetensors.index.json", {eexit::dtype::f32});
     CHECK(hf.config.dim == 64);
     // torch rounds to bf16 to nearest even, as f32_to_bf16 does: equality is exact.
     check_same_weights(bf16_rounded(bin), unpermuted(hf));
+    // Loaded as stored, the matrices stay bf16 and widen to exactly those values.
+    const auto kept = eexit::load_model(dir + "/model.safetensors.index.json");
+    CHECK(kept.layers[0].wq.type() == eexit::dtype::bf16);
+    CHECK(kept.layers[0].w_down.to_f32() == hf.layers[0].w_down.f32());
+    CHECK(kept.tok_embedding.to_f32() == hf.tok_embedding.f32());
   }
 }

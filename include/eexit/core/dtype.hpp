@@ -9,9 +9,31 @@ namespace eexit {
 
 enum class dtype : std::uint8_t { f32, f16, bf16 };
 
+// Bytes per element of the element types (not of block-quantized ones).
 constexpr std::size_t dtype_size(dtype t) noexcept {
   return t == dtype::f32 ? 4 : 2;
 }
+
+// Bytes of one row of n weights of type t.
+constexpr std::size_t row_bytes(dtype t, std::size_t n) noexcept {
+  return n * dtype_size(t);
+}
+
+// A weight matrix (out, in), row-major, in the backend's memory, in its stored precision:
+// what the backends' matmul and embed take. Implicit from a const float* so that fp32
+// callers read as before.
+struct WeightView {
+  dtype type = dtype::f32;
+  const void* data = nullptr;
+  WeightView() = default;
+  WeightView(const float* p) noexcept : data(p) {}  // NOLINT: implicit on purpose
+  WeightView(dtype t, const void* p) noexcept : type(t), data(p) {}
+  const float* f32() const noexcept { return static_cast<const float*>(data); }
+  // The view from row r on, rows of n weights.
+  WeightView rows_from(std::size_t r, std::size_t n) const noexcept {
+    return {type, static_cast<const unsigned char*>(data) + r * row_bytes(type, n)};
+  }
+};
 
 constexpr std::string_view dtype_name(dtype t) noexcept {
   switch (t) {
