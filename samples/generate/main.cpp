@@ -23,11 +23,14 @@ constexpr const char* kHelp = R"(usage: eexit-generate [--model PATH] --prompt T
 Generates text with an eexit model on the CPU, with early exit. Several --prompt flags
 run as one continuously batched workload.
 
-  --model PATH            a HF directory (config.json + safetensors), a .safetensors file or
-                          a llama2.c .bin checkpoint (default: the embedded early-exit model
-                          )" EEXIT_DEFAULT_MODEL R"()
-  --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, or a directory; default:
-                          tokenizer.json / tokenizer.bin / tok<vocab>.bin beside the model
+  --model PATH            a HF directory (config.json + safetensors), a .safetensors file, a
+                          llama2.c .bin checkpoint or a GGUF file (default: the embedded
+                          early-exit model )" EEXIT_DEFAULT_MODEL R"()
+  --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, a GGUF file, or a directory;
+                          default: the GGUF model itself, else tokenizer.json / tokenizer.bin /
+                          tok<vocab>.bin beside the model
+  --exit-layers L[,M...]  add shared-head exit points (final norm + LM head) after these
+                          layers (0-based, increasing, below the last layer) to any checkpoint
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
   --max-tokens N          tokens to generate per prompt (default 256)
   --policy P              full | all-confident | split (default: all-confident when the
@@ -49,8 +52,10 @@ run as one continuously batched workload.
   --stop TEXT             stop string (repeatable)
   --ignore-eos            keep generating past EOS
   --threads N             CPU threads (default: all cores)
-  --dtype D               auto | f32 | bf16 | f16: precision the weight matrices are kept
-                          and computed in (default auto: as stored in the file)
+  --dtype D               auto | f32 | bf16 | f16 | q8_0 | q4_0: precision the weight
+                          matrices are kept and computed in (default auto: as stored in
+                          the file; q8_0 / q4_0 quantize matrices whose rows are whole
+                          32-weight blocks, others stay as they are)
   --max-batch-tokens N    rows per engine step (default 256)
   --kv-blocks N           KV cache blocks of 16 tokens (default: enough for every prompt)
   --json                  print one JSON object per request instead of streaming text
@@ -64,6 +69,10 @@ using Cache = PagedCache<CpuBackend, 16>;
 
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
+  if (std::ifstream f(model, std::ios::binary); f) {  // a GGUF file carries its tokenizer
+    char magic[4] = {};
+    if (f.read(magic, 4) && std::string_view(magic, 4) == "GGUF") return model;
+  }
   fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
   for (auto name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
                     "tok" + std::to_string(vocab) + ".bin"})
@@ -152,13 +161,15 @@ int main(int argc, char** argv) {
   std::optional<Args> args;
   GenerateRequest base;
   std::vector<float> thresholds;
+  LoadOptions load_opt;
   try {
     args.emplace(
         argc, argv,
         std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
                               "top-p", "min-p", "repetition-penalty", "presence-penalty",
                               "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
-                              "kv-blocks", "policy", "measure", "threshold", "dtype"},
+                              "kv-blocks", "policy", "measure", "threshold", "exit-layers",
+                              "dtype"},
         std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << kHelp;
@@ -182,8 +193,13 @@ int main(int argc, char** argv) {
     args->integer("kv-blocks", 0, 1, 1 << 26);
     if (args->has("dtype")) {
       const auto d = args->str("dtype");
-      if (d != "auto" && d != "f32" && d != "bf16" && d != "f16")
-        throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16");
+      if (d == "f32") load_opt.weights = dtype::f32;
+      else if (d == "bf16") load_opt.weights = dtype::bf16;
+      else if (d == "f16") load_opt.weights = dtype::f16;
+      else if (d == "q8_0") load_opt.weights = dtype::q8_0;
+      else if (d == "q4_0") load_opt.weights = dtype::q4_0;
+      else if (d != "auto")
+        throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16, q8_0, q4_0");
     }
     if (args->has("policy")) {
       const auto p = args->str("policy");
@@ -202,6 +218,13 @@ int main(int argc, char** argv) {
       for (std::string item; std::getline(ss, item, ',');)
         thresholds.push_back(float(Args::parse_real("threshold", item, -1e6, 1e6)));
     }
+    if (args->has("exit-layers")) {
+      try {
+        load_opt.exit_layers = parse_exit_layers(args->str("exit-layers"), "--exit-layers");
+      } catch (const eexit::error& e) {
+        throw usage_error(e.what());
+      }
+    }
     if (!args->has("prompt")) throw usage_error("--prompt is required");
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
@@ -211,10 +234,7 @@ int main(int argc, char** argv) {
   try {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
-    LoadOptions load;
-    if (const auto d = args->str("dtype", "auto"); d != "auto")
-      load.weights = d == "f32" ? dtype::f32 : d == "bf16" ? dtype::bf16 : dtype::f16;
-    LlamaModel<CpuBackend> model(be, load_model(model_path, load));
+    LlamaModel<CpuBackend> model(be, load_model(model_path, load_opt));
     const auto& cfg = model.config();
     const auto tok =
         Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")

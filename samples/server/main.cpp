@@ -32,7 +32,9 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
 
   --model PATH            HF model directory (config.json, model.safetensors,
                           tokenizer.json); default: the embedded eexit-shakespeare
-  --tokenizer PATH        tokenizer.json (default: beside the model)
+  --tokenizer PATH        tokenizer.json or GGUF (default: beside the model; a GGUF model's own)
+  --exit-layers L[,M...]  add shared-head exit points after these layers (0-based) to any
+                          checkpoint (HF, llama2.c .bin, GGUF)
   --served-model-name N   the model id clients use (default: the model directory's name)
   --host H                address to bind (default 127.0.0.1)
   --port P                port (default 8000; 0 = any free port, printed at start)
@@ -83,13 +85,14 @@ int main(int argc, char** argv) {
   std::optional<Args> args;
   serve::RuntimePolicy policy;
   std::optional<serve::openai::ChatStyle> style;
+  LoadOptions load_opt;
   try {
     args.emplace(argc, argv,
                  std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
                                        "api-key", "policy", "measure", "threshold",
                                        "chat-template", "max-batch-tokens", "max-running",
                                        "kv-blocks", "max-pending", "max-body-bytes", "timeout",
-                                       "threads"},
+                                       "threads", "exit-layers"},
                  std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
       std::cout << kHelp;
@@ -117,6 +120,13 @@ int main(int argc, char** argv) {
     args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30);
     args->integer("timeout", 30, 1, 86400);
     args->integer("threads", 0, 0, 1024);
+    if (args->has("exit-layers")) {
+      try {
+        load_opt.exit_layers = parse_exit_layers(args->str("exit-layers"), "--exit-layers");
+      } catch (const error& e) {
+        throw usage_error(e.what());
+      }
+    }
   } catch (const usage_error& e) {
     std::cerr << "eexit-server: " << e.what() << "\n(see eexit-server --help)\n";
     return 2;
@@ -126,13 +136,15 @@ int main(int argc, char** argv) {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     std::string warning;
     auto model =
-        serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning);
+        serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning, load_opt);
     if (!warning.empty()) std::cerr << "eexit-server: warning: " << warning << "\n";
     const auto& cfg = model->config();
     const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
                                                       : fs::path(model_path).parent_path();
     const auto tok = Tokenizer::load(
-        args->has("tokenizer") ? args->str("tokenizer") : (dir / "tokenizer.json").string(),
+        args->has("tokenizer")          ? args->str("tokenizer")
+        : model_path.ends_with(".gguf") ? model_path
+                                        : (dir / "tokenizer.json").string(),
         cfg.vocab_size);
     // Policy defaults from the model's config.json.
     if (!args->has("measure") && policy.kind != serve::PolicyKind::full)

@@ -125,3 +125,23 @@ TEST_CASE("the HF f32 conversion of stories260K gives the same logits as the .bi
   }
   MESSAGE("HF f32 vs .bin logits: max over steps of max|a-b| / max|b| = " << worst);
 }
+
+TEST_CASE("stories260K.gguf gives the .bin's logits (within 1e-5) and matches PyTorch") {
+  const std::string gguf = eexit::test::shared("models/stories260K/stories260K.gguf");
+  REQUIRE(eexit::load_model(gguf).config.rope == eexit::rope_style::interleaved);
+  const auto bin = run_steps(eexit::test::shared("models/stories260K/stories260K.bin"));
+  const auto gg = run_steps(gguf);
+  REQUIRE(gg.size() == bin.size());
+  const auto& ref = reference();
+  double worst = 0.0;
+  for (std::size_t i = 0; i < gg.size(); ++i) {
+    CAPTURE(i);
+    double diff = 0.0;
+    for (std::size_t k = 0; k < gg[i].size(); ++k)
+      diff = std::max(diff, std::fabs(double(gg[i][k]) - double(bin[i][k])));
+    CHECK(diff <= 1e-5);
+    CHECK(rel_error(gg[i], ref["steps"][i]["logits"].get<std::vector<float>>()) <= 1e-4);
+    worst = std::max(worst, diff);
+  }
+  MESSAGE("GGUF vs .bin logits: max over steps of max|a-b| = " << worst);
+}

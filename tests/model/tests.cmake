@@ -24,3 +24,33 @@ foreach(_eexit_t model/loader_test model/logits_test model/typed_weights_test)
       ENVIRONMENT "EEXIT_HF_FIXTURE_DIR=${EEXIT_HF_FIXTURE_DIR}")
   endif()
 endforeach()
+
+# GGUF fixtures made by tools/gguf_tool.py (numpy, llama.cpp's reference quantizers) from the
+# shared stories260K.gguf: each type with its numpy-dequantized F32 twin, an exit-point
+# block, and a gpt2 vocabulary from the embedded model's tokenizer.json.
+set(EEXIT_GGUF_FIXTURE_DIR ${CMAKE_CURRENT_BINARY_DIR}/gguf_fixture)
+set(_eexit_gguf_tool ${PROJECT_SOURCE_DIR}/tools/gguf_tool.py)
+set(_eexit_stories_gguf ${EEXIT_SHARED_DIR}/models/stories260K/stories260K.gguf)
+set(_eexit_gguf_fixtures)
+foreach(_eexit_q q8_0 q4_0 f16 bf16)
+  add_test(NAME model/gguf_fixture_${_eexit_q}
+    COMMAND /usr/bin/python3 ${_eexit_gguf_tool} requantize ${_eexit_stories_gguf}
+            ${EEXIT_GGUF_FIXTURE_DIR}/stories260K_${_eexit_q}.gguf --type ${_eexit_q}
+            --expected ${EEXIT_GGUF_FIXTURE_DIR}/stories260K_${_eexit_q}.expected.gguf)
+  list(APPEND _eexit_gguf_fixtures model/gguf_fixture_${_eexit_q})
+endforeach()
+add_test(NAME model/gguf_fixture_exit
+  COMMAND /usr/bin/python3 ${_eexit_gguf_tool} requantize ${_eexit_stories_gguf}
+          ${EEXIT_GGUF_FIXTURE_DIR}/stories260K_exit2.gguf --type f32 --exit-layers 2
+          --thresholds 0.5)
+add_test(NAME model/gguf_fixture_vocab
+  COMMAND /usr/bin/python3 ${_eexit_gguf_tool} vocab
+          ${PROJECT_SOURCE_DIR}/models/eexit-shakespeare/tokenizer.json
+          ${EEXIT_GGUF_FIXTURE_DIR}/shakespeare_vocab.gguf)
+list(APPEND _eexit_gguf_fixtures model/gguf_fixture_exit model/gguf_fixture_vocab)
+set_tests_properties(${_eexit_gguf_fixtures} PROPERTIES FIXTURES_SETUP eexit_gguf_fixtures)
+if(TEST model/gguf_test)
+  set_tests_properties(model/gguf_test PROPERTIES
+    FIXTURES_REQUIRED eexit_gguf_fixtures
+    ENVIRONMENT "EEXIT_GGUF_FIXTURE_DIR=${EEXIT_GGUF_FIXTURE_DIR}")
+endif()

@@ -26,6 +26,12 @@ std::string fixture(const std::string& name) {
   return std::string(d) + "/" + name;
 }
 
+LoadOptions kept_as(dtype t) {
+  LoadOptions o;
+  o.weights = t;
+  return o;
+}
+
 // Greedy tokens of four prompts run as one batch.
 std::vector<std::vector<std::int32_t>> greedy(ModelWeights w, int n_tokens) {
   CpuBackend be(2);
@@ -59,7 +65,7 @@ TEST_CASE("bf16 / f16 checkpoints generate the same greedy tokens as their fp32 
     const dtype want = name.find("bf16") != std::string::npos ? dtype::bf16 : dtype::f16;
     REQUIRE(kept.layers[0].wq.type() == want);
     CHECK(kept.tok_embedding.type() == want);
-    ModelWeights widened = load_model(dir, LoadOptions{dtype::f32});
+    ModelWeights widened = load_model(dir, kept_as(dtype::f32));
     REQUIRE(widened.layers[0].wq.type() == dtype::f32);
     const auto a = greedy(std::move(kept), 64), b = greedy(std::move(widened), 64);
     CHECK(a == b);  // exact: same arithmetic on the same values
@@ -75,9 +81,35 @@ TEST_CASE("bf16 / f16 checkpoints generate the same greedy tokens as their fp32 
 
 TEST_CASE("--dtype override: an fp32 checkpoint stored as bf16 generates as its rounded weights") {
   ModelWeights w =
-      load_model(test::shared("models/stories260K/stories260K.bin"), LoadOptions{dtype::bf16});
+      load_model(test::shared("models/stories260K/stories260K.bin"), kept_as(dtype::bf16));
   REQUIRE(w.layers[0].w_down.type() == dtype::bf16);
   ModelWeights r = w;
   r.convert(dtype::f32);
   CHECK(greedy(std::move(w), 32) == greedy(std::move(r), 32));
+}
+
+TEST_CASE("Q8_0 / Q4_0 stories260K: exactly its dequantized fp32 weights' tokens, close to fp32") {
+  const ModelWeights f32 = load_model(test::shared("models/stories260K/stories260K.bin"));
+  const auto ref = greedy(f32, 64);
+  for (const dtype t : {dtype::q8_0, dtype::q4_0}) {
+    CAPTURE(dtype_name(t));
+    ModelWeights q = f32;
+    q.convert(t);
+    REQUIRE(q.layers[0].wq.type() == t);
+    CHECK(q.layers[0].w_down.type() == dtype::f32);  // rows of 172: not whole blocks
+    ModelWeights deq = q;
+    deq.convert(dtype::f32);
+    const auto a = greedy(std::move(q), 64);
+    CHECK(a == greedy(std::move(deq), 64));  // the kernels are exact on dequantized values
+    std::size_t same = 0, prefix = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      std::size_t j = 0;
+      while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
+      prefix += j;
+      for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
+    }
+    MESSAGE(dtype_name(t) << ": " << same << " / 256 greedy tokens position-wise equal to fp32, "
+                          << prefix << " / 256 before the first divergence");
+    if (t == dtype::q8_0) CHECK(prefix >= 128);  // at least half of the tokens before diverging
+  }
 }

@@ -29,3 +29,29 @@ if(TARGET eexit-generate)
   set_tests_properties(samples/generate_missing_model PROPERTIES
     PASS_REGULAR_EXPRESSION "eexit-generate: /nonexistent: no such file")
 endif()
+
+# GGUF: model and tokenizer from one file give the .bin's tokens; --exit-layers adds exits.
+if(TARGET eexit-generate)
+  set(_gen $<TARGET_FILE:eexit-generate>)
+  set(_bin ${EEXIT_SHARED_DIR}/models/stories260K/stories260K.bin)
+  add_test(NAME samples/generate_gguf
+    COMMAND ${_gen} --model ${EEXIT_SHARED_DIR}/models/stories260K/stories260K.gguf
+            --prompt "Once upon a time" --max-tokens 12 --json)
+  set_tests_properties(samples/generate_gguf PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"text\":\", there was a little girl named Lily. She\",\"token_ids\":\\[432,383,286,261,376,298,315,421,395,317,426,338\\]")
+  # A threshold every row passes: 11 of the 12 tokens leave after layer 2 (the first comes
+  # from the prompt's last row, which runs full depth).
+  add_test(NAME samples/generate_exit_layers
+    COMMAND ${_gen} --model ${_bin} --tokenizer ${EEXIT_SHARED_DIR}/models/stories260K/tok512.bin
+            --exit-layers 2 --policy all-confident --threshold -2 --prompt "Once upon a time"
+            --max-tokens 12 --json)
+  set_tests_properties(samples/generate_exit_layers PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"exit_histogram\":\\[11,1\\]")
+  add_test(NAME samples/generate_rejects_exit_layers_text
+    COMMAND ${CMAKE_COMMAND} -DEXPECT=2 "-DPATTERN=--exit-layers: '2x' is not a layer number"
+            "-DCMD=${_gen};--prompt;x;--exit-layers;1,2x" -P ${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
+  add_test(NAME samples/generate_rejects_exit_layers_range
+    COMMAND ${_gen} --model ${_bin} --exit-layers 4 --prompt x)
+  set_tests_properties(samples/generate_rejects_exit_layers_range PROPERTIES
+    PASS_REGULAR_EXPRESSION "exit_layers: layer 4 out of range \\[0, 3\\]")
+endif()

@@ -61,7 +61,8 @@ struct CpuBackend {
   // ---- ops -----------------------------------------------------------------------
   // The weight precisions matmul and embed take as stored (the model converts others).
   static constexpr bool accepts_weights(dtype t) noexcept {
-    return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16;
+    return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16 || t == dtype::q8_0 ||
+           t == dtype::q4_0;
   }
 
   // y (rows, out) = x (rows, in) · Wᵀ (+ bias); w: (out, in) in its stored precision.
@@ -73,6 +74,10 @@ struct CpuBackend {
         return matmul_t(x, rows, in, static_cast<const detail::bf16_t*>(w.data), out, y, bias);
       case dtype::f16:
         return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
+      case dtype::q8_0:
+        return matmul_t(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
+      case dtype::q4_0:
+        return matmul_t(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
       case dtype::f32:
         break;
     }
@@ -178,23 +183,12 @@ struct CpuBackend {
     elementwise(n, 1, [&](std::size_t i) { x[i] += y[i]; });
   }
 
-  // out (n, dim) = table[tokens], widened to fp32 from the table's precision.
+  // out (n, dim) = table[tokens], widened (dequantized) to fp32 from the table's precision.
   void embed(const std::int32_t* tokens, std::size_t n, WeightView table, std::size_t dim,
              float* out) {
-    for (std::size_t r = 0; r < n; ++r) {
-      const WeightView row = table.rows_from(std::size_t(tokens[r]), dim);
-      switch (table.type) {
-        case dtype::f32:
-          std::copy_n(row.f32(), dim, out + r * dim);
-          break;
-        case dtype::bf16:
-          widen(static_cast<const detail::bf16_t*>(row.data), dim, out + r * dim);
-          break;
-        case dtype::f16:
-          widen(static_cast<const detail::f16_t*>(row.data), dim, out + r * dim);
-          break;
-      }
-    }
+    for (std::size_t r = 0; r < n; ++r)
+      convert_to_f32(table.type, table.rows_from(std::size_t(tokens[r]), dim).data, out + r * dim,
+                     dim);
   }
 
   // dst row i = src row idx[i] (rows of width dim). dst must not alias src.
@@ -242,11 +236,6 @@ struct CpuBackend {
     pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
       detail::matmul_xwt(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
     });
-  }
-
-  template <class W>
-  static void widen(const W* src, std::size_t n, float* dst) noexcept {
-    for (std::size_t i = 0; i < n; ++i) dst[i] = detail::to_f32(src[i]);
   }
 
   // f(i) for i in [0, n), in parallel chunks of whole 16-element blocks when n pays for it.

@@ -299,9 +299,9 @@ class TensorSource {
   }
   // A weight matrix, in its stored precision or converted as opt says.
   Weight matrix(const std::string& name, std::initializer_list<std::int64_t> shape) {
-    return file_for(name).read_weight(name, shape, options);
+    return file_for(name).read_weight(name, shape, as);
   }
-  LoadOptions options;
+  std::optional<dtype> as;  // unset: each matrix as stored
   bool has(const std::string& name) const {
     return single_ ? single_->header().find(name) != nullptr : map_.count(name) != 0;
   }
@@ -329,7 +329,8 @@ class TensorSource {
 // Loads an HF checkpoint. path: a directory with config.json and model.safetensors or
 // model.safetensors.index.json; or a .safetensors / .index.json file with config.json beside
 // it; or the config.json itself.
-inline ModelWeights load_hf(const std::string& path, const LoadOptions& opt = {}) {
+// as: the precision the matrices are kept in (unset: as stored).
+inline ModelWeights load_hf(const std::string& path, std::optional<dtype> as = {}) {
   namespace fs = std::filesystem;
   using detail::hf::TensorSource;
   std::error_code ec;
@@ -364,7 +365,7 @@ inline ModelWeights load_hf(const std::string& path, const LoadOptions& opt = {}
   m.config = parse_hf_config(detail::hf::read_json(config_path), config_path.string());
   const ModelConfig& c = m.config;
   TensorSource src(weights);
-  src.options = opt;
+  src.as = as;
 
   const std::int64_t d = c.dim, h = c.hidden_dim, v = c.vocab_size, q = c.q_dim(), kv = c.kv_dim();
   m.tok_embedding = src.matrix("model.embed_tokens.weight", {v, d});

@@ -267,9 +267,12 @@ class LlamaModel {
       m.f32 = be_->template allocate<float>(v.size());
       be_->template upload<float>(m.f32, std::span<const float>(v.f32()));
     } else {
+      // Every packed type is a whole number of 16-bit words (2-byte elements, 34- and
+      // 18-byte blocks), so one buffer type serves them all.
       const auto* p = static_cast<const std::uint16_t*>(v.bytes());
-      m.h16 = be_->template allocate<std::uint16_t>(v.size());
-      be_->template upload<std::uint16_t>(m.h16, std::span<const std::uint16_t>(p, v.size()));
+      m.h16 = be_->template allocate<std::uint16_t>(v.byte_size() / 2);
+      be_->template upload<std::uint16_t>(m.h16,
+                                          std::span<const std::uint16_t>(p, v.byte_size() / 2));
     }
     v = Weight();
     return m;
@@ -315,7 +318,9 @@ class LlamaModel {
         }
       }
     }
-    Weight fw = Weight(std::move(f)).converted(w.layers[0].wk.type());
+    const dtype t = w.layers[0].wk.type();
+    Weight fw(std::move(f));
+    if (!is_quantized(t) || dim % quant_block == 0) fw = fw.converted(t);
     fill_w_ = upload_matrix(fw);
     if (has_fill_bias_) {
       fill_b_ = be_->template allocate<float>(b.size());

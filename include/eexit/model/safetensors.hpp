@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -265,14 +266,14 @@ class File {
     return read(name, std::span<const std::int64_t>(shape.begin(), shape.size()));
   }
 
-  // Reads a weight matrix in its stored precision (opt.weights unset) or converted to
-  // opt.weights, with read's checks.
+  // Reads a weight matrix in its stored precision (as unset) or converted to as, with
+  // read's checks.
   Weight read_weight(std::string_view name, std::initializer_list<std::int64_t> shape,
-                     const LoadOptions& opt) {
+                     std::optional<dtype> as) {
     const TensorInfo* t = checked(name, std::span<const std::int64_t>(shape.begin(), shape.size()));
     std::vector<unsigned char> raw = bytes_of(*t, name);
     Weight w = Weight::packed(t->type, t->numel(), std::move(raw));
-    return opt.weights ? w.converted(*opt.weights) : w;
+    return as ? w.converted(*as) : w;
   }
 
  private:

@@ -1,12 +1,13 @@
 #pragma once
 // Host-side weights as every loader produces them: row-major, nn.Linear layout
 // (out_features, in_features). Norms and biases are fp32; the matrices are Weights, kept
-// in the precision they were stored in (fp32, bf16, f16), so that a bf16 checkpoint costs
-// bf16 bytes in memory and per decode step. A backend uploads them once into its own
-// buffers.
+// in the precision they were stored in (fp32, bf16, f16, Q8_0, Q4_0), so that a bf16 checkpoint
+// costs bf16 bytes in memory and per decode step. A backend uploads them once into its own buffers.
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -37,13 +38,13 @@ class Weight {
   }
   // n elements of type t (not f32) as their little-endian bytes.
   static Weight packed(dtype t, std::size_t n, std::vector<unsigned char> bytes) {
+    if (bytes.size() != row_bytes(t, n) || (is_quantized(t) && n % quant_block))
+      throw error("weight", "packed size does not match its type");
     if (t == dtype::f32) {
       std::vector<float> v(n);
       std::memcpy(v.data(), bytes.data(), n * 4);
       return Weight(std::move(v));
     }
-    if (bytes.size() != row_bytes(t, n))
-      throw error("weight", "packed size does not match its type");
     Weight w;
     w.type_ = t;
     w.n_ = n;
@@ -82,11 +83,22 @@ class Weight {
     convert_to_f32(type_, packed_.data(), v.data(), n_);
     return v;
   }
-  // The same weight stored as t (rounded to nearest even when t is narrower).
+  // The same weight stored as t: rounded to nearest even when t is a narrower float type,
+  // quantized as llama.cpp's reference quantizers do for q8_0 / q4_0 (then size() must be
+  // a multiple of 32 and the rows whole blocks: the caller knows the row length).
   Weight converted(dtype t) const {
     if (t == type_) return *this;
     std::vector<float> v = to_f32();
     if (t == dtype::f32) return Weight(std::move(v));
+    if (is_quantized(t)) {
+      if (v.size() % quant_block)
+        throw error("weight", std::string(dtype_name(t)) + " needs a multiple of 32 weights");
+      std::vector<unsigned char> b(row_bytes(t, v.size()));
+      for (std::size_t k = 0; k < v.size() / quant_block; ++k)
+        (t == dtype::q8_0 ? quantize_q8_0 : quantize_q4_0)(
+            v.data() + k * quant_block, b.data() + row_bytes(t, k * quant_block));
+      return packed(t, v.size(), std::move(b));
+    }
     std::vector<unsigned char> b(row_bytes(t, v.size()));
     for (std::size_t i = 0; i < v.size(); ++i) {
       const std::uint16_t h = t == dtype::bf16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
@@ -104,6 +116,33 @@ class Weight {
   }
 
  private:
+  // One block of 32 weights x -> {f16 d; int8 q[32]}: d = max|x| / 127, q = round(x / d).
+  static void quantize_q8_0(const float* x, unsigned char* out) noexcept {
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < quant_block; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t dh = f32_to_f16(d);
+    std::memcpy(out, &dh, 2);
+    for (std::size_t j = 0; j < quant_block; ++j)
+      out[2 + j] = static_cast<unsigned char>(static_cast<std::int8_t>(std::round(x[j] * id)));
+  }
+  // One block -> {f16 d; u8 q[16]}: d = (the value of largest magnitude) / -8, element j in
+  // the low nibble of q[j], element j + 16 in the high one, each stored as q + 8 (0..15).
+  static void quantize_q4_0(const float* x, unsigned char* out) noexcept {
+    float amax = 0.0f, mx = 0.0f;
+    for (std::size_t j = 0; j < quant_block; ++j)
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        mx = x[j];
+      }
+    const float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t dh = f32_to_f16(d);
+    std::memcpy(out, &dh, 2);
+    auto q = [&](float v) { return std::min(15, int(static_cast<std::int8_t>(v * id + 8.5f))); };
+    for (std::size_t j = 0; j < quant_block / 2; ++j)
+      out[2 + j] = static_cast<unsigned char>(q(x[j]) | q(x[j + quant_block / 2]) << 4);
+  }
+
   std::vector<float>& mut() {
     if (type_ != dtype::f32) *this = to_f32();
     return f32_;
@@ -113,12 +152,6 @@ class Weight {
   std::vector<float> f32_;             // (n) when type_ == f32
   std::vector<unsigned char> packed_;  // row_bytes(type_, n_) otherwise
   std::size_t n_ = 0;
-};
-
-// How a loader stores the matrices: nullopt (auto) keeps each tensor's own precision
-// (fp32 files stay fp32); a dtype converts every matrix to it.
-struct LoadOptions {
-  std::optional<dtype> weights;
 };
 
 struct LayerWeights {
@@ -153,15 +186,22 @@ struct ModelWeights {
   std::vector<ExitHeadWeights> exit_heads;
 
   // Every matrix stored as t (the --dtype override; norms and biases stay fp32).
+  // Quantized types need rows of whole blocks: a matrix whose row length (in_features) is
+  // not a multiple of 32 keeps its precision (as llama.cpp falls back per tensor).
   void convert(dtype t) {
-    auto c = [&](Weight& w) {
-      if (!w.empty()) w = w.converted(t);
+    auto c = [&](Weight& w, int in) {
+      if (w.empty() || (is_quantized(t) && in % int(quant_block) != 0)) return;
+      w = w.converted(t);
     };
-    c(tok_embedding);
-    c(lm_head);
-    for (auto& L : layers)
-      for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_down, &L.w_up}) c(*w);
-    for (auto& h : exit_heads) c(h.proj);
+    const ModelConfig& k = config;
+    c(tok_embedding, k.dim);
+    c(lm_head, k.dim);
+    for (auto& L : layers) {
+      for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) c(*w, k.dim);
+      c(L.wo, k.q_dim());
+      c(L.w_down, k.hidden_dim);
+    }
+    for (auto& h : exit_heads) c(h.proj, k.dim);
   }
 };
 

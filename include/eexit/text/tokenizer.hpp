@@ -7,6 +7,8 @@
 //    decode(encode(s)) == s for every valid UTF-8 s.
 //  - llama2.c tokenizer.bin: encoded exactly like run.c (dummy prefix space, per-codepoint
 //    lookup with <0xXX> fallback, then greedy merging of the best-scoring adjacent pair).
+//  - GGUF tokenizer.ggml.* metadata (text/gguf_vocab.hpp): "llama" vocabularies become the
+//    llama2.c kind (scores), "gpt2" ones the byte-level BPE kind (merges).
 // Added tokens ("<s>", "<|eot_id|>", ...) found in the text are always split out as whole
 // tokens first, as HF does by default; their lstrip/rstrip/single_word flags are ignored.
 // decode() and StreamDecoder produce valid UTF-8: ill-formed bytes become one U+FFFD per
@@ -40,6 +42,9 @@
 namespace eexit {
 
 class StreamDecoder;
+namespace gguf {
+class File;
+}
 
 class Tokenizer {
  public:
@@ -55,30 +60,33 @@ class Tokenizer {
     std::error_code ec;
     std::string file = path;
     if (fs::is_directory(path, ec)) file = (fs::path(path) / "tokenizer.json").string();
-    const std::string data = read_file(file);
     Tokenizer t;
+    if (is_gguf(file)) {  // a model file may be gigabytes: mapped, not read into a string
+      t.load_gguf(file);
+      return t.check_vocab_size(file, expected_vocab_size);
+    }
+    const std::string data = read_file(file);
     std::size_t first = data.find_first_not_of(" \t\r\n");
     if (first != std::string::npos && data[first] == '{') {
       t.load_hf(file, data);
     } else {
       t.load_llama2c(file, data);
     }
-    if (expected_vocab_size >= 0 && t.vocab_size() != expected_vocab_size)
-      throw error(file, "vocabulary has " + std::to_string(t.vocab_size()) +
-                            " tokens, the model expects " + std::to_string(expected_vocab_size));
-    return t;
+    return t.check_vocab_size(file, expected_vocab_size);
   }
+
+  // The tokenizer in a parsed GGUF file's tokenizer.ggml.* metadata (text/gguf_vocab.hpp).
+  static inline Tokenizer from_gguf(const gguf::File& f);
 
   // add_special: add BOS (and any other ids) as the post-processor says; llama2.c: BOS.
   std::vector<int> encode(std::string_view text, bool add_special = true) const {
     std::vector<int> ids;
-    if (kind_ == Kind::llama2c) {
-      if (add_special && bos_ >= 0) ids.push_back(bos_);
-      encode_llama2c(text, ids);
-      return ids;
-    }
     if (add_special) ids = prefix_ids_;
-    encode_hf(text, ids);
+    if (kind_ == Kind::llama2c) {
+      encode_llama2c(text, ids);
+    } else {
+      encode_hf(text, ids);
+    }
     if (add_special) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
     return ids;
   }
@@ -156,6 +164,23 @@ class Tokenizer {
            static_cast<std::uint32_t>(b);
   }
 
+  Tokenizer&& check_vocab_size(const std::string& file, int expected) {
+    if (expected >= 0 && vocab_size() != expected)
+      throw error(file, "vocabulary has " + std::to_string(vocab_size()) +
+                            " tokens, the model expects " + std::to_string(expected));
+    return std::move(*this);
+  }
+
+  static bool is_gguf(const std::string& file) {
+    std::ifstream f(file, std::ios::binary);
+    char magic[4] = {};
+    f.read(magic, 4);
+    return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
+  }
+  // Defined in text/gguf_vocab.hpp (included at the end of this header).
+  inline void load_gguf(const gguf::File& f);
+  inline void load_gguf(const std::string& file);
+
   static std::string read_file(const std::string& file) {
     std::ifstream f(file, std::ios::binary);
     if (!f) throw error(file, "cannot open file");
@@ -225,6 +250,7 @@ class Tokenizer {
     bytes_.resize(pieces_.size());
     special_.assign(pieces_.size(), 0);
     unk_ = 0, bos_ = 1, eos_ = 2;
+    prefix_ids_ = {bos_};
     for (int s = 0; s < 3; ++s) special_[static_cast<std::size_t>(s)] = 1;
     for (std::size_t i = 0; i < pieces_.size(); ++i) {
       piece_to_id_.emplace(pieces_[i], static_cast<int>(i));  // first id wins on duplicates
@@ -885,3 +911,5 @@ inline std::string Tokenizer::decode(std::span<const int> ids) const {
 }
 
 }  // namespace eexit
+
+#include "eexit/text/gguf_vocab.hpp"  // Tokenizer::load_gguf

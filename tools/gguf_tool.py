@@ -1,0 +1,334 @@
+#!/usr/bin/python3
+"""Minimal GGUF v3 reader/writer (numpy only) for eexit's tests: an implementation of the
+container and of llama.cpp's published Q8_0 / Q4_0 reference quantizers that shares no
+code with the C++ reader it checks.
+
+  requantize IN.gguf OUT.gguf --type q8_0|q4_0|f16|bf16 [--expected EXP.gguf]
+             [--exit-layers 2 --thresholds 0.5 --measure max-prob]
+      Rewrites IN's 2-D weights as --type (rows whose length is not a multiple of 32 stay
+      F16, as llama.cpp falls back), metadata copied. --expected writes the same model with
+      every tensor as F32 holding what numpy dequantizes from OUT's blocks.
+  tiny OUT.gguf [--type q8_0|q4_0|f16|bf16|f32] [--vocab llama|gpt2] [--seed N]
+      A random tiny llama (dim 32, 2 layers, GQA 4/2, MLP 64) with a small vocabulary of
+      that kind: the fuzzer's seed corpus (tests/fuzz/seeds/gguf).
+  vocab TOKENIZER.json OUT.gguf
+      A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
+      the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
+
+Block layouts (ggml-common.h): Q8_0 = {f16 d; int8 q[32]}, x = d*q; Q4_0 = {f16 d; u8 q[16]},
+x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 = range(13)
+_SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i",
+           T_F32: "<f", T_BOOL: "<?", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
+G_F32, G_F16, G_Q4_0, G_Q8_0, G_BF16 = 0, 1, 2, 8, 30
+_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18)}
+
+
+class Reader:
+    def __init__(self, path):
+        self.b = open(path, "rb").read()
+        self.p = 0
+        assert self.b[:4] == b"GGUF", "not GGUF"
+        self.p = 4
+        self.version, n_t, n_kv = self._u("<I"), self._u("<Q"), self._u("<Q")
+        self.kv = []  # (key, type, value, elem type for arrays)
+        for _ in range(n_kv):
+            key = self._str()
+            t = self._u("<I")
+            if t == T_ARR:
+                et, n = self._u("<I"), self._u("<Q")
+                self.kv.append((key, t, [self._val(et) for _ in range(n)], et))
+            else:
+                self.kv.append((key, t, self._val(t), None))
+        self.align = dict((k, v) for k, _, v, _ in self.kv).get("general.alignment", 32)
+        infos = []
+        for _ in range(n_t):
+            name = self._str()
+            nd = self._u("<I")
+            ne = [self._u("<Q") for _ in range(nd)]
+            infos.append((name, ne, self._u("<I"), self._u("<Q")))
+        data = (self.p + self.align - 1) // self.align * self.align
+        self.tensors = []  # (name, ne, ggml type, raw bytes)
+        for name, ne, t, off in infos:
+            blck, size = _GEOM[t]
+            n = int(np.prod(ne))
+            self.tensors.append((name, ne, t, self.b[data + off: data + off + n // blck * size]))
+
+    def _u(self, fmt):
+        v = struct.unpack_from(fmt, self.b, self.p)[0]
+        self.p += struct.calcsize(fmt)
+        return v
+
+    def _str(self):
+        n = self._u("<Q")
+        s = self.b[self.p: self.p + n].decode("utf-8")
+        self.p += n
+        return s
+
+    def _val(self, t):
+        return self._str() if t == T_STR else self._u(_SCALAR[t])
+
+
+class Writer:
+    def __init__(self, align=32):
+        self.kv, self.tensors, self.align = [], [], align
+
+    def add(self, key, t, value, elem=None):
+        self.kv.append((key, t, value, elem))
+
+    def tensor(self, name, ne, t, raw):
+        self.tensors.append((name, list(ne), t, raw))
+
+    @staticmethod
+    def _str(s):
+        b = s.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+
+    def _val(self, t, v):
+        return self._str(v) if t == T_STR else struct.pack(_SCALAR[t], v)
+
+    def write(self, path):
+        out = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(self.tensors), len(self.kv)))
+        for key, t, v, et in self.kv:
+            out += self._str(key) + struct.pack("<I", t)
+            if t == T_ARR:
+                out += struct.pack("<IQ", et, len(v))
+                for x in v:
+                    out += self._val(et, x)
+            else:
+                out += self._val(t, v)
+        off = 0
+        for name, ne, t, raw in self.tensors:
+            out += self._str(name) + struct.pack("<I", len(ne))
+            out += b"".join(struct.pack("<Q", d) for d in ne) + struct.pack("<IQ", t, off)
+            off += (len(raw) + self.align - 1) // self.align * self.align
+        out += bytes(-len(out) % self.align)
+        for _, _, _, raw in self.tensors:
+            out += raw + bytes(-len(raw) % self.align)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        open(path, "wb").write(bytes(out))
+
+
+def f16_bits(x):
+    return np.asarray(x, dtype=np.float32).astype(np.float16)
+
+
+def quantize_q8_0(x):
+    """(n,) f32 -> (raw bytes, dequantized f32), llama.cpp's quantize_row_q8_0_ref."""
+    b = x.reshape(-1, 32).astype(np.float32)
+    amax = np.abs(b).max(axis=1)
+    d = amax / np.float32(127)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    q = np.round(b * inv[:, None]).astype(np.int8)  # roundf: half away from zero, see below
+    # numpy rounds half to even; roundf rounds half away from zero: fix the ties.
+    v = b * inv[:, None]
+    q = np.where(np.abs(v - np.trunc(v)) == 0.5, np.trunc(v) + np.sign(v), q).astype(np.int8)
+    d16 = f16_bits(d)
+    raw = bytearray()
+    for i in range(b.shape[0]):
+        raw += d16[i].tobytes() + q[i].tobytes()
+    deq = d16.astype(np.float32)[:, None] * q.astype(np.float32)
+    return bytes(raw), deq.reshape(-1)
+
+
+def quantize_q4_0(x):
+    """(n,) f32 -> (raw bytes, dequantized f32), llama.cpp's quantize_row_q4_0_ref."""
+    b = x.reshape(-1, 32).astype(np.float32)
+    idx = np.abs(b).argmax(axis=1)  # first index of the largest magnitude, sign kept
+    mx = b[np.arange(b.shape[0]), idx]
+    d = (mx / np.float32(-8)).astype(np.float32)
+    inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), 0).astype(np.float32)
+    # (int8_t)(x*id + 8.5f) truncates toward zero, then MIN(15, .)
+    q = np.minimum(15, np.trunc(b * inv[:, None] + np.float32(8.5))).astype(np.uint8)
+    d16 = f16_bits(d)
+    raw = bytearray()
+    for i in range(b.shape[0]):
+        packed = (q[i, :16] | (q[i, 16:] << 4)).astype(np.uint8)
+        raw += d16[i].tobytes() + packed.tobytes()
+    deq = d16.astype(np.float32)[:, None] * (q.astype(np.float32) - 8)
+    return bytes(raw), deq.reshape(-1)
+
+
+def to_f32(t, raw):
+    if t == G_F32:
+        return np.frombuffer(raw, dtype=np.float32)
+    if t == G_F16:
+        return np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+    raise ValueError("to_f32: only F32/F16 inputs")
+
+
+def requantize(a):
+    r = Reader(a.input)
+    w, e = Writer(r.align), Writer(r.align)
+    for kv in r.kv:
+        if not kv[0].startswith("eexit.early_exit."):
+            w.add(*kv)
+            e.add(*kv)
+    if a.exit_layers:
+        for x in (w, e):
+            x.add("eexit.early_exit.exit_layers", T_ARR, [int(v) for v in a.exit_layers.split(",")], T_I32)
+            if a.thresholds:
+                x.add("eexit.early_exit.thresholds", T_ARR, [float(v) for v in a.thresholds.split(",")], T_F32)
+            if a.measure:
+                x.add("eexit.early_exit.measure", T_STR, a.measure)
+    for name, ne, t, raw in r.tensors:
+        x = to_f32(t, raw)
+        kind = a.type if len(ne) == 2 else "f32"
+        if kind in ("q8_0", "q4_0") and ne[0] % 32 != 0:
+            kind = "f16"
+        if kind == "q8_0":
+            raw2, deq = quantize_q8_0(x)
+            g = G_Q8_0
+        elif kind == "q4_0":
+            raw2, deq = quantize_q4_0(x)
+            g = G_Q4_0
+        elif kind == "f16":
+            h = x.astype(np.float16)
+            raw2, deq, g = h.tobytes(), h.astype(np.float32), G_F16
+        elif kind == "bf16":
+            u = x.view(np.uint32).astype(np.uint64)
+            u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+            raw2, g = u.tobytes(), G_BF16
+            deq = (u.astype(np.uint32) << 16).view(np.float32)
+        else:
+            raw2, deq, g = x.astype(np.float32).tobytes(), x.astype(np.float32), G_F32
+        w.tensor(name, ne, g, raw2)
+        e.tensor(name, ne, G_F32, deq.astype(np.float32).tobytes())
+    w.write(a.output)
+    if a.expected:
+        e.write(a.expected)
+
+
+def tiny(a):
+    rng = np.random.default_rng(a.seed)
+    pieces = ["\u2581a", "\u2581the", "he", "ll", "o", "\u2581w", "or", "ld", "\u2581he", "llo", "!"]
+    w = Writer()
+    w.add("general.architecture", T_STR, "llama")
+    for k, v in (("context_length", 64), ("embedding_length", 32), ("feed_forward_length", 64),
+                 ("block_count", 2), ("attention.head_count", 4), ("attention.head_count_kv", 2),
+                 ("rope.dimension_count", 8)):
+        w.add("llama." + k, T_U32, v)
+    w.add("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5)
+    w.add("llama.rope.freq_base", T_F32, 10000.0)
+    w.add("eexit.early_exit.exit_layers", T_ARR, [0], T_I32)
+    if a.vocab == "llama":
+        tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % i for i in range(256)] + pieces
+        types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+        w.add("tokenizer.ggml.model", T_STR, "llama")
+        w.add("tokenizer.ggml.scores", T_ARR, [0.0] * 259 + [-float(i) for i in range(len(pieces))], T_F32)
+    else:
+        tokens = [bytes_to_unicode()[i] for i in range(256)] + ["he", "ll", "hell", "<|end|>"]
+        types = [1] * (len(tokens) - 1) + [3]
+        w.add("tokenizer.ggml.model", T_STR, "gpt2")
+        w.add("tokenizer.ggml.merges", T_ARR, ["h e", "l l", "he ll"], T_STR)
+        w.add("tokenizer.ggml.eos_token_id", T_U32, len(tokens) - 1)
+    w.add("tokenizer.ggml.tokens", T_ARR, tokens, T_STR)
+    w.add("tokenizer.ggml.token_type", T_ARR, types, T_I32)
+    n_vocab = len(tokens)
+
+    def add(name, ne, quantize=True):
+        x = (rng.standard_normal(int(np.prod(ne))) * 0.1).astype(np.float32)
+        kind = a.type if quantize and len(ne) == 2 else "f32"
+        if kind == "q8_0":
+            w.tensor(name, ne, G_Q8_0, quantize_q8_0(x)[0])
+        elif kind == "q4_0":
+            w.tensor(name, ne, G_Q4_0, quantize_q4_0(x)[0])
+        elif kind == "f16":
+            w.tensor(name, ne, G_F16, x.astype(np.float16).tobytes())
+        elif kind == "bf16":
+            w.tensor(name, ne, G_BF16, (x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+        else:
+            w.tensor(name, ne, G_F32, x.tobytes())
+
+    add("token_embd.weight", [32, n_vocab])
+    for l in range(2):
+        p = "blk.%d." % l
+        add(p + "attn_norm.weight", [32])
+        add(p + "attn_q.weight", [32, 32])
+        add(p + "attn_k.weight", [32, 16])
+        add(p + "attn_v.weight", [32, 16])
+        add(p + "attn_output.weight", [32, 32])
+        add(p + "ffn_norm.weight", [32])
+        add(p + "ffn_gate.weight", [32, 64])
+        add(p + "ffn_down.weight", [64, 32])
+        add(p + "ffn_up.weight", [32, 64])
+    add("output_norm.weight", [32])
+    w.write(a.output)
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table (as published with its encoder)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def vocab(a):
+    j = json.load(open(a.tokenizer, encoding="utf-8"))
+    m = j["model"]
+    assert m["type"] == "BPE", "byte-level BPE tokenizer.json expected"
+    n = max(list(m["vocab"].values()) + [t["id"] for t in j.get("added_tokens", [])]) + 1
+    tokens, types = [""] * n, [1] * n
+    for piece, i in m["vocab"].items():
+        tokens[i] = piece
+    for t in j.get("added_tokens", []):
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = 3 if t.get("special") else 4
+    merges = [x if isinstance(x, str) else " ".join(x) for x in m["merges"]]
+    w = Writer()
+    w.add("general.architecture", T_STR, "llama")
+    w.add("tokenizer.ggml.model", T_STR, "gpt2")
+    w.add("tokenizer.ggml.pre", T_STR, "gpt-2")
+    w.add("tokenizer.ggml.tokens", T_ARR, tokens, T_STR)
+    w.add("tokenizer.ggml.token_type", T_ARR, types, T_I32)
+    w.add("tokenizer.ggml.merges", T_ARR, merges, T_STR)
+    specials = [t["id"] for t in j.get("added_tokens", []) if t.get("special")]
+    if specials:
+        w.add("tokenizer.ggml.eos_token_id", T_U32, specials[0])
+        w.add("tokenizer.ggml.bos_token_id", T_U32, specials[0])
+    # As llama.cpp's converter: add_bos_token from tokenizer_config.json beside the file.
+    cfg = os.path.join(os.path.dirname(os.path.abspath(a.tokenizer)), "tokenizer_config.json")
+    add_bos = os.path.exists(cfg) and bool(json.load(open(cfg)).get("add_bos_token", False))
+    w.add("tokenizer.ggml.add_bos_token", T_BOOL, add_bos)
+    w.write(a.output)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("requantize")
+    q.add_argument("input")
+    q.add_argument("output")
+    q.add_argument("--type", required=True, choices=["q8_0", "q4_0", "f16", "bf16", "f32"])
+    q.add_argument("--expected")
+    q.add_argument("--exit-layers")
+    q.add_argument("--thresholds")
+    q.add_argument("--measure")
+    t = sub.add_parser("tiny")
+    t.add_argument("output")
+    t.add_argument("--type", default="f32", choices=["q8_0", "q4_0", "f16", "bf16", "f32"])
+    t.add_argument("--vocab", default="llama", choices=["llama", "gpt2"])
+    t.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("vocab")
+    v.add_argument("tokenizer")
+    v.add_argument("output")
+    a = p.parse_args()
+    {"requantize": requantize, "tiny": tiny, "vocab": vocab}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
