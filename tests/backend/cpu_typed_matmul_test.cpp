@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "eexit/backend/cpu.hpp"
@@ -32,6 +33,7 @@ std::vector<float> random(std::mt19937& rng, std::size_t n) {
 TEST_CASE(
     "bf16 / f16 / Q8_0 / Q4_0 weight matmul: float64 reference, fp32-kernel bits, batch "
     "invariance") {
+  MESSAGE("kernel: " << std::string(eexit::detail::kernel_isa()));
   std::mt19937 rng(99);
   eexit::CpuBackend one(1), two(2);
   constexpr std::size_t M = 7;

@@ -234,7 +234,7 @@ struct CpuBackend {
     constexpr std::size_t g = 8;
     const std::size_t groups = (out + g - 1) / g;
     pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
-      detail::matmul_xwt(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
+      detail::matmul_xwt_dispatch(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
     });
   }
 

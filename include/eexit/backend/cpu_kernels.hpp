@@ -333,6 +333,51 @@ inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const W* 
   }
 }
 
+// The kernel entry the backend calls. A build for a target with AVX2 (ours: -march=native)
+// runs matmul_xwt as compiled. A build for baseline x86-64 (an installed header used
+// without -m flags) would run it on SSE2 alone: there, an AVX2+FMA+F16C copy of the whole
+// kernel (flatten inlines every helper into it, so all of it is compiled for that target)
+// is chosen at run time by CPUID. Both perform the same operations in the same order
+// (16 lanes, one fused multiply-add per product, the same reduction), so the choice does
+// not change results.
+#if defined(__x86_64__) && !defined(__AVX2__) && defined(__GNUC__) && !defined(__clang__)
+#define EEXIT_CPU_DISPATCH 1
+template <class W>
+__attribute__((target("avx2,fma,f16c"), flatten)) inline void matmul_xwt_avx2(
+    const float* x, std::size_t M, std::size_t ldx, const W* w, std::size_t K, std::size_t n0,
+    std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {
+  matmul_xwt(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+}
+inline bool cpu_has_avx2() noexcept {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+}
+#endif
+
+template <class W>
+inline void matmul_xwt_dispatch(const float* x, std::size_t M, std::size_t ldx, const W* w,
+                                std::size_t K, std::size_t n0, std::size_t n1, float* y,
+                                std::size_t ldy, const float* bias) noexcept {
+#if defined(EEXIT_CPU_DISPATCH)
+  if (cpu_has_avx2()) return matmul_xwt_avx2(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+#endif
+  matmul_xwt(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+}
+
+// Which kernel build runs here (for benchmarks and tests to report).
+inline const char* kernel_isa() noexcept {
+#if defined(__AVX512F__)
+  return "avx512 (compile time)";
+#elif defined(__AVX2__)
+  return "avx2 (compile time)";
+#elif defined(EEXIT_CPU_DISPATCH)
+  return cpu_has_avx2() ? "avx2 (run-time dispatch)" : "generic (no avx2 at run time)";
+#else
+  return "generic";
+#endif
+}
+
 inline float dot(const float* a, const float* b, std::size_t n) noexcept {
   const std::size_t n16 = n / 16 * 16;
   vacc acc = vzero();

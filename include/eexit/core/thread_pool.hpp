@@ -1,7 +1,8 @@
 #pragma once
-// A small fork-join pool for the CPU backend: parallel_for splits [0, n) into one
-// contiguous range per thread. Each index is handled by exactly one thread and ranges
-// depend only on n and the thread count, so results never depend on scheduling.
+// A small fork-join pool for the CPU backend: parallel_for splits [0, n) into contiguous
+// chunks that the caller and the workers claim as they come. Each index is handled by
+// exactly one thread; callers compute every index the same way whatever thread runs it
+// (the CPU backend's ops are written so), so results never depend on scheduling.
 //
 // Why it looks like this: a decode step is ~10 ops per layer, each a few microseconds on
 // small models. Waking a sleeping thread through a condition variable costs tens of
@@ -9,8 +10,9 @@
 // its work pays for (parallel_for_work: small ops run on the caller alone), and (2) a
 // worker that has finished a part spins on the generation counter for a short while
 // before it sleeps, so that the next op of the same step finds it awake. The spin is
-// bounded (spin_ns) so that an idle engine, or a machine shared with other work, does
-// not lose a core to it.
+// bounded (spin_ns) and yields, so that an idle engine, or a machine shared with other
+// work, does not lose a core to it; and (3) chunks are claimed dynamically, so a worker the
+// OS has descheduled delays an op by one chunk at most, not by its whole share.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -36,8 +38,8 @@ class ThreadPool {
 
   explicit ThreadPool(unsigned n_threads = 0) {
     if (n_threads == 0) n_threads = std::max(1u, std::thread::hardware_concurrency());
-    n_threads_ = std::min(n_threads, 255u);  // the part count is 8 bits of generation_
-    for (unsigned i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { work(i); });
+    n_threads_ = std::min(n_threads, 64u);  // chunk counts are 8 bits of claim_
+    for (unsigned i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { work(); });
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -45,7 +47,7 @@ class ThreadPool {
     {
       std::lock_guard lk(mu_);
       stop_.store(true, std::memory_order_relaxed);
-      generation_.fetch_add(1 << 8, std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -86,28 +88,48 @@ class ThreadPool {
       fn(std::size_t{0}, n);
       return;
     }
+    // More chunks than threads, claimed dynamically: a worker that the OS has descheduled
+    // (the machine may be shared) holds up at most the chunk it has claimed, and the
+    // caller takes the rest. Which thread runs a chunk never changes its results.
+    const std::size_t chunks = std::min<std::size_t>({n, parts * 4, 255});
     // Type-erased without std::function: no allocation per op.
     ctx_ = &fn;
     call_ = [](void* c, std::size_t b, std::size_t e) { (*static_cast<Fn*>(c))(b, e); };
     n_ = n;
-    parts_ = parts;
-    pending_.store(parts - 1, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const std::uint64_t op = (claim_.load(std::memory_order_relaxed) >> 40) + 1;
+    claim_.store((op & 0xffffff) << 40 | std::uint64_t(chunks) << 32, std::memory_order_release);
     {
-      // The lock orders this publication with a worker that is about to sleep. The part
-      // count travels in the generation word itself, so a worker that is not part of this
-      // op decides so without reading parts_, which the next op may already be writing.
+      // The lock orders this publication with a worker that is about to sleep.
       std::lock_guard lk(mu_);
-      generation_.store(((generation_.load(std::memory_order_relaxed) >> 8) + 1) << 8 | parts,
-                        std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     if (sleeping_.load(std::memory_order_acquire) > 0) cv_.notify_all();
-    run_part(0);
-    // A worker may have been descheduled (the machine may be shared): yield after a while.
-    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i)
+    claim_chunks();
+    // Wait only for chunks that workers claimed and are still running.
+    for (int i = 0; done_.load(std::memory_order_acquire) != chunks; ++i)
       if (i & 15)
         pause();
       else
         std::this_thread::yield();
+  }
+
+  // Runs chunks of the current op until none is left. claim_ = (op << 40) | (chunks << 32)
+  // | next chunk: a successful claim proves the op is still running (it cannot finish
+  // before this chunk is done), so ctx_, call_ and n_ are that op's.
+  void claim_chunks() {
+    std::uint64_t w = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      const std::size_t chunks = (w >> 32) & 0xff, c = w & 0xffffffff;
+      if (c >= chunks) return;
+      if (!claim_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        continue;
+      const std::size_t b = n_ * c / chunks, e = n_ * (c + 1) / chunks;
+      if (b < e) call_(ctx_, b, e);
+      done_.fetch_add(1, std::memory_order_release);
+      w = claim_.load(std::memory_order_acquire);
+    }
   }
 
   static void pause() noexcept {
@@ -118,12 +140,7 @@ class ThreadPool {
 #endif
   }
 
-  void run_part(std::size_t part) {
-    const std::size_t b = n_ * part / parts_, e = n_ * (part + 1) / parts_;
-    if (b < e) call_(ctx_, b, e);
-  }
-
-  void work(unsigned index) {
+  void work() {
     std::uint64_t seen = 0;
     for (;;) {
       // Poll for the next op for up to spin_ns, then sleep until one is published.
@@ -152,9 +169,7 @@ class ThreadPool {
       }
       seen = g;
       if (stop_.load(std::memory_order_relaxed)) return;
-      if (index >= (g & 0xff)) continue;
-      run_part(index);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      claim_chunks();
     }
   }
 
@@ -162,13 +177,14 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;
-  // Written by the caller before generation_ is bumped (release), read by the op's workers
-  // after they see the new generation (acquire); stable until they decrement pending_.
+  // Written by the caller before claim_ is published (release), read by a thread after a
+  // successful claim of one of the op's chunks (acquire); stable until done_ counts it.
   void* ctx_ = nullptr;
   void (*call_)(void*, std::size_t, std::size_t) = nullptr;
-  std::size_t n_ = 0, parts_ = 0;
-  std::atomic<std::size_t> pending_{0};
-  std::atomic<std::uint64_t> generation_{0};  // (op counter << 8) | the op's part count
+  std::size_t n_ = 0;
+  std::atomic<std::uint64_t> claim_{0};       // (op << 40) | (chunks << 32) | next chunk
+  std::atomic<std::size_t> done_{0};          // chunks of the current op finished
+  std::atomic<std::uint64_t> generation_{0};  // bumped per op: wakes the workers
   std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};
 };
