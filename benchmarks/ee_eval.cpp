@@ -2,7 +2,8 @@
 //
 //   eexit-bench-ee MODEL_DIR [--data ../shared/data/tinyshakespeare.txt] [--threads 2]
 //                  [--prompts 64] [--prompt-len 32] [--new 64] [--batches 1,4,16,64]
-//                  [--thresholds 0.3,0.6,0.9,0.97,0.99,0.995,0.999,1.01] [--no-config-thresholds] [--reps 2]
+//                  [--thresholds 0.3,0.6,0.9,0.97,0.99,0.995,0.999,1.01] [--no-config-thresholds]
+//                  [--reps 2]
 //                  [--csv FILE] [--quick]
 //
 // Held-out prompts: the last 10% of the characters of the data file (the model trained on
@@ -33,15 +34,13 @@
 //     first divergence. The 95% target uses the position-wise agreement.
 //   perplexity: teacher-forced through the same exit decisions. For each prompt window,
 //     the true continuation is fed token by token as decode rows, in batches of B windows
-//     in lockstep; at every exit point the policy's decide() (the same policy object type
-//     and thresholds) sees the active rows' exit logits exactly as Engine::exit_point
-//     builds ExitRows; rows that leave score log p(true next token) under that exit's
-//     head and get model.kv_fill; the rest go on (compacted, as the engine does) to the
-//     final head. The first continuation token is predicted by the prompt's last row at
-//     full depth, as in generation. ppl = exp(mean NLL over prompts × new tokens).
-//     SplitAtExit decides per row and the kernels are batch-invariant, so its teacher-forced
-//     result does not depend on B: it is computed at the first batch size and reused
-//     (AllConfident's is computed at every B).
+//     in lockstep, through the engine's own LayerWalk (the same policy type and
+//     thresholds, the same fill and compaction); its TeacherForcingSink scores
+//     log p(true next token) under the head that decided, instead of sampling. The first
+//     continuation token is predicted by the prompt's last row at full depth, as in generation. ppl
+//     = exp(mean NLL over prompts × new tokens). SplitAtExit decides per row and the kernels are
+//     batch-invariant, so its teacher-forced result does not depend on B: it is computed at the
+//     first batch size and reused (AllConfident's is computed at every B).
 //   Every figure is also given as a ratio to FullDepth at the same B.
 #include <algorithm>
 #include <chrono>
@@ -59,10 +58,13 @@
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
+#include "eexit/engine/layer_walk.hpp"
+#include "eexit/engine/teacher_forcing.hpp"
 #include "eexit/model/llama.hpp"
 #include "eexit/model/load.hpp"
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/text/tokenizer.hpp"
 
 using namespace eexit;
@@ -116,20 +118,34 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--data") o.data = val();
-    else if (a == "--threads") o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompts") o.n_prompts = std::stoi(val()), set_prompts = true;
-    else if (a == "--prompt-len") o.prompt_len = std::stoi(val());
-    else if (a == "--new") o.n_new = std::stoi(val());
-    else if (a == "--batches") o.batches = parse_list<int>(val()), set_batches = true;
-    else if (a == "--thresholds") o.thresholds = parse_list<float>(val()), set_thr = true;
-    else if (a == "--no-config-thresholds") o.config_thresholds = false;
-    else if (a == "--reps") o.reps = std::stoi(val()), set_reps = true;
-    else if (a == "--csv") o.csv = val();
-    else if (a == "--quick") o.quick = true;
-    else if (a == "-h" || a == "--help") usage("");
-    else if (!a.empty() && a[0] == '-') usage(("unknown option " + a).c_str());
-    else o.model = a;
+    if (a == "--data")
+      o.data = val();
+    else if (a == "--threads")
+      o.threads = unsigned(std::stoul(val()));
+    else if (a == "--prompts")
+      o.n_prompts = std::stoi(val()), set_prompts = true;
+    else if (a == "--prompt-len")
+      o.prompt_len = std::stoi(val());
+    else if (a == "--new")
+      o.n_new = std::stoi(val());
+    else if (a == "--batches")
+      o.batches = parse_list<int>(val()), set_batches = true;
+    else if (a == "--thresholds")
+      o.thresholds = parse_list<float>(val()), set_thr = true;
+    else if (a == "--no-config-thresholds")
+      o.config_thresholds = false;
+    else if (a == "--reps")
+      o.reps = std::stoi(val()), set_reps = true;
+    else if (a == "--csv")
+      o.csv = val();
+    else if (a == "--quick")
+      o.quick = true;
+    else if (a == "-h" || a == "--help")
+      usage("");
+    else if (!a.empty() && a[0] == '-')
+      usage(("unknown option " + a).c_str());
+    else
+      o.model = a;
   }
   if (o.quick) {  // smoke run: a few seconds
     if (!set_prompts) o.n_prompts = 8;
@@ -177,7 +193,7 @@ struct Window {
 
 // ---- policies --------------------------------------------------------------------
 struct PolicySpec {
-  std::string name;  // full, all-confident, split
+  std::string name;  // the policy type's name() (policy/registry.hpp)
   std::string thr;   // label: "-", "0.5", "cfg"
   std::vector<float> values;
 };
@@ -188,7 +204,7 @@ P make_policy(const PolicySpec& s) {
     return FullDepth{};
   } else {
     P p;
-    p.measure = AnyMeasure::from_name("max-prob");
+    p.measure = measure_from_name("max-prob");
     p.thresholds.values = s.values;
     return p;
   }
@@ -198,7 +214,7 @@ P make_policy(const PolicySpec& s) {
 struct GenRun {
   double decode_s = 0, cpu_s = 0;
   std::int64_t decode_tokens = 0;
-  std::vector<double> itl;  // seconds
+  std::vector<double> itl;                               // seconds
   std::vector<std::vector<std::int32_t>> tokens, exits;  // per prompt
   EngineStats stats;
   double tok_s() const { return double(decode_tokens) / decode_s; }
@@ -275,158 +291,63 @@ struct TfResult {
   double ppl() const { return std::exp(nll / double(n)); }
 };
 
-double logprob_at(const float* lg, std::size_t vocab, std::int32_t tok) {
-  double mx = lg[0];
-  for (std::size_t v = 1; v < vocab; ++v) mx = std::max(mx, double(lg[v]));
-  double s = 0;
-  for (std::size_t v = 0; v < vocab; ++v) s += std::exp(double(lg[v]) - mx);
-  return double(lg[tok]) - mx - std::log(s);
-}
-
-// Mirrors Engine::step_impl / exit_point for decode rows that all sit at the same
-// position (B windows in lockstep), with the true tokens fed instead of sampled ones.
+// Teacher forcing through the engine's own layer walk (the policy, the fill, the
+// compaction), with a sink that scores the true tokens instead of sampling: B windows in
+// lockstep, decode rows all at the same position.
 template <class P>
 TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, int B, int n_new) {
   const auto& c = model.config();
-  const std::size_t dim = std::size_t(c.dim), vocab = std::size_t(c.vocab_size);
   const int prompt_len = int(ws[0].prompt.size());
   const int per_seq_blocks = (prompt_len + n_new + 15) / 16;
   Cache cache(model.backend(), c, B * per_seq_blocks);
-  auto wsp = model.make_workspace(std::size_t(B * prompt_len));
-  const auto exit_layers = model.exit_layers();
-  const int n_exits = model.n_exits();
-  const bool exits = policy.evaluates_exits() && n_exits > 1;
-  if (exits)
-    for (int e = 0; e + 1 < n_exits; ++e)
-      if (policy.needs(e).prev_hidden) {
-        std::fprintf(stderr, "teacher-forced loop: prev_hidden measures not supported\n");
-        std::exit(1);
-      }
+  LayerWalk<Model, Cache> walk(model, cache, std::size_t(B * prompt_len), std::size_t(B));
   TfResult res;
-  res.exit_hist.assign(std::size_t(n_exits), 0);
-  std::vector<float> x, h, logits, scores;
-  std::vector<std::int32_t> tokens, rows;  // rows: window index (in the wave) per active row
-  std::vector<RowKv> rk, rk_leave;
-  std::vector<std::int32_t> step, max_steps;
-  std::vector<std::uint32_t> state;
-  std::vector<std::uint8_t> conf, leave;
+  res.exit_hist.assign(std::size_t(model.n_exits()), 0);
+  WalkRows rows;
+  std::vector<std::int32_t> truth(static_cast<std::size_t>(B));  // (B) what each row predicts
+  TeacherForcingSink sink;
+  auto score = [&](bool decode) {
+    for (const auto& t : sink.scored) {
+      res.nll -= t.logprob;
+      ++res.n;
+      if (decode) ++res.exit_hist[std::size_t(t.exit)];
+    }
+    sink.scored.clear();
+  };
   for (std::size_t w0 = 0; w0 < ws.size(); w0 += std::size_t(B)) {
     for (int b = 0; b < B; ++b)
       if (!cache.reserve(Cache::seq_id(b + 1), prompt_len + n_new)) {
         std::fprintf(stderr, "cache too small\n");
         std::exit(1);
       }
+    const Window* wave = ws.data() + w0;
     // Prefill: every prompt in one chunk, full depth; the last row predicts truth[0].
-    tokens.clear();
-    rk.clear();
+    rows.clear();
     for (int b = 0; b < B; ++b) {
       const std::int32_t* bt = cache.block_table(Cache::seq_id(b + 1));
       for (int j = 0; j < prompt_len; ++j) {
-        tokens.push_back(ws[w0 + std::size_t(b)].prompt[std::size_t(j)]);
-        rk.push_back(RowKv{bt, j});
+        rows.tokens.push_back(wave[b].prompt[std::size_t(j)]);
+        rows.rowkv.push_back(RowKv{bt, j});
       }
+      rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
+      rows.yield_slots.push_back(b);
+      truth[std::size_t(b)] = wave[b].truth[0];
     }
-    x.resize(tokens.size() * dim);
-    model.embed(tokens.data(), tokens.size(), x.data());
-    for (int l = 0; l < c.n_layers; ++l)
-      model.forward_layer(l, x.data(), tokens.size(), rk.data(), cache.view(l), wsp);
-    h.resize(std::size_t(B) * dim);
-    for (int b = 0; b < B; ++b)
-      std::copy_n(x.data() + (std::size_t(b * prompt_len + prompt_len - 1)) * dim, dim,
-                  h.data() + std::size_t(b) * dim);
-    logits.resize(std::size_t(B) * vocab);
-    model.exit_logits(n_exits - 1, h.data(), std::size_t(B), logits.data(), wsp);
-    for (int b = 0; b < B; ++b) {
-      res.nll -= logprob_at(logits.data() + std::size_t(b) * vocab, vocab,
-                            ws[w0 + std::size_t(b)].truth[0]);
-      ++res.n;
-    }
+    rows.n_prefill = rows.tokens.size();
+    sink.truth = truth;
+    walk.run(policy, rows, sink);
+    score(false);
     // Decode rows: at step t the row holds truth[t-1] and predicts truth[t].
     for (int t = 1; t < n_new; ++t) {
-      tokens.clear();
-      rk.clear();
       rows.clear();
       for (int b = 0; b < B; ++b) {
-        tokens.push_back(ws[w0 + std::size_t(b)].truth[std::size_t(t - 1)]);
-        rk.push_back(RowKv{cache.block_table(Cache::seq_id(b + 1)), prompt_len - 1 + t});
-        rows.push_back(b);
+        rows.tokens.push_back(wave[b].truth[std::size_t(t - 1)]);
+        rows.rowkv.push_back(RowKv{cache.block_table(Cache::seq_id(b + 1)), prompt_len - 1 + t});
+        rows.decode.push(b, b + 1, t, n_new, NAN);
+        truth[std::size_t(b)] = wave[b].truth[std::size_t(t)];
       }
-      std::size_t n = std::size_t(B);
-      x.resize(n * dim);
-      model.embed(tokens.data(), n, x.data());
-      step.assign(n, t);
-      max_steps.assign(n, n_new);
-      state.assign(n, 0);
-      for (int l = 0, e = 0; l < c.n_layers && n > 0; ++l) {
-        model.forward_layer(l, x.data(), n, rk.data(), cache.view(l), wsp);
-        if (e + 1 < n_exits && l == exit_layers[std::size_t(e)]) {
-          if (exits) {
-            const ExitNeeds needs = policy.needs(e);
-            logits.resize(n * vocab);
-            model.exit_logits(e, x.data(), n, logits.data(), wsp);
-            if (needs.classifier) {
-              scores.resize(n);
-              model.exit_classifier(e, x.data(), n, scores.data(), wsp);
-            }
-            ExitRows er;
-            er.exit = e;
-            er.layer = l;
-            er.n_layers = c.n_layers;
-            er.n = n;
-            er.vocab = vocab;
-            er.dim = dim;
-            er.logits = needs.logits ? logits.data() : nullptr;
-            er.hidden = x.data();
-            er.classifier = needs.classifier ? scores.data() : nullptr;
-            er.step = step.data();
-            er.max_steps = max_steps.data();
-            er.row_state = state.data();
-            conf.assign(n, 0);
-            leave.assign(n, 0);
-            policy.decide(er, std::span<std::uint8_t>(conf), std::span<std::uint8_t>(leave));
-            // Leaving rows: score the true token under this exit's head, fill their K/V.
-            h.clear();
-            rk_leave.clear();
-            for (std::size_t i = 0; i < n; ++i)
-              if (leave[i]) {
-                res.nll -= logprob_at(logits.data() + i * vocab, vocab,
-                                      ws[w0 + std::size_t(rows[i])].truth[std::size_t(t)]);
-                ++res.n;
-                ++res.exit_hist[std::size_t(e)];
-                h.insert(h.end(), x.data() + i * dim, x.data() + (i + 1) * dim);
-                rk_leave.push_back(rk[i]);
-              }
-            if (!rk_leave.empty()) {
-              model.kv_fill(l, h.data(), rk_leave.size(), rk_leave.data(), cache, wsp);
-              std::size_t k = 0;
-              for (std::size_t i = 0; i < n; ++i) {
-                if (leave[i]) continue;
-                if (k != i) {
-                  std::copy_n(x.data() + i * dim, dim, x.data() + k * dim);
-                  rk[k] = rk[i];
-                  rows[k] = rows[i];
-                  step[k] = step[i];
-                  max_steps[k] = max_steps[i];
-                  state[k] = state[i];
-                }
-                ++k;
-              }
-              n = k;
-            }
-          }
-          ++e;
-        }
-      }
-      if (n > 0) {  // the rest: final head
-        logits.resize(n * vocab);
-        model.exit_logits(n_exits - 1, x.data(), n, logits.data(), wsp);
-        for (std::size_t i = 0; i < n; ++i) {
-          res.nll -= logprob_at(logits.data() + i * vocab, vocab,
-                                ws[w0 + std::size_t(rows[i])].truth[std::size_t(t)]);
-          ++res.n;
-          ++res.exit_hist[std::size_t(n_exits - 1)];
-        }
-      }
+      walk.run(policy, rows, sink);
+      score(true);
     }
     for (int b = 0; b < B; ++b) cache.release(Cache::seq_id(b + 1));
   }
@@ -503,11 +424,11 @@ Result evaluate(Model& model, const PolicySpec& spec, const std::vector<Window>&
       ++per_layer[ex[k]];
     }
   r.mean_exit = n ? double(sum) / double(n) : double(c.n_layers - 1);
-  r.layers_frac = r.best.stats.decode_layers_full
-                      ? double(r.best.stats.decode_layers_computed) /
-                            double(r.best.stats.decode_layers_full)
-                      : 1.0;
-  for (int l : model.exit_layers()) r.exit_share.push_back(n ? double(per_layer[l]) / double(n) : 0);
+  r.layers_frac = r.best.stats.decode_layers_full ? double(r.best.stats.decode_layers_computed) /
+                                                        double(r.best.stats.decode_layers_full)
+                                                  : 1.0;
+  for (int l : model.exit_layers())
+    r.exit_share.push_back(n ? double(per_layer[l]) / double(n) : 0);
   r.tf = tf_reuse ? *tf_reuse : teacher_forced(model, policy, ws, B, o.n_new);
   r.wall_s = seconds_since(t0);
   return r;
@@ -554,7 +475,7 @@ int main(int argc, char** argv) {
     std::snprintf(b, sizeof b, "%g", double(v));
     return std::string(b);
   };
-  for (std::string pol : {"all-confident", "split"}) {
+  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())}) {
     for (float t : o.thresholds) specs.push_back({pol, fmt(t), {t}});
     if (o.config_thresholds && !cfg_thr.empty()) specs.push_back({pol, "cfg", cfg_thr});
   }
@@ -563,20 +484,22 @@ int main(int argc, char** argv) {
               c.n_layers);
   for (int l : model.exit_layers()) std::printf(" %d", l);
   std::printf(", vocab %d)\n", c.vocab_size);
-  std::printf("held-out: %zu tokens (last 10%% of %s); %d prompts of %d tokens (BOS + %d), %d new "
-              "tokens, greedy, ignore_eos; threads %u, best of %d; load average at start %s\n",
-              ids.size(), o.data.c_str(), o.n_prompts, o.prompt_len, o.prompt_len - 1, o.n_new,
-              o.threads, o.reps, load_start.c_str());
+  std::printf(
+      "held-out: %zu tokens (last 10%% of %s); %d prompts of %d tokens (BOS + %d), %d new "
+      "tokens, greedy, ignore_eos; threads %u, best of %d; load average at start %s\n",
+      ids.size(), o.data.c_str(), o.n_prompts, o.prompt_len, o.prompt_len - 1, o.n_new, o.threads,
+      o.reps, load_start.c_str());
   std::fflush(stdout);
 
   std::vector<Result> results;
-  std::map<int, std::size_t> full_of;  // B -> index of the FullDepth result
+  std::map<int, std::size_t> full_of;        // B -> index of the FullDepth result
   std::map<std::string, TfResult> split_tf;  // threshold label -> SplitAtExit's (B-independent)
   for (int B : o.batches) {
     full_of[B] = results.size();
-    results.push_back(evaluate<FullDepth>(model, {"full", "-", {}}, ws, B, o));
+    results.push_back(
+        evaluate<FullDepth>(model, {std::string(FullDepth{}.name()), "-", {}}, ws, B, o));
     for (const auto& s : specs) {
-      if (s.name == "split") {
+      if (s.name == SplitAtExit{}.name()) {
         auto it = split_tf.find(s.thr);
         results.push_back(evaluate<SplitAtExit>(model, s, ws, B, o,
                                                 it == split_tf.end() ? nullptr : &it->second));
@@ -610,29 +533,31 @@ int main(int argc, char** argv) {
   const double total_s = seconds_since(t_start);
 
   // ---- table ----
-  std::printf("\n%-13s %5s %3s | %8s %6s %6s | %7s %7s %6s %6s | %5s %6s %6s | %6s %6s | %7s %6s | "
-              "%6s %6s\n",
-              "policy", "thr", "B", "tok/s", "x", "cpu x", "p50 ms", "p99 ms", "p50 x", "p99 x",
-              "exitL", "layers", "fill", "agree", "1stdiv", "ppl", "x", "ex1", "ex3");
+  std::printf(
+      "\n%-13s %5s %3s | %8s %6s %6s | %7s %7s %6s %6s | %5s %6s %6s | %6s %6s | %7s %6s | "
+      "%6s %6s\n",
+      "policy", "thr", "B", "tok/s", "x", "cpu x", "p50 ms", "p99 ms", "p50 x", "p99 x", "exitL",
+      "layers", "fill", "agree", "1stdiv", "ppl", "x", "ex1", "ex3");
   for (const auto& r : results) {
     const auto& f = results[full_of[r.B]];
-    std::printf("%-13s %5s %3d | %8.1f %6.3f %6.3f | %7.3f %7.3f %6.3f %6.3f | %5.2f %5.1f%% %5.1f%% | "
-                "%5.1f%% %6.1f | %7.3f %6.3f | %5.1f%% %5.1f%%\n",
-                r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(), r.tok_ratio(),
-                r.cpu_ratio(), 1e3 * r.itl_p50, 1e3 * r.itl_p99, r.itl_p50 / r.full_p50,
-                r.itl_p99 / r.full_p99, r.mean_exit, 100 * r.layers_frac,
-                100 * r.best.stats.fill_time_s / r.best.decode_s, 100 * r.agreement, r.first_div,
-                r.tf.ppl(), r.tf.ppl() / f.tf.ppl(), 100 * r.exit_share[0],
-                r.exit_share.size() > 2 ? 100 * r.exit_share[1] : 0.0);
+    std::printf(
+        "%-13s %5s %3d | %8.1f %6.3f %6.3f | %7.3f %7.3f %6.3f %6.3f | %5.2f %5.1f%% %5.1f%% | "
+        "%5.1f%% %6.1f | %7.3f %6.3f | %5.1f%% %5.1f%%\n",
+        r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(), r.tok_ratio(), r.cpu_ratio(),
+        1e3 * r.itl_p50, 1e3 * r.itl_p99, r.itl_p50 / r.full_p50, r.itl_p99 / r.full_p99,
+        r.mean_exit, 100 * r.layers_frac, 100 * r.best.stats.fill_time_s / r.best.decode_s,
+        100 * r.agreement, r.first_div, r.tf.ppl(), r.tf.ppl() / f.tf.ppl(), 100 * r.exit_share[0],
+        r.exit_share.size() > 2 ? 100 * r.exit_share[1] : 0.0);
   }
   // At >= 95% agreement: per policy and B, the threshold (among those with agreement
   // >= 95%) that computes the fewest decode layers. Chosen by deterministic figures, not by
   // the (noisy) tokens/s, so that the selection does not pick a lucky timing.
-  std::printf("\nat >= 95%% position-wise agreement with full depth (per policy and B: the "
-              "qualifying threshold with the fewest decode layers):\n");
+  std::printf(
+      "\nat >= 95%% position-wise agreement with full depth (per policy and B: the "
+      "qualifying threshold with the fewest decode layers):\n");
   std::printf("%-13s %3s %5s | %7s %6s | %6s %6s %6s | %6s %6s\n", "policy", "B", "thr", "tok/s x",
               "cpu x", "agree", "1stdiv", "ppl x", "layers", "p99 x");
-  for (std::string pol : {"all-confident", "split"})
+  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())})
     for (int B : o.batches) {
       const Result* best = nullptr;
       const auto& f = results[full_of[B]];
@@ -646,9 +571,10 @@ int main(int argc, char** argv) {
                   100 * best->agreement, best->first_div, best->tf.ppl() / f.tf.ppl(),
                   100 * best->layers_frac, best->itl_p99 / best->full_p99);
     }
-  std::printf("\nFullDepth tokens identical across batch sizes: %s; load average at end %s; "
-              "total %.0f s\n",
-              full_same ? "yes" : "NO", load_end.c_str(), total_s);
+  std::printf(
+      "\nFullDepth tokens identical across batch sizes: %s; load average at end %s; "
+      "total %.0f s\n",
+      full_same ? "yes" : "NO", load_end.c_str(), total_s);
 
   // ---- CSV ----
   if (!o.csv.empty()) {
@@ -671,12 +597,11 @@ int main(int argc, char** argv) {
       for (std::size_t e = 0; e + 1 < r.tf.exit_hist.size(); ++e) tf_early += r.tf.exit_hist[e];
       std::int64_t tf_dec = 0;
       for (auto v : r.tf.exit_hist) tf_dec += v;
-      std::snprintf(buf, sizeof buf,
-                    "%s,%s,%d,%.3f,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f",
-                    r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(), r.full_tok_s,
-                    r.tok_ratio(), r.cpu_ratio(), 1e3 * r.itl_p50, 1e3 * r.itl_p99,
-                    r.itl_p50 / r.full_p50, r.itl_p99 / r.full_p99, r.mean_exit,
-                    r.mean_exit / fr.mean_exit, r.layers_frac);
+      std::snprintf(
+          buf, sizeof buf, "%s,%s,%d,%.3f,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f",
+          r.spec.name.c_str(), r.spec.thr.c_str(), r.B, r.best.tok_s(), r.full_tok_s, r.tok_ratio(),
+          r.cpu_ratio(), 1e3 * r.itl_p50, 1e3 * r.itl_p99, r.itl_p50 / r.full_p50,
+          r.itl_p99 / r.full_p99, r.mean_exit, r.mean_exit / fr.mean_exit, r.layers_frac);
       f << buf;
       for (double s : r.exit_share) {
         std::snprintf(buf, sizeof buf, ",%.4f", s);

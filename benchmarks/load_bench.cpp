@@ -28,7 +28,6 @@
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
 
 #ifndef EEXIT_DEFAULT_MODEL
 #define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
@@ -42,7 +41,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using Clock = std::chrono::steady_clock;
 using Cache = PagedCache<CpuBackend, 16>;
-using Eng = Engine<serve::RuntimePolicy, Cache>;
+using Eng = Engine<RuntimePolicy, Cache>;
 
 constexpr const char* kHelp = R"(usage: eexit-bench-load [options]
 
@@ -147,14 +146,14 @@ std::vector<GenerateRequest> workload(const Setup& st, std::int64_t n) {
   return rs;
 }
 
-Eng make_engine(const Setup& st, Cache& cache, const serve::RuntimePolicy& pol) {
+Eng make_engine(const Setup& st, Cache& cache, const RuntimePolicy& pol) {
   EngineOptions eo;
   eo.max_running = 64;
   eo.max_batch_tokens = 256;
   return Eng(st.model, cache, pol, eo);
 }
 
-RunResult run_server(const Setup& st, const serve::RuntimePolicy& pol, int clients,
+RunResult run_server(const Setup& st, const RuntimePolicy& pol, int clients,
                      std::int64_t n_requests, double time_limit_s) {
   Cache cache(st.be, st.model.config(), 2048);
   Eng engine = make_engine(st, cache, pol);
@@ -164,7 +163,7 @@ RunResult run_server(const Setup& st, const serve::RuntimePolicy& pol, int clien
   serve::HttpConfig hc;
   hc.limits.model_name = "bench";
   hc.limits.context = st.model.config().max_seq_len;
-  hc.limits.server_policy = pol.kind;
+  hc.limits.server_policy = pol.rule;
   serve::HttpServer<serve::EngineService<Eng>> server(io, svc, st.tok, hc);
   server.listen({asio::ip::make_address("127.0.0.1"), 0});
   const auto port = server.port();
@@ -211,8 +210,8 @@ RunResult run_server(const Setup& st, const serve::RuntimePolicy& pol, int clien
     });
   for (auto& t : threads) t.join();
   res.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  server.close();
-  io.stop();
+  // Drain rather than io.stop(): no session coroutine is left suspended when the server goes.
+  asio::post(io, [&] { server.shutdown(std::chrono::milliseconds(0)); });
   io_thread.join();
   svc.stop();
   res.steps = svc.metrics().steps;
@@ -220,7 +219,7 @@ RunResult run_server(const Setup& st, const serve::RuntimePolicy& pol, int clien
 }
 
 // The same requests straight into the Engine, `clients` in flight at a time.
-RunResult run_inproc(const Setup& st, const serve::RuntimePolicy& pol, int clients,
+RunResult run_inproc(const Setup& st, const RuntimePolicy& pol, int clients,
                      std::int64_t n_requests) {
   Cache cache(st.be, st.model.config(), 2048);
   Eng engine = make_engine(st, cache, pol);
@@ -276,10 +275,10 @@ int main(int argc, char** argv) {
       while (std::getline(ss, item, ','))
         counts.push_back(int(Args::parse_real("clients", item, 1, 1024)));
     }
-    serve::RuntimePolicy full;
-    serve::RuntimePolicy ee;
-    ee.kind = serve::PolicyKind::split;
-    ee.measure = AnyMeasure::from_name(model->config().early_exit.measure);
+    RuntimePolicy full;
+    RuntimePolicy ee;
+    ee.rule = rule_from_name("split");
+    ee.measure = measure_from_name(model->config().early_exit.measure);
     if (!model->config().early_exit.thresholds.empty())
       ee.thresholds.values = model->config().early_exit.thresholds;
     if (args.has("threshold")) ee.thresholds.values = {float(args.real("threshold", 0.5, -1e6, 1e6))};
@@ -312,7 +311,7 @@ int main(int argc, char** argv) {
         }
         std::printf("| %s | %d | %lld | %.1f | %.0f | %.0f | %.3f | %.2f | %.2f | %.3f | %.3f | %.1f, %.1f | "
                     "%lld |\n",
-                    pol == &full ? "full" : "split", c, (long long)srv.requests,
+                    std::string(pol->name()).c_str(), c, (long long)srv.requests,
                     double(srv.requests) / srv.wall_s, stps, itps, stps / itps,
                     1e3 * pct(srv.ttft, 0.5), 1e3 * pct(srv.ttft, 0.99), 1e3 * pct(srv.itl, 0.5),
                     1e3 * pct(srv.itl, 0.99), double(srv.tokens) / double(std::max<std::int64_t>(1, srv.steps)),

@@ -11,6 +11,9 @@ code with the C++ reader it checks.
   tiny OUT.gguf [--type q8_0|q4_0|f16|bf16|f32] [--vocab llama|gpt2] [--seed N]
       A random tiny llama (dim 32, 2 layers, GQA 4/2, MLP 64) with a small vocabulary of
       that kind: the fuzzer's seed corpus (tests/fuzz/seeds/gguf).
+  q4k OUT.gguf EXPECTED.gguf [--seed N]
+      A tensor of random Q4_K super-blocks (no quantizer: random scales, mins and nibbles)
+      and its numpy dequantization per ggml's dequantize_row_q4_K, as F32.
   vocab TOKENIZER.json OUT.gguf
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
       the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
@@ -265,6 +268,40 @@ def tiny(a):
     w.write(a.output)
 
 
+def q4k_scale_min(j, q):
+    if j < 4:
+        return q[j] & 63, q[j + 4] & 63
+    return (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
+
+
+def q4k(a):
+    """Q4_K = {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]} per 256 elements."""
+    rng = np.random.default_rng(a.seed)
+    rows, cols = 3, 512
+    raw, out = bytearray(), []
+    for _ in range(rows * cols // 256):
+        d, dmin = (rng.standard_normal(2) * 0.01).astype(np.float16)
+        sc = rng.integers(0, 256, 12, dtype=np.uint8)
+        qs = rng.integers(0, 256, 128, dtype=np.uint8)
+        raw += d.tobytes() + dmin.tobytes() + sc.tobytes() + qs.tobytes()
+        d32, m32 = np.float32(d), np.float32(dmin)
+        for k in range(4):  # 64 elements per pair of sub-blocks, low nibbles first
+            q = qs[32 * k: 32 * k + 32]
+            s0, n0 = q4k_scale_min(2 * k, sc)
+            s1, n1 = q4k_scale_min(2 * k + 1, sc)
+            d0, o0 = d32 * np.float32(s0), m32 * np.float32(n0)
+            d1, o1 = d32 * np.float32(s1), m32 * np.float32(n1)
+            out.append(d0 * (q & 0xF).astype(np.float32) - o0)
+            out.append(d1 * (q >> 4).astype(np.float32) - o1)
+    w, e = Writer(), Writer()
+    for x in (w, e):
+        x.add("general.architecture", T_STR, "llama")
+    w.tensor("q4k", [cols, rows], 12, bytes(raw))
+    e.tensor("q4k", [cols, rows], G_F32, np.concatenate(out).astype(np.float32).tobytes())
+    w.write(a.output)
+    e.write(a.expected)
+
+
 def bytes_to_unicode():
     """GPT-2's byte -> printable character table (as published with its encoder)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
@@ -323,11 +360,15 @@ def main():
     t.add_argument("--type", default="f32", choices=["q8_0", "q4_0", "f16", "bf16", "f32"])
     t.add_argument("--vocab", default="llama", choices=["llama", "gpt2"])
     t.add_argument("--seed", type=int, default=0)
+    k = sub.add_parser("q4k")
+    k.add_argument("output")
+    k.add_argument("expected")
+    k.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
     a = p.parse_args()
-    {"requantize": requantize, "tiny": tiny, "vocab": vocab}[a.cmd](a)
+    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "vocab": vocab}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@
 // Bandwidth at batch 1 (FullDepth, random-1B): bytes of weights one decode step reads
 //   (every bf16 matrix incl. the LM head) × steps/s, against a device-to-device copy of
 //   1 GiB measured in the same run (2 × bytes / time: it reads and writes them).
-// Output: one line per measurement, "BENCH key=value ...", then a table.
+// Output: one line per measurement, "BENCH key=value ...", then a table. Exit status 3
+//   (with a "BENCH FAILED" line per measurement) when any request ended in error or with
+//   fewer tokens than --new: such figures are not measurements.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -127,7 +129,29 @@ double step_weight_bytes(const ModelConfig& c, double bytes_per) {
 struct Result {
   double tok_s = 0, step_s = 0;
   std::int64_t tokens = 0, early = 0;
+  // Requests that did not end normally with all their tokens: Engine::step() never throws
+  // (a CUDA fault fails the step's requests with finish_reason::error), so without this
+  // count a broken run would still print numbers.
+  int failed = 0;
+  std::string why;  // the first failure
 };
+
+// Finished requests of one step's outputs: an error, or fewer tokens than asked, is a failure.
+void tally(const std::vector<RequestOutput>& outs, int n_new, int& finished, Result& r) {
+  for (const auto& o : outs) {
+    if (!o.finished()) continue;
+    ++finished;
+    std::string why;
+    if (o.finish == finish_reason::error)
+      why = "request " + std::to_string(o.id) + " ended in error: " + o.error;
+    else if (o.stats.generated_tokens != n_new)
+      why = "request " + std::to_string(o.id) + " generated " +
+            std::to_string(o.stats.generated_tokens) + " of " + std::to_string(n_new) +
+            " tokens (" + std::string(finish_reason_name(o.finish)) + ")";
+    if (why.empty()) continue;
+    if (r.failed++ == 0) r.why = why;
+  }
+}
 
 template <class P>
 Result decode(CudaBackend& be, LlamaModel<CudaBackend>& model, P policy, int batch, int prompt,
@@ -152,14 +176,19 @@ Result decode(CudaBackend& be, LlamaModel<CudaBackend>& model, P policy, int bat
     r.ignore_eos = true;
     engine.add_request(r);
   }
-  engine.step();  // the whole prefill (and each request's first token)
+  Result r;
+  int finished = 0;
+  tally(engine.step(), n_new, finished, r);  // the whole prefill (and each request's first token)
   be.synchronize();
   const auto t0 = clk::now();
   const std::int64_t g0 = engine.stats().generated_tokens, s0 = engine.stats().steps;
-  while (engine.has_work()) engine.step();
+  while (engine.has_work()) tally(engine.step(), n_new, finished, r);
   be.synchronize();
   const double dt = std::chrono::duration<double>(clk::now() - t0).count();
-  Result r;
+  if (finished != batch) {
+    r.failed += batch - finished;
+    if (r.why.empty()) r.why = std::to_string(batch - finished) + " requests never finished";
+  }
   r.tokens = engine.stats().generated_tokens - g0;
   r.tok_s = double(r.tokens) / dt;
   r.step_s = dt / double(std::max<std::int64_t>(1, engine.stats().steps - s0));
@@ -276,6 +305,15 @@ int main(int argc, char** argv) {
                 "device-to-device copy (%.1f GB/s)\n",
                 bw_decode / 1e9, 100.0 * bw_decode / bw_copy, bw_copy / 1e9);
     std::printf("exits are SCRIPTED (30/30/20/20%% at exits 0/1/2/full), not model confidence\n");
+    int failed_rows = 0;
+    for (auto& r : rows)
+      if (r.r.failed) {
+        ++failed_rows;
+        std::printf("BENCH FAILED model=%s policy=%s batch=%d: %d of %d requests: %s\n",
+                    r.model.c_str(), r.policy.c_str(), r.batch, r.r.failed, r.batch,
+                    r.r.why.c_str());
+      }
+    if (failed_rows) return 3;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "eexit-bench-gpu: %s\n", e.what());
     return 1;

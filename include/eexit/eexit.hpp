@@ -8,11 +8,13 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/engine/engine.hpp"
+#include "eexit/engine/teacher_forcing.hpp"
 #include "eexit/model/llama.hpp"
 #include "eexit/model/load.hpp"
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
 #include "eexit/policy/policy.hpp"
+#include "eexit/policy/registry.hpp"
 #include "eexit/sampling/sampler.hpp"
 #include "eexit/text/tokenizer.hpp"
 
@@ -24,4 +26,5 @@ static_assert(exit_model<LlamaModel<CpuBackend>>);
 static_assert(policy<FullDepth>);
 static_assert(policy<AllConfident>);
 static_assert(policy<SplitAtExit>);
+static_assert(policy<RuntimePolicy>);
 }  // namespace eexit

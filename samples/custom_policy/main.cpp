@@ -2,11 +2,8 @@
 // stock AllConfident, and prints what each did.
 #include <iostream>
 
+#include "../common/default_model.hpp"
 #include "two_in_a_row.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 template <class Policy>
 void generate(eexit::LlamaModel<eexit::CpuBackend>& model, eexit::CpuBackend& be,
@@ -28,8 +25,8 @@ void generate(eexit::LlamaModel<eexit::CpuBackend>& model, eexit::CpuBackend& be
 }
 
 int main(int argc, char** argv) {
-  const std::string path = argc > 1 ? argv[1] : EEXIT_DEFAULT_MODEL;
   try {
+    const std::string path = argc > 1 ? argv[1] : eexit::samples::default_model(argv[0]);
     eexit::CpuBackend be;
     eexit::LlamaModel<eexit::CpuBackend> model(be, eexit::load_model(path));
     const auto tok = eexit::Tokenizer::load(path);

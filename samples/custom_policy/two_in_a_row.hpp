@@ -11,8 +11,8 @@ struct TwoInARow {
 
   std::string_view name() const { return "two-in-a-row"; }
   bool evaluates_exits() const { return true; }
-  // Ask the engine for the exit head's logits at every exit point.
-  eexit::ExitNeeds needs(int /*exit*/) const { return {.logits = true}; }
+  // Ask the engine for the exit head's scores (max prob, margin, entropy) at every exit.
+  eexit::ExitNeeds needs(int /*exit*/) const { return {.scores = true}; }
 
   void decide(const eexit::ExitRows& rows, std::span<std::uint8_t> confident,
               std::span<std::uint8_t> leave) {

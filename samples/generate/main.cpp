@@ -10,22 +10,20 @@
 #include <sstream>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
+#include "../common/device.hpp"
 #include "eexit/eexit.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
 
 namespace {
 
 constexpr const char* kHelp = R"(usage: eexit-generate [--model PATH] --prompt TEXT [options]
 
-Generates text with an eexit model on the CPU, with early exit. Several --prompt flags
-run as one continuously batched workload.
+Generates text with an eexit model on the CPU (or a GPU, --device cuda), with early
+exit. Several --prompt flags run as one continuously batched workload.
 
   --model PATH            a HF directory (config.json + safetensors), a .safetensors file, a
                           llama2.c .bin checkpoint or a GGUF file (default: the embedded
-                          early-exit model )" EEXIT_DEFAULT_MODEL R"()
+                          early-exit model: @DEFAULT_MODEL@)
   --tokenizer PATH        tokenizer.json, llama2.c tokenizer.bin, a GGUF file, or a directory;
                           default: the GGUF model itself, else tokenizer.json / tokenizer.bin /
                           tok<vocab>.bin beside the model
@@ -33,9 +31,9 @@ run as one continuously batched workload.
                           layers (0-based, increasing, below the last layer) to any checkpoint
   --prompt TEXT           a prompt (repeatable); "" starts from BOS alone
   --max-tokens N          tokens to generate per prompt (default 256)
-  --policy P              full | all-confident | split (default: all-confident when the
+  --policy P              @POLICIES@ (default: all-confident when the
                           model has exit points, else full)
-  --measure M             max-prob | margin | entropy | cosine | classifier (default: the
+  --measure M             @MEASURES@ (default: the
                           model's config.json early_exit.measure, else max-prob)
   --threshold X[,Y...]    one threshold for every exit point, or one per exit point
                           (default: the model's config.json early_exit.thresholds, else 0.9)
@@ -65,14 +63,12 @@ run as one continuously batched workload.
 using namespace eexit;
 using samples::Args;
 using samples::usage_error;
-using Cache = PagedCache<CpuBackend, 16>;
+template <class Backend>
+using Cache = PagedCache<Backend, 16>;
 
 std::string find_tokenizer(const std::string& model, int vocab) {
   namespace fs = std::filesystem;
-  if (std::ifstream f(model, std::ios::binary); f) {  // a GGUF file carries its tokenizer
-    char magic[4] = {};
-    if (f.read(magic, 4) && std::string_view(magic, 4) == "GGUF") return model;
-  }
+  if (gguf::has_magic(model)) return model;  // a GGUF file carries its tokenizer
   fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
   for (auto name : {std::string("tokenizer.json"), std::string("tokenizer.bin"),
                     "tok" + std::to_string(vocab) + ".bin"})
@@ -96,15 +92,19 @@ double mean_exit_layer(const std::vector<std::int64_t>& hist, std::span<const in
   return n > 0 ? sum / n : 0.0;
 }
 
-template <class Policy>
-RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& tok,
+template <class Policy, class Backend>
+RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
               const std::vector<GenerateRequest>& reqs, Policy policy, EngineOptions opt,
               std::int32_t blocks, bool stream) {
-  Cache cache(be, model.config(), blocks);
-  Engine<Policy, Cache> engine(model, cache, std::move(policy), opt);
+  Cache<Backend> cache(be, model.config(), blocks);
+  Engine<Policy, Cache<Backend>> engine(model, cache, std::move(policy), opt);
   engine.set_tokenizer(&tok);
   std::vector<request_id> ids;
-  for (auto& r : reqs) ids.push_back(engine.add_request(r));
+  std::map<request_id, std::size_t> index;  // id -> position in reqs
+  for (auto& r : reqs) {
+    ids.push_back(engine.add_request(r));
+    index[ids.back()] = ids.size() - 1;
+  }
   std::map<request_id, nlohmann::json> results;
   RunResult res;
   const auto exit_layers = model.exit_layers();
@@ -112,6 +112,8 @@ RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& to
   while (engine.has_work()) {
     for (auto& o : engine.step()) {
       auto& j = results[o.id];
+      // An object from the start: a request can finish (error, max_tokens 0) with no token.
+      if (j.is_null()) j = nlohmann::json::object();
       for (auto& t : o.tokens) {
         j["token_ids"].push_back(t.token);
         j["exit_layers"].push_back(t.exit_layer);
@@ -125,6 +127,14 @@ RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& to
         j["error"] = o.error;
         ++res.failures;
       }
+      // The engine ends a request the whole KV cache cannot hold with "length", like a
+      // context limit; short of max_tokens and of the context, that is the only cause.
+      const std::size_t i = index[o.id];
+      if (o.finish == finish_reason::length && st.generated_tokens < reqs[i].max_tokens &&
+          st.prompt_tokens + st.generated_tokens < model.config().max_seq_len)
+        std::cerr << "eexit-generate: prompt " << i + 1 << " stopped after " << st.generated_tokens
+                  << " of " << reqs[i].max_tokens << " tokens: the KV cache (--kv-blocks " << blocks
+                  << " = " << cache.capacity_tokens() << " tokens) cannot hold more of it\n";
       j["stats"] = {
           {"prompt_tokens", st.prompt_tokens},
           {"generated_tokens", st.generated_tokens},
@@ -147,12 +157,16 @@ RunResult run(LlamaModel<CpuBackend>& model, CpuBackend& be, const Tokenizer& to
   return res;
 }
 
-template <class P>
-P exit_policy(const std::string& measure, const Thresholds& thr) {
-  P p;
-  p.measure = AnyMeasure::from_name(measure);
-  p.thresholds = thr;
-  return p;
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
+std::string help_text() {
+  std::string h = kHelp;
+  for (auto [key, value] : {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
+                            std::pair{std::string_view("@MEASURES@"), measure_names_help()},
+                            std::pair{std::string_view("@DEFAULT_MODEL@"),
+                                      samples::default_model_help("\n                          ")}})
+    h.replace(h.find(key), key.size(), value);
+  return h;
 }
 
 }  // namespace
@@ -162,17 +176,35 @@ int main(int argc, char** argv) {
   GenerateRequest base;
   std::vector<float> thresholds;
   LoadOptions load_opt;
+  samples::DeviceChoice device;
   try {
-    args.emplace(
-        argc, argv,
-        std::set<std::string>{"model", "tokenizer", "prompt", "max-tokens", "temperature", "top-k",
-                              "top-p", "min-p", "repetition-penalty", "presence-penalty",
-                              "frequency-penalty", "seed", "stop", "threads", "max-batch-tokens",
-                              "kv-blocks", "policy", "measure", "threshold", "exit-layers",
-                              "dtype"},
-        std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
+    args.emplace(argc, argv,
+                 std::set<std::string>{"model",
+                                       "tokenizer",
+                                       "prompt",
+                                       "max-tokens",
+                                       "temperature",
+                                       "top-k",
+                                       "top-p",
+                                       "min-p",
+                                       "repetition-penalty",
+                                       "presence-penalty",
+                                       "frequency-penalty",
+                                       "seed",
+                                       "stop",
+                                       "threads",
+                                       "max-batch-tokens",
+                                       "kv-blocks",
+                                       "policy",
+                                       "measure",
+                                       "threshold",
+                                       "exit-layers",
+                                       "dtype",
+                                       "device",
+                                       "gpu-memory-fraction"},
+                 std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
-      std::cout << kHelp;
+      std::cout << help_text() << samples::kDeviceHelp;
       return 0;
     }
     base.max_tokens = std::int32_t(args->integer("max-tokens", 256, 0, 1 << 20));
@@ -193,24 +225,26 @@ int main(int argc, char** argv) {
     args->integer("kv-blocks", 0, 1, 1 << 26);
     if (args->has("dtype")) {
       const auto d = args->str("dtype");
-      if (d == "f32") load_opt.weights = dtype::f32;
-      else if (d == "bf16") load_opt.weights = dtype::bf16;
-      else if (d == "f16") load_opt.weights = dtype::f16;
-      else if (d == "q8_0") load_opt.weights = dtype::q8_0;
-      else if (d == "q4_0") load_opt.weights = dtype::q4_0;
+      if (d == "f32")
+        load_opt.weights = dtype::f32;
+      else if (d == "bf16")
+        load_opt.weights = dtype::bf16;
+      else if (d == "f16")
+        load_opt.weights = dtype::f16;
+      else if (d == "q8_0")
+        load_opt.weights = dtype::q8_0;
+      else if (d == "q4_0")
+        load_opt.weights = dtype::q4_0;
       else if (d != "auto")
         throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16, q8_0, q4_0");
     }
-    if (args->has("policy")) {
-      const auto p = args->str("policy");
-      if (p != "full" && p != "all-confident" && p != "split")
-        throw usage_error("--policy: '" + p + "' is not one of full, all-confident, split");
-    }
-    if (args->has("measure")) {
+    for (const char* flag : {"policy", "measure"}) {
+      if (!args->has(flag)) continue;
       try {
-        AnyMeasure::from_name(args->str("measure"));
+        flag == std::string_view("policy") ? void(rule_from_name(args->str(flag)))
+                                           : void(measure_from_name(args->str(flag)));
       } catch (const eexit::error& e) {
-        throw usage_error(std::string("--measure: ") + e.what());
+        throw usage_error(std::string("--") + e.what());
       }
     }
     if (args->has("threshold")) {
@@ -226,111 +260,118 @@ int main(int argc, char** argv) {
       }
     }
     if (!args->has("prompt")) throw usage_error("--prompt is required");
+    device = samples::parse_device(*args);
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
     return 2;
   }
   const bool json = args->has("json");
   try {
-    CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
-    LlamaModel<CpuBackend> model(be, load_model(model_path, load_opt));
-    const auto& cfg = model.config();
-    const auto tok =
-        Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
-                                               : find_tokenizer(model_path, cfg.vocab_size),
-                        cfg.vocab_size);
-    const bool has_exits = model.n_exits() > 1;
-    const std::string policy = args->str("policy", has_exits ? "all-confident" : "full");
-    if (policy != "full" && !has_exits)
-      throw eexit::error(model_path,
-                         "the model has no exit points (config.json early_exit); "
-                         "use --policy full");
-    Thresholds thr;
-    thr.values = !thresholds.empty()                  ? thresholds
-                 : !cfg.early_exit.thresholds.empty() ? cfg.early_exit.thresholds
-                                                      : std::vector<float>{0.9f};
-    thr.calm_decay = args->has("calm");
-    const std::string measure = args->str("measure", cfg.early_exit.measure);
+    return samples::with_backend(
+        device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
+          const std::string model_path =
+              args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          LlamaModel<Backend> model(be, load_model(model_path, load_opt));
+          const auto& cfg = model.config();
+          const auto tok =
+              Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
+                                                     : find_tokenizer(model_path, cfg.vocab_size),
+                              cfg.vocab_size);
+          const bool has_exits = model.n_exits() > 1;
+          const std::string policy = args->str(
+              "policy",
+              std::string(has_exits ? ExitWhenAllConfident{}.name() : NeverExit{}.name()));
+          const bool early_exit = rule_from_name(policy).evaluates_exits();
+          if (early_exit && !has_exits)
+            throw eexit::error(model_path,
+                               "the model has no exit points (config.json early_exit); "
+                               "use --policy full");
+          Thresholds thr;
+          thr.values = !thresholds.empty()                  ? thresholds
+                       : !cfg.early_exit.thresholds.empty() ? cfg.early_exit.thresholds
+                                                            : std::vector<float>{0.9f};
+          thr.calm_decay = args->has("calm");
+          const std::string measure = args->str("measure", cfg.early_exit.measure);
 
-    std::vector<GenerateRequest> reqs;
-    std::int64_t tokens_needed = 0;
-    for (const auto& p : args->all("prompt")) {
-      GenerateRequest r = base;
-      r.prompt.clear();
-      for (int id : tok.encode(p, true)) r.prompt.push_back(id);
-      if (r.prompt.empty()) r.prompt.push_back(cfg.bos_id);
-      tokens_needed += std::int64_t(r.prompt.size()) + r.max_tokens;
-      reqs.push_back(std::move(r));
-    }
-    const auto blocks = std::int32_t(args->integer(
-        "kv-blocks",
-        std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1, 1 << 20), 1,
-        1 << 26));
-    EngineOptions opt;
-    opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
+          std::vector<GenerateRequest> reqs;
+          std::int64_t tokens_needed = 0;
+          for (const auto& p : args->all("prompt")) {
+            GenerateRequest r = base;
+            r.prompt.clear();
+            for (int id : tok.encode(p, true)) r.prompt.push_back(id);
+            if (r.prompt.empty()) r.prompt.push_back(cfg.bos_id);
+            tokens_needed += std::int64_t(r.prompt.size()) + r.max_tokens;
+            reqs.push_back(std::move(r));
+          }
+          const auto blocks = samples::kv_blocks(
+              be, device, cfg,
+              std::int32_t(args->integer(
+                  "kv-blocks",
+                  std::min<long long>(tokens_needed / 16 + 2 * std::int64_t(reqs.size()) + 1,
+                                      1 << 20),
+                  1, 1 << 26)));
+          EngineOptions opt;
+          opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
 
-    const bool stream = !json && reqs.size() == 1;
-    auto run_policy = [&](bool streaming) {
-      if (policy == "full") return run(model, be, tok, reqs, FullDepth{}, opt, blocks, streaming);
-      if (policy == "all-confident")
-        return run(model, be, tok, reqs, exit_policy<AllConfident>(measure, thr), opt, blocks,
-                   streaming);
-      return run(model, be, tok, reqs, exit_policy<SplitAtExit>(measure, thr), opt, blocks,
-                 streaming);
-    };
-    RunResult res = run_policy(stream);
+          const bool stream = !json && reqs.size() == 1;
+          auto run_policy = [&](bool streaming) {
+            return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr), opt, blocks,
+                       streaming);
+          };
+          RunResult res = run_policy(stream);
 
-    for (std::size_t i = 0; i < res.per_request.size(); ++i) {
-      const auto& j = res.per_request[i];
-      if (json) {
-        std::cout << j.dump() << "\n";
-      } else if (!stream) {
-        std::cout << "--- prompt " << i + 1 << " (" << j.value("finish_reason", "") << ")\n"
-                  << j.value("text", "") << "\n";
-      }
-    }
-    if (!json) {
-      const auto& st = res.stats;
-      const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
-      std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
-      if (policy != "full") std::cerr << " (" << measure << ")";
-      std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, " << tps
-                << " tokens/s, mean exit layer "
-                << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "
-                << cfg.n_layers - 1 << ", layers computed "
-                << (st.decode_layers_full
-                        ? 100.0 * double(st.decode_layers_computed) / double(st.decode_layers_full)
-                        : 100.0)
-                << "% of full depth\n";
-      if (args->has("compare-full-depth")) {
-        // Alternate full depth and the policy three times and keep each one's best time, so
-        // that a burst of other load on the machine does not decide the ratio.
-        RunResult full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, false);
-        double best = res.seconds;
-        for (int round = 0; round < 2; ++round) {
-          best = std::min(best, run_policy(false).seconds);
-          full.seconds = std::min(
-              full.seconds, run(model, be, tok, reqs, FullDepth{}, opt, blocks, false).seconds);
-        }
-        const double etps = best > 0 ? double(st.generated_tokens) / best : 0.0;
-        const double ftps =
-            full.seconds > 0 ? double(full.stats.generated_tokens) / full.seconds : 0;
-        std::size_t same = 0, total = 0;
-        for (std::size_t i = 0; i < reqs.size(); ++i) {
-          const auto& a = res.per_request[i]["token_ids"];
-          const auto& b = full.per_request[i]["token_ids"];
-          for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k) same += a[k] == b[k];
-          total += b.size();
-        }
-        std::cerr << "[eexit] best of 3 alternating runs: " << policy << " " << etps
-                  << " tokens/s, full depth " << ftps << " tokens/s -> "
-                  << (ftps > 0 ? etps / ftps : 0.0) << "x full depth; "
-                  << (total ? 100.0 * double(same) / double(total) : 100.0)
-                  << "% of tokens equal to full depth's\n";
-      }
-    }
-    return res.failures ? 1 : 0;
+          for (std::size_t i = 0; i < res.per_request.size(); ++i) {
+            const auto& j = res.per_request[i];
+            if (json) {
+              std::cout << j.dump() << "\n";
+            } else if (!stream) {
+              std::cout << "--- prompt " << i + 1 << " (" << j.value("finish_reason", "") << ")\n"
+                        << j.value("text", "") << "\n";
+            }
+          }
+          if (!json) {
+            const auto& st = res.stats;
+            const double tps = res.seconds > 0 ? double(st.generated_tokens) / res.seconds : 0.0;
+            std::cerr << std::fixed << std::setprecision(2) << "\n[eexit] policy " << policy;
+            if (early_exit) std::cerr << " (" << measure << ")";
+            std::cerr << ": " << st.generated_tokens << " tokens in " << res.seconds << " s, "
+                      << tps << " tokens/s, mean exit layer "
+                      << mean_exit_layer(st.exit_histogram, model.exit_layers()) << " of "
+                      << cfg.n_layers - 1 << ", layers computed "
+                      << (st.decode_layers_full ? 100.0 * double(st.decode_layers_computed) /
+                                                      double(st.decode_layers_full)
+                                                : 100.0)
+                      << "% of full depth\n";
+            if (args->has("compare-full-depth")) {
+              // Alternate full depth and the policy three times and keep each one's best time, so
+              // that a burst of other load on the machine does not decide the ratio.
+              RunResult full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, false);
+              double best = res.seconds;
+              for (int round = 0; round < 2; ++round) {
+                best = std::min(best, run_policy(false).seconds);
+                full.seconds =
+                    std::min(full.seconds,
+                             run(model, be, tok, reqs, FullDepth{}, opt, blocks, false).seconds);
+              }
+              const double etps = best > 0 ? double(st.generated_tokens) / best : 0.0;
+              const double ftps =
+                  full.seconds > 0 ? double(full.stats.generated_tokens) / full.seconds : 0;
+              std::size_t same = 0, total = 0;
+              for (std::size_t i = 0; i < reqs.size(); ++i) {
+                const auto& a = res.per_request[i]["token_ids"];
+                const auto& b = full.per_request[i]["token_ids"];
+                for (std::size_t k = 0; k < std::min(a.size(), b.size()); ++k) same += a[k] == b[k];
+                total += b.size();
+              }
+              std::cerr << "[eexit] best of 3 alternating runs: " << policy << " " << etps
+                        << " tokens/s, full depth " << ftps << " tokens/s -> "
+                        << (ftps > 0 ? etps / ftps : 0.0) << "x full depth; "
+                        << (total ? 100.0 * double(same) / double(total) : 100.0)
+                        << "% of tokens equal to full depth's\n";
+            }
+          }
+          return res.failures ? 1 : 0;
+        });
   } catch (const std::exception& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n";
     return 1;

@@ -1,37 +1,35 @@
-// eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU).
+// eexit-server: an OpenAI-compatible streaming HTTP server over the eexit engine (CPU, or
+// a GPU with --device cuda).
 // One engine thread (serve::EngineService), one I/O thread (serve::HttpServer).
-#include <utility>
+#include <sys/resource.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "../common/args.hpp"
+#include "../common/default_model.hpp"
+#include "../common/device.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
-
-#ifndef EEXIT_DEFAULT_MODEL
-#define EEXIT_DEFAULT_MODEL "models/eexit-shakespeare"
-#endif
+#include "eexit/text/chat_template.hpp"
 
 namespace {
 
 constexpr const char* kHelp = R"(usage: eexit-server [options]
 
-Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
+Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device):
   POST /v1/completions, POST /v1/chat/completions (stream: true for SSE),
   GET /v1/models, GET /health, GET /metrics (Prometheus).
 
   --model PATH            HF model directory (config.json, model.safetensors,
-                          tokenizer.json); default: the embedded eexit-shakespeare
+                          tokenizer.json); default: the embedded eexit-shakespeare,
+                          @DEFAULT_MODEL@
   --tokenizer PATH        tokenizer.json or GGUF (default: beside the model; a GGUF model's own)
   --exit-layers L[,M...]  add shared-head exit points after these layers (0-based) to any
                           checkpoint (HF, llama2.c .bin, GGUF)
@@ -39,8 +37,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --host H                address to bind (default 127.0.0.1)
   --port P                port (default 8000; 0 = any free port, printed at start)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1/*
-  --policy P              early exit: full | all-confident | split (default full)
-  --measure M             max-prob | margin | entropy | cosine | classifier
+  --policy P              early exit: @POLICIES@ (default full)
+  --measure M             @MEASURES@
                           (default: the model's config, else max-prob)
   --threshold X[,Y...]    one threshold, or one per exit point (default: the model's)
   --calm-decay            CALM's threshold decay over the decode position
@@ -52,9 +50,27 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
   --max-pending N         requests in flight before 429 (default 256)
   --max-body-bytes N      request body limit (default 1048576)
   --timeout S             idle/slow client timeout in seconds (default 30)
+  --max-connections N     open connections; one more gets 503 (default: the open-file
+                          limit less 64)
+  --shutdown-timeout S    on SIGTERM/SIGINT: stop accepting, let running requests finish
+                          for up to S seconds, then end them with an error (default 10)
+  --metrics-public        serve /metrics without the API key (/health is always open)
   --threads N             CPU threads for the engine (default: all cores)
   --help                  this text
 )";
+
+// kHelp with the policy and measure lists of policy/registry.hpp and the default model's
+// search list in place.
+std::string help_text() {
+  std::string h = kHelp;
+  for (auto [key, value] :
+       {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
+        std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
+        std::pair{std::string_view("@DEFAULT_MODEL@"),
+                  eexit::samples::default_model_help("\n                          ")}})
+    h.replace(h.find(key), key.size(), value);
+  return h;
+}
 
 std::vector<float> parse_thresholds(const std::string& s) {
   std::vector<float> v;
@@ -66,15 +82,6 @@ std::vector<float> parse_thresholds(const std::string& s) {
   return v;
 }
 
-std::string token_string(const nlohmann::json& j, const char* key, std::string def) {
-  auto it = j.find(key);
-  if (it == j.end()) return def;
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-    return (*it)["content"].get<std::string>();
-  return def;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,33 +90,50 @@ int main(int argc, char** argv) {
   using samples::usage_error;
   namespace fs = std::filesystem;
   std::optional<Args> args;
-  serve::RuntimePolicy policy;
-  std::optional<serve::openai::ChatStyle> style;
+  RuntimePolicy policy;
+  std::optional<ChatStyle> style;
   LoadOptions load_opt;
+  samples::DeviceChoice device;
   try {
     args.emplace(argc, argv,
-                 std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
-                                       "api-key", "policy", "measure", "threshold",
-                                       "chat-template", "max-batch-tokens", "max-running",
-                                       "kv-blocks", "max-pending", "max-body-bytes", "timeout",
-                                       "threads", "exit-layers"},
-                 std::set<std::string>{"help", "calm-decay"});
+                 std::set<std::string>{"model",
+                                       "tokenizer",
+                                       "served-model-name",
+                                       "host",
+                                       "port",
+                                       "api-key",
+                                       "policy",
+                                       "measure",
+                                       "threshold",
+                                       "chat-template",
+                                       "max-batch-tokens",
+                                       "max-running",
+                                       "kv-blocks",
+                                       "max-pending",
+                                       "max-body-bytes",
+                                       "timeout",
+                                       "threads",
+                                       "exit-layers",
+                                       "device",
+                                       "gpu-memory-fraction",
+                                       "max-connections",
+                                       "shutdown-timeout"},
+                 std::set<std::string>{"help", "calm-decay", "metrics-public"});
     if (args->has("help")) {
-      std::cout << kHelp;
+      std::cout << help_text() << samples::kDeviceHelp;
       return 0;
     }
     try {
-      policy.kind = serve::policy_kind_from_name(args->str("policy", "full"));
-      if (args->has("measure")) policy.measure = AnyMeasure::from_name(args->str("measure"));
+      policy.rule = rule_from_name(args->str("policy", "full"));
+      if (args->has("measure")) policy.measure = measure_from_name(args->str("measure"));
     } catch (const error& e) {
-      throw usage_error(std::string("--") + (args->has("measure") ? "measure" : "policy") + ": " +
-                        e.what());
+      throw usage_error(std::string("--") + e.what());  // "policy: unknown policy ..."
     }
     if (args->has("threshold")) policy.thresholds.values = parse_thresholds(args->str("threshold"));
     policy.thresholds.calm_decay = args->has("calm-decay");
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
-      style = serve::openai::chat_style_from_name(ct);
+      style = chat_style_from_name(ct);
       if (!style) throw usage_error("--chat-template: unknown style '" + ct + "'");
     }
     args->integer("port", 8000, 0, 65535);
@@ -120,6 +144,8 @@ int main(int argc, char** argv) {
     args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30);
     args->integer("timeout", 30, 1, 86400);
     args->integer("threads", 0, 0, 1024);
+    args->integer("max-connections", 0, 1, 1 << 24);
+    args->real("shutdown-timeout", 10, 0, 86400);
     if (args->has("exit-layers")) {
       try {
         load_opt.exit_layers = parse_exit_layers(args->str("exit-layers"), "--exit-layers");
@@ -127,89 +153,100 @@ int main(int argc, char** argv) {
         throw usage_error(e.what());
       }
     }
+    device = samples::parse_device(*args);
   } catch (const usage_error& e) {
     std::cerr << "eexit-server: " << e.what() << "\n(see eexit-server --help)\n";
     return 2;
   }
   try {
-    const std::string model_path = args->str("model", EEXIT_DEFAULT_MODEL);
-    CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
-    std::string warning;
-    auto model =
-        serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path, &warning, load_opt);
-    if (!warning.empty()) std::cerr << "eexit-server: warning: " << warning << "\n";
-    const auto& cfg = model->config();
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                      : fs::path(model_path).parent_path();
-    const auto tok = Tokenizer::load(
-        args->has("tokenizer")          ? args->str("tokenizer")
-        : model_path.ends_with(".gguf") ? model_path
-                                        : (dir / "tokenizer.json").string(),
-        cfg.vocab_size);
-    // Policy defaults from the model's config.json.
-    if (!args->has("measure") && policy.kind != serve::PolicyKind::full)
-      policy.measure = AnyMeasure::from_name(cfg.early_exit.measure);
-    if (!args->has("threshold") && !cfg.early_exit.thresholds.empty())
-      policy.thresholds.values = cfg.early_exit.thresholds;
+    return samples::with_backend(
+        device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
+          const std::string model_path =
+              args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          auto model = serve::load_serving_model<LlamaModel<Backend>>(be, model_path, load_opt);
+          const auto& cfg = model->config();
+          const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
+                                                            : fs::path(model_path).parent_path();
+          const auto tok =
+              Tokenizer::load(args->has("tokenizer")          ? args->str("tokenizer")
+                              : model_path.ends_with(".gguf") ? model_path
+                                                              : (dir / "tokenizer.json").string(),
+                              cfg.vocab_size);
+          // Policy defaults from the model's config.json.
+          if (!args->has("measure") && policy.evaluates_exits())
+            policy.measure = measure_from_name(cfg.early_exit.measure);
+          if (!args->has("threshold") && !cfg.early_exit.thresholds.empty())
+            policy.thresholds.values = cfg.early_exit.thresholds;
 
-    serve::HttpConfig hc;
-    hc.chat_style = serve::openai::ChatStyle::plain;
-    if (std::ifstream f(dir / "tokenizer_config.json"); f) {
-      const auto tc = nlohmann::json::parse(f, nullptr, false);
-      if (tc.is_object()) {
-        std::string jinja;
-        if (auto it = tc.find("chat_template"); it != tc.end()) {
-          if (it->is_string()) jinja = it->get<std::string>();
-          if (it->is_array())  // [{name, template}, ...]: the default one
-            for (const auto& t : *it)
-              if (t.value("name", "") == "default" && t.contains("template") &&
-                  t["template"].is_string())
-                jinja = t["template"].get<std::string>();
-        }
-        hc.chat_style = serve::openai::detect_chat_style(jinja);
-        hc.bos_text = token_string(tc, "bos_token", hc.bos_text);
-        hc.eos_text = token_string(tc, "eos_token", hc.eos_text);
-      }
-    }
-    if (style) hc.chat_style = *style;
-    hc.limits.model_name = args->str("served-model-name", fs::absolute(dir).filename().string());
-    if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
-      hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
-    hc.limits.context = cfg.max_seq_len;
-    hc.limits.server_policy = policy.kind;
-    hc.api_key = args->str("api-key");
-    hc.max_body_bytes = std::size_t(args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30));
-    hc.idle_timeout = hc.write_timeout =
-        std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
-    hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+          serve::HttpConfig hc;
+          // Chat formatting from tokenizer_config.json (plain when there is none).
+          const auto chat = load_chat_template(dir);
+          hc.chat_style = chat.style;
+          hc.bos_text = chat.bos_text;
+          hc.eos_text = chat.eos_text;
+          if (style) hc.chat_style = *style;
+          hc.limits.model_name =
+              args->str("served-model-name", fs::absolute(dir).filename().string());
+          if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
+            hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
+          hc.limits.context = cfg.max_seq_len;
+          hc.limits.server_policy = policy.rule;
+          hc.api_key = args->str("api-key");
+          hc.max_body_bytes = std::size_t(args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30));
+          hc.idle_timeout = hc.write_timeout =
+              std::chrono::seconds(args->integer("timeout", 30, 1, 86400));
+          hc.bos_id = tok.bos_id() >= 0 ? tok.bos_id() : cfg.bos_id;
+          hc.metrics_public = args->has("metrics-public");
+          hc.max_connections = std::size_t(args->integer("max-connections", 0, 1, 1 << 24));
+          if (!hc.max_connections) {
+            // Below the descriptor limit, so that refusing (503) wins over EMFILE; 64 are left for
+            // the model files, the listener, the refusals in flight and the like.
+            rlimit rl{};
+            if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                rl.rlim_cur > 128)
+              hc.max_connections = std::size_t(rl.rlim_cur) - 64;
+          }
 
-    using Cache = PagedCache<CpuBackend, 16>;
-    using Eng = Engine<serve::RuntimePolicy, Cache>;
-    Cache cache(be, cfg, std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26)));
-    EngineOptions eo;
-    eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
-    eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));
-    Eng engine(*model, cache, policy, eo);
-    engine.set_tokenizer(&tok);
-    serve::EngineService<Eng> svc(
-        engine, serve::ServiceOptions{std::size_t(args->integer("max-pending", 256, 1, 1 << 20))});
+          using Cache = PagedCache<Backend, 16>;
+          using Eng = Engine<RuntimePolicy, Cache>;
+          Cache cache(
+              be, cfg,
+              samples::kv_blocks(be, device, cfg,
+                                 std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26))));
+          EngineOptions eo;
+          eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
+          eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));
+          Eng engine(*model, cache, policy, eo);
+          engine.set_tokenizer(&tok);
+          serve::EngineService<Eng> svc(
+              engine,
+              serve::ServiceOptions{std::size_t(args->integer("max-pending", 256, 1, 1 << 20))});
 
-    boost::asio::io_context io(1);
-    serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
-    const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
-    server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int) {
-      server.close();
-      io.stop();
-    });
-    std::cout << "eexit-server: listening on http://" << host.to_string() << ":" << server.port()
-              << " (model " << hc.limits.model_name << ", policy "
-              << serve::policy_kind_name(policy.kind) << ", chat template "
-              << serve::openai::chat_style_name(hc.chat_style) << ")" << std::endl;
-    io.run();
-    svc.stop();
-    return 0;
+          boost::asio::io_context io(1);
+          serve::HttpServer<serve::EngineService<Eng>> server(io, svc, tok, hc);
+          const auto host = boost::asio::ip::make_address(args->str("host", "127.0.0.1"));
+          server.listen({host, static_cast<unsigned short>(args->integer("port", 8000, 0, 65535))});
+          // The first signal drains (see HttpServer::shutdown); a second one ends at once.
+          const auto drain = std::chrono::milliseconds(
+              std::int64_t(1000 * args->real("shutdown-timeout", 10, 0, 86400)));
+          boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+          signals.async_wait([&](const boost::system::error_code& ec, int) {
+            if (ec) return;
+            std::cout << "eexit-server: draining (up to " << drain.count() << " ms)" << std::endl;
+            server.shutdown(drain, std::chrono::milliseconds(2000), [&] { signals.cancel(); });
+            signals.async_wait([&](const boost::system::error_code& ec2, int) {
+              if (!ec2) server.shutdown_now();
+            });
+          });
+          std::cout << "eexit-server: listening on http://" << host.to_string() << ":"
+                    << server.port() << " (model " << hc.limits.model_name << ", policy "
+                    << policy.name() << ", chat template " << chat_style_name(hc.chat_style) << ")"
+                    << std::endl;
+          io.run();  // returns once the drain is over: no connection, no acceptor, no timer left
+          signals.cancel();
+          svc.stop();
+          return 0;
+        });
   } catch (const std::exception& e) {
     std::cerr << "eexit-server: " << e.what() << "\n";
     return 1;

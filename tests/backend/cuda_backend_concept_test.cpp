@@ -12,7 +12,6 @@
 
 static_assert(eexit::backend<eexit::CudaBackend>);
 static_assert(eexit::kv_cache<eexit::PagedCache<eexit::CudaBackend, 16>>);
-static_assert(eexit::CudaBackend::is_device);
 static_assert(!std::is_copy_constructible_v<eexit::CudaBuffer<float>>);
 static_assert(std::is_nothrow_move_constructible_v<eexit::CudaBuffer<float>>);
 

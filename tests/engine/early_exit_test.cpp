@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <map>
 
 #include "../test_paths.hpp"
 #include "eexit/eexit.hpp"
@@ -254,4 +255,62 @@ TEST_CASE("a classifier measure on a model without classifier heads is refused u
   auto wrong_count = with<AllConfident>(0.5f);
   wrong_count.thresholds.values = {0.1f, 0.2f, 0.3f};  // 2 exit points before the last
   CHECK_THROWS_AS((Engine<AllConfident, Cache>(stories().model, cache, wrong_count)), eexit::error);
+}
+
+TEST_CASE("teacher forcing the engine's own greedy tokens through the walk repeats its exits") {
+  // The engine samples through LayerWalk's sampling sink; TeacherForcingSink scores given
+  // tokens through the same walk. Fed the engine's own greedy output, it must see the same
+  // exit decisions, and score each token with the log-probability the engine reported.
+  auto& m = stories().model;
+  auto rs = requests(3);
+  for (auto& r : rs) r.sampling.logprobs = 0;
+  const auto policy = with<SplitAtExit>(0.5f);
+  Cache cache(stories().be, m.config(), 64);
+  Engine<SplitAtExit, Cache> engine(m, cache, policy);
+  std::vector<request_id> ids;
+  for (auto& r : rs) ids.push_back(engine.add_request(r));
+  std::map<request_id, std::vector<TokenEvent>> got;
+  while (engine.has_work())
+    for (auto& o : engine.step())
+      for (auto& t : o.tokens) got[o.id].push_back(t);
+
+  LayerWalk<LlamaModel<CpuBackend>, Cache> walk(m, cache, 64, 1);
+  auto p = policy;
+  std::int64_t early_exits = 0;
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    CAPTURE(i);
+    const auto& ev = got[ids[i]];
+    const auto& prompt = rs[i].prompt;
+    REQUIRE(ev.size() == std::size_t(rs[i].max_tokens));
+    REQUIRE(cache.reserve(99, std::int32_t(prompt.size() + ev.size())));
+    const std::int32_t* bt = cache.block_table(99);
+    TeacherForcingSink sink;
+    std::vector<std::int32_t> truth(1);
+    WalkRows w;
+    for (std::size_t t = 0; t < ev.size(); ++t) {
+      w.clear();
+      truth[0] = ev[t].token;
+      sink.truth = truth;
+      if (t == 0) {  // the prompt, full depth; its last row predicts the first token
+        for (std::size_t j = 0; j < prompt.size(); ++j) {
+          w.tokens.push_back(prompt[j]);
+          w.rowkv.push_back(RowKv{bt, std::int32_t(j)});
+        }
+        w.n_prefill = prompt.size();
+        w.yield_rows.push_back(std::int32_t(prompt.size()) - 1);
+        w.yield_slots.push_back(0);
+      } else {
+        w.tokens.push_back(ev[t - 1].token);
+        w.rowkv.push_back(RowKv{bt, std::int32_t(prompt.size() + t - 1)});
+        w.decode.push(0, ids[i], std::int32_t(t), rs[i].max_tokens, NAN);
+      }
+      walk.run(p, w, sink);
+      REQUIRE(sink.scored.size() == t + 1);
+      CHECK(sink.scored[t].layer == ev[t].exit_layer);
+      CHECK(sink.scored[t].logprob == doctest::Approx(ev[t].logprob).epsilon(1e-4));
+      early_exits += ev[t].exit_layer < m.config().n_layers - 1;
+    }
+    cache.release(99);
+  }
+  CHECK(early_exits > 0);  // the threshold really lets tokens out early
 }

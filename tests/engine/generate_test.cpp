@@ -216,3 +216,59 @@ TEST_CASE("requests that can never run are refused with eexit::error, nothing qu
   CHECK(out[0].tokens.size() >= 60);
   CHECK(cache.blocks_used() == 0);
 }
+
+TEST_CASE("refused requests carry a request_errc and the message names the problem") {
+  auto& s = stories();
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 4);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  auto refused = [&](GenerateRequest r, request_errc want, const std::string& msg) {
+    try {
+      engine.add_request(std::move(r));
+      FAIL("accepted");
+    } catch (const request_error& e) {
+      CHECK(e.code() == want);
+      CHECK(std::string(e.what()) == msg);
+    }
+  };
+  refused(greedy({}, 5), request_errc::empty_prompt, "request: prompt is empty");
+  refused(greedy({1, 512}, 5), request_errc::token_out_of_vocab,
+          "request: prompt token 512 is outside the vocabulary");
+  refused(greedy(std::vector<std::int32_t>(600, 5), 5), request_errc::context_length_exceeded,
+          "request: prompt has 600 tokens; the context holds 512");
+  refused(greedy(std::vector<std::int32_t>(100, 5), 5), request_errc::cache_too_small,
+          "request: prompt does not fit the KV cache");
+  refused(greedy({1}, -1), request_errc::invalid_parameter, "request: max_tokens must be >= 0");
+  auto bad = greedy({1}, 5);
+  bad.sampling.temperature = -1.0f;
+  try {
+    engine.add_request(bad);
+    FAIL("accepted");
+  } catch (const request_error& e) {
+    CHECK(e.code() == request_errc::invalid_sampling);
+    CHECK(std::string(e.what()).rfind("sampling: temperature", 0) == 0);  // as the sampler says
+  }
+  CHECK_FALSE(engine.has_work());
+}
+
+TEST_CASE("max_tokens 0 finishes with length and no token, beside a request that runs") {
+  // The prefill's last row samples a token; with nothing to generate it must not run at all.
+  auto& s = stories();
+  const auto ref = run_alone({greedy({1, 300}, 4)})[0];
+  PagedCache<CpuBackend, 16> cache(s.be, s.model.config(), 64);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(s.model, cache);
+  const auto none = engine.add_request(greedy({1, 301, 302}, 0));
+  const auto four = engine.add_request(greedy({1, 300}, 4));
+  std::vector<std::int32_t> none_tokens, four_tokens;
+  finish_reason none_finish = finish_reason::none;
+  while (engine.has_work())
+    for (auto& o : engine.step()) {
+      for (auto& t : o.tokens) (o.id == none ? none_tokens : four_tokens).push_back(t.token);
+      if (o.id == none && o.finished()) none_finish = o.finish;
+      CHECK((o.id == none || o.id == four));
+    }
+  CHECK(none_finish == finish_reason::length);
+  CHECK(none_tokens.empty());
+  CHECK(four_tokens == ref);
+  CHECK(engine.stats().generated_tokens == 4);
+  CHECK(cache.blocks_used() == 0);
+}

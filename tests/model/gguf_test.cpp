@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -350,6 +351,24 @@ TEST_CASE("quantized GGUF files dequantize to numpy's reference values, bit for 
   }
 }
 
+TEST_CASE("Q4_K super-blocks dequantize as numpy reads ggml's layout") {
+  if (fixture("x").empty()) {
+    MESSAGE("EEXIT_GGUF_FIXTURE_DIR not set (run through ctest): skipped");
+    return;
+  }
+  const auto q = gguf::File::open(fixture("q4_k.gguf"));
+  const auto e = gguf::File::open(fixture("q4_k.expected.gguf"));
+  REQUIRE(q.tensor("q4k")->type == gguf::tensor_type::q4_k);
+  CHECK(q.tensor("q4k")->n_bytes == 6u * 144u);
+  const auto got = gguf::read_f32(q, "q4k", {3, 512});
+  const auto want = gguf::read_f32(e, "q4k", {3, 512});
+  REQUIRE(got.size() == want.size());
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i)  // a compiler may fuse d*q - m into one FMA
+    bad += std::fabs(got[i] - want[i]) > 1e-6f * std::max(1.0f, std::fabs(want[i]));
+  CHECK(bad == 0);
+}
+
 TEST_CASE("GGUF tokenizer of ggml-vocab-llama-spm.gguf reproduces llama.cpp's test vectors") {
   const std::string path = test::shared("models/tokenizers/ggml-vocab-llama-spm.gguf");
   const Tokenizer tok = Tokenizer::load(path, 32000);
@@ -380,6 +399,27 @@ TEST_CASE("GGUF tokenizer of ggml-vocab-llama-spm.gguf reproduces llama.cpp's te
   }
   CHECK(i == cases.size());
   CHECK(tok.encode("Hello", true) == std::vector<int>{1, 15043});  // add_bos_token true
+}
+
+TEST_CASE("a SentencePiece GGUF vocabulary without an unknown id or byte tokens still encodes") {
+  // Found by gguf_fuzz: a character with no piece and no <0xXX> token became id -1.
+  Bytes tokens;
+  put<std::uint32_t>(tokens, 9);
+  put<std::uint32_t>(tokens, 8);
+  put<std::uint64_t>(tokens, 4);
+  for (const char* t : {"<s>", "</s>",
+                        "\xE2\x96\x81"
+                        "a",
+                        "a"})
+    put_str(tokens, t);
+  Spec s;
+  s.set("tokenizer.ggml.model", v_str("llama")).set("tokenizer.ggml.tokens", tokens);
+  const Bytes b = build(s);
+  const Tokenizer t = Tokenizer::from_gguf(gguf::File::parse(b, "vocab.gguf"));
+  const auto ids = t.encode("a b", false);
+  REQUIRE(ids.size() >= 2);
+  for (int id : ids) CHECK((id >= 0 && id < 4));  // unmatched characters are unk (0)
+  CHECK(std::count(ids.begin(), ids.end(), 0) >= 1);
 }
 
 TEST_CASE("stories260K.gguf's tokenizer encodes and decodes as tok512.bin does") {

@@ -415,11 +415,12 @@ TEST_CASE("corrupt llama2.c files throw eexit::error naming file and field") {
     std::int32_t value;
     const char* field;
   };
-  for (const Case& k : {Case{0, 1 << 30, "dim"}, Case{0, 0, "dim"}, Case{1, -172, "hidden_dim"},
-                        Case{2, 0, "n_layers"}, Case{2, 1 << 20, "n_layers"}, Case{3, 0, "n_heads"},
-                        Case{3, 7, "n_heads"}, Case{3, 64, "n_heads"}, Case{4, 3, "n_kv_heads"},
-                        Case{4, 16, "n_kv_heads"}, Case{5, INT32_MIN, "vocab_size"},
-                        Case{5, 0, "vocab_size"}, Case{6, -1, "seq_len"}}) {
+  for (const Case& k :
+       {Case{0, 1 << 30, "dim"}, Case{0, 0, "dim"}, Case{1, -172, "hidden_dim"},
+        Case{2, 0, "n_layers"}, Case{2, 1 << 20, "n_layers"}, Case{3, 0, "n_heads"},
+        Case{3, 7, "n_heads"}, Case{3, 64, "n_heads"}, Case{4, 3, "n_kv_heads"},
+        Case{4, 16, "n_kv_heads"}, Case{5, INT32_MIN, "vocab_size"}, Case{5, 0, "vocab_size"},
+        Case{5, 2, "vocab_size"}, Case{5, -2, "vocab_size"}, Case{6, -1, "seq_len"}}) {
     const std::string field = k.field;
     CAPTURE(field);
     CAPTURE(k.value);
@@ -524,12 +525,19 @@ TEST_CASE("safetensors::File reads tensors and checks name, shape and dtype") {
   Entry ints{"ids", "I32", {2}, Bytes(8, 1)};
   Entry half{"h", "F16", {2}, Bytes{0x00, 0x3c, 0x00, 0xc0}};  // 1.0, -2.0
   Entry bf{"b", "BF16", {1}, Bytes{0x80, 0x3f}};               // 1.0
-  write_bytes(dir / "t.safetensors",
-              safetensors_bytes({f32_entry("w", {2, 2}, 1), ints, half, bf}));
+  write_bytes(dir / "t.safetensors", safetensors_bytes({f32_entry("w", {2, 2}, 1), ints, half, bf,
+                                                        Entry{"e32", "F32", {0}, Bytes{}},
+                                                        Entry{"e16", "F16", {3, 0}, Bytes{}}}));
   eexit::safetensors::File f(dir / "t.safetensors");
   CHECK(f.read("w", {2, 2}) == std::vector<float>{1.0f, 1.01f, 1.02f, 1.03f});
   CHECK(f.read("h", {2}) == std::vector<float>{1.0f, -2.0f});
   CHECK(f.read("b", {1}) == std::vector<float>{1.0f});
+  // Zero-element tensors are legal safetensors; reading one must not hand memcpy a null
+  // pointer (UBSan under the debug preset).
+  CHECK(f.read("e32", {0}).empty());
+  CHECK(f.read("e16", {3, 0}).empty());
+  CHECK(f.read_weight("e32", {0}, {}).empty());
+  CHECK(f.read_weight("e16", {3, 0}, {}).empty());
   CHECK_EEXIT_ERROR(f.read("w", {4}), "t.safetensors", "tensor 'w'", "(2, 2)", "expected (4)");
   CHECK_EEXIT_ERROR(f.read("q", {1}), "t.safetensors", "tensor 'q'", "missing");
   CHECK_EEXIT_ERROR(f.read("ids", {2}), "t.safetensors", "tensor 'ids'", "I32");
@@ -632,6 +640,18 @@ TEST_CASE("bad config.json fields throw eexit::error naming the field") {
       {"float vocab", [](json& j) { j["vocab_size"] = 8.5; }, "vocab_size"},
       {"bad eps", [](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps"},
       {"bad theta", [](json& j) { j["rope_theta"] = "big"; }, "rope_theta"},
+      // > 0 as a double, 0.0f (or subnormal) as the float the model computes with.
+      {"eps underflows float", [](json& j) { j["rms_norm_eps"] = 1e-50; }, "rms_norm_eps"},
+      {"theta underflows float", [](json& j) { j["rope_theta"] = 1e-50; }, "rope_theta"},
+      {"eps subnormal float", [](json& j) { j["rms_norm_eps"] = 1e-40; }, "rms_norm_eps"},
+      // The default EOS id 2 does not exist in a 2-token vocabulary.
+      {"tiny vocab without eos",
+       [](json& j) {
+         j["vocab_size"] = 2;
+         j["bos_token_id"] = 1;
+         j.erase("eos_token_id");
+       },
+       "eos_token_id"},
       {"bad tie", [](json& j) { j["tie_word_embeddings"] = 1; }, "tie_word_embeddings"},
       {"eos outside vocab",
        [](json& j) {

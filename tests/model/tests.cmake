@@ -47,7 +47,11 @@ add_test(NAME model/gguf_fixture_vocab
   COMMAND /usr/bin/python3 ${_eexit_gguf_tool} vocab
           ${PROJECT_SOURCE_DIR}/models/eexit-shakespeare/tokenizer.json
           ${EEXIT_GGUF_FIXTURE_DIR}/shakespeare_vocab.gguf)
-list(APPEND _eexit_gguf_fixtures model/gguf_fixture_exit model/gguf_fixture_vocab)
+add_test(NAME model/gguf_fixture_q4k
+  COMMAND /usr/bin/python3 ${_eexit_gguf_tool} q4k ${EEXIT_GGUF_FIXTURE_DIR}/q4_k.gguf
+          ${EEXIT_GGUF_FIXTURE_DIR}/q4_k.expected.gguf)
+list(APPEND _eexit_gguf_fixtures model/gguf_fixture_exit model/gguf_fixture_vocab
+  model/gguf_fixture_q4k)
 set_tests_properties(${_eexit_gguf_fixtures} PROPERTIES FIXTURES_SETUP eexit_gguf_fixtures)
 if(TEST model/gguf_test)
   set_tests_properties(model/gguf_test PROPERTIES

@@ -14,7 +14,16 @@ if(TARGET eexit-generate)
     "\"finish_reason\":\"stop\".*\"text\":\", there was a little girl named \"")
   set(_cases "--bogus|unknown flag --bogus" "--max-tokens,abc|--max-tokens: 'abc' is not an integer"
     "--temperature,-1|--temperature: -1 is outside" "--top-p,0|--top-p: 0 is outside"
-    "--model|--model needs a value")
+    "--model|--model needs a value" "--device,tpu|--device: 'tpu' is not one of cpu, cuda"
+    "--gpu-memory-fraction,0.5|--gpu-memory-fraction needs --device cuda")
+  # --device cuda: a clear error where the CUDA backend is not built; where it is, its
+  # flags are checked before any device is touched (so these run without a GPU too).
+  if(TARGET eexit::cuda)
+    list(APPEND _cases "--device,cuda,--gpu-memory-fraction,2|--gpu-memory-fraction: 2 is outside"
+      "--device,cuda,--gpu-memory-fraction,0.5,--kv-blocks,8|both size the KV cache")
+  else()
+    list(APPEND _cases "--device,cuda|--device cuda: this build has no CUDA backend")
+  endif()
   foreach(case IN LISTS _cases)
     string(REPLACE "|" ";" parts "${case}")
     list(GET parts 0 bad)
@@ -25,6 +34,41 @@ if(TARGET eexit-generate)
       COMMAND ${CMAKE_COMMAND} -DEXPECT=2 "-DPATTERN=${pattern}"
               "-DCMD=${_gen};--prompt;x;${bad}" -P ${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
   endforeach()
+  # No --model: the embedded model, found from the build tree's executable; --help shows
+  # the search list, not this machine's source path.
+  add_test(NAME samples/generate_default_model
+    COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy split --json)
+  set_tests_properties(samples/generate_default_model PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"generated_tokens\":4")
+  add_test(NAME samples/generate_help COMMAND ${_gen} --help)
+  set_tests_properties(samples/generate_help PROPERTIES
+    PASS_REGULAR_EXPRESSION "<exe>/../share/eexit/models.*full \\| all-confident \\| split"
+    FAIL_REGULAR_EXPRESSION "${EEXIT_SOURCE_DIR_RE}")
+  # --max-tokens 0 generates nothing (the engine used to sample the prefill's token anyway),
+  # and --json prints a request that finished without a token.
+  add_test(NAME samples/generate_max_tokens_zero
+    COMMAND ${_gen} --model ${_m} --tokenizer ${_t} --prompt "Once upon a time" --max-tokens 0 --json)
+  set_tests_properties(samples/generate_max_tokens_zero PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"finish_reason\":\"length\".*\"generated_tokens\":0,.*\"text\":\"\",\"token_ids\":\\[\\]")
+  # A KV cache too small for the request: it stops at the cache's size, and stderr says why.
+  add_test(NAME samples/generate_kv_blocks_too_small
+    COMMAND ${CMAKE_COMMAND} -DEXPECT=0
+            "-DPATTERN=prompt 1 stopped after 12 of 40 tokens: the KV cache \\(--kv-blocks 1 = 16 tokens\\)"
+            "-DCMD=${_gen};--model;${_m};--tokenizer;${_t};--prompt;Once upon a time;--max-tokens;40;--kv-blocks;1;--json"
+            -P ${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
+  # A request that fails before its first token (every weight NaN: the sampler rejects the
+  # logits in the step): --json prints the engine's error, exit code 1.
+  set(_nan ${CMAKE_CURRENT_BINARY_DIR}/nan_model/stories260K_nan.bin)
+  add_test(NAME samples/make_nan_model
+    COMMAND /usr/bin/python3 -c "import os,sys,struct; d=open(sys.argv[1],'rb').read(); os.makedirs(os.path.dirname(sys.argv[2]),exist_ok=True); open(sys.argv[2],'wb').write(d[:28]+struct.pack('<f',float('nan'))*((len(d)-28)//4))" ${_m} ${_nan})
+  set_tests_properties(samples/make_nan_model PROPERTIES FIXTURES_SETUP eexit_nan_model)
+  add_test(NAME samples/generate_json_error_before_first_token
+    COMMAND ${CMAKE_COMMAND} -DEXPECT=1
+            "-DSTDOUT_PATTERN=\"error\":\"[^\"]*logits contain NaN[^\"]*\".*\"finish_reason\":\"error\".*\"generated_tokens\":0,"
+            "-DCMD=${_gen};--model;${_nan};--tokenizer;${_t};--prompt;Once;--json"
+            -P ${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
+  set_tests_properties(samples/generate_json_error_before_first_token PROPERTIES
+    FIXTURES_REQUIRED eexit_nan_model)
   add_test(NAME samples/generate_missing_model COMMAND ${_gen} --model /nonexistent --prompt x)
   set_tests_properties(samples/generate_missing_model PROPERTIES
     PASS_REGULAR_EXPRESSION "eexit-generate: /nonexistent: no such file")

@@ -7,13 +7,13 @@
 // maybe-uninitialized (a false positive inside boost/asio/impl/use_future.hpp).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include <doctest/doctest.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
-#include <doctest/doctest.h>
-
 #include <future>
 #include <stdexcept>
 #include <thread>
@@ -22,7 +22,6 @@
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/model_setup.hpp"
-#include "eexit/serve/runtime_policy.hpp"
 
 using namespace eexit;
 namespace asio = boost::asio;
@@ -32,12 +31,12 @@ using serve::error_code;
 namespace {
 
 using Cache = PagedCache<CpuBackend, 16>;
-using Eng = Engine<serve::RuntimePolicy, Cache>;
+using Eng = Engine<RuntimePolicy, Cache>;
 
 struct Shakespeare {
   CpuBackend be{2};
-  std::unique_ptr<LlamaModel<CpuBackend>> m =
-      serve::load_serving_model<LlamaModel<CpuBackend>>(be, test::source("models/eexit-shakespeare"));
+  std::unique_ptr<LlamaModel<CpuBackend>> m = serve::load_serving_model<LlamaModel<CpuBackend>>(
+      be, test::source("models/eexit-shakespeare"));
   LlamaModel<CpuBackend>& model = *m;
   Tokenizer tok = Tokenizer::load(test::source("models/eexit-shakespeare/tokenizer.json"),
                                   model.config().vocab_size);
@@ -57,17 +56,11 @@ GenerateRequest request(const std::string& prompt, int max_tokens = 12) {
 
 // The same request on a fresh engine, alone, without the service. Call it only while the
 // service is idle: both engines use sh().be, whose thread pool serves one caller at a time.
-std::vector<std::int32_t> alone(const GenerateRequest& r, serve::RuntimePolicy p = {}) {
+std::vector<std::int32_t> alone(const GenerateRequest& r, RuntimePolicy p = {}) {
   Cache cache(sh().be, sh().model.config(), 64);
   Eng e(sh().model, cache, p);
   e.add_request(r);
   return e.run_to_completion().at(0).tokens;
-}
-
-std::vector<std::int32_t> ids(const std::vector<TokenEvent>& ev) {
-  std::vector<std::int32_t> v;
-  for (auto& t : ev) v.push_back(t.token);
-  return v;
 }
 
 struct Fixture {
@@ -91,11 +84,11 @@ TEST_CASE("async_generate with use_future equals the engine alone") {
   Fixture f;
   auto r = request("ROMEO:\nBut soft, what light", 16);
   int steps = 0;
-  auto fut = serve::async_generate(f.svc, r, [&](const RequestOutput&) { ++steps; },
-                                   asio::use_future);
+  auto fut = serve::async_generate(
+      f.svc, r, [&](const RequestOutput&) { ++steps; }, asio::use_future);
   serve::Completion c = fut.get();
   CHECK(c.finish == finish_reason::length);
-  CHECK(ids(c.tokens) == alone(r));
+  CHECK(c.tokens == alone(r));
   CHECK(steps >= 1);
   CHECK(c.stats.generated_tokens == 16);
 }
@@ -104,14 +97,15 @@ TEST_CASE("async_generate with a callback and with use_awaitable") {
   Fixture f;
   auto r = request("MERCUTIO:\n", 11);
   std::promise<serve::Completion> done;
-  serve::async_generate(f.svc, r, [](const RequestOutput&) {},
-                        [&](error_code ec, serve::Completion c) {
-                          CHECK(!ec);
-                          done.set_value(std::move(c));
-                        });
+  serve::async_generate(
+      f.svc, r, [](const RequestOutput&) {},
+      [&](error_code ec, serve::Completion c) {
+        CHECK(!ec);
+        done.set_value(std::move(c));
+      });
   // Finished first: alone() shares the CpuBackend's pool, which one thread uses at a time.
   const auto first = done.get_future().get();
-  CHECK(ids(first.tokens) == alone(r));
+  CHECK(first.tokens == alone(r));
   asio::io_context io;
   serve::Completion got;
   int steps = 0;
@@ -129,7 +123,7 @@ TEST_CASE("async_generate with a callback and with use_awaitable") {
       },
       asio::detached);
   io.run();
-  CHECK(ids(got.tokens) == alone(r));
+  CHECK(got.tokens == alone(r));
   CHECK(steps >= 1);
   CHECK(step_thread == std::this_thread::get_id());  // on the awaiting coroutine's executor
 }
@@ -161,8 +155,9 @@ TEST_CASE("a callback gets each step's tokens as a stream") {
 TEST_CASE("use_awaitable: concurrent coroutines each get what they get alone") {
   Fixture f;
   asio::io_context io;
-  std::vector<GenerateRequest> rs = {request("First Citizen:\n", 14), request("JULIET:\nO Romeo", 9),
-                                     request("To be, or not", 20), request("HAMLET:\n", 5)};
+  std::vector<GenerateRequest> rs = {request("First Citizen:\n", 14),
+                                     request("JULIET:\nO Romeo", 9), request("To be, or not", 20),
+                                     request("HAMLET:\n", 5)};
   std::vector<std::vector<std::int32_t>> out(rs.size());
   for (std::size_t i = 0; i < rs.size(); ++i)
     asio::co_spawn(
@@ -206,21 +201,27 @@ TEST_CASE("abort mid-stream frees the KV blocks and the service keeps serving") 
   CHECK(eventually([&] { return f.svc.metrics().finished_abort == 2; }));
   CHECK(eventually([&] { return f.svc.metrics().kv_blocks_used == 0 && f.svc.pending() == 0; }));
   auto r = request("To be", 6);
-  auto c = serve::async_generate(f.svc, r, [](const RequestOutput&) {}, asio::use_future).get();
-  CHECK(ids(c.tokens) == alone(r));
+  auto c = serve::async_generate(
+               f.svc, r, [](const RequestOutput&) {}, asio::use_future)
+               .get();
+  CHECK(c.tokens == alone(r));
 }
 
 TEST_CASE("idle means asleep; a submit wakes the engine thread") {
   Fixture f;
   auto r = request("HAMLET:\n", 4);
-  (void)serve::async_generate(f.svc, r, [](const RequestOutput&) {}, asio::use_future).get();
+  (void)serve::async_generate(
+      f.svc, r, [](const RequestOutput&) {}, asio::use_future)
+      .get();
   CHECK(eventually([&] { return f.svc.pending() == 0; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const auto before = f.svc.metrics().loop_iterations;
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(f.svc.metrics().loop_iterations == before);  // no wake-ups while nothing runs
-  auto c = serve::async_generate(f.svc, r, [](const RequestOutput&) {}, asio::use_future).get();
-  CHECK(ids(c.tokens) == alone(r));
+  auto c = serve::async_generate(
+               f.svc, r, [](const RequestOutput&) {}, asio::use_future)
+               .get();
+  CHECK(c.tokens == alone(r));
   CHECK(f.svc.metrics().loop_iterations > before);
 }
 
@@ -284,8 +285,10 @@ TEST_CASE("a fault on the engine thread fails the in-flight requests, never hang
   }
   CHECK(eventually([&] { return f.svc.metrics().kv_blocks_used == 0; }));
   auto r = request("To be", 5);
-  auto c = serve::async_generate(f.svc, r, [](const RequestOutput&) {}, asio::use_future).get();
-  CHECK(ids(c.tokens) == alone(r));
+  auto c = serve::async_generate(
+               f.svc, r, [](const RequestOutput&) {}, asio::use_future)
+               .get();
+  CHECK(c.tokens == alone(r));
 }
 
 TEST_CASE("stop fails what is in flight with errc::stopped") {
@@ -311,8 +314,8 @@ TEST_CASE("stop fails what is in flight with errc::stopped") {
 }
 
 TEST_CASE("RuntimePolicy: split with per-row thresholds; full-depth threshold never exits") {
-  serve::RuntimePolicy p;
-  p.kind = serve::PolicyKind::split;
+  RuntimePolicy p;
+  p.rule = rule_from_name("split");
   p.thresholds.values = {0.0f};  // everything confident
   auto r = request("ROMEO:\n", 12);
   Cache cache(sh().be, sh().model.config(), 64);
@@ -321,9 +324,7 @@ TEST_CASE("RuntimePolicy: split with per-row thresholds; full-depth threshold ne
   auto c = e.run_to_completion().at(0);
   CHECK(std::all_of(c.exit_layers.begin() + 1, c.exit_layers.end(),  // the first: prefill
                     [&](int l) { return l == sh().model.exit_layers()[0]; }));
-  if constexpr (serve::has_row_thresholds && requires { r.exit_threshold; }) {
-    auto r2 = r;
-    r2.exit_threshold = serve::full_depth_threshold;
-    CHECK(alone(r2, p) == alone(r));
-  }
+  auto r2 = r;
+  r2.exit_threshold = full_depth_threshold;
+  CHECK(alone(r2, p) == alone(r));
 }

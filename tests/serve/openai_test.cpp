@@ -1,18 +1,21 @@
 // The OpenAI mapping without sockets: request checks, chat templates, response shapes,
 // Prometheus text.
+#include "eexit/serve/openai.hpp"
+
 #include <doctest/doctest.h>
 
-#include "eexit/serve/openai.hpp"
+#include "eexit/serve/metrics.hpp"
 
 using namespace eexit;
 using namespace eexit::serve;
 using openai::json;
 
 namespace {
-openai::Limits limits(PolicyKind k = PolicyKind::full) {
-  return openai::Limits{.model_name = std::string("m"), .context = 512, .server_policy = k};
+openai::Limits limits(std::string_view policy = "full") {
+  return openai::Limits{
+      .model_name = std::string("m"), .context = 512, .server_policy = rule_from_name(policy)};
 }
-openai::ApiError error_of(const json& body, bool chat = false, PolicyKind k = PolicyKind::full) {
+openai::ApiError error_of(const json& body, bool chat = false, std::string_view k = "full") {
   try {
     openai::parse_request(body, chat, limits(k));
   } catch (const openai::ApiError& e) {
@@ -105,53 +108,27 @@ TEST_CASE("bad fields: 4xx naming the field") {
 TEST_CASE("early_exit: the server's rule, a per-request threshold or full depth") {
   auto r = openai::parse_request(
       json::parse(R"({"prompt":"x","early_exit":{"policy":"split","threshold":0.25}})"), false,
-      limits(PolicyKind::split));
-  if (has_row_thresholds) {
-    CHECK(*r.exit_threshold == doctest::Approx(0.25));
-    auto f = openai::parse_request(json::parse(R"({"prompt":"x","early_exit":{"policy":"full"}})"),
-                                   false, limits(PolicyKind::split));
-    CHECK(*f.exit_threshold == full_depth_threshold);
-  }
+      limits("split"));
+  CHECK(*r.exit_threshold == doctest::Approx(0.25));
+  auto f = openai::parse_request(json::parse(R"({"prompt":"x","early_exit":{"policy":"full"}})"),
+                                 false, limits("split"));
+  CHECK(*f.exit_threshold == full_depth_threshold);
   CHECK(error_of(json::parse(R"({"prompt":"x","early_exit":{"policy":"all-confident"}})"), false,
-                 PolicyKind::split)
+                 "split")
             .param == "early_exit.policy");
-}
-
-TEST_CASE("chat templates: detected from the Jinja text, formatted per family") {
-  using openai::ChatStyle;
-  CHECK(openai::detect_chat_style("{% for m in messages %}<|im_start|>{{m.role}}") ==
-        ChatStyle::chatml);
-  CHECK(openai::detect_chat_style("<|start_header_id|>' + message['role'] + '<|end_header_id|>") ==
-        ChatStyle::llama3);
-  CHECK(openai::detect_chat_style("{{ bos_token + '[INST] ' + content + ' [/INST]' }}") ==
-        ChatStyle::llama2);
-  CHECK(openai::detect_chat_style("{{ '<|user|>\n' + message['content'] + eos_token }}") ==
-        ChatStyle::zephyr);
-  CHECK(openai::detect_chat_style("") == ChatStyle::plain);
-  const std::vector<openai::ChatMessage> ms = {
-      {"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
-  CHECK(openai::format_chat(ChatStyle::chatml, ms) ==
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-        "<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
-        "<|im_start|>assistant\n");
-  CHECK(openai::format_chat(ChatStyle::llama3, {{"user", "Hi"}}) ==
-        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n");
-  CHECK(openai::format_chat(ChatStyle::llama2, ms) ==
-        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST]");
-  CHECK(openai::format_chat(ChatStyle::zephyr, {{"system", "S"}, {"user", "Hi"}}) ==
-        "<|system|>\nS</s>\n<|user|>\nHi</s>\n<|assistant|>\n");
-  CHECK(openai::format_chat(ChatStyle::plain, {{"user", "Hi"}}) == "Hi\n");
 }
 
 TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   openai::ParsedRequest pr;
   pr.model = "m";
   pr.logprobs = 1;
-  Completion c;
-  c.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
-  c.text = "ab";
-  c.finish = finish_reason::length;
+  // The completion as the server folds it: the engine's accumulator over a step's output.
+  RequestOutput step;
+  step.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
+  step.text = "ab";
+  step.finish = finish_reason::length;
+  CompletionAccumulator acc;
+  const Completion c = acc.add(step);
   openai::TokenTexts tt{[](int id) { return id == 6 ? std::string("\xff") : std::string("t"); }};
   auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
   CHECK(j["usage"]["prompt_tokens"] == 3);
@@ -161,7 +138,7 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   CHECK(j["choices"][0]["logprobs"]["token_logprobs"].size() == 2);
   CHECK_NOTHROW(openai::dump(j));  // the 0xff token becomes U+FFFD
   pr.chat = true;
-  auto chunk = openai::chunk_body(pr, "x", 1, c.tokens, "ab", std::nullopt, true, 0, tt);
+  auto chunk = openai::chunk_body(pr, "x", 1, step.tokens, "ab", std::nullopt, true, 0, tt);
   CHECK(chunk["object"] == "chat.completion.chunk");
   CHECK(chunk["choices"][0]["delta"]["role"] == "assistant");
   CHECK(chunk["choices"][0]["logprobs"]["content"].size() == 2);
@@ -170,10 +147,160 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   m.exit_layers = {1, 3, 5};
   m.exit_histogram = {2, 0, 1};
   m.step_time_counts[0] = 4;
-  const auto text = openai::prometheus_text(m);
+  const auto text = prometheus_text(m);
   CHECK(text.find("eexit_kv_blocks_used 3\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_bucket{le=\"3\"} 2\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_count 3\n") != std::string::npos);
   CHECK(text.find("eexit_step_seconds_count 4\n") != std::string::npos);
   CHECK(text.find("eexit_requests_total{outcome=\"abort\"} 0\n") != std::string::npos);
+}
+
+// Every field of the request schema, set to a value of each JSON type: a value of a type
+// the field does not take is a 400 naming the field (never another exception, which the
+// server would turn into a dropped connection); one of a type it takes is accepted or a
+// 400 for its range.
+TEST_CASE("wrong-typed values in every field: 400 in OpenAI's shape") {
+  using Types = std::vector<json::value_t>;
+  const auto num = {json::value_t::number_integer, json::value_t::number_unsigned,
+                    json::value_t::number_float};
+  const Types number(num.begin(), num.end());
+  struct Field {
+    const char* pointer;  // JSON pointer into the base body
+    Types takes;          // the JSON types the field accepts (null: absent, where allowed)
+    bool nullable = true;
+  };
+  const auto b = json::value_t::boolean, s = json::value_t::string, a = json::value_t::array,
+             o = json::value_t::object;
+  const Field common[] = {
+      {"/model", {s}},
+      {"/stream", {b}},
+      {"/stream_options", {o}},
+      {"/stream_options/include_usage", {b}},
+      {"/max_tokens", number},
+      {"/max_completion_tokens", number},
+      {"/temperature", number},
+      {"/top_p", number},
+      {"/top_k", number},
+      {"/min_p", number},
+      {"/repetition_penalty", number},
+      {"/presence_penalty", number},
+      {"/frequency_penalty", number},
+      {"/seed", number},
+      {"/n", number},
+      {"/best_of", number},
+      {"/echo", {b}},
+      {"/stop", {s, a}},
+      {"/stop/0", {s}, false},
+      {"/ignore_eos", {b}},
+      {"/early_exit", {o}},
+      {"/early_exit/policy", {s}},
+      {"/early_exit/threshold", number},
+  };
+  const Field completions_only[] = {{"/prompt", {s, a}, false}, {"/logprobs", number}};
+  const Field chat_only[] = {
+      {"/messages", {a}, false},
+      {"/messages/0", {o}, false},
+      {"/messages/0/role", {s}, false},
+      {"/messages/0/content", {s, a}},
+      {"/messages/0/content/0", {o}, false},
+      {"/messages/0/content/0/type", {s}, false},
+      {"/messages/0/content/0/text", {s}, false},
+      {"/logprobs", {b}},
+      {"/top_logprobs", number},
+  };
+  const json values[] = {nullptr,
+                         true,
+                         false,
+                         0,
+                         -1,
+                         1.5,
+                         1e300,
+                         "",
+                         "x",
+                         "1",
+                         json::array(),
+                         json::array({1}),
+                         json::array({"x"}),
+                         json::object(),
+                         json::array({json::object()}),
+                         json{{"type", 5}}};
+  auto walk = [&](bool chat, const Field* begin, const Field* end) {
+    const json base = chat ? json::parse(R"({"messages":[{"role":"user","content":
+                                 [{"type":"text","text":"x"}]}],"stop":["a"],
+                                 "stream_options":{},"early_exit":{}})")
+                           : json::parse(R"({"prompt":"x","stop":["a"],"stream_options":{},
+                                 "early_exit":{}})");
+    for (const Field* f = begin; f != end; ++f)
+      for (const auto& v : values) {
+        json body = base;
+        body[json::json_pointer(f->pointer)] = v;
+        CAPTURE(body.dump());
+        const bool takes = (v.is_null() && f->nullable) ||
+                           std::find(f->takes.begin(), f->takes.end(), v.type()) != f->takes.end();
+        try {
+          openai::parse_request(body, chat, limits("split"));
+          CHECK_MESSAGE(takes, "a value of the wrong type was accepted");
+        } catch (const openai::ApiError& e) {
+          // A right-typed value may still be out of range (400) or name another model (404).
+          CHECK((e.status == 400 || (takes && e.status == 404)));
+          CHECK(e.type == "invalid_request_error");
+          CHECK_FALSE(e.param.empty());
+        } catch (const std::exception& e) {
+          FAIL("not an OpenAI error: " << e.what());
+        }
+      }
+  };
+  walk(false, std::begin(common), std::end(common));
+  walk(false, std::begin(completions_only), std::end(completions_only));
+  walk(true, std::begin(common), std::end(common));
+  walk(true, std::begin(chat_only), std::end(chat_only));
+  // The case that used to drop the connection: a content part whose type is not a string.
+  for (const char* part : {R"({"type":5})", R"({"type":null})", R"({"type":[]})"}) {
+    const auto body =
+        json::parse(std::string(R"({"messages":[{"role":"user","content":[)") + part + "]}]}");
+    CHECK(error_of(body, true).param == "messages");
+  }
+}
+
+TEST_CASE("a request cut short says so: finish_reason abort / error, never length") {
+  openai::ParsedRequest pr;
+  pr.model = "m";
+  const std::vector<TokenEvent> toks = {TokenEvent{5, 5, 0.0f, {}}};
+  Completion c;
+  c.tokens = {5};
+  c.exit_layers = {5};
+  openai::TokenTexts tt{[](int) { return std::string("t"); }};
+  for (auto [f, name] :
+       {std::pair{finish_reason::abort, "abort"}, std::pair{finish_reason::error, "error"},
+        std::pair{finish_reason::length, "length"}, std::pair{finish_reason::stop, "stop"}}) {
+    c.finish = f;
+    CHECK(openai::response_body(pr, "x", 1, c, 1, tt)["choices"][0]["finish_reason"] == name);
+    CHECK(openai::chunk_body(pr, "x", 1, toks, "t", f, false, 0,
+                             tt)["choices"][0]["finish_reason"] == name);
+  }
+}
+
+TEST_CASE("serve error codes map onto HTTP statuses in one place") {
+  CHECK(openai::api_error_of(errc::rejected, "bad prompt").status == 400);
+  CHECK(openai::api_error_of(errc::rejected, "bad prompt").message == "bad prompt");
+  CHECK(openai::api_error_of(errc::queue_full, "").status == 429);
+  CHECK(openai::api_error_of(errc::queue_full, "").type == "rate_limit_error");
+  CHECK(openai::api_error_of(errc::stopped, "").status == 503);
+  CHECK(openai::api_error_of(errc::engine_error, "").status == 500);
+  CHECK(openai::api_error_of(errc::engine_fault, "").code == "engine_error");
+  // The engine's refusals, by code: all 400, the prompt's field named where it is at fault.
+  using E = request_errc;
+  CHECK(openai::api_error_of(request_error(E::context_length_exceeded, "long"), false).code ==
+        "context_length_exceeded");
+  CHECK(openai::api_error_of(request_error(E::context_length_exceeded, "long"), true).param ==
+        "messages");
+  CHECK(openai::api_error_of(request_error(E::token_out_of_vocab, "id"), false).param == "prompt");
+  CHECK(openai::api_error_of(request_error(E::cache_too_small, "kv"), false).code ==
+        "kv_cache_too_small");
+  for (auto c : {E::empty_prompt, E::token_out_of_vocab, E::context_length_exceeded,
+                 E::cache_too_small, E::invalid_sampling, E::invalid_parameter}) {
+    const auto e = openai::api_error_of(request_error(c, "x"), false);
+    CHECK(e.status == 400);
+    CHECK(e.type == "invalid_request_error");
+  }
 }

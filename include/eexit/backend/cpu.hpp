@@ -2,8 +2,11 @@
 // CpuBackend: fp32 compute on host memory. The reference every other backend is tested
 // against. Projections run our batch-invariant kernel (cpu_kernels.hpp); OpenBLAS sgemm
 // is available as an option (matmul_impl::blas) for throughput when bitwise batch
-// invariance is not needed, and is what benchmarks compare the kernel against.
+// invariance is not needed, and is what benchmarks compare the kernel against. A build
+// without BLAS (EEXIT_NO_BLAS, CMake -DEEXIT_WITH_BLAS=OFF) rejects matmul_impl::blas.
+#ifndef EEXIT_NO_BLAS
 #include <cblas.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -12,8 +15,10 @@
 #include <span>
 #include <vector>
 
+#include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
 #include "eexit/core/dtype.hpp"
+#include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/core/thread_pool.hpp"
 #include "eexit/model/config.hpp"
@@ -22,13 +27,35 @@ namespace eexit {
 
 enum class matmul_impl : std::uint8_t { invariant, blas };
 
+namespace detail {
+#ifdef EEXIT_NO_BLAS
+inline constexpr bool has_blas = false;
+#else
+inline constexpr bool has_blas = true;
+#endif
+// y (rows, out) = x (rows, in) · Wᵀ through OpenBLAS; never reached without it (CpuBackend
+// refuses matmul_impl::blas there).
+inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const float* w,
+                     std::size_t out, float* y) {
+#ifndef EEXIT_NO_BLAS
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(out), int(in), 1.0f, x,
+              int(in), w, int(in), 0.0f, y, int(out));
+#else
+  (void)x, (void)rows, (void)in, (void)w, (void)out, (void)y;
+#endif
+}
+}  // namespace detail
+
 struct CpuBackend {
   template <class T>
   using buffer = std::vector<T>;
   static constexpr const char* name = "cpu";
 
   explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant)
-      : pool_(n_threads), mm_(mm) {}
+      : pool_(n_threads), mm_(mm) {
+    if (!detail::has_blas && mm == matmul_impl::blas)
+      throw error("CpuBackend", "matmul_impl::blas needs a build with BLAS (EEXIT_WITH_BLAS=ON)");
+  }
   CpuBackend(const CpuBackend&) = delete;
   CpuBackend& operator=(const CpuBackend&) = delete;
 
@@ -54,6 +81,14 @@ struct CpuBackend {
   static const T* data(const buffer<T>& b) noexcept {
     return b.data();
   }
+
+  // n elements at p readable on the host: p itself (host memory already), no copy.
+  template <class T>
+  const T* host_view(const T* p, std::size_t /*n*/, std::vector<T>& /*staging*/) noexcept {
+    return p;
+  }
+  // x[0, n) = value (poisoning a cache in tests, zeroing).
+  void fill(float* x, std::size_t n, float value) { std::fill_n(x, n, value); }
 
   unsigned threads() const noexcept { return pool_.size(); }
   ThreadPool& pool() noexcept { return pool_; }
@@ -82,8 +117,7 @@ struct CpuBackend {
         break;
     }
     if (mm_ == matmul_impl::blas) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(out), int(in), 1.0f, x,
-                  int(in), w.f32(), int(in), 0.0f, y, int(out));
+      detail::blas_xwt(x, rows, in, w.f32(), out, y);
       if (bias)
         for (std::size_t r = 0; r < rows; ++r)
           for (std::size_t o = 0; o < out; ++o) y[r * out + o] += bias[o];
@@ -203,6 +237,23 @@ struct CpuBackend {
   // x = 1 / (1 + exp(-x))
   void sigmoid(float* x, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) x[i] = 1.0f / (1.0f + std::exp(-x[i]));
+  }
+
+  // Per row of logits (rows, vocab): out (rows, 3) = max probability, top-1 minus top-2
+  // probability, entropy in nats; top1 (rows) = argmax, ties to the lowest id. Rows are
+  // independent, so threads split them only when there is enough work to pay the fork.
+  void exit_scores(const float* logits, std::size_t rows, std::size_t vocab, float* out,
+                   std::int32_t* top1) {
+    auto run = [&](std::size_t b, std::size_t e) {
+      for (std::size_t r = b; r < e; ++r)
+        detail::exit_scores_row(logits + r * vocab, vocab, out + 3 * r, top1 + r);
+    };
+    constexpr std::size_t min_work = std::size_t(1) << 18;  // logits per thread
+    if (rows * vocab < 2 * min_work)
+      run(0, rows);
+    else
+      pool_.parallel_for(rows, run,
+                         std::max<std::size_t>(1, min_work / std::max<std::size_t>(1, vocab)));
   }
 
   // The KV fill of skipped layers, batched over rows and layers: kv holds, per row, the K

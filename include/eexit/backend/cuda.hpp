@@ -100,13 +100,12 @@ void gather_rows(Context* c, const float* src, const std::int32_t* idx, std::siz
 void sigmoid(Context* c, float* x, std::size_t n);
 // views: device array of 2 * n_fill pointers (K of fill layer f at 2f, V at 2f + 1).
 void fill_kv(Context* c, const float* kv, std::size_t rows, std::size_t n_fill,
-             const std::int32_t* meta, float* const* views, int block_size,
-             std::size_t n_kv_heads, std::size_t head_dim, const float* inv_freq,
-             bool interleaved);
+             const std::int32_t* meta, float* const* views, int block_size, std::size_t n_kv_heads,
+             std::size_t head_dim, const float* inv_freq, bool interleaved);
 // Per row of logits (rows, vocab), one pass: out (rows, 3) = max probability, top-1 minus
 // top-2 probability, entropy (nats); top1 (rows) = argmax (ties -> lowest id).
-void exit_scores(Context* c, const float* logits, std::size_t rows, std::size_t vocab,
-                 float* out, std::int32_t* top1);
+void exit_scores(Context* c, const float* logits, std::size_t rows, std::size_t vocab, float* out,
+                 std::int32_t* top1);
 void argmax(Context* c, const float* logits, std::size_t rows, std::size_t vocab,
             std::int32_t* out);
 // Sampling on the device: per row, temperature, then top-k (0 = off), then top-p (1 =
@@ -115,6 +114,12 @@ void sample_top_k_top_p(Context* c, const float* logits, std::size_t rows, std::
                         float temperature, int top_k, float top_p, const float* u,
                         std::int32_t* out);
 
+}  // namespace detail::cuda
+
+class CudaBackend;
+namespace detail::cuda {
+// Tells `be` that the float buffer at p is being freed (defined after CudaBackend).
+void forget_bf16_copy(CudaBackend* be, const void* p) noexcept;
 }  // namespace detail::cuda
 
 // RAII device memory of n elements of T. Move-only; the default is empty.
@@ -129,14 +134,17 @@ class CudaBuffer {
   CudaBuffer(const CudaBuffer&) = delete;
   CudaBuffer& operator=(const CudaBuffer&) = delete;
   CudaBuffer(CudaBuffer&& o) noexcept
-      : ctx_(std::exchange(o.ctx_, nullptr)), p_(std::exchange(o.p_, nullptr)),
-        n_(std::exchange(o.n_, 0)) {}
+      : ctx_(std::exchange(o.ctx_, nullptr)),
+        p_(std::exchange(o.p_, nullptr)),
+        n_(std::exchange(o.n_, 0)),
+        bf16_owner_(std::exchange(o.bf16_owner_, nullptr)) {}
   CudaBuffer& operator=(CudaBuffer&& o) noexcept {
     if (this != &o) {
       reset();
       ctx_ = std::exchange(o.ctx_, nullptr);
       p_ = std::exchange(o.p_, nullptr);
       n_ = std::exchange(o.n_, 0);
+      bf16_owner_ = std::exchange(o.bf16_owner_, nullptr);
     }
     return *this;
   }
@@ -148,14 +156,21 @@ class CudaBuffer {
   bool empty() const noexcept { return n_ == 0; }
 
  private:
+  friend class CudaBackend;
   void reset() noexcept {
+    if (p_ && bf16_owner_) detail::cuda::forget_bf16_copy(bf16_owner_, p_);
     if (p_) detail::cuda::dfree(ctx_, p_);
     p_ = nullptr;
     n_ = 0;
+    bf16_owner_ = nullptr;
   }
   detail::cuda::Context* ctx_ = nullptr;
   T* p_ = nullptr;
   std::size_t n_ = 0;
+  // The backend holding a bf16 copy of this (float) buffer's contents, if any: the copy
+  // must go when this memory does, or it stays allocated and a later buffer at the same
+  // address would be multiplied with the old weights.
+  CudaBackend* bf16_owner_ = nullptr;
 };
 
 class CudaBackend {
@@ -163,9 +178,6 @@ class CudaBackend {
   template <class T>
   using buffer = CudaBuffer<T>;
   static constexpr const char* name = "cuda";
-  // Float pointers are device memory: the engine stages rows to the host where a
-  // host-side measure reads them (see engine.hpp, is_device_backend).
-  static constexpr bool is_device = true;
 
   struct Options {
     int device = 0;
@@ -212,6 +224,7 @@ class CudaBackend {
         Shadow s{src.size(), buffer<std::uint16_t>(ctx_, src.size(), "bf16 weights")};
         detail::cuda::to_bf16(ctx_, dst.data(), s.data.data(), src.size());
         bf16_.insert_or_assign(dst.data(), std::move(s));
+        dst.bf16_owner_ = this;
       }
     }
   }
@@ -230,6 +243,14 @@ class CudaBackend {
     if (n) detail::cuda::h2d(ctx_, dst, src, n * sizeof(T));
   }
   void synchronize() { detail::cuda::synchronize(ctx_); }
+  // n elements at device pointer p, readable on the host: downloaded into staging (the
+  // stream waited for). The engine asks only for what a policy or sampler reads.
+  template <class T>
+  const T* host_view(const T* p, std::size_t n, std::vector<T>& staging) {
+    staging.resize(n);
+    if (n) download(staging.data(), p, n);
+    return staging.data();
+  }
   template <class T>
   static T* data(buffer<T>& b) noexcept {
     return b.data();
@@ -245,7 +266,11 @@ class CudaBackend {
   // max_blocks blocks, so that a step allocates nothing (they otherwise grow on demand).
   void reserve_staging(std::size_t max_rows, std::size_t max_blocks_per_row,
                        std::size_t max_fill_layers = 0) {
-    grow(meta_dev_, 2 * max_rows + max_rows * max_blocks_per_row);
+    // A new meta_dev_ holds nothing yet: what was staged must be staged again.
+    if (grow(meta_dev_, 2 * max_rows + max_rows * max_blocks_per_row)) {
+      meta_staged_.clear();
+      staged_rows_ = 0;
+    }
     grow(idx_dev_, max_rows);
     grow(views_dev_, 2 * max_fill_layers);
   }
@@ -340,12 +365,13 @@ class CudaBackend {
                           n_kv_heads, head_dim, inv_freq, style == rope_style::interleaved);
   }
 
-  // ---- device-side reductions (beyond CpuBackend) ----------------------------------
   // out (rows, 3) = max prob, margin, entropy; top1 (rows) = argmax. Device pointers.
   void exit_scores(const float* logits, std::size_t rows, std::size_t vocab, float* out,
                    std::int32_t* top1) {
     if (rows) detail::cuda::exit_scores(ctx_, logits, rows, vocab, out, top1);
   }
+
+  // ---- device-side reductions (beyond CpuBackend) ----------------------------------
   void argmax(const float* logits, std::size_t rows, std::size_t vocab, std::int32_t* out) {
     if (rows) detail::cuda::argmax(ctx_, logits, rows, vocab, out);
   }
@@ -387,12 +413,14 @@ class CudaBackend {
     }
   }
 
+  // True when b was reallocated (its old contents are gone).
   template <class T>
-  void grow(buffer<T>& b, std::size_t n) {
-    if (b.size() >= n) return;
+  bool grow(buffer<T>& b, std::size_t n) {
+    if (b.size() >= n) return false;
     std::size_t cap = b.size() ? b.size() : 64;
     while (cap < n) cap *= 2;
     b = buffer<T>(ctx_, cap, "staging");  // frees the old one (cudaFree orders after the stream)
+    return true;
   }
 
   // Packs rows' positions and block tables (see detail::cuda) and stages them unless the
@@ -426,6 +454,8 @@ class CudaBackend {
     return idx_dev_.data();
   }
 
+  friend void detail::cuda::forget_bf16_copy(CudaBackend* be, const void* p) noexcept;
+
   Options opt_;
   detail::cuda::Context* ctx_;
   std::map<const float*, Shadow, std::less<>> bf16_;
@@ -435,6 +465,10 @@ class CudaBackend {
   buffer<std::int32_t> meta_dev_, idx_dev_;
   buffer<float*> views_dev_;
 };
+
+inline void detail::cuda::forget_bf16_copy(CudaBackend* be, const void* p) noexcept {
+  be->bf16_.erase(static_cast<const float*>(p));
+}
 
 // KV blocks that fit the device: the backend may use `fraction` of the device's total
 // memory (vLLM's --gpu-memory-fraction); what is already in use (weights, workspace,
@@ -447,8 +481,8 @@ inline std::int32_t kv_blocks_from_memory(CudaBackend& be, const ModelConfig& cf
   be.mem_info(free_b, total_b);
   const double used = double(total_b - free_b);
   const double budget = double(total_b) * fraction - used;
-  const double per_block = double(block_size) * double(cfg.kv_dim()) * 2.0 *
-                           double(cfg.n_layers) * double(sizeof(float));
+  const double per_block = double(block_size) * double(cfg.kv_dim()) * 2.0 * double(cfg.n_layers) *
+                           double(sizeof(float));
   const double n = budget / per_block;
   if (n < 1.0)
     throw error("--gpu-memory-fraction",

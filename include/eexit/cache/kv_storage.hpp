@@ -26,12 +26,7 @@ class KvStorage {
     return KvLayerView{base, base + n_slots_ * std::size_t(kv_dim_), block_size, kv_dim_};
   }
   // Test hook: fill every slot of every layer with x (e.g. NaN, to find unwritten slots).
-  void fill(float x) {
-    if constexpr (requires(Backend& b, float* p) { b.fill(p, std::size_t{}, 0.0f); })
-      be_->fill(Backend::data(data_), data_.size(), x);  // device memory (CudaBackend)
-    else
-      std::fill(data_.begin(), data_.end(), x);
-  }
+  void fill(float x) { be_->fill(Backend::data(data_), data_.size(), x); }
   std::size_t n_slots() const noexcept { return n_slots_; }
   int n_layers() const noexcept { return n_layers_; }
   std::int32_t kv_dim() const noexcept { return kv_dim_; }

@@ -101,6 +101,8 @@ inline std::uint16_t f32_to_bf16(float f) noexcept {
 
 // Converts n little-endian elements of type t at src into floats at dst.
 inline void convert_to_f32(dtype t, const void* src, float* dst, std::size_t n) noexcept {
+  // An empty std::vector's data() may be null, and memcpy's pointers must not be, even for 0.
+  if (n == 0) return;
   const auto* p = static_cast<const unsigned char*>(src);
   switch (t) {
     case dtype::f32:

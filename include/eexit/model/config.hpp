@@ -4,12 +4,9 @@
 #include <string>
 #include <vector>
 
-namespace eexit {
+#include "eexit/core/enums.hpp"
 
-// How RoPE pairs the elements of a head. llama2.c checkpoints (and GGUF) rotate
-// adjacent pairs (2i, 2i+1); HF checkpoints permute Q/K so that element i pairs
-// with i + head_dim/2 ("rotate_half").
-enum class rope_style : std::uint8_t { interleaved, half };
+namespace eexit {
 
 // Llama 3 "rope_scaling" (rope_type "llama3"): frequencies below a band are divided by
 // factor, above kept, in between interpolated.

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -89,15 +90,23 @@ inline TypeTraits traits(tensor_type t) noexcept {
   return {};
 }
 
+// Whether the file at path starts with GGUF's magic (false when it cannot be read).
+inline bool has_magic(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  f.read(magic, 4);
+  return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
+}
+
 // One metadata value. A scalar is stored as an array of one element, so every accessor
 // works on both; integers of every width (and bool) live in ints (a u64 above INT64_MAX
-// keeps its bit pattern: read it with as_u64), f32/f64 in reals.
+// keeps its bit pattern: elem says how to read it), f32/f64 in reals.
 struct Value {
   value_type type = value_type::u8;  // array for arrays
   value_type elem = value_type::u8;  // the element type (== type for a scalar)
-  std::vector<std::int64_t> ints;
-  std::vector<double> reals;
-  std::vector<std::string> strings;
+  std::vector<std::int64_t> ints;    // (count) integer and bool elements
+  std::vector<double> reals;         // (count) f32 and f64 elements
+  std::vector<std::string> strings;  // (count) string elements
 
   bool is_array() const noexcept { return type == value_type::array; }
   bool is_integer() const noexcept {
@@ -795,6 +804,8 @@ inline ModelWeights load_gguf(const gguf::File& f) {
   return m;
 }
 
-inline ModelWeights load_gguf(const std::string& path) { return load_gguf(gguf::File::open(path)); }
+inline ModelWeights load_gguf(const std::string& path) {
+  return load_gguf(gguf::File::open(path));
+}
 
 }  // namespace eexit

@@ -80,7 +80,13 @@ inline float positive_float(const json& j, std::string_view where, std::string_v
   if (!v->is_number()) throw error(field(where, key), "must be a number");
   const double d = v->get<double>();
   if (!std::isfinite(d) || d <= 0 || d > 1e30) throw error(field(where, key), "must be > 0");
-  return float(d);
+  // The model computes with the float, not the double: 1e-50 passes "> 0" as a double but
+  // is 0.0f (NaN logits at every request), and a subnormal float loses its precision.
+  const float f = float(d);
+  if (!std::isnormal(f))
+    throw error(field(where, key),
+                "value " + v->dump() + " underflows float (the smallest normal float is 1.2e-38)");
+  return f;
 }
 
 inline bool boolean(const json& j, std::string_view where, std::string_view key, bool fallback) {
@@ -242,6 +248,12 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, std::string_view whe
       add(*eos);
     }
   }
+  // The default EOS id (2, SentencePiece's) must exist: a tiny vocabulary has to name its own.
+  for (int id : c.eos_ids)
+    if (id >= c.vocab_size)
+      throw error(field(where, "eos_token_id"),
+                  "missing, and the default id " + std::to_string(id) +
+                      " is outside the vocabulary of " + std::to_string(c.vocab_size));
   parse_rope_scaling(j, where, c);
   parse_early_exit(j, where, c);
   return c;

@@ -109,8 +109,12 @@ class LlamaModel {
       H.has_proj = !h.proj.empty();
       if (H.has_proj) H.proj = upload_matrix(h.proj);
       H.has_classifier = !h.classifier_w.empty();
-      if (H.has_classifier) H.classifier_w = up(h.classifier_w);
-      H.classifier_b = h.classifier_b;
+      if (H.has_classifier) {
+        H.classifier_w = up(h.classifier_w);
+        // The bias is an op operand like the weights: backend memory, not a host float.
+        std::vector<float> b{h.classifier_b};
+        H.classifier_b = up(b);
+      }
     }
     std::vector<float> ones(std::size_t(cfg_.dim), 1.0f);
     ones_ = be_->template allocate<float>(ones.size());
@@ -158,7 +162,7 @@ class LlamaModel {
                      Workspace& ws) {
     const auto& L = layers_[std::size_t(l)];
     const std::size_t dim = std::size_t(cfg_.dim), hd = std::size_t(cfg_.head_dim);
-    const std::size_t qd = std::size_t(cfg_.q_dim()), kvd = std::size_t(cfg_.kv_dim());
+    const std::size_t qd = std::size_t(cfg_.q_dim());
     const std::size_t hidden = std::size_t(cfg_.hidden_dim);
     // attention
     be_->rmsnorm(x, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
@@ -177,7 +181,6 @@ class LlamaModel {
     be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
     be_->matmul(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj));
     be_->add(x, D(ws.proj), rows * dim);
-    (void)kvd;
   }
 
   // logits (rows, vocab) of exit point `exit` for hidden states h (rows, dim).
@@ -198,7 +201,8 @@ class LlamaModel {
     if (!H.has_classifier) throw error("exit " + std::to_string(exit), "has no classifier head");
     const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
     be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out, &H.classifier_b);
+    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out,
+                D(H.classifier_b));
     be_->sigmoid(out, rows);
   }
 
@@ -285,7 +289,7 @@ class LlamaModel {
   struct Head {
     Matrix proj;
     buffer<float> norm, classifier_w;
-    float classifier_b = 0.0f;
+    buffer<float> classifier_b;  // (1)
     bool has_norm = false, has_proj = false, has_classifier = false;
   };
 

@@ -113,6 +113,10 @@ inline ModelWeights load_llama2c(const std::string& path) {
   check(path, "n_kv_heads", n_kv_heads, n_heads);
   check(path, "vocab_size", vocab, max_vocab);
   check(path, "seq_len", seq_len, max_seq);
+  // run.c hard-codes BOS 1 and EOS 2: a smaller vocabulary would stop on an id it lacks.
+  if (vocab < 3)
+    throw error(path + ": header field 'vocab_size'",
+                std::to_string(vocab) + " tokens, but BOS 1 and EOS 2 need at least 3");
   if (dim % n_heads != 0)
     throw error(path + ": header field 'n_heads'",
                 std::to_string(n_heads) + " does not divide dim " + std::to_string(dim));

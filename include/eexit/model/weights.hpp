@@ -42,7 +42,8 @@ class Weight {
       throw error("weight", "packed size does not match its type");
     if (t == dtype::f32) {
       std::vector<float> v(n);
-      std::memcpy(v.data(), bytes.data(), n * 4);
+      // Zero-element tensors are legal; memcpy must not see their null data(), even for 0.
+      if (n) std::memcpy(v.data(), bytes.data(), n * 4);
       return Weight(std::move(v));
     }
     Weight w;

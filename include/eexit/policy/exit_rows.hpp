@@ -1,16 +1,21 @@
 #pragma once
 // What a policy sees at an exit point: the active decode rows of this step, in host
-// memory, and what it may ask the engine to compute for them.
+// memory, and what it may ask the engine to compute for them. The per-row arrays point
+// straight into the walk's decode rows (DecodeRows, struct of arrays): nothing is copied.
 #include <cstddef>
 #include <cstdint>
 
 namespace eexit {
 
-// What the engine computes at an exit point before calling the policy.
+// What the engine computes at an exit point before calling the policy. Ask for little:
+// scores cost one fused backend pass over the exit logits; logits_host and hidden copy
+// rows to the host on a device backend.
 struct ExitNeeds {
-  bool logits = false;       // exit head logits (n, vocab)
-  bool classifier = false;   // classifier head outputs (n)
+  bool scores = false;       // exit head -> ExitRows::scores and top1 (backend exit_scores)
+  bool logits_host = false;  // the exit logits themselves, (n, vocab) on the host
+  bool hidden = false;       // exit hidden states (n, dim) on the host
   bool prev_hidden = false;  // hidden state at the previous exit point (n, dim)
+  bool classifier = false;   // classifier head outputs (n)
 };
 
 struct ExitRows {
@@ -19,8 +24,11 @@ struct ExitRows {
   int n_layers = 0;
   std::size_t n = 0;  // active decode rows
   std::size_t vocab = 0, dim = 0;
-  const float* logits = nullptr;       // (n, vocab) when needs.logits
-  const float* hidden = nullptr;       // (n, dim) exit hidden state (always)
+  // (n, 3) when needs.scores: max probability, top-1 minus top-2 probability, entropy (nats)
+  const float* scores = nullptr;
+  const std::int32_t* top1 = nullptr;  // (n) when needs.scores: argmax (ties: lowest id)
+  const float* logits = nullptr;       // (n, vocab) when needs.logits_host
+  const float* hidden = nullptr;       // (n, dim) exit hidden state when needs.hidden
   const float* prev_hidden = nullptr;  // (n, dim) when needs.prev_hidden; the embedding at exit 0
   const float* classifier = nullptr;   // (n) when needs.classifier
   const std::int32_t* step = nullptr;  // (n) tokens the row's sequence generated so far

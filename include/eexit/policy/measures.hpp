@@ -8,114 +8,47 @@
 #include <string_view>
 #include <variant>
 
+#include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/policy/exit_rows.hpp"
+#include "eexit/policy/names.hpp"
 
 namespace eexit {
 
-template <class M>
-concept confidence_measure = requires(const M& m, const ExitRows& r, float* out) {
-  { m.needs() } -> std::same_as<ExitNeeds>;
-  m.score(r, out);
-  { m.name() } -> std::convertible_to<std::string_view>;
-};
-
-namespace detail {
-// Softmax statistics of one row of logits: max probability, second probability, entropy.
-// Scores are computed for every active row at every exit point, so this is one pass of
-// float exponentials (vectorisable) after the max, not double math.
-struct SoftmaxStats {
-  float p1 = 0, p2 = 0, entropy = 0;
-};
-inline float row_max(const float* z, std::size_t n) {
-  float m = -INFINITY;
-  for (std::size_t i = 0; i < n; ++i) m = std::max(m, z[i]);
-  return m;
-}
-// Σ e^(z_i - m); with_z also gives Σ e^(z_i - m)·(z_i - m) for the entropy.
-template <bool with_z>
-inline void exp_sums(const float* z, std::size_t n, float m, float& S, float& Sz) {
-  float s[8] = {}, sz[8] = {};
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (std::size_t k = 0; k < 8; ++k) {
-      const float d = z[i + k] - m, e = std::exp(d);
-      s[k] += e;
-      if constexpr (with_z) sz[k] += e * d;
-    }
-  for (; i < n; ++i) {
-    const float d = z[i] - m, e = std::exp(d);
-    s[0] += e;
-    if constexpr (with_z) sz[0] += e * d;
-  }
-  S = Sz = 0.0f;
-  for (std::size_t k = 0; k < 8; ++k) {
-    S += s[k];
-    Sz += sz[k];
-  }
-}
-inline float max_prob(const float* z, std::size_t n) {
-  float S, Sz;
-  exp_sums<false>(z, n, row_max(z, n), S, Sz);
-  return 1.0f / S;
-}
-inline SoftmaxStats softmax_stats(const float* z, std::size_t n) {
-  float m1 = -INFINITY, m2 = -INFINITY;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (z[i] > m1) {
-      m2 = m1;
-      m1 = z[i];
-    } else if (z[i] > m2) {
-      m2 = z[i];
-    }
-  }
-  // p_i = e^(z_i - m1) / S; H = log S - Σ p_i (z_i - m1)
-  float S, Sz;
-  exp_sums<true>(z, n, m1, S, Sz);
-  SoftmaxStats st;
-  st.p1 = 1.0f / S;
-  st.p2 = n > 1 ? std::exp(m2 - m1) / S : 0.0f;
-  st.entropy = std::log(S) - Sz / S;
-  return st;
-}
-}  // namespace detail
+// Score columns of ExitRows::scores (the backend's exit_scores op).
+inline constexpr std::size_t score_max_prob = 0, score_margin = 1, score_entropy = 2;
 
 // Max softmax probability of the exit logits.
 struct MaxProb {
-  ExitNeeds needs() const { return {.logits = true}; }
+  ExitNeeds needs() const { return {.scores = true}; }
   std::string_view name() const { return "max-prob"; }
   void score(const ExitRows& r, float* out) const {
-    for (std::size_t i = 0; i < r.n; ++i)
-      out[i] = detail::max_prob(r.logits + i * r.vocab, r.vocab);
+    for (std::size_t i = 0; i < r.n; ++i) out[i] = r.scores[3 * i + score_max_prob];
   }
 };
 
 // Top-1 minus top-2 probability (CALM's "softmax response").
 struct Margin {
-  ExitNeeds needs() const { return {.logits = true}; }
+  ExitNeeds needs() const { return {.scores = true}; }
   std::string_view name() const { return "margin"; }
   void score(const ExitRows& r, float* out) const {
-    for (std::size_t i = 0; i < r.n; ++i) {
-      const auto st = detail::softmax_stats(r.logits + i * r.vocab, r.vocab);
-      out[i] = st.p1 - st.p2;
-    }
+    for (std::size_t i = 0; i < r.n; ++i) out[i] = r.scores[3 * i + score_margin];
   }
 };
 
 // Negative entropy (nats) of the exit distribution: 0 is certain, so thresholds are <= 0.
 struct NegEntropy {
-  ExitNeeds needs() const { return {.logits = true}; }
+  ExitNeeds needs() const { return {.scores = true}; }
   std::string_view name() const { return "entropy"; }
   void score(const ExitRows& r, float* out) const {
-    for (std::size_t i = 0; i < r.n; ++i)
-      out[i] = -detail::softmax_stats(r.logits + i * r.vocab, r.vocab).entropy;
+    for (std::size_t i = 0; i < r.n; ++i) out[i] = -r.scores[3 * i + score_entropy];
   }
 };
 
 // Cosine of the hidden states at this and the previous exit point ("saturation": the
 // state stopped changing). Needs no exit head at all until a row leaves.
 struct Cosine {
-  ExitNeeds needs() const { return {.prev_hidden = true}; }
+  ExitNeeds needs() const { return {.hidden = true, .prev_hidden = true}; }
   std::string_view name() const { return "cosine"; }
   void score(const ExitRows& r, float* out) const {
     for (std::size_t i = 0; i < r.n; ++i) {
@@ -153,14 +86,9 @@ struct AnyMeasure {
   void score(const ExitRows& r, float* out) const {
     std::visit([&](const auto& x) { x.score(r, out); }, m);
   }
+  // Throws eexit::error("measure", ...) listing the valid names.
   static AnyMeasure from_name(std::string_view n) {
-    if (n == "max-prob") return {MaxProb{}};
-    if (n == "margin") return {Margin{}};
-    if (n == "entropy") return {NegEntropy{}};
-    if (n == "cosine") return {Cosine{}};
-    if (n == "classifier") return {Classifier{}};
-    throw error("measure", "unknown confidence measure '" + std::string(n) +
-                               "' (max-prob, margin, entropy, cosine, classifier)");
+    return {detail::alternative_from_name<decltype(m)>(n, "measure", "confidence measure")};
   }
 };
 

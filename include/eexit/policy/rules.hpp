@@ -5,15 +5,13 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <variant>
+
+#include "eexit/policy/names.hpp"
+
+#include "eexit/concepts.hpp"
 
 namespace eexit {
-
-template <class R>
-concept batch_rule = requires(const R& r, std::span<const std::uint8_t> conf,
-                              std::span<std::uint8_t> leave) {
-  r.apply(conf, leave);
-  { r.name() } -> std::convertible_to<std::string_view>;
-};
 
 // The paper's rule: the batch goes on unless every active decode row is confident; then
 // all of them exit here. No involuntary exits; confident rows may stay (involuntary stays).
@@ -34,6 +32,52 @@ struct ExitConfidentRows {
   }
 };
 
-static_assert(batch_rule<ExitWhenAllConfident> && batch_rule<ExitConfidentRows>);
+// Whether a rule ever lets a row leave: rules that never do say so with evaluates_exits(),
+// every other rule may.
+template <class R>
+bool rule_evaluates_exits(const R& r) {
+  if constexpr (requires { r.evaluates_exits(); })
+    return bool(r.evaluates_exits());
+  else
+    return true;
+}
+
+// Full depth as a rule, for a policy chosen at run time (`--policy full`): no row leaves,
+// and evaluates_exits() tells the engine not to compute exit heads at all, so it costs
+// what the FullDepth policy costs.
+struct NeverExit {
+  std::string_view name() const { return "full"; }
+  bool evaluates_exits() const { return false; }
+  void apply(std::span<const std::uint8_t>, std::span<std::uint8_t> leave) const {
+    std::fill(leave.begin(), leave.end(), std::uint8_t(0));
+  }
+};
+
+// One of the stock rules chosen at run time (CLI, server). The first alternative is the
+// default: a runtime policy starts at full depth until told otherwise. What issue 9 adds
+// (the rule "adaptive", the decode mode "self-spec") is one more alternative here, whose
+// type tells the engine what it is; its name() is its name in the registry
+// (policy/registry.hpp), which lists the alternatives.
+struct AnyRule {
+  using alternatives = std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows>;
+  alternatives r{};
+
+  std::string_view name() const {
+    return std::visit([](const auto& x) { return x.name(); }, r);
+  }
+  bool evaluates_exits() const {
+    return std::visit([](const auto& x) { return rule_evaluates_exits(x); }, r);
+  }
+  void apply(std::span<const std::uint8_t> conf, std::span<std::uint8_t> leave) const {
+    std::visit([&](const auto& x) { x.apply(conf, leave); }, r);
+  }
+  // Throws eexit::error("policy", ...) listing the valid names.
+  static AnyRule from_name(std::string_view n) {
+    return {detail::alternative_from_name<alternatives>(n, "policy", "policy")};
+  }
+};
+
+static_assert(batch_rule<ExitWhenAllConfident> && batch_rule<ExitConfidentRows> &&
+              batch_rule<NeverExit> && batch_rule<AnyRule>);
 
 }  // namespace eexit

@@ -2,6 +2,7 @@
 // Per-exit thresholds λ_e, optionally with CALM's decay over the decode position.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -35,5 +36,10 @@ struct Thresholds {
     if (!std::isfinite(tau) || tau < 0) throw error("thresholds", "tau must be >= 0");
   }
 };
+
+// A finite per-request threshold (GenerateRequest::exit_threshold) no confidence score
+// reaches: that request's rows never count as confident, so it runs at full depth while
+// the rest of its batch may exit.
+inline constexpr float full_depth_threshold = std::numeric_limits<float>::max();
 
 }  // namespace eexit

@@ -15,276 +15,35 @@
 // errc::engine_error); an exception outside step() fails every request in flight
 // (errc::engine_fault); stop() fails what is left (errc::stopped).
 //
-// Boost 1.74 (DESIGN.md §6): <utility> before Asio; no cancellation slots, so aborts are
-// explicit calls.
-#include <utility>
-
+// Errors: serve/errors.hpp; streams: serve/token_stream.hpp; metrics: serve/metrics.hpp;
+// async_generate: serve/async_generate.hpp (included here for the service's users).
+#include <utility>  // before Asio: GCC 12 with Boost 1.74 needs it (DESIGN.md §6)
+// Asio and the standard library:
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/error.hpp>
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/system/error_code.hpp>
-
-#include <array>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
 #include "eexit/engine/request.hpp"
-
-namespace eexit::serve {
-
-namespace asio = boost::asio;
-using error_code = boost::system::error_code;
-
-// ---- errors -------------------------------------------------------------------------
-enum class errc {
-  rejected = 1,  // the engine refused the request (RequestOutput::error says why)
-  queue_full,    // more requests in flight than ServiceOptions::max_pending
-  engine_error,  // the step that ran it failed (finish_reason::error)
-  engine_fault,  // an exception on the engine thread outside step()
-  stopped,       // the service stopped before the request finished
-};
-
-namespace detail {
-class error_category_impl : public boost::system::error_category {
- public:
-  const char* name() const noexcept override { return "eexit.serve"; }
-  std::string message(int ev) const override {
-    switch (errc(ev)) {
-      case errc::rejected:
-        return "request rejected";
-      case errc::queue_full:
-        return "too many requests in flight";
-      case errc::engine_error:
-        return "the engine failed the request";
-      case errc::engine_fault:
-        return "fault on the engine thread";
-      case errc::stopped:
-        return "the engine service stopped";
-    }
-    return "unknown eexit.serve error";
-  }
-};
-}  // namespace detail
-
-inline const boost::system::error_category& error_category() noexcept {
-  static const detail::error_category_impl cat;
-  return cat;
-}
-inline error_code make_error_code(errc e) noexcept { return {int(e), error_category()}; }
-
-}  // namespace eexit::serve
-
-template <>
-struct boost::system::is_error_code_enum<eexit::serve::errc> : std::true_type {};
+#include "eexit/serve/async_generate.hpp"  // callers of the service use it beside it
+#include "eexit/serve/errors.hpp"
+#include "eexit/serve/metrics.hpp"
+#include "eexit/serve/token_stream.hpp"
 
 namespace eexit::serve {
 
 struct ServiceOptions {
   // Requests submitted and not yet finished; one more is refused with errc::queue_full.
   std::size_t max_pending = 256;
-};
-
-// Upper bounds (seconds) of the step-time histogram buckets; +Inf is implicit.
-inline constexpr std::array<double, 12> step_time_buckets = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
-
-// A consistent snapshot of the service and its engine, refreshed after every iteration.
-struct ServiceMetrics {
-  std::int64_t submitted = 0;
-  std::int64_t finished_stop = 0, finished_length = 0, finished_abort = 0, finished_error = 0;
-  std::int64_t rejected = 0, queue_full = 0;
-  std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
-  std::int64_t running = 0, waiting = 0;
-  std::int64_t kv_blocks_used = 0, kv_blocks_total = 0;
-  std::array<std::int64_t, step_time_buckets.size() + 1> step_time_counts{};  // last: +Inf
-  double step_time_sum_s = 0.0;
-  std::vector<std::int32_t> exit_layers;     // layer of each exit point
-  std::vector<std::int64_t> exit_histogram;  // tokens per exit point
-  std::int64_t loop_iterations = 0;          // engine-thread wake-ups (idle must not spin)
-};
-
-namespace detail {
-
-// A move-only type-erased callable (std::move_only_function is C++23). Completion
-// handlers (use_awaitable's among them) are move-only, so std::function cannot hold them.
-template <class Sig>
-class unique_function;
-template <class R, class... A>
-class unique_function<R(A...)> {
-  struct base {
-    virtual ~base() = default;
-    virtual R call(A... a) = 0;
-  };
-  template <class F>
-  struct impl final : base {
-    explicit impl(F&& fn) : f(std::move(fn)) {}
-    R call(A... a) override { return f(std::forward<A>(a)...); }
-    F f;
-  };
-  std::unique_ptr<base> p_;
-
- public:
-  unique_function() = default;
-  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, unique_function>>>
-  unique_function(F&& f) : p_(std::make_unique<impl<std::decay_t<F>>>(std::forward<F>(f))) {}
-  explicit operator bool() const noexcept { return bool(p_); }
-  R operator()(A... a) { return p_->call(std::forward<A>(a)...); }
-};
-
-// What one request's outputs travel through: filled by the engine thread, drained by
-// TokenStream::async_next (at most one waiting handler at a time).
-struct Channel {
-  std::mutex m;
-  std::deque<std::pair<error_code, RequestOutput>> queue;
-  unique_function<void(error_code, RequestOutput)> waiter;
-  bool closed = false;    // the last output has been queued or handed over
-  bool consumed = false;  // ... and handed to the caller
-
-  void deliver(error_code ec, RequestOutput o, bool last) {
-    std::unique_lock lk(m);
-    if (closed) return;
-    closed = last;
-    if (waiter) {
-      auto w = std::move(waiter);
-      waiter = {};
-      consumed = last;
-      lk.unlock();
-      w(ec, std::move(o));
-      return;
-    }
-    queue.emplace_back(ec, std::move(o));
-  }
-};
-
-// What a TokenStream needs from its (templated) service.
-class ServiceCore {
- public:
-  virtual void abort(std::uint64_t ticket) = 0;
-
- protected:
-  ~ServiceCore() = default;
-};
-
-}  // namespace detail
-
-// The caller's end of one request. Move-only; destroying it before its last output aborts
-// the request. The service must outlive its streams.
-class TokenStream {
- public:
-  TokenStream(detail::ServiceCore* svc, std::uint64_t ticket, std::shared_ptr<detail::Channel> ch,
-              asio::any_io_executor ex)
-      : svc_(svc), ticket_(ticket), ch_(std::move(ch)), ex_(std::move(ex)) {}
-  TokenStream(TokenStream&& o) noexcept
-      : svc_(std::exchange(o.svc_, nullptr)), ticket_(o.ticket_), ch_(std::move(o.ch_)),
-        ex_(std::move(o.ex_)) {}
-  TokenStream& operator=(TokenStream&& o) noexcept {
-    if (this != &o) {
-      abort();
-      svc_ = std::exchange(o.svc_, nullptr);
-      ticket_ = o.ticket_;
-      ch_ = std::move(o.ch_);
-      ex_ = std::move(o.ex_);
-    }
-    return *this;
-  }
-  TokenStream(const TokenStream&) = delete;
-  TokenStream& operator=(const TokenStream&) = delete;
-  ~TokenStream() { abort(); }
-
-  using executor_type = asio::any_io_executor;
-  executor_type get_executor() const { return ex_; }
-  std::uint64_t ticket() const noexcept { return ticket_; }
-
-  // True once the last output (finished, failed or rejected) was handed over.
-  bool done() const {
-    if (!ch_) return true;
-    std::lock_guard lk(ch_->m);
-    return ch_->consumed;
-  }
-
-  // Completes with the next RequestOutput of this request: void(error_code, RequestOutput).
-  // The last one has finished() set (or an error: errc::rejected, engine_error,
-  // engine_fault, stopped, queue_full); after it, asio::error::eof. One at a time.
-  template <class CompletionToken>
-  auto async_next(CompletionToken&& token) {
-    return asio::async_initiate<CompletionToken, void(error_code, RequestOutput)>(
-        [this](auto handler) { initiate_next(std::move(handler)); }, token);
-  }
-
-  // Asks the engine to drop the request (idempotent; nothing happens once it finished).
-  // The stream then gets a last output with finish_reason::abort.
-  void abort() noexcept {
-    if (!svc_ || !ch_) return;
-    {
-      std::lock_guard lk(ch_->m);
-      if (ch_->closed) return;
-    }
-    svc_->abort(ticket_);
-  }
-
- private:
-  template <class Handler>
-  void initiate_next(Handler handler) {
-    auto ex = asio::get_associated_executor(handler, ex_);
-    if (!ch_) {
-      asio::post(ex, Bound<Handler>{std::move(handler), asio::error::eof, {}});
-      return;
-    }
-    std::unique_lock lk(ch_->m);
-    if (!ch_->queue.empty()) {
-      auto [ec, o] = std::move(ch_->queue.front());
-      ch_->queue.pop_front();
-      if (ch_->closed && ch_->queue.empty()) ch_->consumed = true;
-      lk.unlock();
-      asio::post(ex, Bound<Handler>{std::move(handler), ec, std::move(o)});
-      return;
-    }
-    if (ch_->closed) {
-      lk.unlock();
-      asio::post(ex, Bound<Handler>{std::move(handler), asio::error::eof, {}});
-      return;
-    }
-    // Keep the handler's executor alive until the engine thread completes it.
-    auto work = asio::make_work_guard(ex);
-    ch_->waiter = [h = std::move(handler), work = std::move(work)](error_code ec,
-                                                                   RequestOutput o) mutable {
-      auto ex2 = work.get_executor();
-      asio::post(ex2, Bound<Handler>{std::move(h), ec, std::move(o)});
-      work.reset();
-    };
-  }
-
-  // The handler with its arguments, keeping the handler's associated executor.
-  template <class Handler>
-  struct Bound {
-    Handler h;
-    error_code ec;
-    RequestOutput o;
-    using executor_type = asio::associated_executor_t<Handler>;
-    executor_type get_executor() const noexcept { return asio::get_associated_executor(h); }
-    void operator()() { std::move(h)(ec, std::move(o)); }
-  };
-
-  detail::ServiceCore* svc_;
-  std::uint64_t ticket_;
-  std::shared_ptr<detail::Channel> ch_;
-  asio::any_io_executor ex_;
 };
 
 template <class Engine>
@@ -295,8 +54,7 @@ class EngineService final : public detail::ServiceCore {
 
   // The engine must outlive the service; only the service's thread touches it from now on
   // (its backend too: CpuBackend's pool serves one calling thread at a time).
-  explicit EngineService(Engine& engine, ServiceOptions opt = {})
-      : engine_(&engine), opt_(opt) {
+  explicit EngineService(Engine& engine, ServiceOptions opt = {}) : engine_(&engine), opt_(opt) {
     refresh_metrics(0.0, false);
     thread_ = std::thread([this] { run(); });
   }
@@ -353,6 +111,12 @@ class EngineService final : public detail::ServiceCore {
       cmds_.push_back(Cmd{ticket, nullptr, {}, true, {}});
     }
     cv_.notify_one();
+  }
+
+  // Throws eexit::request_error for a request the engine would refuse (Engine::validate);
+  // thread-safe: the engine's checks read nothing a step changes.
+  void validate(const GenerateRequest& req) const {
+    if constexpr (requires { engine_->validate(req); }) engine_->validate(req);
   }
 
   ServiceMetrics metrics() const {
@@ -575,11 +339,17 @@ class EngineService final : public detail::ServiceCore {
         ++M.step_time_counts[b];
         M.step_time_sum_s += step_s;
       }
-      if constexpr (requires { engine_->n_running(); engine_->n_waiting(); }) {
+      if constexpr (requires {
+                      engine_->n_running();
+                      engine_->n_waiting();
+                    }) {
         M.running = std::int64_t(engine_->n_running());
         M.waiting = std::int64_t(engine_->n_waiting());
       }
-      if constexpr (requires { engine_->cache().blocks_used(); engine_->cache().blocks_total(); }) {
+      if constexpr (requires {
+                      engine_->cache().blocks_used();
+                      engine_->cache().blocks_total();
+                    }) {
         M.kv_blocks_used = engine_->cache().blocks_used();
         M.kv_blocks_total = engine_->cache().blocks_total();
       }
@@ -617,70 +387,5 @@ class EngineService final : public detail::ServiceCore {
   asio::thread_pool pool_{1};
   std::thread thread_;
 };
-
-// ---- async_generate -----------------------------------------------------------------
-
-// A whole completion: every token of a request and how it ended.
-struct Completion {
-  std::vector<TokenEvent> tokens;
-  std::string text;
-  finish_reason finish = finish_reason::none;
-  std::string error;
-  RequestStats stats;
-};
-
-namespace detail {
-template <class Handler, class OnToken>
-struct GenerateOp {
-  Handler handler;
-  OnToken on_token;
-  std::shared_ptr<TokenStream> stream;
-  std::shared_ptr<Completion> acc;
-
-  using executor_type = asio::associated_executor_t<Handler, asio::any_io_executor>;
-  executor_type get_executor() const noexcept {
-    return asio::get_associated_executor(handler, stream->get_executor());
-  }
-
-  void start() {
-    auto s = stream;
-    s->async_next(std::move(*this));
-  }
-  void operator()(error_code ec, RequestOutput o) {
-    const bool any = !o.tokens.empty() || !o.text.empty();
-    for (auto& t : o.tokens) acc->tokens.push_back(t);
-    acc->text += o.text;
-    if (any) on_token(static_cast<const RequestOutput&>(o));
-    if (ec || o.finished()) {
-      acc->finish = o.finished() ? o.finish : finish_reason::error;
-      acc->error = o.error;
-      acc->stats = std::move(o.stats);
-      auto done = std::move(*acc);
-      stream.reset();
-      std::move(handler)(ec, std::move(done));
-      return;
-    }
-    start();
-  }
-};
-}  // namespace detail
-
-// Submits `req` and completes with the whole Completion: void(error_code, Completion).
-// on_token(const RequestOutput&) runs for each step that produced tokens or text, on the
-// completion handler's executor (the service's default pool for plain callbacks without one).
-template <class Service, class OnToken, class CompletionToken>
-auto async_generate(Service& svc, GenerateRequest req, OnToken on_token, CompletionToken&& token) {
-  return asio::async_initiate<CompletionToken, void(error_code, Completion)>(
-      [&svc](auto handler, GenerateRequest r, OnToken cb) {
-        // The stream's own executor is only a default: each step completes on the
-        // handler's associated executor (GenerateOp::get_executor).
-        auto stream = std::make_shared<TokenStream>(
-            svc.submit(std::move(r), asio::any_io_executor(svc.get_executor())));
-        using Op = detail::GenerateOp<decltype(handler), OnToken>;
-        Op{std::move(handler), std::move(cb), std::move(stream), std::make_shared<Completion>()}
-            .start();
-      },
-      token, std::move(req), std::move(on_token));
-}
 
 }  // namespace eexit::serve

@@ -8,13 +8,11 @@
 
 namespace eexit::serve {
 
-// Loads `path` (see eexit::load_model, with `opt` applied) into a Model on `be`. `warning`
-// is kept for callers that print one; nothing sets it today.
+// Loads `path` (see eexit::load_model, with `opt` applied: e.g. --exit-layers) into a Model
+// on `be`; errors are eexit::error.
 template <class Model, class Backend>
 std::unique_ptr<Model> load_serving_model(Backend& be, const std::string& path,
-                                          std::string* warning = nullptr,
                                           const LoadOptions& opt = {}) {
-  if (warning) warning->clear();
   return std::make_unique<Model>(be, load_model(path, opt));
 }
 

@@ -1,8 +1,9 @@
 #pragma once
 // The OpenAI API mapping, without sockets: request bodies -> GenerateRequest (every field
-// type- and range-checked, errors OpenAI-shaped), responses and SSE chunks, chat templates,
-// and the Prometheus text of /metrics. The HTTP server (serve/http_server.hpp) glues it to
-// the EngineService; tests call it directly.
+// type- and range-checked, errors OpenAI-shaped), serve errors -> HTTP statuses, responses
+// and SSE chunks. Chat templates are text/chat_template.hpp, the Prometheus text
+// serve/metrics.hpp. The HTTP server (serve/http_server.hpp) glues it to the
+// EngineService; tests call it directly.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,9 +16,13 @@
 #include <string_view>
 #include <vector>
 
+#include "eexit/core/error.hpp"
+#include "eexit/engine/completion.hpp"
 #include "eexit/engine/request.hpp"
-#include "eexit/serve/engine_service.hpp"
-#include "eexit/serve/runtime_policy.hpp"
+#include "eexit/policy/registry.hpp"
+#include "eexit/serve/async_generate.hpp"
+#include "eexit/serve/errors.hpp"
+#include "eexit/text/chat_template.hpp"
 
 namespace eexit::serve::openai {
 
@@ -47,8 +52,7 @@ inline json error_body(const ApiError& e) {
 }
 
 inline ApiError make_error(int status, std::string message, std::string param = {},
-                           std::string code = {},
-                           std::string type = "invalid_request_error") {
+                           std::string code = {}, std::string type = "invalid_request_error") {
   ApiError e;
   e.status = status;
   e.message = std::move(message);
@@ -63,105 +67,54 @@ inline ApiError make_error(int status, std::string message, std::string param = 
   throw make_error(status, std::move(message), std::move(param), std::move(code));
 }
 
-// ---- chat templates -----------------------------------------------------------------
-enum class ChatStyle { plain, llama2, chatml, llama3, zephyr };
-
-inline std::optional<ChatStyle> chat_style_from_name(std::string_view n) {
-  if (n == "plain") return ChatStyle::plain;
-  if (n == "llama2") return ChatStyle::llama2;
-  if (n == "chatml") return ChatStyle::chatml;
-  if (n == "llama3") return ChatStyle::llama3;
-  if (n == "zephyr" || n == "tinyllama") return ChatStyle::zephyr;
-  return std::nullopt;
-}
-constexpr std::string_view chat_style_name(ChatStyle s) noexcept {
-  switch (s) {
-    case ChatStyle::plain:
-      return "plain";
-    case ChatStyle::llama2:
-      return "llama2";
-    case ChatStyle::chatml:
-      return "chatml";
-    case ChatStyle::llama3:
-      return "llama3";
-    case ChatStyle::zephyr:
-      return "zephyr";
+// A request that the service ended with `ec` (serve/errors.hpp) as an HTTP error: the one
+// place where serve error codes become statuses. `message`: what the engine said, if any.
+inline ApiError api_error_of(const error_code& ec, const std::string& message) {
+  ApiError e;
+  e.message = message.empty() ? ec.message() : message;
+  if (ec == errc::rejected) {
+    e.status = 400;
+  } else if (ec == errc::queue_full) {
+    e.status = 429;
+    e.code = "rate_limit_exceeded";
+    e.type = "rate_limit_error";
+  } else if (ec == errc::stopped) {
+    e.status = 503;
+    e.code = "shutting_down";
+    e.type = "server_error";
+  } else {
+    e.status = 500;
+    e.type = "server_error";
+    e.code = "engine_error";
   }
-  return "plain";
+  return e;
 }
 
-// The style of a Jinja chat_template, from markers each family's template spells out.
-inline ChatStyle detect_chat_style(std::string_view jinja) {
-  auto has = [&](std::string_view m) { return jinja.find(m) != std::string_view::npos; };
-  if (has("<|start_header_id|>")) return ChatStyle::llama3;
-  if (has("<|im_start|>")) return ChatStyle::chatml;
-  if (has("<|user|>") || has("<|assistant|>")) return ChatStyle::zephyr;
-  if (has("[INST]")) return ChatStyle::llama2;
-  return ChatStyle::plain;
-}
-
-struct ChatMessage {
-  std::string role, content;
-};
-
-// The prompt text for `messages`, ending where the assistant's reply begins. The BOS token
-// is not written: the tokenizer adds it (add_special). bos/eos: the tokenizer's strings.
-inline std::string format_chat(ChatStyle style, const std::vector<ChatMessage>& messages,
-                               std::string_view bos = "<s>", std::string_view eos = "</s>") {
-  std::string out;
-  switch (style) {
-    case ChatStyle::plain:
-      for (const auto& m : messages) out += m.content + "\n";
+// The engine's refusal of a request (eexit::request_error, from Engine::validate) as an
+// HTTP error: beside api_error_of(error_code), the one place where codes become statuses.
+// Every code is the client's doing, and retrying the same request cannot help: 400.
+inline ApiError api_error_of(const request_error& e, bool chat) {
+  const std::string prompt = chat ? "messages" : "prompt";
+  switch (e.code()) {
+    case request_errc::context_length_exceeded:
+      return make_error(400, e.what(), prompt, "context_length_exceeded");
+    case request_errc::cache_too_small:
+      return make_error(400, e.what(), prompt, "kv_cache_too_small");
+    case request_errc::empty_prompt:
+    case request_errc::token_out_of_vocab:
+      return make_error(400, e.what(), prompt);
+    case request_errc::invalid_sampling:
+    case request_errc::invalid_parameter:
       break;
-    case ChatStyle::chatml:
-      for (const auto& m : messages)
-        out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      out += "<|im_start|>assistant\n";
-      break;
-    case ChatStyle::llama3:
-      for (const auto& m : messages)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
-      out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      break;
-    case ChatStyle::zephyr:
-      for (const auto& m : messages)
-        out += "<|" + m.role + "|>\n" + m.content + std::string(eos) + "\n";
-      out += "<|assistant|>\n";
-      break;
-    case ChatStyle::llama2: {
-      // Llama 2: the system prompt folds into the first user turn.
-      std::string system;
-      bool first = true;
-      for (const auto& m : messages) {
-        if (m.role == "system") {
-          system = m.content;
-          continue;
-        }
-        if (m.role == "user") {
-          std::string content = m.content;
-          if (!system.empty()) {
-            content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + content;
-            system.clear();
-          }
-          if (!first) out += bos;
-          out += "[INST] " + content + " [/INST]";
-        } else {
-          out += " " + m.content + " " + std::string(eos);
-        }
-        first = false;
-      }
-      break;
-    }
   }
-  return out;
+  return make_error(400, e.what());
 }
 
 // ---- requests -----------------------------------------------------------------------
 struct Limits {
   std::string model_name;
   std::int32_t context = 512;  // model max_seq_len
-  PolicyKind server_policy = PolicyKind::full;
-  bool row_thresholds = has_row_thresholds;
+  AnyRule server_policy{};     // the server's batch rule (--policy); default full
 };
 
 struct ParsedRequest {
@@ -221,10 +174,14 @@ inline std::string text_content(const json& c, const char* k) {
   if (c.is_array()) {  // content parts: only text is understood
     std::string s;
     for (const auto& p : c) {
-      if (!p.is_object() || p.value("type", std::string()) != "text" || !p.contains("text") ||
-          !p["text"].is_string())
+      // Every lookup checks the type first: json::value() and get() throw type_error on a
+      // mismatch, which is the client's error, not ours.
+      if (!p.is_object()) bad(k, "each content part must be an object");
+      auto type = p.find("type"), text = p.find("text");
+      if (type == p.end() || !type->is_string()) bad(k, "a content part's type must be a string");
+      if (*type != "text" || text == p.end() || !text->is_string())
         bad(k, "only text content parts are supported");
-      s += p["text"].get<std::string>();
+      s += text->get<std::string>();
     }
     return s;
   }
@@ -242,8 +199,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     if (!m->is_string()) bad("model", "model must be a string");
     r.model = m->get<std::string>();
     if (r.model != lim.model_name)
-      bad("model", "The model '" + r.model + "' does not exist; this server serves '" +
-                       lim.model_name + "'",
+      bad("model",
+          "The model '" + r.model + "' does not exist; this server serves '" + lim.model_name + "'",
           404, "model_not_found");
   } else {
     r.model = lim.model_name;
@@ -265,7 +222,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     auto* p = field(body, "prompt");
     if (!p) bad("prompt", "prompt is required");
     auto ids = [&](const json& a) {
-      for (const auto& t : a) r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
+      for (const auto& t : a)
+        r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
     };
     if (p->is_string()) {
       r.prompt_text = p->get<std::string>();
@@ -351,45 +309,34 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     if (auto* p = field(*ee, "policy")) {
       if (!p->is_string()) bad("early_exit.policy", "early_exit.policy must be a string");
       pol = p->get<std::string>();
-      if (pol != "full" && pol != "all-confident" && pol != "split")
-        bad("early_exit.policy", "early_exit.policy must be full, all-confident or split");
+      if (!is_policy_name(pol))
+        bad("early_exit.policy", "early_exit.policy must be one of " + policy_names_help());
     }
     r.early_exit_policy = pol;
     std::optional<float> thr;
     if (auto* t = field(*ee, "threshold"))
       thr = float(number(*t, "early_exit.threshold", -1e6, 1e6));
-    if (pol == "full") {
+    const std::string_view full = NeverExit{}.name();
+    if (pol == full) {
       if (thr) bad("early_exit.threshold", "a threshold means nothing with policy full");
-      if (lim.server_policy != PolicyKind::full) {
-        if (!lim.row_thresholds)
-          bad("early_exit", "per-request early-exit settings need an engine with per-row "
-                            "thresholds (not in this build)");
-        r.exit_threshold = full_depth_threshold;
-      }
+      if (lim.server_policy.evaluates_exits()) r.exit_threshold = full_depth_threshold;
     } else {
-      const std::string server(policy_kind_name(lim.server_policy));
+      const std::string server(lim.server_policy.name());
       if (!pol.empty() && pol != server)
         bad("early_exit.policy", "this server runs policy '" + server +
                                      "'; a request may ask for it or for 'full' (one batch "
                                      "shares one batch rule)");
       if (thr) {
-        if (lim.server_policy == PolicyKind::full)
+        if (!lim.server_policy.evaluates_exits())
           bad("early_exit.threshold", "early exit is off on this server (--policy full)");
-        if (!lim.row_thresholds)
-          bad("early_exit", "per-request thresholds need an engine with per-row thresholds "
-                            "(not in this build)");
         r.exit_threshold = *thr;
       }
     }
   }
-  if (r.exit_threshold) {
-    if constexpr (requires { r.gen.exit_threshold; }) r.gen.exit_threshold = *r.exit_threshold;
-  }
-  try {
-    sp.validate();
-  } catch (const std::exception& e) {
-    bad("", e.what());
-  }
+  if (r.exit_threshold) r.gen.exit_threshold = *r.exit_threshold;
+  // What the engine checks itself (sampling combinations, the prompt against the context and
+  // the vocabulary) it checks once, in Engine::validate: the server calls it before
+  // submitting (see api_error_of(request_error)).
   return r;
 }
 
@@ -413,7 +360,8 @@ inline json completion_logprobs(const std::vector<TokenEvent>& toks, const Token
     offs.push_back(off);
     off += s.size();
   }
-  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+  return {
+      {"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
 }
 
 inline json chat_logprobs(const std::vector<TokenEvent>& toks, const TokenTexts& tt) {
@@ -446,17 +394,45 @@ inline json usage(std::int64_t prompt, std::int64_t completion) {
           {"total_tokens", prompt + completion}};
 }
 
+// OpenAI's names where they exist. A request cut short (aborted, or failed after its
+// first tokens) says so: "abort" / "error", never "length", which claims max_tokens.
 inline std::string finish_name(finish_reason f) {
-  return f == finish_reason::stop ? "stop" : "length";
+  switch (f) {
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::abort:
+      return "abort";
+    case finish_reason::error:
+      return "error";
+    case finish_reason::length:
+    case finish_reason::none:
+      break;
+  }
+  return "length";
+}
+
+// A Completion's tokens as the per-token events the logprob formats read.
+inline std::vector<TokenEvent> token_events(const Completion& c) {
+  std::vector<TokenEvent> ev(c.tokens.size());
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    ev[i].token = c.tokens[i];
+    if (i < c.exit_layers.size()) ev[i].exit_layer = c.exit_layers[i];
+    if (i < c.logprobs.size()) ev[i].logprob = c.logprobs[i];
+    if (i < c.top_logprobs.size()) ev[i].top = c.top_logprobs[i];
+  }
+  return ev;
 }
 
 // One non-streaming response body.
 inline json response_body(const ParsedRequest& r, const std::string& id, std::int64_t created,
                           const Completion& c, std::int64_t prompt_tokens, const TokenTexts& tt) {
-  json choice = {{"index", 0}, {"finish_reason", finish_name(c.finish)},
-                 {"exit_layers", exit_layers_of(c.tokens)}};
+  json choice = {
+      {"index", 0}, {"finish_reason", finish_name(c.finish)}, {"exit_layers", c.exit_layers}};
   json lp = nullptr;
-  if (r.logprobs >= 0) lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
+  if (r.logprobs >= 0) {
+    const auto ev = token_events(c);
+    lp = r.chat ? chat_logprobs(ev, tt) : completion_logprobs(ev, tt, 0);
+  }
   choice["logprobs"] = lp;
   if (r.chat)
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
@@ -504,58 +480,6 @@ inline json usage_chunk(const ParsedRequest& r, const std::string& id, std::int6
           {"model", r.model},
           {"choices", json::array()},
           {"usage", usage(prompt, completion)}};
-}
-
-// ---- /metrics -----------------------------------------------------------------------
-inline std::string prometheus_text(const ServiceMetrics& m) {
-  std::ostringstream o;
-  auto counter = [&](const char* name, const char* help) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
-  };
-  auto gauge = [&](const char* name, const char* help, std::int64_t v) {
-    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n"
-      << name << " " << v << "\n";
-  };
-  counter("eexit_requests_total", "Requests by outcome.");
-  const std::pair<const char*, std::int64_t> outcomes[] = {
-      {"stop", m.finished_stop},   {"length", m.finished_length}, {"abort", m.finished_abort},
-      {"error", m.finished_error}, {"rejected", m.rejected},      {"queue_full", m.queue_full}};
-  for (auto& [k, v] : outcomes) o << "eexit_requests_total{outcome=\"" << k << "\"} " << v << "\n";
-  counter("eexit_prompt_tokens_total", "Prompt tokens computed (recomputation included).");
-  o << "eexit_prompt_tokens_total " << m.prompt_tokens << "\n";
-  counter("eexit_generated_tokens_total", "Tokens generated.");
-  o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
-  counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
-  o << "eexit_preemptions_total " << m.preemptions << "\n";
-  gauge("eexit_requests_running", "Requests in the running batch.", m.running);
-  gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
-  gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);
-  gauge("eexit_kv_blocks_total", "KV cache blocks in the pool.", m.kv_blocks_total);
-  o << "# HELP eexit_step_seconds Engine step time.\n# TYPE eexit_step_seconds histogram\n";
-  std::int64_t cum = 0;
-  for (std::size_t b = 0; b < step_time_buckets.size(); ++b) {
-    cum += m.step_time_counts[b];
-    o << "eexit_step_seconds_bucket{le=\"" << step_time_buckets[b] << "\"} " << cum << "\n";
-  }
-  cum += m.step_time_counts.back();
-  o << "eexit_step_seconds_bucket{le=\"+Inf\"} " << cum << "\n";
-  o << "eexit_step_seconds_sum " << m.step_time_sum_s << "\neexit_step_seconds_count " << cum
-    << "\n";
-  // Exit layers: a histogram over the layer each generated token left at.
-  o << "# HELP eexit_exit_layer Layer (0-based) whose exit produced each token.\n"
-       "# TYPE eexit_exit_layer histogram\n";
-  cum = 0;
-  for (std::size_t e = 0; e < m.exit_histogram.size(); ++e) {
-    cum += m.exit_histogram[e];
-    if (e < m.exit_layers.size())
-      o << "eexit_exit_layer_bucket{le=\"" << m.exit_layers[e] << "\"} " << cum << "\n";
-  }
-  o << "eexit_exit_layer_bucket{le=\"+Inf\"} " << cum << "\n";
-  double sum = 0;
-  for (std::size_t e = 0; e < m.exit_histogram.size() && e < m.exit_layers.size(); ++e)
-    sum += double(m.exit_histogram[e]) * m.exit_layers[e];
-  o << "eexit_exit_layer_sum " << sum << "\neexit_exit_layer_count " << cum << "\n";
-  return o.str();
 }
 
 }  // namespace eexit::serve::openai

@@ -139,7 +139,9 @@ inline void Tokenizer::load_gguf(const gguf::File& f) {
       bytes_[k] = special_[k] ? std::string() : b >= 0 ? std::string(1, char(b)) : pieces_[k];
       if (t == gv::unknown && unk < 0) unk = i;
     }
-    unk_ = unk, bos_ = bos, eos_ = eos;
+    // The llama2.c encoder emits unk for a character with neither a piece nor a byte token,
+    // so it must be a real id: llama.cpp's SentencePiece default, 0, when none is named.
+    unk_ = unk >= 0 ? unk : 0, bos_ = bos, eos_ = eos;
   } else {
     using json = nlohmann::json;
     const gguf::Value* merges = f.array("tokenizer.ggml.merges", false, false, true);

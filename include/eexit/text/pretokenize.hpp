@@ -77,6 +77,7 @@ inline std::vector<std::pair<std::size_t, std::size_t>> pre_split(std::string_vi
   };
   std::vector<Cp> cps;
   cps.reserve(text.size() + 1);
+  EEXIT_TOKENIZER_WORK(text.size());
   for (std::size_t i = 0; i < text.size();) {
     const Utf8Scan sc = utf8_scan(text, i);
     if (sc.status == Utf8Status::complete) {
@@ -149,7 +150,8 @@ inline std::vector<std::pair<std::size_t, std::size_t>> pre_split(std::string_vi
     if (j == i && cp_is_space(c)) {
       std::size_t e = i;
       while (e < n && cp_is_space(at(e))) ++e;
-      if (l3) {  // \s*[\r\n]+ : up to and including the last newline of the run
+      EEXIT_TOKENIZER_WORK(e - i);  // scanned forward, and at most as far back
+      if (l3) {                     // \s*[\r\n]+ : up to and including the last newline of the run
         for (std::size_t k = e; k > i; --k) {
           if (is_nl(at(k - 1))) {
             j = k;
@@ -163,6 +165,7 @@ inline std::vector<std::pair<std::size_t, std::size_t>> pre_split(std::string_vi
       }
     }
     if (j == i) j = i + 1;  // unreachable with the classes above; keeps the loop total
+    EEXIT_TOKENIZER_WORK(j - i);
     out.emplace_back(cps[i].off, cps[j].off);
     i = j;
   }

@@ -36,15 +36,13 @@
 #include <vector>
 
 #include "eexit/core/error.hpp"
+#include "eexit/model/gguf.hpp"
 #include "eexit/text/pretokenize.hpp"
 #include "eexit/text/utf8.hpp"
 
 namespace eexit {
 
 class StreamDecoder;
-namespace gguf {
-class File;
-}
 
 class Tokenizer {
  public:
@@ -61,7 +59,7 @@ class Tokenizer {
     std::string file = path;
     if (fs::is_directory(path, ec)) file = (fs::path(path) / "tokenizer.json").string();
     Tokenizer t;
-    if (is_gguf(file)) {  // a model file may be gigabytes: mapped, not read into a string
+    if (gguf::has_magic(file)) {  // a model file may be gigabytes: mapped, not read into a string
       t.load_gguf(file);
       return t.check_vocab_size(file, expected_vocab_size);
     }
@@ -171,12 +169,6 @@ class Tokenizer {
     return std::move(*this);
   }
 
-  static bool is_gguf(const std::string& file) {
-    std::ifstream f(file, std::ios::binary);
-    char magic[4] = {};
-    f.read(magic, 4);
-    return f.gcount() == 4 && std::string_view(magic, 4) == "GGUF";
-  }
   // Defined in text/gguf_vocab.hpp (included at the end of this header).
   inline void load_gguf(const gguf::File& f);
   inline void load_gguf(const std::string& file);
@@ -189,14 +181,21 @@ class Tokenizer {
     return data;
   }
 
-  static std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-    if (from.empty()) return s;
+  // One pass into a new string: replacing in place shifts the whole tail at every match,
+  // which made " " -> "▁" quadratic (1 MiB of spaces took seconds).
+  static std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+    if (from.empty()) return std::string(s);
+    std::string out;
+    out.reserve(s.size());
     std::size_t pos = 0;
-    while ((pos = s.find(from, pos)) != std::string::npos) {
-      s.replace(pos, from.size(), to);
-      pos += to.size();
+    for (std::size_t hit; (hit = s.find(from, pos)) != std::string_view::npos;
+         pos = hit + from.size()) {
+      out.append(s, pos, hit - pos);
+      out.append(to);
     }
-    return s;
+    out.append(s.substr(pos));
+    EEXIT_TOKENIZER_WORK(s.size() + out.size());
+    return out;
   }
 
   // "<0xAB>" -> 0xAB, else -1.
@@ -280,6 +279,7 @@ class Tokenizer {
     // then glues to the first word.
     if (!text.empty()) push_piece(" ");
     // run.c's codepoint grouping: a lead byte plus up to 3 continuation bytes, unvalidated.
+    EEXIT_TOKENIZER_WORK(text.size());
     for (std::size_t i = 0; i < text.size();) {
       std::size_t j = i + 1;
       while (j < text.size() && j - i < 4 && (static_cast<unsigned char>(text[j]) & 0xC0) == 0x80)
@@ -313,6 +313,7 @@ class Tokenizer {
       if (l.next < 0) return -1;
       std::string cat = pieces_[static_cast<std::size_t>(l.id)];
       cat += pieces_[static_cast<std::size_t>(nodes[static_cast<std::size_t>(l.next)].id)];
+      EEXIT_TOKENIZER_WORK(cat.size());
       auto it = piece_to_id_.find(cat);
       return it == piece_to_id_.end() ? -1 : it->second;
     };
@@ -718,6 +719,7 @@ class Tokenizer {
         continue;
       }
       for (const Added& a : added_) {
+        EEXIT_TOKENIZER_WORK(std::min(a.content.size(), text.size() - i));
         if (text.compare(i, a.content.size(), a.content) == 0) {
           hit = &a;
           break;
@@ -738,6 +740,7 @@ class Tokenizer {
 
   void encode_segment(std::string_view seg, bool at_text_start, std::vector<int>& out) const {
     if (seg.empty()) return;
+    EEXIT_TOKENIZER_WORK(seg.size());
     if (kind_ == Kind::byte_level_bpe) {
       std::string s(seg);
       if (add_prefix_space_ && s.front() != ' ') s.insert(s.begin(), ' ');
@@ -759,7 +762,7 @@ class Tokenizer {
     }
     std::string s(seg);
     if (!prepend_.empty() && (!prepend_first_only_ || at_text_start)) s = prepend_ + s;
-    for (const auto& [from, to] : replace_) s = replace_all(std::move(s), from, to);
+    for (const auto& [from, to] : replace_) s = replace_all(s, from, to);
     if (metaspace_split_ && !prepend_.empty()) {
       // Metaspace split: each word starts at a replacement character.
       std::size_t b = 0;
@@ -783,6 +786,7 @@ class Tokenizer {
       }
     }
     std::vector<int> syms;
+    EEXIT_TOKENIZER_WORK(word.size());
     auto push_unk = [&] {
       if (unk_ < 0) return;  // HF errors here; dropping keeps encode total for odd vocabularies
       if (fuse_unk_ && !syms.empty() && syms.back() == unk_) return;
@@ -816,6 +820,7 @@ class Tokenizer {
   // candidate pairs over a linked list of symbols; stale heap entries are skipped.
   void bpe(const std::vector<int>& ids, std::vector<int>& out) const {
     const int n = static_cast<int>(ids.size());
+    EEXIT_TOKENIZER_WORK(n);
     if (n <= 1) {
       out.insert(out.end(), ids.begin(), ids.end());
       return;
@@ -844,6 +849,7 @@ class Tokenizer {
     while (!heap.empty()) {
       const Cand c = heap.top();
       heap.pop();
+      EEXIT_TOKENIZER_WORK(1);
       Sym& a = s[static_cast<std::size_t>(c.pos)];
       if (!a.alive || a.next < 0) continue;
       Sym& b = s[static_cast<std::size_t>(a.next)];
@@ -881,6 +887,7 @@ class StreamDecoder {
       return {};
     }
     std::string b = tok_->token_bytes(id);
+    EEXIT_TOKENIZER_WORK(b.size() + 1);
     if (b.empty()) {
       if (tok_->kind() == Tokenizer::Kind::llama2c) strip_next_ = false;
       return {};

@@ -8,6 +8,20 @@
 #include <string>
 #include <string_view>
 
+// EEXIT_TOKENIZER_WORK(n): counts n units of work (bytes scanned or written, symbols,
+// heap operations) in every tokenizer loop, so that a test can check that encoding and
+// decoding grow linearly without timing anything. Compiled in only when a translation unit
+// defines EEXIT_TOKENIZER_COUNT_WORK before including the tokenizer (one test does); the
+// count is per thread.
+#ifdef EEXIT_TOKENIZER_COUNT_WORK
+namespace eexit::detail {
+inline thread_local std::uint64_t tokenizer_work = 0;
+}
+#define EEXIT_TOKENIZER_WORK(n) (::eexit::detail::tokenizer_work += std::uint64_t(n))
+#else
+#define EEXIT_TOKENIZER_WORK(n) ((void)0)
+#endif
+
 namespace eexit::detail {
 
 inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
@@ -75,6 +89,7 @@ inline void append_utf8(std::string& out, char32_t cp) {
 inline std::string utf8_take_complete(std::string& pending, bool at_end) {
   std::string out;
   std::size_t i = 0;
+  EEXIT_TOKENIZER_WORK(pending.size());
   while (i < pending.size()) {
     const Utf8Scan sc = utf8_scan(pending, i);
     if (sc.status == Utf8Status::complete) {

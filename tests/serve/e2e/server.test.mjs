@@ -4,16 +4,20 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import OpenAI from 'openai';
+import net from 'node:net';
 
 const SERVER = process.env.EEXIT_SERVER;
 if (!SERVER) throw new Error('set EEXIT_SERVER to the eexit-server binary');
 const MODEL = 'eexit-shakespeare';
 const FULL_LAYER = 5; // the embedded model has 6 layers; exits after layers 1 and 3
 
-async function startServer(extra = []) {
-  const proc = spawn(SERVER, ['--port', '0', '--threads', '2', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+async function startServer(extra = [], { fdLimit } = {}) {
+  const args = ['--port', '0', '--threads', '2', ...extra];
+  // fdLimit: run it under `ulimit -n` (a descriptor flood without 20k sockets).
+  const proc = fdLimit
+    ? spawn('bash', ['-c', `ulimit -n ${fdLimit} && exec "$0" "$@"`, SERVER, ...args],
+      { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   const port = await new Promise((resolve, reject) => {
@@ -46,6 +50,60 @@ async function metrics(base) {
     return m ? Number(m[1]) : NaN;
   };
   return { text, get };
+}
+
+// One raw HTTP exchange on its own socket: writes `text`, optionally half-closes (FIN, still
+// reading), and resolves with everything received once the server closes, or with what
+// came so far when `until` matches it. Bounded: 60 s, then it rejects.
+function raw(port, text, { halfClose = false, until: stop = null, onData = null } = {}) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let got = '';
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error('no answer: ' + got)); }, 60000);
+    sock.on('connect', () => {
+      sock.write(text);
+      if (halfClose) sock.end();
+    });
+    sock.on('data', (d) => {
+      got += d;
+      if (onData) onData(got);
+      if (stop && stop.test(got)) { clearTimeout(timer); sock.destroy(); resolve(got); }
+    });
+    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+    sock.on('close', () => { clearTimeout(timer); resolve(got); });
+  });
+}
+
+function post(path, body, { version = '1.1', headers = '' } = {}) {
+  const b = Buffer.from(JSON.stringify(body));
+  return `POST ${path} HTTP/${version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${b.length}\r\n${headers}\r\n${b}`;
+}
+
+// The final (non-1xx) response of a raw exchange: status, lower-cased headers, body.
+function finalResponse(text) {
+  let rest = text;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    assert.ok(end >= 0, 'a complete header: ' + text.slice(0, 200));
+    const head = rest.slice(0, end).split('\r\n');
+    const status = Number(head[0].split(' ')[1]);
+    rest = rest.slice(end + 4);
+    if (status >= 200) {
+      const headers = Object.fromEntries(head.slice(1).map((l) => {
+        const i = l.indexOf(':');
+        return [l.slice(0, i).toLowerCase(), l.slice(i + 1).trim()];
+      }));
+      return { statusLine: head[0], status, headers, body: rest };
+    }
+  }
+}
+
+// Tokens in SSE text (chunked or not): the exit_layers of every event, summed.
+function streamedTokens(text) {
+  let n = 0;
+  for (const m of text.matchAll(/"exit_layers":\[([^\]]*)\]/g)) n += m[1] ? m[1].split(',').length : 0;
+  return n;
 }
 
 async function until(pred, ms = 30000) {
@@ -187,6 +245,18 @@ describe('completions and chat', () => {
     assert.equal(r.status, 413);
     r = await raw('[1, 2]');
     assert.equal(r.status, 400);
+    // A JSON type error deep in the body (a content part whose type is not a string) is a
+    // 400 in OpenAI's shape, not a dropped connection.
+    for (const type of [5, null, [], {}]) {
+      const chat = await fetch(`${s.base}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: [{ type }] }] }),
+      });
+      assert.equal(chat.status, 400, `type ${JSON.stringify(type)}`);
+      const e = (await chat.json()).error;
+      assert.equal(e.type, 'invalid_request_error');
+      assert.equal(e.param, 'messages');
+    }
     // The server is unharmed.
     const ok = await c.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2, temperature: 0 });
     assert.equal(ok.usage.completion_tokens, 2);
@@ -204,6 +274,27 @@ describe('api key', () => {
     assert.equal((await r.json()).error.code, 'invalid_api_key');
     const ok = await s.client('sekrit').completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 });
     assert.equal(ok.usage.completion_tokens, 2);
+  });
+  test('/metrics needs the key too; /health does not', async () => {
+    assert.equal((await fetch(`${s.base}/health`)).status, 200);
+    const no = await fetch(`${s.base}/metrics`);
+    assert.equal(no.status, 401);
+    assert.equal((await no.json()).error.code, 'invalid_api_key');
+    const yes = await fetch(`${s.base}/metrics`, { headers: { authorization: 'Bearer sekrit' } });
+    assert.equal(yes.status, 200);
+    assert.match(await yes.text(), /eexit_requests_total\{outcome="length"\} 1/);
+  });
+});
+
+describe('api key with --metrics-public', () => {
+  let s;
+  before(async () => { s = await startServer(['--api-key', 'sekrit', '--metrics-public']); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('/metrics is open, /v1/* still needs the key', async () => {
+    const m = await fetch(`${s.base}/metrics`);
+    assert.equal(m.status, 200);
+    assert.match(await m.text(), /eexit_kv_blocks_total \d+/);
+    assert.equal((await fetch(`${s.base}/v1/models`)).status, 401);
   });
 });
 
@@ -336,5 +427,150 @@ describe('disconnects', () => {
       const { get } = await metrics(s.base);
       return get('eexit_requests_total{outcome="abort"}') === 1 && get('eexit_kv_blocks_used') === 0;
     }));
+  });
+});
+
+describe('half-closed clients and HTTP/1.0', () => {
+  let s;
+  before(async () => { s = await startServer(); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  const body = { model: MODEL, prompt: 'ROMEO:\n', max_tokens: 20, ignore_eos: true, temperature: 0 };
+
+  test('a half-close (request, then FIN) is not a disconnect: the whole answer comes', async () => {
+    const r = finalResponse(await raw(s.port, post('/v1/completions', body), { halfClose: true }));
+    assert.equal(r.status, 200);
+    const j = JSON.parse(r.body);
+    assert.equal(j.usage.completion_tokens, 20);
+    assert.equal(j.choices[0].finish_reason, 'length');
+    const st = finalResponse(await raw(s.port, post('/v1/completions', { ...body, stream: true }),
+      { halfClose: true }));
+    assert.equal(st.status, 200);
+    assert.equal(streamedTokens(st.body), 20);
+    assert.match(st.body, /"finish_reason":"length"/);
+    assert.match(st.body, /data: \[DONE\]/);
+    const { get } = await metrics(s.base);
+    assert.equal(get('eexit_requests_total{outcome="abort"}'), 0);
+  });
+
+  test('HTTP/1.0 streaming: a close-delimited body, not chunked', async () => {
+    const r = finalResponse(await raw(s.port, post('/v1/completions', { ...body, max_tokens: 8, stream: true },
+      { version: '1.0' })));
+    assert.match(r.statusLine, /^HTTP\/1\.0 200/);
+    assert.equal(r.headers['transfer-encoding'], undefined);
+    assert.equal(r.headers['content-type'], 'text/event-stream');
+    // The body is the events themselves, nothing between them, ending with [DONE].
+    assert.match(r.body, /^(data: [^\n]+\n\n)+$/);
+    assert.ok(r.body.endsWith('data: [DONE]\n\n'));
+    assert.equal(streamedTokens(r.body), 8);
+    // HTTP/1.1 still gets chunks.
+    const c = finalResponse(await raw(s.port, post('/v1/completions', { ...body, max_tokens: 2, stream: true },
+      { headers: 'Connection: close\r\n' })));
+    assert.equal(c.headers['transfer-encoding'], 'chunked');
+  });
+});
+
+describe('--max-connections', () => {
+  let s;
+  before(async () => { s = await startServer(['--max-connections', '2']); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('beyond it: 503; a slot freed is served again', async () => {
+    const health = 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+    // Two keep-alive connections, each answered once: both are open sessions now.
+    const held = [];
+    for (let i = 0; i < 2; i++) {
+      const sock = net.connect(s.port, '127.0.0.1');
+      await new Promise((r, j) => {
+        sock.on('error', j);
+        sock.once('data', () => r());
+        sock.on('connect', () => sock.write(health));
+      });
+      held.push(sock);
+    }
+    const refused = finalResponse(await raw(s.port, health));
+    assert.equal(refused.status, 503);
+    assert.equal(JSON.parse(refused.body).error.code, 'too_many_connections');
+    held[0].destroy();
+    assert.ok(await until(async () => {
+      const r = finalResponse(await raw(s.port, 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      return r.status === 200 && /eexit_http_connections_refused_total [1-9]/.test(r.body);
+    }), 'served again once a connection closed');
+    held[1].destroy();
+  });
+});
+
+// Skipped under ASan/UBSan: the sanitizer runtime itself fails without descriptors (it
+// reported an "invalid vptr" in Boost's error_code it could not print while out of them).
+describe('out of file descriptors', { skip: process.env.EEXIT_SANITIZED === '1' }, () => {
+  let s;
+  before(async () => { s = await startServer([], { fdLimit: 64 }); });
+  after(async () => { assert.equal(await s.stop(), 0); });
+  test('EMFILE backs off instead of spinning; serving resumes when descriptors free', async () => {
+    const socks = [];
+    for (let i = 0; i < 100; i++) {
+      const sock = net.connect(s.port, '127.0.0.1');
+      sock.on('error', () => {});
+      socks.push(sock);
+    }
+    await Promise.all(socks.map((k) => new Promise((r) => { if (k.readyState === 'open') r(); else k.on('connect', r); k.on('error', r); })));
+    await new Promise((r) => setTimeout(r, 1500)); // the server is out of descriptors meanwhile
+    for (const k of socks) k.destroy();
+    let text = '';
+    assert.ok(await until(async () => {
+      try {
+        const r = await fetch(`${s.base}/metrics`);
+        text = await r.text();
+        return r.status === 200;
+      } catch { return false; }
+    }), 'serving again');
+    const errors = Number(text.match(/^eexit_http_accept_errors_total (\d+)$/m)[1]);
+    // A retry at once fails again at once (thousands a second); the back-off doubles from
+    // 10 ms to 1 s: a handful over the hold, however long a loaded machine makes it.
+    assert.ok(errors > 0, 'the limit was hit');
+    assert.ok(errors < 100, `${errors} accept errors: it spun`);
+  });
+});
+
+describe('SIGTERM', () => {
+  // Streams that each have their first event; then SIGTERM.
+  async function streamsThenSigterm(s, n, maxTokens) {
+    const firsts = [];
+    const done = [];
+    for (let i = 0; i < n; i++) {
+      let first;
+      firsts.push(new Promise((r) => { first = r; }));
+      done.push(raw(s.port, post('/v1/completions', {
+        model: MODEL, prompt: 'ROMEO:\n', max_tokens: maxTokens, ignore_eos: true, temperature: 0, stream: true,
+      }), { onData: (got) => { if (got.includes('data: ')) first(); } }));
+    }
+    await Promise.all(firsts);
+    const exited = new Promise((r) => s.proc.on('exit', (code, sig) => r(code ?? sig)));
+    s.proc.kill('SIGTERM');
+    return { bodies: (await Promise.all(done)).map((t) => finalResponse(t).body), exited };
+  }
+
+  test('drains: running streams finish, new connections are refused, exit 0', async () => {
+    const s = await startServer();
+    const { bodies, exited } = await streamsThenSigterm(s, 3, 48);
+    for (const b of bodies) {
+      assert.equal(streamedTokens(b), 48);
+      assert.match(b, /"finish_reason":"length"/);
+      assert.match(b, /data: \[DONE\]/);
+    }
+    await assert.rejects(fetch(`${s.base}/health`)); // no longer accepting
+    assert.equal(await exited, 0);
+  });
+
+  test('past --shutdown-timeout: the rest end with an error event and [DONE], exit 0', async () => {
+    const s = await startServer(['--shutdown-timeout', '0']);
+    const { bodies, exited } = await streamsThenSigterm(s, 3, 400);
+    for (const b of bodies) {
+      const events = [...b.matchAll(/data: ([^\n]+)\n\n/g)].map((m) => m[1]);
+      assert.equal(events.at(-1), '[DONE]');
+      const err = JSON.parse(events.at(-2)).error;
+      assert.equal(err.type, 'server_error');
+      assert.equal(err.code, 'shutting_down');
+      assert.ok(streamedTokens(b) < 400);
+    }
+    assert.equal(await exited, 0);
   });
 });
