@@ -1,7 +1,8 @@
 // eexit-bench-decode: CPU decode throughput against the machine's two ceilings, in one run.
 //
 //   eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
-//                      [--reps 5] [--json]
+//                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0]
+//                      [--baseline-threads N]
 //
 // Ceilings (OpenBLAS, --threads threads):
 //   bandwidth: cblas_sgemv over a 1 GiB matrix (far beyond the caches), best of --reps,
@@ -15,6 +16,11 @@
 // The same is run with CpuBackend(threads, matmul_impl::blas) (OpenBLAS sgemm): "ours vs
 // OpenBLAS" is the ratio of decode tokens/s. The machine may be shared: every figure is the
 // best of several runs (ceilings measured before and after the decode runs).
+// --dtypes: the same weights converted on load to each weight precision (ModelWeights::
+// convert; every run of every dtype interleaved within a batch size), tok/s and the ratio
+// to f32. Bytes per token scale with each dtype's bytes per weight.
+// --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
+// the default thread count help or hurt on this model?).
 // Fractions: batch 1 = tokens/s · bytes streamed per token / bandwidth, where bytes per
 // token = every weight a decode step reads (all layer matrices and norms, final norm,
 // lm_head; the embedding contributes one row) plus the K/V it reads at the mean decode
@@ -58,6 +64,8 @@ struct Options {
   int reps = 5;         // ceiling measurements (best of)
   int decode_reps = 3;  // decode runs per batch size and implementation (best of)
   bool json = false;
+  std::vector<std::string> dtypes;  // extra weight precisions (f32 is always run)
+  unsigned baseline_threads = 0;    // 0 = none
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -82,6 +90,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::stoi(val());
     else if (a == "--decode-reps") o.decode_reps = std::stoi(val());
     else if (a == "--json") o.json = true;
+    else if (a == "--baseline-threads") o.baseline_threads = unsigned(std::stoul(val()));
+    else if (a == "--dtypes") {
+      std::stringstream ss(val());
+      for (std::string t; std::getline(ss, t, ',');)
+        if (t != "f32") o.dtypes.push_back(t);
+    }
     else if (a == "--batches") {
       o.batches.clear();
       std::stringstream ss(val());
@@ -136,6 +150,7 @@ struct Costs {
   double weight_bytes;   // read once per decode step (whatever the batch)
   double kv_bytes;       // K/V read per token at the mean decode position
   double flops;          // per token
+  double mat_params;     // weights of the matrices a step reads (layers + LM head)
 };
 
 Costs costs(const ModelConfig& c, int prompt, int n_new) {
@@ -149,6 +164,7 @@ Costs costs(const ModelConfig& c, int prompt, int n_new) {
   k.weight_bytes = 4 * (mat + norms + d);  // + one embedding row
   k.kv_bytes = 4 * c.n_layers * 2 * kv * ctx;
   k.flops = 2 * mat + c.n_layers * 4.0 * c.n_heads * c.head_dim * ctx;
+  k.mat_params = mat;
   return k;
 }
 
@@ -224,6 +240,36 @@ int main(int argc, char** argv) {
 
   CpuBackend be_ours(o.threads, matmul_impl::invariant);
   CpuBackend be_blas(o.threads, matmul_impl::blas);
+  // The extra variants: each dtype on a backend of its own (same thread count), and f32 on
+  // --baseline-threads threads.
+  struct Variant {
+    std::string name;
+    double weight_bytes;  // per decode step
+    std::unique_ptr<CpuBackend> be;
+    std::unique_ptr<LlamaModel<CpuBackend>> model;
+    Run best[16];  // per batch index
+  };
+  std::vector<Variant> variants;
+  for (const std::string& name : o.dtypes) {
+    const dtype t = name == "bf16"   ? dtype::bf16
+                    : name == "f16"  ? dtype::f16
+                    : name == "q8_0" ? dtype::q8_0
+                    : name == "q4_0" ? dtype::q4_0
+                                     : (usage(("unknown dtype " + name).c_str()), dtype::f32);
+    ModelWeights wt = w;
+    wt.convert(t);
+    Variant v{name, k.mat_params * double(row_bytes(t, 32)) / 32 + k.weight_bytes - 4 * k.mat_params,
+              std::make_unique<CpuBackend>(o.threads), nullptr, {}};
+    v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));
+    variants.push_back(std::move(v));
+  }
+  if (o.baseline_threads) {
+    Variant v{"f32@" + std::to_string(o.baseline_threads) + "thr", k.weight_bytes,
+              std::make_unique<CpuBackend>(o.baseline_threads), nullptr, {}};
+    v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
+    variants.push_back(std::move(v));
+  }
+  if (o.batches.size() > 16) usage("at most 16 batch sizes");
   LlamaModel<CpuBackend> ours(be_ours, w);
   LlamaModel<CpuBackend> blas(be_blas, std::move(w));
 
@@ -237,8 +283,16 @@ int main(int argc, char** argv) {
     // Best of --decode-reps runs, alternating implementations, so that a burst of other
     // load on the machine (it is shared) hits neither side alone.
     Row r{run_batch(ours, o, B), run_batch(blas, o, B)};
+    const std::size_t bi = rows.size();
+    for (auto& v : variants) v.best[bi] = run_batch(*v.model, o, B);
     for (int i = 1; i < o.decode_reps; ++i) {
       const Run a = run_batch(ours, o, B), b = run_batch(blas, o, B);
+      for (auto& v : variants) {
+        const Run x = run_batch(*v.model, o, B);
+        const double p = std::min(v.best[bi].prefill_s, x.prefill_s);
+        if (x.tok_s() > v.best[bi].tok_s()) v.best[bi] = x;
+        v.best[bi].prefill_s = p;
+      }
       const double pa = std::min(r.a.prefill_s, a.prefill_s), pb = std::min(r.b.prefill_s, b.prefill_s);
       if (a.tok_s() > r.a.tok_s()) r.a = a;
       if (b.tok_s() > r.b.tok_s()) r.b = b;
@@ -291,6 +345,19 @@ int main(int argc, char** argv) {
                 r.a.batch, r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), r.b.tok_s(),
                 100 * frac_bw(r.b), 100 * frac_fl(r.b), r.a.tok_s() / r.b.tok_s(), r.a.prefill_s,
                 r.b.prefill_s);
+  if (!variants.empty()) {
+    std::printf("\nweight precisions (our kernel; bytes per step scale with the dtype):\n");
+    std::printf("%-10s %5s | %10s %8s %9s %9s | %9s\n", "variant", "batch", "tok/s", "x f32",
+                "of BW", "of FLOP", "prefill s");
+    for (const auto& v : variants)
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const Run& r = v.best[i];
+        const double fb = r.tok_s() * (v.weight_bytes / r.batch + k.kv_bytes) / bw;
+        std::printf("%-10s %5d | %10.1f %8.2f %8.1f%% %8.1f%% | %9.2f\n", v.name.c_str(), r.batch,
+                    r.tok_s(), r.tok_s() / rows[i].a.tok_s(), 100 * fb, 100 * frac_fl(r),
+                    r.prefill_s);
+      }
+  }
   std::printf("\ntargets: batch 1 >= 90%% of BW, batch 16 >= 50%% of FLOP\n");
   return 0;
 }

@@ -13,4 +13,6 @@ if [ ! -f "$model/config.json" ]; then
   "$python" "$root/tools/make_random_model.py" "$model" --dim 768 --layers 12 --heads 12 \
     --kv-heads 12 --hidden 2048 --vocab 32000 --seed 0
 fi
-exec "$bench" "$model" --threads 2 --prompt 128 --new 64 --batches 1,4,16 "$@"
+# Every weight precision side by side (EEXIT_DTYPES= to skip them).
+exec "$bench" "$model" --threads 2 --prompt 128 --new 64 --batches 1,4,16 \
+  --dtypes "${EEXIT_DTYPES-bf16,f16,q8_0,q4_0}" "$@"

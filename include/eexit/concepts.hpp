@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eexit/core/dtype.hpp"
 #include "eexit/core/enums.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
@@ -25,7 +26,7 @@ concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* 
                            std::int32_t* iout, std::size_t n, const RowKv* rk,
                            const KvLayerView& kv, const KvLayerView* kvs,
                            typename B::template buffer<float>& buf, std::span<const float> host,
-                           std::span<float> host_out, std::vector<float>& fstage,
+                           std::span<float> host_out, WeightView wv, std::vector<float>& fstage,
                            std::vector<std::int32_t>& istage) {
   { b.template allocate<float>(n) } -> std::same_as<typename B::template buffer<float>>;
   b.template upload<float>(buf, host);
@@ -33,13 +34,14 @@ concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* 
   b.synchronize();
   { B::data(buf) } -> std::same_as<float*>;
   b.matmul(cx, n, n, cx, n, x, cx);
+  b.matmul(cx, n, n, wv, n, x, cx);  // a weight in its stored precision (core/dtype.hpp)
   b.rmsnorm(cx, cx, x, n, n, 1e-5f);
   b.rope(x, n, n, n, rk, cx, rope_style::half);
   b.store_kv(cx, cx, n, rk, kv);
   b.attention(cx, x, n, n, n, n, rk, kv);
   b.swiglu(cx, cx, x, n);
   b.add(x, cx, n);
-  b.embed(ids, n, cx, n, x);
+  b.embed(ids, n, wv, n, x);
   b.gather_rows(cx, ids, n, n, x);
   b.copy(cx, x, n);
   b.fill(x, n, 0.0f);

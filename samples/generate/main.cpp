@@ -55,6 +55,10 @@ exit. Several --prompt flags run as one continuously batched workload.
   --stop TEXT             stop string (repeatable)
   --ignore-eos            keep generating past EOS
   --threads N             CPU threads (default: all cores)
+  --dtype D               auto | f32 | bf16 | f16 | q8_0 | q4_0: precision the weight
+                          matrices are kept and computed in (default auto: as stored in
+                          the file; q8_0 / q4_0 quantize matrices whose rows are whole
+                          32-weight blocks, others stay as they are)
   --max-batch-tokens N    rows per engine step (default 256)
   --kv-blocks N           KV cache blocks of 16 tokens (default: enough for every prompt)
   --json                  print one JSON object per request instead of streaming text
@@ -211,6 +215,7 @@ int main(int argc, char** argv) {
                                        "measure",
                                        "threshold",
                                        "exit-layers",
+                                       "dtype",
                                        "device",
                                        "gpu-memory-fraction",
                                        "draft-exit",
@@ -237,6 +242,21 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
+    if (args->has("dtype")) {
+      const auto d = args->str("dtype");
+      if (d == "f32")
+        load_opt.weights = dtype::f32;
+      else if (d == "bf16")
+        load_opt.weights = dtype::bf16;
+      else if (d == "f16")
+        load_opt.weights = dtype::f16;
+      else if (d == "q8_0")
+        load_opt.weights = dtype::q8_0;
+      else if (d == "q4_0")
+        load_opt.weights = dtype::q4_0;
+      else if (d != "auto")
+        throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16, q8_0, q4_0");
+    }
     for (const char* flag : {"policy", "measure"}) {
       if (!args->has(flag)) continue;
       try {

@@ -69,6 +69,9 @@ void put(Bytes& b, T v) {
 void put(Bytes& b, const std::vector<float>& v) {
   for (float f : v) put(b, f);
 }
+void put(Bytes& b, const eexit::Weight& v) {
+  put(b, v.to_f32());
+}
 
 // The message of the eexit::error that f throws ("" if it throws nothing or something else).
 std::string error_of(const std::function<void()>& f) {
@@ -176,10 +179,10 @@ eexit::ModelWeights bf16_rounded(eexit::ModelWeights m) {
   m.tok_embedding = bf16_round(m.tok_embedding);
   m.final_norm = bf16_round(m.final_norm);
   m.lm_head = bf16_round(m.lm_head);
-  for (auto& l : m.layers)
-    for (auto* v :
-         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_down, &l.w_up})
-      *v = bf16_round(*v);
+  for (auto& l : m.layers) {
+    for (auto* v : {&l.attn_norm, &l.ffn_norm}) *v = bf16_round(*v);
+    for (auto* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_down, &l.w_up}) *v = bf16_round(*v);
+  }
   return m;
 }
 
@@ -414,8 +417,8 @@ TEST_CASE("corrupt llama2.c files throw eexit::error naming file and field") {
   };
   for (const Case& k :
        {Case{0, 1 << 30, "dim"}, Case{0, 0, "dim"}, Case{1, -172, "hidden_dim"},
-                        Case{2, 0, "n_layers"}, Case{2, 1 << 20, "n_layers"}, Case{3, 0, "n_heads"},
-                        Case{3, 7, "n_heads"}, Case{3, 64, "n_heads"}, Case{4, 3, "n_kv_heads"},
+        Case{2, 0, "n_layers"}, Case{2, 1 << 20, "n_layers"}, Case{3, 0, "n_heads"},
+        Case{3, 7, "n_heads"}, Case{3, 64, "n_heads"}, Case{4, 3, "n_kv_heads"},
         Case{4, 16, "n_kv_heads"}, Case{5, INT32_MIN, "vocab_size"}, Case{5, 0, "vocab_size"},
         Case{5, 2, "vocab_size"}, Case{5, -2, "vocab_size"}, Case{6, -1, "seq_len"}}) {
     const std::string field = k.field;
@@ -533,6 +536,8 @@ TEST_CASE("safetensors::File reads tensors and checks name, shape and dtype") {
   // pointer (UBSan under the debug preset).
   CHECK(f.read("e32", {0}).empty());
   CHECK(f.read("e16", {3, 0}).empty());
+  CHECK(f.read_weight("e32", {0}, {}).empty());
+  CHECK(f.read_weight("e16", {3, 0}, {}).empty());
   CHECK_EEXIT_ERROR(f.read("w", {4}), "t.safetensors", "tensor 'w'", "(2, 2)", "expected (4)");
   CHECK_EEXIT_ERROR(f.read("q", {1}), "t.safetensors", "tensor 'q'", "missing");
   CHECK_EEXIT_ERROR(f.read("ids", {2}), "t.safetensors", "tensor 'ids'", "I32");
@@ -905,9 +910,18 @@ TEST_CASE("converted stories260K HF checkpoints equal the .bin") {
   }
   SUBCASE("bf16, two shards") {
     const std::string dir = std::string(root) + "/stories260K_bf16_sharded";
-    const auto hf = eexit::load_model(dir + "/model.safetensors.index.json");
+    const auto hf = eexit::load_model(dir + "/model.safetensors.index.json", [] {
+      eexit::LoadOptions o;
+      o.weights = eexit::dtype::f32;
+      return o;
+    }());
     CHECK(hf.config.dim == 64);
     // torch rounds to bf16 to nearest even, as f32_to_bf16 does: equality is exact.
     check_same_weights(bf16_rounded(bin), unpermuted(hf));
+    // Loaded as stored, the matrices stay bf16 and widen to exactly those values.
+    const auto kept = eexit::load_model(dir + "/model.safetensors.index.json");
+    CHECK(kept.layers[0].wq.type() == eexit::dtype::bf16);
+    CHECK(kept.layers[0].w_down.to_f32() == hf.layers[0].w_down.f32());
+    CHECK(kept.tok_embedding.to_f32() == hf.tok_embedding.f32());
   }
 }

@@ -10,11 +10,14 @@ add_test(NAME model/convert_stories260K_f32
 add_test(NAME model/convert_stories260K_bf16_sharded
   COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tools/llama2c_to_hf.py ${_eexit_stories}
           ${EEXIT_HF_FIXTURE_DIR}/stories260K_bf16_sharded --dtype bf16 --shards 2)
+add_test(NAME model/convert_stories260K_f16
+  COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tools/llama2c_to_hf.py ${_eexit_stories}
+          ${EEXIT_HF_FIXTURE_DIR}/stories260K_f16 --dtype f16)
 set_tests_properties(model/convert_stories260K_f32 model/convert_stories260K_bf16_sharded
-  PROPERTIES FIXTURES_SETUP eexit_hf_stories260K)
+  model/convert_stories260K_f16 PROPERTIES FIXTURES_SETUP eexit_hf_stories260K)
 
 # loader_test compares the converted weights with the .bin; logits_test runs both.
-foreach(_eexit_t model/loader_test model/logits_test)
+foreach(_eexit_t model/loader_test model/logits_test model/typed_weights_test)
   if(TEST ${_eexit_t})
     set_tests_properties(${_eexit_t} PROPERTIES
       FIXTURES_REQUIRED eexit_hf_stories260K

@@ -17,6 +17,7 @@
 
 #include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
+#include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/core/thread_pool.hpp"
@@ -93,60 +94,59 @@ struct CpuBackend {
   ThreadPool& pool() noexcept { return pool_; }
 
   // ---- ops -----------------------------------------------------------------------
-  // y (rows, out) = x (rows, in) · Wᵀ (+ bias); w: (out, in).
-  void matmul(const float* x, std::size_t rows, std::size_t in, const float* w, std::size_t out,
+  // The weight precisions matmul and embed take as stored (the model converts others).
+  static constexpr bool accepts_weights(dtype t) noexcept {
+    return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16 || t == dtype::q8_0 ||
+           t == dtype::q4_0;
+  }
+
+  // y (rows, out) = x (rows, in) · Wᵀ (+ bias); w: (out, in) in its stored precision.
+  void matmul(const float* x, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
               float* y, const float* bias = nullptr) {
     if (rows == 0) return;
+    switch (w.type) {
+      case dtype::bf16:
+        return matmul_t(x, rows, in, static_cast<const detail::bf16_t*>(w.data), out, y, bias);
+      case dtype::f16:
+        return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
+      case dtype::q8_0:
+        return matmul_t(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
+      case dtype::q4_0:
+        return matmul_t(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
+      case dtype::f32:
+        break;
+    }
     if (mm_ == matmul_impl::blas) {
-      detail::blas_xwt(x, rows, in, w, out, y);
+      detail::blas_xwt(x, rows, in, w.f32(), out, y);
       if (bias)
         for (std::size_t r = 0; r < rows; ++r)
           for (std::size_t o = 0; o < out; ++o) y[r * out + o] += bias[o];
       return;
     }
-    // Split outputs across threads evenly in multiples of 8 (whole register tiles, see
-    // matmul_xwt); every thread reads all rows of x and its own slice of W. Which thread
-    // computes an output never changes its value.
-    constexpr std::size_t g = 8;
-    const std::size_t groups = (out + g - 1) / g;
-    pool_.parallel_for(
-        groups,
-        [&](std::size_t g0, std::size_t g1) {
-          detail::matmul_xwt(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
-        },
-        8);
+    matmul_t(x, rows, in, w.f32(), out, y, bias);
   }
 
-  // y (rows, dim) = rmsnorm(x) * w
+  // y (rows, dim) = rmsnorm(x) * w; rows in parallel when there are enough of them.
   void rmsnorm(const float* x, const float* w, float* y, std::size_t rows, std::size_t dim,
                float eps) {
-    for (std::size_t r = 0; r < rows; ++r)
-      detail::rmsnorm_row(x + r * dim, w, y + r * dim, dim, eps);
+    pool_.parallel_for_work(rows, 2 * dim, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r)
+        detail::rmsnorm_row(x + r * dim, w, y + r * dim, dim, eps);
+    });
   }
 
   // Rotates each head of x (rows, n_heads, head_dim) in place at the row's position.
-  // inv_freq: (head_dim/2) frequencies, scaling already applied.
+  // inv_freq: (head_dim/2) frequencies, scaling already applied. Rows in parallel; the
+  // angles of a row are computed in chunks on the stack (no allocation in a step).
   void rope(float* x, std::size_t rows, std::size_t n_heads, std::size_t head_dim,
             const RowKv* rowkv, const float* inv_freq, rope_style style) {
     const std::size_t half = head_dim / 2;
-    std::vector<float> cs(half), sn(half);
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t i = 0; i < half; ++i) {
-        const double a = double(rowkv[r].pos) * double(inv_freq[i]);
-        cs[i] = float(std::cos(a));
-        sn[i] = float(std::sin(a));
-      }
-      for (std::size_t h = 0; h < n_heads; ++h) {
-        float* v = x + (r * n_heads + h) * head_dim;
-        for (std::size_t i = 0; i < half; ++i) {
-          float* a = style == rope_style::interleaved ? v + 2 * i : v + i;
-          float* b = style == rope_style::interleaved ? v + 2 * i + 1 : v + i + half;
-          const float x0 = *a, x1 = *b;
-          *a = x0 * cs[i] - x1 * sn[i];
-          *b = x0 * sn[i] + x1 * cs[i];
-        }
-      }
-    }
+    // cos/sin (double precision) dominate: ~20 multiply-adds' worth each.
+    pool_.parallel_for_work(rows, half * (40 + 4 * n_heads), [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r)
+        detail::rope_row(x + r * n_heads * head_dim, n_heads, head_dim, rowkv[r].pos, inv_freq,
+                         style);
+    });
   }
 
   // Writes each row's k, v (rows, kv_dim) into its slot at its position.
@@ -168,53 +168,61 @@ struct CpuBackend {
     const std::size_t group = n_heads / n_kv_heads;
     const std::size_t d = std::size_t(cache.kv_dim);
     const float scale = 1.0f / std::sqrt(float(head_dim));
-    pool_.parallel_for(rows * n_heads, [&](std::size_t b, std::size_t e) {
-      std::vector<float> att;
-      for (std::size_t task = b; task < e; ++task) {
-        const std::size_t r = task / n_heads, h = task % n_heads;
-        const RowKv& rk = rowkv[r];
-        const std::size_t n_ctx = std::size_t(rk.pos) + 1;
-        att.resize(n_ctx);
-        const float* qh = q + (r * n_heads + h) * head_dim;
-        const std::size_t koff = (h / group) * head_dim;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (std::size_t t = 0; t < n_ctx; ++t) {
-          const float* kt = cache.k + cache.slot(rk, std::int32_t(t)) * d + koff;
-          att[t] = detail::dot(qh, kt, head_dim) * scale;
-          mx = std::max(mx, att[t]);
-        }
-        float sum = 0.0f;
-        for (std::size_t t = 0; t < n_ctx; ++t) {
-          att[t] = std::exp(att[t] - mx);
-          sum += att[t];
-        }
-        const float inv = 1.0f / sum;
-        float* o = out + (r * n_heads + h) * head_dim;
-        std::fill_n(o, head_dim, 0.0f);
-        for (std::size_t t = 0; t < n_ctx; ++t) {
-          const float* vt = cache.v + cache.slot(rk, std::int32_t(t)) * d + koff;
-          const float p = att[t] * inv;
-          for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
-        }
-      }
-    });
+    // Work per (row, head): two passes over its context. Mean context is not known
+    // without a pass over rowkv; the largest position bounds it.
+    std::size_t max_ctx = 1;
+    for (std::size_t r = 0; r < rows; ++r)
+      max_ctx = std::max(max_ctx, std::size_t(rowkv[r].pos) + 1);
+    pool_.parallel_for_work(
+        rows * n_heads, 2 * head_dim * max_ctx, [&](std::size_t b, std::size_t e) {
+          // Scores of one (row, head), (n_ctx); per thread, grown only when the context does.
+          thread_local std::vector<float> att;
+          for (std::size_t task = b; task < e; ++task) {
+            const std::size_t r = task / n_heads, h = task % n_heads;
+            const RowKv& rk = rowkv[r];
+            const std::size_t n_ctx = std::size_t(rk.pos) + 1;
+            if (att.size() < n_ctx) att.resize(std::max(n_ctx, 2 * att.size()));
+            const float* qh = q + (r * n_heads + h) * head_dim;
+            const std::size_t koff = (h / group) * head_dim;
+            float mx = -std::numeric_limits<float>::infinity();
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              const float* kt = cache.k + cache.slot(rk, std::int32_t(t)) * d + koff;
+              att[t] = detail::dot(qh, kt, head_dim) * scale;
+              mx = std::max(mx, att[t]);
+            }
+            float sum = 0.0f;
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              att[t] = std::exp(att[t] - mx);
+              sum += att[t];
+            }
+            const float inv = 1.0f / sum;
+            float* o = out + (r * n_heads + h) * head_dim;
+            std::fill_n(o, head_dim, 0.0f);
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              const float* vt = cache.v + cache.slot(rk, std::int32_t(t)) * d + koff;
+              const float p = att[t] * inv;
+              for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+            }
+          }
+        });
   }
 
   // out (n) = silu(gate) * up
   void swiglu(const float* gate, const float* up, float* out, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = detail::silu(gate[i]) * up[i];
+    elementwise(n, 16, [&](std::size_t i) { out[i] = detail::silu(gate[i]) * up[i]; });
   }
 
   // x += y
   void add(float* x, const float* y, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) x[i] += y[i];
+    elementwise(n, 1, [&](std::size_t i) { x[i] += y[i]; });
   }
 
-  // out (n, dim) = table[tokens]
-  void embed(const std::int32_t* tokens, std::size_t n, const float* table, std::size_t dim,
+  // out (n, dim) = table[tokens], widened (dequantized) to fp32 from the table's precision.
+  void embed(const std::int32_t* tokens, std::size_t n, WeightView table, std::size_t dim,
              float* out) {
     for (std::size_t r = 0; r < n; ++r)
-      std::copy_n(table + std::size_t(tokens[r]) * dim, dim, out + r * dim);
+      convert_to_f32(table.type, table.rows_from(std::size_t(tokens[r]), dim).data, out + r * dim,
+                     dim);
   }
 
   // dst row i = src row idx[i] (rows of width dim). dst must not alias src.
@@ -254,18 +262,44 @@ struct CpuBackend {
   void fill_kv(const float* kv, std::size_t rows, std::size_t n_fill, const RowKv* rowkv,
                const KvLayerView* views, std::size_t n_kv_heads, std::size_t head_dim,
                const float* inv_freq, rope_style style) {
+    // K is rotated in its cache slot (it is written there first), so nothing is allocated.
     const std::size_t kvd = n_kv_heads * head_dim;
-    std::vector<float> k(kvd);
     for (std::size_t r = 0; r < rows; ++r)
       for (std::size_t f = 0; f < n_fill; ++f) {
         const float* src = kv + (r * n_fill + f) * 2 * kvd;
-        std::copy_n(src, kvd, k.data());
-        rope(k.data(), 1, n_kv_heads, head_dim, rowkv + r, inv_freq, style);
-        store_kv(k.data(), src + kvd, 1, rowkv + r, views[f]);
+        const std::size_t s = views[f].slot(rowkv[r], rowkv[r].pos);
+        float* k = views[f].k + s * kvd;
+        std::copy_n(src, kvd, k);
+        std::copy_n(src + kvd, kvd, views[f].v + s * kvd);
+        detail::rope_row(k, n_kv_heads, head_dim, rowkv[r].pos, inv_freq, style);
       }
   }
 
  private:
+  // Split outputs across threads evenly in multiples of 8 (whole register tiles, see
+  // matmul_xwt), into as many parts as the work pays for; every thread reads all rows of
+  // x and its own slice of W. Which thread computes an output never changes its value.
+  template <class W>
+  void matmul_t(const float* x, std::size_t rows, std::size_t in, const W* w, std::size_t out,
+                float* y, const float* bias) {
+    constexpr std::size_t g = 8;
+    const std::size_t groups = (out + g - 1) / g;
+    pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
+      detail::matmul_xwt_dispatch(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
+    });
+  }
+
+  // f(i) for i in [0, n), in parallel chunks of whole 16-element blocks when n pays for it.
+  template <class F>
+  void elementwise(std::size_t n, std::size_t work_per_elem, F&& f) {
+    constexpr std::size_t b = 16;
+    pool_.parallel_for_work((n + b - 1) / b, b * work_per_elem,
+                            [&](std::size_t b0, std::size_t b1) {
+                              const std::size_t e = std::min(n, b1 * b);
+                              for (std::size_t i = b0 * b; i < e; ++i) f(i);
+                            });
+  }
+
   ThreadPool pool_;
   matmul_impl mm_;
 };

@@ -7,9 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <bit>
+#include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
+#include "eexit/model/config.hpp"  // rope_style
+
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -18,6 +22,9 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 flags the _mm512_undefined_* inside AVX-512 conversion intrinsics as possibly
+// uninitialised (a false positive of its own headers).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace eexit::detail {
@@ -86,10 +93,137 @@ inline vf4 vhsum4(vacc a, vacc b, vacc c, vacc d) noexcept {
 }
 
 
-// Tail of a dot product (k % 16 elements), same order everywhere.
-inline float tail_dot(const float* x, const float* w, std::size_t k0, std::size_t k) noexcept {
+// Weight element types of the kernels besides float: 16-bit patterns, widened to fp32 on
+// load (activations and accumulation stay fp32, so the arithmetic per element is the f32
+// kernel's, on the rounded weights).
+struct bf16_t {
+  std::uint16_t bits;
+};
+struct f16_t {
+  std::uint16_t bits;
+};
+static_assert(sizeof(bf16_t) == 2 && sizeof(f16_t) == 2);
+
+inline float to_f32(float w) noexcept { return w; }
+inline float to_f32(bf16_t w) noexcept {
+  std::uint32_t u = std::uint32_t(w.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float to_f32(f16_t w) noexcept {
+#if defined(__F16C__)
+  return _cvtsh_ss(w.bits);
+#else
+  return static_cast<float>(std::bit_cast<_Float16>(w.bits));
+#endif
+}
+
+// 16 consecutive weights as fp32 lanes. With AVX-512, intrinsics: GCC 12 scalarises
+// __builtin_convertvector from 16-bit and 8-bit lanes to float (one vpinsr/vpextr per
+// lane), which made f16 / Q8_0 / Q4_0 matmuls 2-4x slower than fp32. Elsewhere the
+// vector extensions (correct, slower). bf16 is a zero-extension and a shift either way.
+typedef std::uint16_t vu16 __attribute__((vector_size(32), aligned(2)));
+typedef std::uint32_t vu32 __attribute__((vector_size(64)));
+typedef _Float16 vh16 __attribute__((vector_size(32), aligned(2)));
+inline vacc wload(const float* p) noexcept { return vload(p); }
+#if defined(__AVX512F__)
+inline vacc wload(const bf16_t* p) noexcept {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline vacc wload(const f16_t* p) noexcept {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+#else
+inline vacc wload(const bf16_t* p) noexcept {
+  const vu32 u = __builtin_convertvector(*reinterpret_cast<const vu16*>(p), vu32) << 16;
+  vacc r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+inline vacc wload(const f16_t* p) noexcept {
+  const vf16 f = __builtin_convertvector(*reinterpret_cast<const vh16*>(p), vf16);
+  vacc r;
+  std::memcpy(&r, &f, sizeof r);
+  return r;
+}
+#endif
+
+// llama.cpp's block layouts (ggml-common.h): 32 weights a block, an fp16 scale d.
+// Q8_0: w[i] = d * qs[i]. Q4_0: w[i] = d * ((qs[i] & 15) - 8) and w[i + 16] = d * ((qs[i]
+// >> 4) - 8) for i < 16. Both products are exact in fp32 (11-bit scale times a 4- or 8-bit
+// integer), so a quantized matmul is the fp32 kernel on the dequantized weights, bit for bit.
+struct block_q8_0 {
+  std::uint16_t d;
+  std::int8_t qs[32];
+};
+struct block_q4_0 {
+  std::uint16_t d;
+  std::uint8_t qs[16];
+};
+static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18);
+
+// Weights per storage unit of W (a block holds 32).
+template <class W>
+inline constexpr std::size_t per_unit = 1;
+template <>
+inline constexpr std::size_t per_unit<block_q8_0> = 32;
+template <>
+inline constexpr std::size_t per_unit<block_q4_0> = 32;
+
+typedef std::int8_t vi8x16 __attribute__((vector_size(16), aligned(1)));
+typedef std::uint8_t vu8x16 __attribute__((vector_size(16), aligned(1)));
+
+inline float f16_scale(std::uint16_t d) noexcept { return to_f32(f16_t{d}); }
+
+// Weights k..k+15 of the row at `row` (k a multiple of 16) as fp32 lanes.
+template <class W>
+inline vacc wload_k(const W* row, std::size_t k) noexcept {
+  return wload(row + k);
+}
+#if defined(__AVX512F__)
+inline vacc wload_k(const block_q8_0* row, std::size_t k) noexcept {
+  const block_q8_0& b = row[k / 32];
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + (k & 16)));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(f16_scale(b.d)));
+}
+inline vacc wload_k(const block_q4_0* row, std::size_t k) noexcept {
+  const block_q4_0& b = row[k / 32];
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i nib = _mm_and_si128((k & 16) ? _mm_srli_epi16(raw, 4) : raw, _mm_set1_epi8(15));
+  const __m512 q = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(nib)), _mm512_set1_ps(8.0f));
+  return _mm512_mul_ps(q, _mm512_set1_ps(f16_scale(b.d)));
+}
+#else
+inline vacc wload_k(const block_q8_0* row, std::size_t k) noexcept {
+  const block_q8_0& b = row[k / 32];
+  const vf16 q = __builtin_convertvector(*reinterpret_cast<const vi8x16*>(b.qs + (k & 16)), vf16);
+  const vf16 w = q * f16_scale(b.d);
+  vacc r;
+  std::memcpy(&r, &w, sizeof r);
+  return r;
+}
+inline vacc wload_k(const block_q4_0* row, std::size_t k) noexcept {
+  const block_q4_0& b = row[k / 32];
+  const vu8x16 raw = *reinterpret_cast<const vu8x16*>(b.qs);
+  const vu8x16 nib = (k & 16) ? vu8x16(raw >> 4) : vu8x16(raw & 15);
+  const vf16 w = (__builtin_convertvector(nib, vf16) - 8.0f) * f16_scale(b.d);
+  vacc r;
+  std::memcpy(&r, &w, sizeof r);
+  return r;
+}
+#endif
+
+// Tail of a dot product (k % 16 elements), same order everywhere. An explicit fma rather
+// than s += x * w: whether the compiler contracts that depends on what it was inlined
+// into, and then the fp32 and the bf16 / f16 kernels (or two tile shapes) could round
+// the same products differently.
+template <class W>
+inline float tail_dot(const float* x, const W* w, std::size_t k0, std::size_t k) noexcept {
   float s = 0.0f;
-  for (std::size_t i = k0; i < k; ++i) s += x[i] * w[i];
+  if constexpr (per_unit<W> == 1)  // block rows are whole blocks: no tail
+    for (std::size_t i = k0; i < k; ++i) s = std::fma(x[i], to_f32(w[i]), s);
   return s;
 }
 
@@ -97,8 +231,8 @@ inline float tail_dot(const float* x, const float* w, std::size_t k0, std::size_
 // at x (row stride ldx) and outputs n..n+NR-1. Every element gets the same sequence:
 // vfma over k blocks in order, vhsum, + tail_dot, + bias; the tile shape changes only
 // which elements share loads.
-template <std::size_t MR, std::size_t NR, bool Prefetch = false>
-inline void xwt_tile(const float* x, std::size_t ldx, const float* w, std::size_t K,
+template <std::size_t MR, std::size_t NR, bool Prefetch = false, class W>
+inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
                      std::size_t K16, std::size_t n, float* y, std::size_t ldy,
                      const float* bias) noexcept {
   vacc acc[MR][NR];
@@ -106,14 +240,16 @@ inline void xwt_tile(const float* x, std::size_t ldx, const float* w, std::size_
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 16
     for (std::size_t j = 0; j < NR; ++j) acc[i][j] = vzero();
-  const float* wr = w + n * K;
+  const std::size_t ld = K / per_unit<W>;  // row stride of W in storage units
+  const W* wr = w + n * ld;
   for (std::size_t k = 0; k < K16; k += 16) {
     vacc wv[NR];
 #pragma GCC unroll 16
-    for (std::size_t j = 0; j < NR; ++j) wv[j] = vload(wr + j * K + k);
+    for (std::size_t j = 0; j < NR; ++j) wv[j] = wload_k(wr + j * ld, k);
     if constexpr (Prefetch) {  // the next NR rows of W, one cache line per row and step
 #pragma GCC unroll 16
-      for (std::size_t j = 0; j < NR; ++j) __builtin_prefetch(wr + (NR + j) * K + k, 0, 3);
+      for (std::size_t j = 0; j < NR; ++j)
+        __builtin_prefetch(wr + (NR + j) * ld + k / per_unit<W>, 0, 3);
     }
 #pragma GCC unroll 16
     for (std::size_t i = 0; i < MR; ++i) {
@@ -127,7 +263,7 @@ inline void xwt_tile(const float* x, std::size_t ldx, const float* w, std::size_
     for (std::size_t i = 0; i < MR; ++i) {
       vf4 s = vhsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
       vf4 t;
-      for (std::size_t j = 0; j < 4; ++j) t[j] = tail_dot(x + i * ldx, wr + j * K, K16, K);
+      for (std::size_t j = 0; j < 4; ++j) t[j] = tail_dot(x + i * ldx, wr + j * ld, K16, K);
       s += t;
       if (bias) {
         vf4 b;
@@ -140,15 +276,15 @@ inline void xwt_tile(const float* x, std::size_t ldx, const float* w, std::size_
   }
   for (std::size_t i = 0; i < MR; ++i)
     for (std::size_t j = 0; j < NR; ++j) {
-      float s = vhsum(acc[i][j]) + tail_dot(x + i * ldx, wr + j * K, K16, K);
+      float s = vhsum(acc[i][j]) + tail_dot(x + i * ldx, wr + j * ld, K16, K);
       if (bias) s += bias[n + j];
       y[i * ldy + n + j] = s;
     }
 }
 
 // Outputs [n0, n1) for MR rows: NR-wide tiles, then single outputs.
-template <std::size_t MR, std::size_t NR>
-inline void xwt_rows(const float* x, std::size_t ldx, const float* w, std::size_t K,
+template <std::size_t MR, std::size_t NR, class W>
+inline void xwt_rows(const float* x, std::size_t ldx, const W* w, std::size_t K,
                      std::size_t K16, std::size_t n0, std::size_t n1, float* y,
                      std::size_t ldy, const float* bias) noexcept {
   std::size_t n = n0;
@@ -157,8 +293,8 @@ inline void xwt_rows(const float* x, std::size_t ldx, const float* w, std::size_
 }
 
 // One tile of mr (1..6) rows x NR outputs at output n.
-template <std::size_t NR, bool Prefetch = false>
-inline void xwt_tile_m(std::size_t mr, const float* x, std::size_t ldx, const float* w,
+template <std::size_t NR, bool Prefetch = false, class W>
+inline void xwt_tile_m(std::size_t mr, const float* x, std::size_t ldx, const W* w,
                        std::size_t K, std::size_t K16, std::size_t n, float* y, std::size_t ldy,
                        const float* bias) noexcept {
   switch (mr) {
@@ -182,7 +318,8 @@ inline constexpr std::size_t xwt_stream_rows = 48;
 // x: (M, K) row stride ldx; w: (N, K) contiguous rows; y: (M, N) row stride ldy.
 // Every element is computed by the same arithmetic whatever M, the tile it lands in or
 // the range [n0, n1) a thread was given (see xwt_tile), so results are batch invariant.
-inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const float* w,
+template <class W>
+inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const W* w,
                        std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                        const float* bias) noexcept {
   const std::size_t K16 = K / 16 * 16;
@@ -209,7 +346,8 @@ inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const flo
   }
   // Prefill: block over outputs so that a block of W stays in L2 while every row tile
   // passes it.
-  const std::size_t nb = std::max<std::size_t>(8, (512 * 1024 / 4 / std::max<std::size_t>(K, 1)) / 8 * 8);
+  const std::size_t nb =
+      std::max<std::size_t>(8, (512 * 1024 * per_unit<W> / sizeof(W) / std::max<std::size_t>(K, 1)) / 8 * 8);
   for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
     const std::size_t nb1 = std::min(n1, nb0 + nb);
     for (std::size_t m0 = 0; m0 < M; m0 += xwt_max_rows) {
@@ -221,6 +359,51 @@ inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const flo
         xwt_tile_m<1>(mr, x + m0 * ldx, ldx, w, K, K16, n, y + m0 * ldy, ldy, bias);
     }
   }
+}
+
+// The kernel entry the backend calls. A build for a target with AVX2 (ours: -march=native)
+// runs matmul_xwt as compiled. A build for baseline x86-64 (an installed header used
+// without -m flags) would run it on SSE2 alone: there, an AVX2+FMA+F16C copy of the whole
+// kernel (flatten inlines every helper into it, so all of it is compiled for that target)
+// is chosen at run time by CPUID. Both perform the same operations in the same order
+// (16 lanes, one fused multiply-add per product, the same reduction), so the choice does
+// not change results.
+#if defined(__x86_64__) && !defined(__AVX2__) && defined(__GNUC__) && !defined(__clang__)
+#define EEXIT_CPU_DISPATCH 1
+template <class W>
+__attribute__((target("avx2,fma,f16c"), flatten)) inline void matmul_xwt_avx2(
+    const float* x, std::size_t M, std::size_t ldx, const W* w, std::size_t K, std::size_t n0,
+    std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {
+  matmul_xwt(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+}
+inline bool cpu_has_avx2() noexcept {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has;
+}
+#endif
+
+template <class W>
+inline void matmul_xwt_dispatch(const float* x, std::size_t M, std::size_t ldx, const W* w,
+                                std::size_t K, std::size_t n0, std::size_t n1, float* y,
+                                std::size_t ldy, const float* bias) noexcept {
+#if defined(EEXIT_CPU_DISPATCH)
+  if (cpu_has_avx2()) return matmul_xwt_avx2(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+#endif
+  matmul_xwt(x, M, ldx, w, K, n0, n1, y, ldy, bias);
+}
+
+// Which kernel build runs here (for benchmarks and tests to report).
+inline const char* kernel_isa() noexcept {
+#if defined(__AVX512F__)
+  return "avx512 (compile time)";
+#elif defined(__AVX2__)
+  return "avx2 (compile time)";
+#elif defined(EEXIT_CPU_DISPATCH)
+  return cpu_has_avx2() ? "avx2 (run-time dispatch)" : "generic (no avx2 at run time)";
+#else
+  return "generic";
+#endif
 }
 
 inline float dot(const float* a, const float* b, std::size_t n) noexcept {
@@ -238,6 +421,33 @@ inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t di
 }
 
 inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+
+// Rotates the n_heads heads of one row, x (n_heads, head_dim), at position pos. The
+// angles are computed in chunks of 64 on the stack: no allocation, any head_dim.
+inline void rope_row(float* x, std::size_t n_heads, std::size_t head_dim, std::int32_t pos,
+                     const float* inv_freq, rope_style style) noexcept {
+  const std::size_t half = head_dim / 2;
+  constexpr std::size_t chunk = 64;
+  float cs[chunk], sn[chunk];
+  for (std::size_t i0 = 0; i0 < half; i0 += chunk) {
+    const std::size_t i1 = std::min(half, i0 + chunk);
+    for (std::size_t i = i0; i < i1; ++i) {
+      const double a = double(pos) * double(inv_freq[i]);
+      cs[i - i0] = float(std::cos(a));
+      sn[i - i0] = float(std::sin(a));
+    }
+    for (std::size_t h = 0; h < n_heads; ++h) {
+      float* v = x + h * head_dim;
+      for (std::size_t i = i0; i < i1; ++i) {
+        float* a = style == rope_style::interleaved ? v + 2 * i : v + i;
+        float* b = style == rope_style::interleaved ? v + 2 * i + 1 : v + i + half;
+        const float x0 = *a, x1 = *b;
+        *a = x0 * cs[i - i0] - x1 * sn[i - i0];
+        *b = x0 * sn[i - i0] + x1 * cs[i - i0];
+      }
+    }
+  }
+}
 
 }  // namespace eexit::detail
 

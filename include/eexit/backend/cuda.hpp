@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
@@ -275,9 +276,18 @@ class CudaBackend {
   }
 
   // ---- ops (CpuBackend's signatures) -----------------------------------------------
-  void matmul(const float* x, std::size_t rows, std::size_t in, const float* w, std::size_t out,
+  // Weights the model uploads as stored; others arrive widened to fp32 (their bf16
+  // shadow, Options::weights, still applies).
+  static constexpr bool accepts_weights(dtype t) noexcept { return t == dtype::f32; }
+
+  void matmul(const float* x, std::size_t rows, std::size_t in, WeightView wv, std::size_t out,
               float* y, const float* bias = nullptr) {
     if (rows == 0) return;
+    if (wv.type == dtype::bf16) {  // a bf16 matrix uploaded by the caller as it is
+      detail::cuda::gemm_bf16(ctx_, x, rows, in, wv.data, out, y, bias);
+      return;
+    }
+    const float* w = wv.f32();
     if (const void* wb = bf16_weight(w)) {
       detail::cuda::gemm_bf16(ctx_, x, rows, in, wb, out, y, bias);
       return;
@@ -320,10 +330,10 @@ class CudaBackend {
     if (n) detail::cuda::add(ctx_, x, y, n);
   }
   // tokens: host array of n ids.
-  void embed(const std::int32_t* tokens, std::size_t n, const float* table, std::size_t dim,
+  void embed(const std::int32_t* tokens, std::size_t n, WeightView table, std::size_t dim,
              float* out) {
     if (!n) return;
-    detail::cuda::embed(ctx_, stage_idx(tokens, n), n, table, dim, out);
+    detail::cuda::embed(ctx_, stage_idx(tokens, n), n, table.f32(), dim, out);
   }
   // idx: host array of n row indices. dst must not alias src.
   void gather_rows(const float* src, const std::int32_t* idx, std::size_t n, std::size_t dim,

@@ -7,11 +7,44 @@
 
 namespace eexit {
 
-enum class dtype : std::uint8_t { f32, f16, bf16 };
+// f32 / f16 / bf16: element types. q8_0 / q4_0: llama.cpp's block-quantized types, 32
+// weights a block with an fp16 scale (34 and 18 bytes a block); rows are whole blocks.
+enum class dtype : std::uint8_t { f32, f16, bf16, q8_0, q4_0 };
 
-constexpr std::size_t dtype_size(dtype t) noexcept {
-  return t == dtype::f32 ? 4 : 2;
+constexpr bool is_quantized(dtype t) noexcept {
+  return t == dtype::q8_0 || t == dtype::q4_0;
 }
+
+// Weights per block of a quantized type.
+inline constexpr std::size_t quant_block = 32;
+
+// Bytes per element of the element types (0 for block-quantized ones: see row_bytes).
+constexpr std::size_t dtype_size(dtype t) noexcept {
+  return t == dtype::f32 ? 4 : is_quantized(t) ? 0 : 2;
+}
+
+// Bytes of n weights of type t (for a quantized type n is a multiple of quant_block).
+constexpr std::size_t row_bytes(dtype t, std::size_t n) noexcept {
+  return t == dtype::q8_0   ? n / quant_block * 34
+         : t == dtype::q4_0 ? n / quant_block * 18
+                            : n * dtype_size(t);
+}
+
+// A weight matrix (out, in), row-major, in the backend's memory, in its stored precision:
+// what the backends' matmul and embed take. Implicit from a const float* so that fp32
+// callers read as before.
+struct WeightView {
+  dtype type = dtype::f32;
+  const void* data = nullptr;
+  WeightView() = default;
+  WeightView(const float* p) noexcept : data(p) {}  // NOLINT: implicit on purpose
+  WeightView(dtype t, const void* p) noexcept : type(t), data(p) {}
+  const float* f32() const noexcept { return static_cast<const float*>(data); }
+  // The view from row r on, rows of n weights.
+  WeightView rows_from(std::size_t r, std::size_t n) const noexcept {
+    return {type, static_cast<const unsigned char*>(data) + r * row_bytes(type, n)};
+  }
+};
 
 constexpr std::string_view dtype_name(dtype t) noexcept {
   switch (t) {
@@ -21,6 +54,10 @@ constexpr std::string_view dtype_name(dtype t) noexcept {
       return "F16";
     case dtype::bf16:
       return "BF16";
+    case dtype::q8_0:
+      return "Q8_0";
+    case dtype::q4_0:
+      return "Q4_0";
   }
   return "?";
 }
@@ -83,6 +120,21 @@ inline void convert_to_f32(dtype t, const void* src, float* dst, std::size_t n) 
         std::uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);
         dst[i] = bf16_to_f32(h);
+      }
+      return;
+    case dtype::q8_0:  // {f16 d; int8 q[32]}: w = d * q
+      for (std::size_t b = 0; b < n / quant_block; ++b, p += 34, dst += 32) {
+        const float d = f16_to_f32(std::uint16_t(p[0] | p[1] << 8));
+        for (int j = 0; j < 32; ++j) dst[j] = d * float(std::int8_t(p[2 + j]));
+      }
+      return;
+    case dtype::q4_0:  // {f16 d; u8 q[16]}: w[j] = d * (lo(q[j]) - 8), w[j+16] = d * (hi - 8)
+      for (std::size_t b = 0; b < n / quant_block; ++b, p += 18, dst += 32) {
+        const float d = f16_to_f32(std::uint16_t(p[0] | p[1] << 8));
+        for (int j = 0; j < 16; ++j) {
+          dst[j] = d * float((p[2 + j] & 0xF) - 8);
+          dst[j + 16] = d * float((p[2 + j] >> 4) - 8);
+        }
       }
       return;
   }

@@ -578,8 +578,8 @@ inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::s
 
 // A tensor as ModelWeights holds it today: shape-checked and dequantized to fp32 through
 // dequantize(). shape is in row-major order (outermost first), i.e. ne reversed.
-inline std::vector<float> read_f32(const File& f, const std::string& name,
-                                   std::initializer_list<std::int64_t> shape) {
+inline const TensorInfo& checked_tensor(const File& f, const std::string& name,
+                                       std::initializer_list<std::int64_t> shape) {
   const TensorInfo* t = f.tensor(name);
   const std::string w = f.where() + ": tensor '" + name + "'";
   if (!t) throw error(w, "missing");
@@ -595,9 +595,38 @@ inline std::vector<float> read_f32(const File& f, const std::string& name,
     };
     throw error(w, "shape " + text(got) + ", expected " + text(want));
   }
-  std::vector<float> out(std::size_t(t->n_elements));
-  dequantize(t->type, t->data, out);
+  return *t;
+}
+
+inline std::vector<float> read_f32(const File& f, const std::string& name,
+                                   std::initializer_list<std::int64_t> shape) {
+  const TensorInfo& t = checked_tensor(f, name, shape);
+  std::vector<float> out(std::size_t(t.n_elements));
+  dequantize(t.type, t.data, out);
   return out;
+}
+
+// A weight matrix kept as stored where the CPU kernels take its type (F32, F16, BF16,
+// Q8_0, Q4_0: the bytes are copied out of the mapping as they are), else dequantized to
+// fp32 (Q4_K). A block-quantized matrix must have rows of whole blocks.
+inline Weight read_weight(const File& f, const std::string& name,
+                          std::initializer_list<std::int64_t> shape) {
+  const TensorInfo& t = checked_tensor(f, name, shape);
+  std::optional<dtype> kept;
+  switch (t.type) {
+    case tensor_type::f16: kept = dtype::f16; break;
+    case tensor_type::bf16: kept = dtype::bf16; break;
+    case tensor_type::q8_0: kept = dtype::q8_0; break;
+    case tensor_type::q4_0: kept = dtype::q4_0; break;
+    default: break;
+  }
+  if (!kept) return Weight(read_f32(f, name, shape));
+  const std::int64_t row = *(shape.end() - 1);
+  if (is_quantized(*kept) && row % std::int64_t(quant_block) != 0)
+    throw error(f.where() + ": tensor '" + name + "'",
+                "rows of " + std::to_string(row) + " weights are not whole 32-weight blocks");
+  return Weight::packed(*kept, std::size_t(t.n_elements),
+                        std::vector<unsigned char>(t.data.begin(), t.data.end()));
 }
 
 }  // namespace eexit::gguf
@@ -744,8 +773,8 @@ inline ModelConfig gguf_config(const gguf::File& f) {
   return c;
 }
 
-// Loads a llama-architecture GGUF into fp32 ModelWeights (every tensor through
-// gguf::read_f32 -> gguf::dequantize).
+// Loads a llama-architecture GGUF into ModelWeights: norms through gguf::read_f32 ->
+// gguf::dequantize, matrices kept in their stored type (gguf::read_weight).
 inline ModelWeights load_gguf(const gguf::File& f) {
   const std::string& path = f.where();
   ModelWeights m;
@@ -755,23 +784,23 @@ inline ModelWeights load_gguf(const gguf::File& f) {
     throw error(path + ": tensor 'rope_freqs.weight'",
                 "per-dimension RoPE frequency factors (Llama 3 scaling) are not supported");
   const std::int64_t d = c.dim, h = c.hidden_dim, v = c.vocab_size, q = c.q_dim(), kv = c.kv_dim();
-  m.tok_embedding = gguf::read_f32(f, "token_embd.weight", {v, d});
+  m.tok_embedding = gguf::read_weight(f, "token_embd.weight", {v, d});
   m.layers.resize(std::size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string pre = "blk." + std::to_string(l) + ".";
     LayerWeights& L = m.layers[std::size_t(l)];
     L.attn_norm = gguf::read_f32(f, pre + "attn_norm.weight", {d});
-    L.wq = gguf::read_f32(f, pre + "attn_q.weight", {q, d});
-    L.wk = gguf::read_f32(f, pre + "attn_k.weight", {kv, d});
-    L.wv = gguf::read_f32(f, pre + "attn_v.weight", {kv, d});
-    L.wo = gguf::read_f32(f, pre + "attn_output.weight", {d, q});
+    L.wq = gguf::read_weight(f, pre + "attn_q.weight", {q, d});
+    L.wk = gguf::read_weight(f, pre + "attn_k.weight", {kv, d});
+    L.wv = gguf::read_weight(f, pre + "attn_v.weight", {kv, d});
+    L.wo = gguf::read_weight(f, pre + "attn_output.weight", {d, q});
     L.ffn_norm = gguf::read_f32(f, pre + "ffn_norm.weight", {d});
-    L.w_gate = gguf::read_f32(f, pre + "ffn_gate.weight", {h, d});
-    L.w_down = gguf::read_f32(f, pre + "ffn_down.weight", {d, h});
-    L.w_up = gguf::read_f32(f, pre + "ffn_up.weight", {h, d});
+    L.w_gate = gguf::read_weight(f, pre + "ffn_gate.weight", {h, d});
+    L.w_down = gguf::read_weight(f, pre + "ffn_down.weight", {d, h});
+    L.w_up = gguf::read_weight(f, pre + "ffn_up.weight", {h, d});
   }
   m.final_norm = gguf::read_f32(f, "output_norm.weight", {d});
-  if (!c.tied_embeddings) m.lm_head = gguf::read_f32(f, "output.weight", {v, d});
+  if (!c.tied_embeddings) m.lm_head = gguf::read_weight(f, "output.weight", {v, d});
   return m;
 }
 

@@ -309,6 +309,11 @@ class TensorSource {
   std::vector<float> read(const std::string& name, std::initializer_list<std::int64_t> shape) {
     return file_for(name).read(name, shape);
   }
+  // A weight matrix, in its stored precision or converted as opt says.
+  Weight matrix(const std::string& name, std::initializer_list<std::int64_t> shape) {
+    return file_for(name).read_weight(name, shape, as);
+  }
+  std::optional<dtype> as;  // unset: each matrix as stored
   bool has(const std::string& name) const {
     return single_ ? single_->header().find(name) != nullptr : map_.count(name) != 0;
   }
@@ -336,7 +341,8 @@ class TensorSource {
 // Loads an HF checkpoint. path: a directory with config.json and model.safetensors or
 // model.safetensors.index.json; or a .safetensors / .index.json file with config.json beside
 // it; or the config.json itself.
-inline ModelWeights load_hf(const std::string& path) {
+// as: the precision the matrices are kept in (unset: as stored).
+inline ModelWeights load_hf(const std::string& path, std::optional<dtype> as = {}) {
   namespace fs = std::filesystem;
   using detail::hf::TensorSource;
   std::error_code ec;
@@ -371,31 +377,32 @@ inline ModelWeights load_hf(const std::string& path) {
   m.config = parse_hf_config(detail::hf::read_json(config_path), config_path.string());
   const ModelConfig& c = m.config;
   TensorSource src(weights);
+  src.as = as;
 
   const std::int64_t d = c.dim, h = c.hidden_dim, v = c.vocab_size, q = c.q_dim(), kv = c.kv_dim();
-  m.tok_embedding = src.read("model.embed_tokens.weight", {v, d});
+  m.tok_embedding = src.matrix("model.embed_tokens.weight", {v, d});
   m.layers.resize(std::size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
     LayerWeights& L = m.layers[std::size_t(l)];
     L.attn_norm = src.read(pre + "input_layernorm.weight", {d});
-    L.wq = src.read(pre + "self_attn.q_proj.weight", {q, d});
-    L.wk = src.read(pre + "self_attn.k_proj.weight", {kv, d});
-    L.wv = src.read(pre + "self_attn.v_proj.weight", {kv, d});
-    L.wo = src.read(pre + "self_attn.o_proj.weight", {d, q});
+    L.wq = src.matrix(pre + "self_attn.q_proj.weight", {q, d});
+    L.wk = src.matrix(pre + "self_attn.k_proj.weight", {kv, d});
+    L.wv = src.matrix(pre + "self_attn.v_proj.weight", {kv, d});
+    L.wo = src.matrix(pre + "self_attn.o_proj.weight", {d, q});
     if (c.qkv_bias) {
       L.bq = src.read(pre + "self_attn.q_proj.bias", {q});
       L.bk = src.read(pre + "self_attn.k_proj.bias", {kv});
       L.bv = src.read(pre + "self_attn.v_proj.bias", {kv});
     }
     L.ffn_norm = src.read(pre + "post_attention_layernorm.weight", {d});
-    L.w_gate = src.read(pre + "mlp.gate_proj.weight", {h, d});
-    L.w_up = src.read(pre + "mlp.up_proj.weight", {h, d});
-    L.w_down = src.read(pre + "mlp.down_proj.weight", {d, h});
+    L.w_gate = src.matrix(pre + "mlp.gate_proj.weight", {h, d});
+    L.w_up = src.matrix(pre + "mlp.up_proj.weight", {h, d});
+    L.w_down = src.matrix(pre + "mlp.down_proj.weight", {d, h});
   }
   m.final_norm = src.read("model.norm.weight", {d});
   // Tied checkpoints sometimes still carry lm_head.weight; the config decides.
-  if (!c.tied_embeddings) m.lm_head = src.read("lm_head.weight", {v, d});
+  if (!c.tied_embeddings) m.lm_head = src.matrix("lm_head.weight", {v, d});
 
   const ExitConfig& e = c.early_exit;
   if (e.head == exit_head_kind::dedicated || e.classifier) {
@@ -405,7 +412,7 @@ inline ModelWeights load_hf(const std::string& path) {
       ExitHeadWeights& x = m.exit_heads[i];
       if (e.head == exit_head_kind::dedicated) {
         x.norm = src.read(pre + "norm.weight", {d});
-        x.proj = src.read(pre + "proj.weight", {v, d});
+        x.proj = src.matrix(pre + "proj.weight", {v, d});
       }
       if (e.classifier) {
         x.classifier_w = src.read(pre + "classifier.weight", {1, d});

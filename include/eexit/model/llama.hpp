@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
@@ -73,15 +74,15 @@ class LlamaModel {
       std::vector<float>().swap(v);  // keep peak host memory at one copy
       return b;
     };
-    tok_embedding_ = up(w.tok_embedding);
+    tok_embedding_ = upload_matrix(w.tok_embedding);
     layers_.reserve(w.layers.size());
     for (auto& lw : w.layers) {
       Layer L;
       L.attn_norm = up(lw.attn_norm);
-      L.wq = up(lw.wq);
-      L.wk = up(lw.wk);
-      L.wv = up(lw.wv);
-      L.wo = up(lw.wo);
+      L.wq = upload_matrix(lw.wq);
+      L.wk = upload_matrix(lw.wk);
+      L.wv = upload_matrix(lw.wv);
+      L.wo = upload_matrix(lw.wo);
       L.has_bias = !lw.bq.empty();
       if (L.has_bias) {
         L.bq = up(lw.bq);
@@ -89,14 +90,14 @@ class LlamaModel {
         L.bv = up(lw.bv);
       }
       L.ffn_norm = up(lw.ffn_norm);
-      L.w_gate = up(lw.w_gate);
-      L.w_down = up(lw.w_down);
-      L.w_up = up(lw.w_up);
+      L.w_gate = upload_matrix(lw.w_gate);
+      L.w_down = upload_matrix(lw.w_down);
+      L.w_up = upload_matrix(lw.w_up);
       layers_.push_back(std::move(L));
     }
     final_norm_ = up(w.final_norm);
     has_lm_head_ = !w.lm_head.empty();
-    if (has_lm_head_) lm_head_ = up(w.lm_head);
+    if (has_lm_head_) lm_head_ = upload_matrix(w.lm_head);
     exit_layers_ = cfg_.early_exit.exit_layers;
     exit_layers_.push_back(cfg_.n_layers - 1);
     heads_.resize(exit_layers_.size());
@@ -106,7 +107,7 @@ class LlamaModel {
       H.has_norm = !h.norm.empty();
       if (H.has_norm) H.norm = up(h.norm);
       H.has_proj = !h.proj.empty();
-      if (H.has_proj) H.proj = up(h.proj);
+      if (H.has_proj) H.proj = upload_matrix(h.proj);
       H.has_classifier = !h.classifier_w.empty();
       if (H.has_classifier) {
         H.classifier_w = up(h.classifier_w);
@@ -151,7 +152,7 @@ class LlamaModel {
 
   // x (rows, dim) = token embeddings
   void embed(const std::int32_t* tokens, std::size_t rows, float* x) {
-    be_->embed(tokens, rows, D(tok_embedding_), std::size_t(cfg_.dim), x);
+    be_->embed(tokens, rows, tok_embedding_.view(), std::size_t(cfg_.dim), x);
   }
 
   // One transformer block over rows [0, rows) of the residual stream x (rows, dim).
@@ -171,14 +172,14 @@ class LlamaModel {
     be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
     be_->attention(D(ws.q), D(ws.att), rows, std::size_t(cfg_.n_heads),
                    std::size_t(cfg_.n_kv_heads), hd, rk, kv);
-    be_->matmul(D(ws.att), rows, qd, D(L.wo), dim, D(ws.proj));
+    be_->matmul(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj));
     be_->add(x, D(ws.proj), rows * dim);
     // SwiGLU MLP
     be_->rmsnorm(x, D(L.ffn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, dim, D(L.w_gate), hidden, D(ws.hb));
-    be_->matmul(D(ws.xb), rows, dim, D(L.w_up), hidden, D(ws.hb2));
+    be_->matmul(D(ws.xb), rows, dim, L.w_gate.view(), hidden, D(ws.hb));
+    be_->matmul(D(ws.xb), rows, dim, L.w_up.view(), hidden, D(ws.hb2));
     be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
-    be_->matmul(D(ws.hb), rows, hidden, D(L.w_down), dim, D(ws.proj));
+    be_->matmul(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj));
     be_->add(x, D(ws.proj), rows * dim);
   }
 
@@ -188,7 +189,7 @@ class LlamaModel {
     const auto& H = heads_[std::size_t(exit)];
     const bool last = exit == n_exits() - 1;
     const float* norm = (!last && H.has_norm) ? D(H.norm) : D(final_norm_);
-    const float* proj = (!last && H.has_proj) ? D(H.proj) : lm_head();
+    const WeightView proj = (!last && H.has_proj) ? H.proj.view() : lm_head();
     be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
     be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
   }
@@ -219,7 +220,7 @@ class LlamaModel {
     const std::size_t width = std::size_t(n_fill) * 2 * kvd;
     be_->rmsnorm(h, D(ones_), D(ws.xb), rows, dim, cfg_.rms_eps);
     const std::size_t off = std::size_t(first) * 2 * kvd;
-    be_->matmul(D(ws.xb), rows, dim, D(fill_w_) + off * dim, width, D(ws.fill),
+    be_->matmul(D(ws.xb), rows, dim, fill_w_.view().rows_from(off, dim), width, D(ws.fill),
                 has_fill_bias_ ? D(fill_b_) + off : nullptr);
     views_.clear();
     for (int j = first; j < cfg_.n_layers; ++j) views_.push_back(cache.view(j));
@@ -235,20 +236,59 @@ class LlamaModel {
     const auto& L = layers_[std::size_t(l)];
     const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
     be_->rmsnorm(h, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, dim, D(L.wk), kvd, D(ws.k), L.has_bias ? D(L.bk) : nullptr);
-    be_->matmul(D(ws.xb), rows, dim, D(L.wv), kvd, D(ws.v), L.has_bias ? D(L.bv) : nullptr);
+    be_->matmul(D(ws.xb), rows, dim, L.wk.view(), kvd, D(ws.k), L.has_bias ? D(L.bk) : nullptr);
+    be_->matmul(D(ws.xb), rows, dim, L.wv.view(), kvd, D(ws.v), L.has_bias ? D(L.bv) : nullptr);
     be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), std::size_t(cfg_.head_dim), rk,
               D(inv_freq_), cfg_.rope);
     be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
   }
 
  private:
+  // A weight matrix in the backend's memory, in its stored precision.
+  struct Matrix {
+    dtype type = dtype::f32;
+    buffer<float> f32;          // (out, in) when type == f32
+    buffer<std::uint16_t> h16;  // (out, in) bf16 / f16 bit patterns otherwise
+    WeightView view() const noexcept {
+      return type == dtype::f32 ? WeightView(D(f32)) : WeightView(type, D(h16));
+    }
+  };
+  // Whether the backend's matmul and embed take weights of type t as they are; others
+  // are widened to fp32 on upload.
+  bool accepts(dtype t) const noexcept {
+    if constexpr (requires { Backend::accepts_weights(t); })
+      return Backend::accepts_weights(t);
+    else
+      return t == dtype::f32;
+  }
+  // Uploads v in its precision (or widened, see accepts) and frees the host copy, so that
+  // peak host memory stays at one copy of the model.
+  Matrix upload_matrix(Weight& v) {
+    Matrix m;
+    if (!accepts(v.type())) v = v.to_f32();
+    m.type = v.type();
+    if (m.type == dtype::f32) {
+      m.f32 = be_->template allocate<float>(v.size());
+      be_->template upload<float>(m.f32, std::span<const float>(v.f32()));
+    } else {
+      // Every packed type is a whole number of 16-bit words (2-byte elements, 34- and
+      // 18-byte blocks), so one buffer type serves them all.
+      const auto* p = static_cast<const std::uint16_t*>(v.bytes());
+      m.h16 = be_->template allocate<std::uint16_t>(v.byte_size() / 2);
+      be_->template upload<std::uint16_t>(m.h16,
+                                          std::span<const std::uint16_t>(p, v.byte_size() / 2));
+    }
+    v = Weight();
+    return m;
+  }
   struct Layer {
-    buffer<float> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_down, w_up;
+    buffer<float> attn_norm, bq, bk, bv, ffn_norm;
+    Matrix wq, wk, wv, wo, w_gate, w_down, w_up;
     bool has_bias = false;
   };
   struct Head {
-    buffer<float> norm, proj, classifier_w;
+    Matrix proj;
+    buffer<float> norm, classifier_w;
     buffer<float> classifier_b;  // (1)
     bool has_norm = false, has_proj = false, has_classifier = false;
   };
@@ -261,7 +301,9 @@ class LlamaModel {
   static const T* D(const buffer<T>& b) noexcept {
     return Backend::data(b);
   }
-  // Stacked, norm-folded K/V weights of every layer for kv_fill: (n_layers, 2, kv_dim, dim).
+  // Stacked, norm-folded K/V weights of every layer for kv_fill: (n_layers, 2, kv_dim, dim),
+  // stored in the K/V weights' own precision (folding rounds them once more; the fill is
+  // an approximation of the skipped layers' K/V in any case).
   void fold_fill_weights(const ModelWeights& w) {
     const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
     std::vector<float> f(std::size_t(cfg_.n_layers) * 2 * kvd * dim), b;
@@ -270,7 +312,7 @@ class LlamaModel {
     for (std::size_t j = 0; j < w.layers.size(); ++j) {
       const auto& L = w.layers[j];
       for (int kv = 0; kv < 2; ++kv) {
-        const auto& W = kv == 0 ? L.wk : L.wv;
+        const std::vector<float> W = (kv == 0 ? L.wk : L.wv).to_f32();
         float* dst = f.data() + (j * 2 + std::size_t(kv)) * kvd * dim;
         for (std::size_t o = 0; o < kvd; ++o)
           for (std::size_t i = 0; i < dim; ++i) dst[o * dim + i] = W[o * dim + i] * L.attn_norm[i];
@@ -280,23 +322,27 @@ class LlamaModel {
         }
       }
     }
-    fill_w_ = be_->template allocate<float>(f.size());
-    be_->template upload<float>(fill_w_, std::span<const float>(f));
+    const dtype t = w.layers[0].wk.type();
+    Weight fw(std::move(f));
+    if (!is_quantized(t) || dim % quant_block == 0) fw = fw.converted(t);
+    fill_w_ = upload_matrix(fw);
     if (has_fill_bias_) {
       fill_b_ = be_->template allocate<float>(b.size());
       be_->template upload<float>(fill_b_, std::span<const float>(b));
     }
   }
 
-  const float* lm_head() const noexcept { return has_lm_head_ ? D(lm_head_) : D(tok_embedding_); }
+  WeightView lm_head() const noexcept {
+    return has_lm_head_ ? lm_head_.view() : tok_embedding_.view();
+  }
 
   void qkv(const Layer& L, const float* xb, std::size_t rows, float* q, float* k, float* v) {
     const std::size_t dim = std::size_t(cfg_.dim);
-    be_->matmul(xb, rows, dim, D(L.wq), std::size_t(cfg_.q_dim()), q,
+    be_->matmul(xb, rows, dim, L.wq.view(), std::size_t(cfg_.q_dim()), q,
                 L.has_bias ? D(L.bq) : nullptr);
-    be_->matmul(xb, rows, dim, D(L.wk), std::size_t(cfg_.kv_dim()), k,
+    be_->matmul(xb, rows, dim, L.wk.view(), std::size_t(cfg_.kv_dim()), k,
                 L.has_bias ? D(L.bk) : nullptr);
-    be_->matmul(xb, rows, dim, D(L.wv), std::size_t(cfg_.kv_dim()), v,
+    be_->matmul(xb, rows, dim, L.wv.view(), std::size_t(cfg_.kv_dim()), v,
                 L.has_bias ? D(L.bv) : nullptr);
   }
 
@@ -307,7 +353,7 @@ class LlamaModel {
         c.vocab_size <= 0 || c.hidden_dim <= 0 || c.max_seq_len <= 0 || c.n_heads % c.n_kv_heads)
       throw error("model config", "invalid dimensions");
     if (c.head_dim % 2) throw error("model config", "head_dim must be even for RoPE");
-    auto need = [](const std::vector<float>& v, std::size_t n, const std::string& what) {
+    auto need = [](const auto& v, std::size_t n, const std::string& what) {
       if (v.size() != n)
         throw error(what,
                     "has " + std::to_string(v.size()) + " elements, expected " + std::to_string(n));
@@ -353,7 +399,8 @@ class LlamaModel {
 
   Backend* be_;
   ModelConfig cfg_;
-  buffer<float> tok_embedding_, final_norm_, lm_head_, inv_freq_, ones_, fill_w_, fill_b_;
+  Matrix tok_embedding_, lm_head_, fill_w_;
+  buffer<float> final_norm_, inv_freq_, ones_, fill_b_;
   bool has_lm_head_ = false, has_fill_bias_ = false;
   std::vector<KvLayerView> views_;
   std::vector<Layer> layers_;

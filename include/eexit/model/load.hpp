@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct LoadOptions {
   // the checkpoint declares (LayerSkip checkpoints ship as plain Llamas and carry none).
   // Each must lie in [0, n_layers - 2]; the last layer is always an exit point.
   std::vector<int> exit_layers;
+  // Precision the weight matrices are kept in: unset (auto) keeps each tensor's own
+  // (fp32, bf16, f16, Q8_0, Q4_0 as stored); a dtype converts every matrix to it.
+  std::optional<dtype> weights;
 };
 
 // Adds extra shared-head exit points to m (merged with the checkpoint's, kept sorted).
@@ -78,26 +82,34 @@ inline std::vector<int> parse_exit_layers(std::string_view text, const std::stri
 // A directory, *.safetensors or *.json -> Hugging Face layout (load_hf); any other file is
 // sniffed: "GGUF" magic -> load_gguf, everything else is read as a llama2.c checkpoint,
 // whose own size check rejects files that are not one.
-inline ModelWeights load_model(const std::string& path) {
+namespace detail {
+inline ModelWeights load_any(const std::string& path, std::optional<dtype> weights) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path p(path);
-  if (fs::is_directory(p, ec)) return load_hf(path);
+  if (fs::is_directory(p, ec)) return load_hf(path, weights);
   if (!fs::exists(p, ec)) throw error(path, "no such file or directory");
   const std::string ext = p.extension().string();
-  if (ext == ".safetensors" || ext == ".json") return load_hf(path);
+  if (ext == ".safetensors" || ext == ".json") return load_hf(path, weights);
 
   std::ifstream in(path, std::ios::binary);
   if (!in) throw error(path, "cannot open file");
   char magic[4] = {};
   in.read(magic, 4);
-  if (in.gcount() == 4 && std::string_view(magic, 4) == "GGUF") return load_gguf(path);
-  return load_llama2c(path);
+  ModelWeights m = in.gcount() == 4 && std::string_view(magic, 4) == "GGUF" ? load_gguf(path)
+                                                                            : load_llama2c(path);
+  if (weights) m.convert(*weights);
+  return m;
+}
+}  // namespace detail
+
+inline ModelWeights load_model(const std::string& path) {
+  return detail::load_any(path, {});
 }
 
 // load_model, then the options applied (exit layers validated against the loaded config).
 inline ModelWeights load_model(const std::string& path, const LoadOptions& opt) {
-  ModelWeights m = load_model(path);
+  ModelWeights m = detail::load_any(path, opt.weights);
   add_exit_layers(m, opt.exit_layers);
   return m;
 }

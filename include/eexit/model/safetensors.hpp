@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@
 
 #include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
+#include "eexit/model/weights.hpp"
 
 namespace eexit::safetensors {
 
@@ -254,17 +256,8 @@ class File {
   // Reads a tensor as fp32, checking that it exists, has exactly the expected shape and an
   // element type we convert.
   std::vector<float> read(std::string_view name, std::span<const std::int64_t> shape) {
-    const TensorInfo* t = header_.find(name);
-    const std::string w = detail::where(path_, name);
-    if (!t) throw error(w, "tensor missing");
-    if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end()))
-      throw error(
-          w, "shape " + detail::shape_str(t->shape) + ", expected " + detail::shape_str(shape));
-    if (!t->supported)
-      throw error(w, "dtype " + t->type_name + " is not supported (F32, F16 or BF16 only)");
-    std::vector<unsigned char> raw(t->bytes());
-    if (read_at(t->begin, raw.data(), raw.size()) != raw.size())
-      throw error(w, "short read (file changed or truncated?)");
+    const TensorInfo* t = checked(name, shape);
+    std::vector<unsigned char> raw = bytes_of(*t, name);
     std::vector<float> out(t->numel());
     convert_to_f32(t->type, raw.data(), out.data(), out.size());
     return out;
@@ -273,7 +266,34 @@ class File {
     return read(name, std::span<const std::int64_t>(shape.begin(), shape.size()));
   }
 
+  // Reads a weight matrix in its stored precision (as unset) or converted to as, with
+  // read's checks.
+  Weight read_weight(std::string_view name, std::initializer_list<std::int64_t> shape,
+                     std::optional<dtype> as) {
+    const TensorInfo* t = checked(name, std::span<const std::int64_t>(shape.begin(), shape.size()));
+    std::vector<unsigned char> raw = bytes_of(*t, name);
+    Weight w = Weight::packed(t->type, t->numel(), std::move(raw));
+    return as ? w.converted(*as) : w;
+  }
+
  private:
+  const TensorInfo* checked(std::string_view name, std::span<const std::int64_t> shape) const {
+    const TensorInfo* t = header_.find(name);
+    const std::string w = detail::where(path_, name);
+    if (!t) throw error(w, "tensor missing");
+    if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end()))
+      throw error(
+          w, "shape " + detail::shape_str(t->shape) + ", expected " + detail::shape_str(shape));
+    if (!t->supported)
+      throw error(w, "dtype " + t->type_name + " is not supported (F32, F16 or BF16 only)");
+    return t;
+  }
+  std::vector<unsigned char> bytes_of(const TensorInfo& t, std::string_view name) {
+    std::vector<unsigned char> raw(t.bytes());
+    if (read_at(t.begin, raw.data(), raw.size()) != raw.size())
+      throw error(detail::where(path_, name), "short read (file changed or truncated?)");
+    return raw;
+  }
   std::size_t read_at(std::uint64_t offset, unsigned char* dst, std::size_t n) {
     in_.clear();
     in_.seekg(std::streamoff(offset));

@@ -1,0 +1,146 @@
+// The CPU matmul with weights kept in bf16 / f16 / Q8_0 / Q4_0: against a float64 reference
+// over the same rounded (dequantized) weights, bitwise equal to the fp32 kernel over those
+// weights widened (the typed kernels differ from it only in how W is loaded: the
+// dequantized values are exact in fp32), and batch invariant.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "eexit/backend/cpu.hpp"
+#include "eexit/model/weights.hpp"
+
+namespace {
+
+bool bitwise_equal(const float* a, const float* b, std::size_t n) {
+  return std::memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+std::vector<float> random(std::mt19937& rng, std::size_t n) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& e : v) e = u(rng);
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "bf16 / f16 / Q8_0 / Q4_0 weight matmul: float64 reference, fp32-kernel bits, batch "
+    "invariance") {
+  MESSAGE("kernel: " << std::string(eexit::detail::kernel_isa()));
+  std::mt19937 rng(99);
+  eexit::CpuBackend one(1), two(2);
+  constexpr std::size_t M = 7;
+  // K not a multiple of 16 (tails), N not a multiple of 8 (partial tiles), and a shape
+  // large enough to split over two threads.
+  // Quantized rows are whole 32-weight blocks.
+  const std::vector<std::pair<std::size_t, std::size_t>>
+      shapes = {{13, 172}, {64, 64}, {3, 9}, {260, 1000}},
+      qshapes = {{13, 96}, {64, 64}, {3, 32}, {260, 1024}};
+  for (const eexit::dtype t :
+       {eexit::dtype::bf16, eexit::dtype::f16, eexit::dtype::q8_0, eexit::dtype::q4_0}) {
+    CAPTURE(eexit::dtype_name(t));
+    double worst = 0.0;
+    for (const auto& [N, K] : eexit::is_quantized(t) ? qshapes : shapes) {
+      CAPTURE(N);
+      CAPTURE(K);
+      const auto x = random(rng, M * K), bias = random(rng, N);
+      const eexit::Weight w = eexit::Weight(random(rng, N * K)).converted(t);
+      REQUIRE(w.type() == t);
+      REQUIRE(w.byte_size() == eexit::row_bytes(t, N * K));
+      const std::vector<float> wr = w.to_f32();  // the rounded weights, exactly
+      const eexit::WeightView wv(t, w.bytes());
+      std::vector<float> y(M * N), yf(M * N);
+      one.matmul(x.data(), M, K, wv, N, y.data(), bias.data());
+      one.matmul(x.data(), M, K, wr.data(), N, yf.data(), bias.data());
+      CHECK(bitwise_equal(y.data(), yf.data(), M * N));
+      // float64 reference: error relative to sum |x*w| (the scale of rounding in a dot).
+      for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t n = 0; n < N; ++n) {
+          double ref = bias[n], mag = std::fabs(double(bias[n]));
+          for (std::size_t k = 0; k < K; ++k) {
+            ref += double(x[m * K + k]) * double(wr[n * K + k]);
+            mag += std::fabs(double(x[m * K + k]) * double(wr[n * K + k]));
+          }
+          worst = std::max(worst, std::fabs(double(y[m * N + n]) - ref) / mag);
+        }
+      // Batch invariance: each row alone, and on two threads, gives the same bits.
+      std::size_t bad = 0;
+      for (std::size_t m = 0; m < M; ++m) {
+        std::vector<float> y1(N);
+        two.matmul(x.data() + m * K, 1, K, wv, N, y1.data(), bias.data());
+        bad += !bitwise_equal(y1.data(), y.data() + m * N, N);
+      }
+      CHECK(bad == 0);
+      std::vector<float> y2(M * N);
+      two.matmul(x.data(), M, K, wv, N, y2.data(), bias.data());
+      CHECK(bitwise_equal(y2.data(), y.data(), M * N));
+    }
+    MESSAGE(eexit::dtype_name(t) << " matmul vs float64: max |y - ref| / sum|x*w| " << worst);
+    CHECK(worst <= 1e-6);
+  }
+}
+
+TEST_CASE("embed widens bf16 / f16 rows and dequantizes Q8_0 / Q4_0 rows exactly") {
+  std::mt19937 rng(5);
+  eexit::CpuBackend be(1);
+  constexpr std::size_t V = 10, D = 64;
+  for (const eexit::dtype t :
+       {eexit::dtype::bf16, eexit::dtype::f16, eexit::dtype::q8_0, eexit::dtype::q4_0}) {
+    const eexit::Weight w = eexit::Weight(random(rng, V * D)).converted(t);
+    const std::vector<float> wr = w.to_f32();
+    const std::int32_t ids[] = {3, 0, 9, 3};
+    std::vector<float> out(4 * D);
+    be.embed(ids, 4, eexit::WeightView(t, w.bytes()), D, out.data());
+    for (std::size_t r = 0; r < 4; ++r)
+      CHECK(bitwise_equal(out.data() + r * D, wr.data() + std::size_t(ids[r]) * D, D));
+  }
+}
+
+TEST_CASE("Q8_0 / Q4_0 quantization: llama.cpp's block layout and error bounds") {
+  // One block by hand: Q4_0 puts element j in the low nibble of byte j, element j + 16 in
+  // the high nibble, each as q + 8, with d = (value of largest magnitude) / -8.
+  std::vector<float> x(32, 0.0f);
+  x[0] = -8.0f;  // largest magnitude: d = 1, q = x + 8
+  x[1] = 3.0f;
+  x[16] = 7.0f;
+  x[17] = -1.0f;
+  const eexit::Weight q4 = eexit::Weight(x).converted(eexit::dtype::q4_0);
+  const auto* b = static_cast<const unsigned char*>(q4.bytes());
+  CHECK(eexit::f16_to_f32(std::uint16_t(b[0] | b[1] << 8)) == 1.0f);
+  CHECK(b[2] == (0 | 15 << 4));  // x[0] = -8 -> 0, x[16] = 7 -> 15
+  CHECK(b[3] == (11 | 7 << 4));  // x[1] = 3 -> 11, x[17] = -1 -> 7
+  CHECK(b[4] == (8 | 8 << 4));   // zeros -> 8
+  CHECK(q4.to_f32() == x);
+  // Q8_0: d = max|x| / 127, q = round(x / d).
+  const eexit::Weight q8 = eexit::Weight(x).converted(eexit::dtype::q8_0);
+  const auto* c = static_cast<const unsigned char*>(q8.bytes());
+  CHECK(eexit::f16_to_f32(std::uint16_t(c[0] | c[1] << 8)) ==
+        eexit::f16_to_f32(eexit::f32_to_f16(8.0f / 127.0f)));
+  CHECK(std::int8_t(c[2]) == -127);
+  CHECK(std::int8_t(c[18]) == 111);  // round(7 * 127 / 8) = round(111.1)
+  // Error bounds on random data, in units of the block's step d: rounding gives 1/2, the
+  // fp16 rounding of d (relative 2^-11) up to 127 (Q8_0) or 8 (Q4_0) times that, and Q4_0
+  // clamps q + 8 at 15, so values near +8d (opposite the largest's sign) err by up to 1.
+  std::mt19937 rng(3);
+  const auto v = random(rng, 32 * 64);
+  for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0}) {
+    const auto w = eexit::Weight(v).converted(t).to_f32();
+    double worst = 0.0;
+    for (std::size_t k = 0; k < 64; ++k) {
+      float amax = 0.0f;
+      for (std::size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(v[k * 32 + j]));
+      const double step = t == eexit::dtype::q8_0 ? amax / 127.0 : amax / 8.0;
+      for (std::size_t j = 0; j < 32; ++j)
+        worst = std::max(worst, std::fabs(double(w[k * 32 + j]) - v[k * 32 + j]) / step);
+    }
+    MESSAGE(eexit::dtype_name(t) << ": max |w - x| / d over blocks " << worst);
+    CHECK(worst <= (t == eexit::dtype::q8_0 ? 0.5 + 127.0 / 2048 : 1.0 + 8.0 / 2048));
+  }
+}

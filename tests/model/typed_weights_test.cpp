@@ -1,0 +1,115 @@
+// Weights kept in the checkpoint's precision: the bf16 / f16 HF conversions of stories260K
+// (ctest fixtures, tools/llama2c_to_hf.py) loaded as stored must generate exactly what the
+// same files widened to fp32 on load (--dtype f32) generate, since the typed kernels run
+// the fp32 kernel's arithmetic on the same values; and stay close to the fp32 original.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "../test_paths.hpp"
+#include "eexit/backend/cpu.hpp"
+#include "eexit/cache/paged.hpp"
+#include "eexit/engine/engine.hpp"
+#include "eexit/model/llama.hpp"
+#include "eexit/model/load.hpp"
+
+using namespace eexit;
+
+namespace {
+
+std::string fixture(const std::string& name) {
+  const char* d = std::getenv("EEXIT_HF_FIXTURE_DIR");
+  REQUIRE_MESSAGE(d != nullptr, "run through ctest (the HF conversions are a ctest fixture)");
+  return std::string(d) + "/" + name;
+}
+
+LoadOptions kept_as(dtype t) {
+  LoadOptions o;
+  o.weights = t;
+  return o;
+}
+
+// Greedy tokens of four prompts run as one batch.
+std::vector<std::vector<std::int32_t>> greedy(ModelWeights w, int n_tokens) {
+  CpuBackend be(2);
+  LlamaModel<CpuBackend> model(be, std::move(w));
+  PagedCache<CpuBackend, 16> cache(be, model.config(), 64);
+  Engine<FullDepth, PagedCache<CpuBackend, 16>> engine(model, cache);
+  std::vector<request_id> ids;
+  for (int i = 0; i < 4; ++i) {
+    GenerateRequest r;
+    r.prompt = {1};
+    for (int j = 0; j < 2 + 3 * i; ++j) r.prompt.push_back(259 + (i * 31 + j * 7) % 250);
+    r.max_tokens = n_tokens;
+    r.ignore_eos = true;
+    ids.push_back(engine.add_request(std::move(r)));
+  }
+  std::vector<std::vector<std::int32_t>> out(4);
+  for (auto& r : engine.run_to_completion())
+    out[std::size_t(std::find(ids.begin(), ids.end(), r.id) - ids.begin())] = r.tokens;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("bf16 / f16 checkpoints generate the same greedy tokens as their fp32 load") {
+  const auto f32_tokens =
+      greedy(load_model(test::shared("models/stories260K/stories260K.bin")), 64);
+  for (const std::string name : {"stories260K_bf16_sharded", "stories260K_f16"}) {
+    CAPTURE(name);
+    const std::string dir = fixture(name);
+    ModelWeights kept = load_model(dir);
+    const dtype want = name.find("bf16") != std::string::npos ? dtype::bf16 : dtype::f16;
+    REQUIRE(kept.layers[0].wq.type() == want);
+    CHECK(kept.tok_embedding.type() == want);
+    ModelWeights widened = load_model(dir, kept_as(dtype::f32));
+    REQUIRE(widened.layers[0].wq.type() == dtype::f32);
+    const auto a = greedy(std::move(kept), 64), b = greedy(std::move(widened), 64);
+    CHECK(a == b);  // exact: same arithmetic on the same values
+    // Against the fp32 original: rounding the weights may flip a near-tie; report it.
+    std::size_t same = 0, total = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      for (std::size_t j = 0; j < a[i].size() && j < f32_tokens[i].size(); ++j, ++total)
+        same += a[i][j] == f32_tokens[i][j];
+    MESSAGE(name << ": " << same << " / " << total << " greedy tokens equal to the fp32 model's");
+    CHECK(total == 4u * 64u);
+  }
+}
+
+TEST_CASE("--dtype override: an fp32 checkpoint stored as bf16 generates as its rounded weights") {
+  ModelWeights w =
+      load_model(test::shared("models/stories260K/stories260K.bin"), kept_as(dtype::bf16));
+  REQUIRE(w.layers[0].w_down.type() == dtype::bf16);
+  ModelWeights r = w;
+  r.convert(dtype::f32);
+  CHECK(greedy(std::move(w), 32) == greedy(std::move(r), 32));
+}
+
+TEST_CASE("Q8_0 / Q4_0 stories260K: exactly its dequantized fp32 weights' tokens, close to fp32") {
+  const ModelWeights f32 = load_model(test::shared("models/stories260K/stories260K.bin"));
+  const auto ref = greedy(f32, 64);
+  for (const dtype t : {dtype::q8_0, dtype::q4_0}) {
+    CAPTURE(dtype_name(t));
+    ModelWeights q = f32;
+    q.convert(t);
+    REQUIRE(q.layers[0].wq.type() == t);
+    CHECK(q.layers[0].w_down.type() == dtype::f32);  // rows of 172: not whole blocks
+    ModelWeights deq = q;
+    deq.convert(dtype::f32);
+    const auto a = greedy(std::move(q), 64);
+    CHECK(a == greedy(std::move(deq), 64));  // the kernels are exact on dequantized values
+    std::size_t same = 0, prefix = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      std::size_t j = 0;
+      while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
+      prefix += j;
+      for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
+    }
+    MESSAGE(dtype_name(t) << ": " << same << " / 256 greedy tokens position-wise equal to fp32, "
+                          << prefix << " / 256 before the first divergence");
+    if (t == dtype::q8_0) CHECK(prefix >= 128);  // at least half of the tokens before diverging
+  }
+}
