@@ -5,12 +5,13 @@
 // it (DESIGN.md §3 invariant). This is why projections use our own kernel rather than
 // OpenBLAS sgemm, whose blocking (and so rounding) changes with the row count.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
-#include <bit>
 #include <cstdint>
 #include <cstring>
 
+#include "eexit/core/dtype.hpp"    // f16_to_f32
 #include "eexit/model/config.hpp"  // rope_style
 
 #if defined(__AVX512F__) || defined(__F16C__)
@@ -33,7 +34,9 @@ namespace eexit::detail {
 // targets those; the arithmetic order is the same on all of them.
 typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 
-inline vf16 load16(const float* p) noexcept { return *reinterpret_cast<const vf16*>(p); }
+inline vf16 load16(const float* p) noexcept {
+  return *reinterpret_cast<const vf16*>(p);
+}
 
 // Fixed-order horizontal sum: pairwise halves, the same for every element.
 inline float hsum16(vf16 v) noexcept {
@@ -51,14 +54,26 @@ inline float hsum16(vf16 v) noexcept {
 // everywhere in a build. Either way every caller uses the same three operations.
 #if defined(__AVX512F__)
 using vacc = __m512;
-inline vacc vzero() noexcept { return _mm512_setzero_ps(); }
-inline vacc vload(const float* p) noexcept { return _mm512_loadu_ps(p); }
-inline vacc vfma(vacc a, vacc b, vacc c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+inline vacc vzero() noexcept {
+  return _mm512_setzero_ps();
+}
+inline vacc vload(const float* p) noexcept {
+  return _mm512_loadu_ps(p);
+}
+inline vacc vfma(vacc a, vacc b, vacc c) noexcept {
+  return _mm512_fmadd_ps(a, b, c);
+}
 #else
 using vacc = vf16;
-inline vacc vzero() noexcept { return vf16{}; }
-inline vacc vload(const float* p) noexcept { return load16(p); }
-inline vacc vfma(vacc a, vacc b, vacc c) noexcept { return a * b + c; }
+inline vacc vzero() noexcept {
+  return vf16{};
+}
+inline vacc vload(const float* p) noexcept {
+  return load16(p);
+}
+inline vacc vfma(vacc a, vacc b, vacc c) noexcept {
+  return a * b + c;
+}
 #endif
 
 typedef float vf8 __attribute__((vector_size(32)));
@@ -70,7 +85,8 @@ typedef float vf4 __attribute__((vector_size(16)));
 inline float vhsum(vacc v) noexcept {
   const vf8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const vf4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+  const vf4 s4 =
+      __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
   const float s2a = s4[0] + s4[2], s2b = s4[1] + s4[3];
   return s2a + s2b;
 }
@@ -79,19 +95,23 @@ inline float vhsum(vacc v) noexcept {
 // same pairs; a + b == b + a exactly), so the four sums are bitwise vhsum's.
 inline vf4 vhsum4(vacc a, vacc b, vacc c, vacc d) noexcept {
   // [a.s8 | b.s8], [c.s8 | d.s8]: s8[i] = v[i] + v[i+8]
-  const vacc ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-                  __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  const vacc cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-                  __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const vacc ab =
+      __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+      __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const vacc cd =
+      __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+      __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
   // [a.s4 | b.s4 | c.s4 | d.s4]: s4[i] = s8[i] + s8[i+4]
-  const vacc s4 = __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
-                  __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  const vacc s4 =
+      __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+      __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
   // per group of four: s2[i] = s4[i] + s4[i+2], then s1 = s2[0] + s2[1]
-  const vacc s2 = s4 + __builtin_shufflevector(s4, s4, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  const vacc s1 = s2 + __builtin_shufflevector(s2, s2, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  const vacc s2 =
+      s4 + __builtin_shufflevector(s4, s4, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  const vacc s1 =
+      s2 + __builtin_shufflevector(s2, s2, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
   return __builtin_shufflevector(s1, s1, 0, 4, 8, 12);
 }
-
 
 // Weight element types of the kernels besides float: 16-bit patterns, widened to fp32 on
 // load (activations and accumulation stay fp32, so the arithmetic per element is the f32
@@ -104,7 +124,9 @@ struct f16_t {
 };
 static_assert(sizeof(bf16_t) == 2 && sizeof(f16_t) == 2);
 
-inline float to_f32(float w) noexcept { return w; }
+inline float to_f32(float w) noexcept {
+  return w;
+}
 inline float to_f32(bf16_t w) noexcept {
   std::uint32_t u = std::uint32_t(w.bits) << 16;
   float f;
@@ -115,7 +137,7 @@ inline float to_f32(f16_t w) noexcept {
 #if defined(__F16C__)
   return _cvtsh_ss(w.bits);
 #else
-  return static_cast<float>(std::bit_cast<_Float16>(w.bits));
+  return f16_to_f32(w.bits);  // no _Float16: not every compiler has it (clang 14 on x86-64)
 #endif
 }
 
@@ -125,8 +147,9 @@ inline float to_f32(f16_t w) noexcept {
 // vector extensions (correct, slower). bf16 is a zero-extension and a shift either way.
 typedef std::uint16_t vu16 __attribute__((vector_size(32), aligned(2)));
 typedef std::uint32_t vu32 __attribute__((vector_size(64)));
-typedef _Float16 vh16 __attribute__((vector_size(32), aligned(2)));
-inline vacc wload(const float* p) noexcept { return vload(p); }
+inline vacc wload(const float* p) noexcept {
+  return vload(p);
+}
 #if defined(__AVX512F__)
 inline vacc wload(const bf16_t* p) noexcept {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -143,9 +166,10 @@ inline vacc wload(const bf16_t* p) noexcept {
   return r;
 }
 inline vacc wload(const f16_t* p) noexcept {
-  const vf16 f = __builtin_convertvector(*reinterpret_cast<const vh16*>(p), vf16);
+  float f[16];
+  for (int i = 0; i < 16; ++i) f[i] = to_f32(p[i]);
   vacc r;
-  std::memcpy(&r, &f, sizeof r);
+  std::memcpy(&r, f, sizeof r);
   return r;
 }
 #endif
@@ -175,7 +199,9 @@ inline constexpr std::size_t per_unit<block_q4_0> = 32;
 typedef std::int8_t vi8x16 __attribute__((vector_size(16), aligned(1)));
 typedef std::uint8_t vu8x16 __attribute__((vector_size(16), aligned(1)));
 
-inline float f16_scale(std::uint16_t d) noexcept { return to_f32(f16_t{d}); }
+inline float f16_scale(std::uint16_t d) noexcept {
+  return to_f32(f16_t{d});
+}
 
 // Weights k..k+15 of the row at `row` (k a multiple of 16) as fp32 lanes.
 template <class W>
@@ -192,7 +218,8 @@ inline vacc wload_k(const block_q4_0* row, std::size_t k) noexcept {
   const block_q4_0& b = row[k / 32];
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
   const __m128i nib = _mm_and_si128((k & 16) ? _mm_srli_epi16(raw, 4) : raw, _mm_set1_epi8(15));
-  const __m512 q = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(nib)), _mm512_set1_ps(8.0f));
+  const __m512 q =
+      _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(nib)), _mm512_set1_ps(8.0f));
   return _mm512_mul_ps(q, _mm512_set1_ps(f16_scale(b.d)));
 }
 #else
@@ -232,9 +259,8 @@ inline float tail_dot(const float* x, const W* w, std::size_t k0, std::size_t k)
 // vfma over k blocks in order, vhsum, + tail_dot, + bias; the tile shape changes only
 // which elements share loads.
 template <std::size_t MR, std::size_t NR, bool Prefetch = false, class W>
-inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
-                     std::size_t K16, std::size_t n, float* y, std::size_t ldy,
-                     const float* bias) noexcept {
+inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K, std::size_t K16,
+                     std::size_t n, float* y, std::size_t ldy, const float* bias) noexcept {
   vacc acc[MR][NR];
 #pragma GCC unroll 16
   for (std::size_t i = 0; i < MR; ++i)
@@ -284,9 +310,9 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
 
 // Outputs [n0, n1) for MR rows: NR-wide tiles, then single outputs.
 template <std::size_t MR, std::size_t NR, class W>
-inline void xwt_rows(const float* x, std::size_t ldx, const W* w, std::size_t K,
-                     std::size_t K16, std::size_t n0, std::size_t n1, float* y,
-                     std::size_t ldy, const float* bias) noexcept {
+inline void xwt_rows(const float* x, std::size_t ldx, const W* w, std::size_t K, std::size_t K16,
+                     std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
+                     const float* bias) noexcept {
   std::size_t n = n0;
   for (; n + NR <= n1; n += NR) xwt_tile<MR, NR>(x, ldx, w, K, K16, n, y, ldy, bias);
   for (; n < n1; ++n) xwt_tile<MR, 1>(x, ldx, w, K, K16, n, y, ldy, bias);
@@ -294,16 +320,28 @@ inline void xwt_rows(const float* x, std::size_t ldx, const W* w, std::size_t K,
 
 // One tile of mr (1..6) rows x NR outputs at output n.
 template <std::size_t NR, bool Prefetch = false, class W>
-inline void xwt_tile_m(std::size_t mr, const float* x, std::size_t ldx, const W* w,
-                       std::size_t K, std::size_t K16, std::size_t n, float* y, std::size_t ldy,
+inline void xwt_tile_m(std::size_t mr, const float* x, std::size_t ldx, const W* w, std::size_t K,
+                       std::size_t K16, std::size_t n, float* y, std::size_t ldy,
                        const float* bias) noexcept {
   switch (mr) {
-    case 1: xwt_tile<1, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
-    case 2: xwt_tile<2, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
-    case 3: xwt_tile<3, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
-    case 4: xwt_tile<4, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
-    case 5: xwt_tile<5, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
-    default: xwt_tile<6, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias); break;
+    case 1:
+      xwt_tile<1, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
+    case 2:
+      xwt_tile<2, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
+    case 3:
+      xwt_tile<3, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
+    case 4:
+      xwt_tile<4, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
+    case 5:
+      xwt_tile<5, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
+    default:
+      xwt_tile<6, NR, Prefetch>(x, ldx, w, K, K16, n, y, ldy, bias);
+      break;
   }
 }
 
@@ -319,13 +357,15 @@ inline constexpr std::size_t xwt_stream_rows = 48;
 // Every element is computed by the same arithmetic whatever M, the tile it lands in or
 // the range [n0, n1) a thread was given (see xwt_tile), so results are batch invariant.
 template <class W>
-inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const W* w,
-                       std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
+inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const W* w, std::size_t K,
+                       std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                        const float* bias) noexcept {
   const std::size_t K16 = K / 16 * 16;
   if (M <= 2) {  // decode: one pass over W, no blocking needed
-    if (M == 1) xwt_rows<1, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
-    else xwt_rows<2, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
+    if (M == 1)
+      xwt_rows<1, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
+    else
+      xwt_rows<2, 8>(x, ldx, w, K, K16, n0, n1, y, ldy, bias);
     return;
   }
   if (M <= xwt_stream_rows) {
@@ -335,19 +375,19 @@ inline void matmul_xwt(const float* x, std::size_t M, std::size_t ldx, const W* 
     for (; n + 4 <= n1; n += 4) {
       xwt_tile_m<4, true>(std::min(xwt_max_rows, M), x, ldx, w, K, K16, n, y, ldy, bias);
       for (std::size_t m0 = xwt_max_rows; m0 < M; m0 += xwt_max_rows)
-        xwt_tile_m<4>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n,
-                      y + m0 * ldy, ldy, bias);
+        xwt_tile_m<4>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n, y + m0 * ldy,
+                      ldy, bias);
     }
     for (; n < n1; ++n)
       for (std::size_t m0 = 0; m0 < M; m0 += xwt_max_rows)
-        xwt_tile_m<1>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n,
-                      y + m0 * ldy, ldy, bias);
+        xwt_tile_m<1>(std::min(xwt_max_rows, M - m0), x + m0 * ldx, ldx, w, K, K16, n, y + m0 * ldy,
+                      ldy, bias);
     return;
   }
   // Prefill: block over outputs so that a block of W stays in L2 while every row tile
   // passes it.
-  const std::size_t nb =
-      std::max<std::size_t>(8, (512 * 1024 * per_unit<W> / sizeof(W) / std::max<std::size_t>(K, 1)) / 8 * 8);
+  const std::size_t nb = std::max<std::size_t>(
+      8, (512 * 1024 * per_unit<W> / sizeof(W) / std::max<std::size_t>(K, 1)) / 8 * 8);
   for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
     const std::size_t nb1 = std::min(n1, nb0 + nb);
     for (std::size_t m0 = 0; m0 < M; m0 += xwt_max_rows) {
@@ -413,14 +453,17 @@ inline float dot(const float* a, const float* b, std::size_t n) noexcept {
   return vhsum(acc) + tail_dot(a, b, n16, n);
 }
 
-inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t dim, float eps) noexcept {
+inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t dim,
+                        float eps) noexcept {
   float ss = 0.0f;
   for (std::size_t i = 0; i < dim; ++i) ss += x[i] * x[i];
   const float inv = 1.0f / std::sqrt(ss / float(dim) + eps);
   for (std::size_t i = 0; i < dim; ++i) y[i] = w[i] * (x[i] * inv);
 }
 
-inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) noexcept {
+  return x / (1.0f + std::exp(-x));
+}
 
 // Rotates the n_heads heads of one row, x (n_heads, head_dim), at position pos. The
 // angles are computed in chunks of 64 on the stack: no allocation, any head_dim.
