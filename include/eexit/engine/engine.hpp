@@ -59,6 +59,22 @@ struct EngineStats {
   std::int64_t speculative_tokens = 0;
   double draft_time_s = 0.0;
   double verify_time_s = 0.0;
+  // Exit heads: exit points where one ran over the decode rows, and the rows it ran over
+  // (a cost-model policy skips the ones that do not pay).
+  std::int64_t exit_heads = 0;
+  std::int64_t exit_head_rows = 0;
+  // Deferred fill: rows that ran an exited token's skipped layers in the next step, the
+  // layers they ran (not in decode_layers_computed), and rows dropped because their
+  // sequence finished or was preempted first.
+  std::int64_t deferred_rows = 0;
+  std::int64_t deferred_layers = 0;
+  std::int64_t deferred_dropped = 0;
+  // Tokens that left at an exit point before the last layer.
+  std::int64_t early_exits() const noexcept {
+    std::int64_t n = 0;
+    for (std::size_t e = 0; e + 1 < exit_histogram.size(); ++e) n += exit_histogram[e];
+    return n;
+  }
   double acceptance_rate() const noexcept {
     return draft_tokens ? double(accepted_drafts) / double(draft_tokens) : 0.0;
   }
@@ -86,8 +102,15 @@ class Engine {
         draft_exit_(draft_exit_of(model, spec_cfg_)),
         k_max_(draft_exit_ >= 0 ? spec_cfg_.max_draft : 0),
         sched_(cache, {opt_.max_batch_tokens, opt_.max_running}),
-        walk_(model, cache, std::size_t(opt_.max_batch_tokens + opt_.max_running * k_max_),
+        defers_(policy_defers_fill(policy_)),
+        walk_(model, cache,
+              std::size_t(opt_.max_batch_tokens + opt_.max_running * (k_max_ + int(defers_))),
               std::size_t(opt_.max_running) * std::size_t(k_max_ + 1)) {
+    if (defers_)  // (max_running, dim) twice: the states this step's rows start from, and
+                  // the exit states this step's leaving rows save for the next
+      for (auto& b : deferred_h_)
+        b = model.backend().template allocate<float>(std::size_t(opt_.max_running) *
+                                                     std::size_t(model.config().dim));
     if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
       draft_hidden_ = model.backend().template allocate<float>(
           std::size_t(opt_.max_running) * std::size_t(k_max_) * std::size_t(model.config().dim));
@@ -136,6 +159,16 @@ class Engine {
   Model& model() noexcept { return *model_; }
   Cache& cache() noexcept { return *cache_; }
   const EngineOptions& options() const noexcept { return opt_; }
+  // Deferred fill: a token that exited and whose skipped layers run in the next step.
+  struct DeferredRow {
+    request_id id = 0;
+    std::int32_t pos = 0;          // the token's position
+    std::int32_t start = 0;        // the first layer it skipped
+    std::int32_t token = 0;        // the token at pos (the row's input)
+    std::int64_t preemptions = 0;  // its sequence's count then: preempted since = dropped
+  };
+  // The rows the next step will run (each sequence's token that exited in this step).
+  const std::vector<DeferredRow>& deferred_pending() const noexcept { return deferred_; }
   // The draft exit point index while self-speculating, -1 when not.
   int draft_exit() const noexcept { return draft_exit_; }
 
@@ -257,6 +290,7 @@ class Engine {
       if (!spec_.empty()) draft();
     }
     rows_.clear();
+    if (defers_) lay_out_deferred();
     const std::int32_t base = std::int32_t(chunks.size());  // verify slots start here
     const int late = model_->exit_layers()[std::size_t(std::max(draft_exit_, 0))] + 1;
     for (std::size_t e = 0; e < spec_.size(); ++e) {  // the draft positions: from layer E+1
@@ -303,12 +337,56 @@ class Engine {
     else
       walk_.run(policy_, rows_, sink);
     if (!spec_.empty()) stats_.verify_time_s += seconds_since(t0);
+    if (defers_) std::swap(deferred_h_[0], deferred_h_[1]);
     const WalkStats& ws = walk_.stats();
     stats_.fill_time_s = ws.fill_time_s;
+    stats_.exit_heads = ws.exit_heads;
+    stats_.exit_head_rows = ws.exit_head_rows;
     stats_.involuntary_exits = ws.involuntary_exits;
     stats_.involuntary_stays = ws.involuntary_stays;
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);
+  }
+
+  // ---- deferred fill --------------------------------------------------------------------
+  // The rows that exited in the last step run their skipped layers now, first in the row
+  // order (late rows, deepest start first), from the exit states saved in deferred_h_[0].
+  // A row whose sequence finished, was aborted or was preempted since is dropped: its K/V
+  // are gone with its blocks (a preempted sequence recomputes every layer of every token).
+  void lay_out_deferred() {
+    std::vector<DeferredRow> rows;
+    rows.swap(deferred_);
+    const std::size_t dim = std::size_t(model_->config().dim);
+    const float* saved = backend_type::data(deferred_h_[0]);
+    order_.clear();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto it = seqs_.find(rows[i].id);
+      const Sequence* s = it == seqs_.end() ? nullptr : it->second.get();
+      if (!s || s->done || !s->in_cache || s->stats.preemptions != rows[i].preemptions ||
+          s->n_computed <= rows[i].pos) {
+        ++stats_.deferred_dropped;
+        continue;
+      }
+      order_.push_back(i);
+    }
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](std::size_t a, std::size_t b) { return rows[a].start > rows[b].start; });
+    const std::int32_t L = model_->config().n_layers;
+    for (std::size_t i : order_) {
+      const DeferredRow& r = rows[i];
+      rows_.push_late(r.token, RowKv{cache_->block_table(r.id), r.pos}, r.start, saved + i * dim);
+      ++stats_.deferred_rows;
+      stats_.deferred_layers += L - r.start;
+    }
+  }
+
+  // A decode row left early under a deferred fill: save its exit state for the next step.
+  void defer(const Sequence& s, std::int32_t pos, std::int32_t exit_layer, const float* h) {
+    const std::size_t dim = std::size_t(model_->config().dim);
+    float* dst = backend_type::data(deferred_h_[1]) + deferred_.size() * dim;
+    model_->backend().copy(h, dst, dim);
+    deferred_.push_back(
+        {s.id, pos, exit_layer + 1, s.tokens[std::size_t(pos)], s.stats.preemptions});
   }
 
   void yield(std::int32_t slot) {
@@ -504,6 +582,8 @@ class Engine {
         Sequence& s = *ch.seq;
         if (ch.decode) eng->account_decode(s, y.layer + 1);
         eng->accept(s, s.sampler.sample(y.row_logits(j)), y.exit, y.layer);
+        if (eng->defers_ && ch.decode && !s.done && y.exit + 1 < eng->model_->n_exits())
+          eng->defer(s, ch.start, y.layer, y.hidden + j * std::size_t(eng->model_->config().dim));
       }
       if (verify)
         for (auto& r : eng->spec_)
@@ -559,7 +639,13 @@ class Engine {
   int draft_exit_;  // -1: no speculation
   int k_max_;       // K, 0 without speculation
   Scheduler<Cache> sched_;
+  bool defers_;  // the policy's fill is deferred (policy_defers_fill)
   LayerWalk<Model, Cache> walk_;
+  // Deferred fill: the rows the next step runs; (2, max_running, dim) their saved exit
+  // states, [0] read by this step's late rows, [1] written by this step's exits, swapped.
+  std::vector<DeferredRow> deferred_;
+  typename Model::backend_type::template buffer<float> deferred_h_[2];
+  std::vector<std::size_t> order_;
   WalkRows rows_;  // this step's rows (the walk compacts its decode part)
   // Self-speculation: this step's drafting rows, each chunk's row in it (-1 = none), the
   // draft passes' rows, draft scores, and (max_running, K, dim) the drafts' layer-E states.
