@@ -332,10 +332,17 @@ class Engine {
     SamplingSink sink{this, &chunks, base};
     const auto t0 = std::chrono::steady_clock::now();
     // While speculating nothing exits early: every token is verified at full depth.
-    if (k_max_ > 0)
-      walk_.run(full_, rows_, sink);
-    else
-      walk_.run(policy_, rows_, sink);
+    in_walk_ = true;
+    try {
+      if (k_max_ > 0)
+        walk_.run(full_, rows_, sink);
+      else
+        walk_.run(policy_, rows_, sink);
+    } catch (...) {
+      end_walk();
+      throw;
+    }
+    end_walk();
     if (!spec_.empty()) stats_.verify_time_s += seconds_since(t0);
     if (defers_) std::swap(deferred_h_[0], deferred_h_[1]);
     const WalkStats& ws = walk_.stats();
@@ -346,6 +353,12 @@ class Engine {
     stats_.involuntary_stays = ws.involuntary_stays;
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);
+  }
+
+  void end_walk() {
+    in_walk_ = false;
+    for (Sequence* s : finished_in_walk_) sched_.remove(*s);
+    finished_in_walk_.clear();
   }
 
   // ---- deferred fill --------------------------------------------------------------------
@@ -610,7 +623,12 @@ class Engine {
 
   void finish(Sequence& s, finish_reason why) {
     if (s.done) return;
-    sched_.remove(s);
+    // Inside a walk the sequence's blocks stay until it ends: a late row of it (a deferred
+    // fill) may still write its K/V at a deeper layer after its decode row yielded.
+    if (in_walk_)
+      finished_in_walk_.push_back(&s);
+    else
+      sched_.remove(s);
     s.mark_finished(why);
     pending_out_.push_back(s.id);
   }
@@ -646,7 +664,9 @@ class Engine {
   std::vector<DeferredRow> deferred_;
   typename Model::backend_type::template buffer<float> deferred_h_[2];
   std::vector<std::size_t> order_;
-  WalkRows rows_;  // this step's rows (the walk compacts its decode part)
+  bool in_walk_ = false;                     // the walk is running: finish() delays removal
+  std::vector<Sequence*> finished_in_walk_;  // removed from the scheduler when it ends
+  WalkRows rows_;                            // this step's rows (the walk compacts its decode part)
   // Self-speculation: this step's drafting rows, each chunk's row in it (-1 = none), the
   // draft passes' rows, draft scores, and (max_running, K, dim) the drafts' layer-E states.
   FullDepth full_;

@@ -14,7 +14,7 @@ namespace eexit {
 // Approximate (no attention or MLP of the skipped layers), cheap, complete at once.
 struct FillFromExitState {
   std::string_view name() const { return "exit-state"; }
-  bool deferred() const { return false; }
+  constexpr bool deferred() const { return false; }
 };
 
 // EE-LLM / FREE: the skipped layers run for real (attention + MLP, exact K/V) as extra
@@ -23,7 +23,7 @@ struct FillFromExitState {
 // the next token of the sequence, which needs them, runs in that same next step.
 struct DeferredRecompute {
   std::string_view name() const { return "deferred"; }
-  bool deferred() const { return true; }
+  constexpr bool deferred() const { return true; }
 };
 
 // One of the fills chosen at run time (`--fill exit-state|deferred`).
