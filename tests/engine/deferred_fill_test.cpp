@@ -116,7 +116,7 @@ double run_and_check(float threshold, int steps, std::int64_t* deferred_rows = n
       for (const auto& t : o.tokens) tokens[o.id].push_back(t.token);
     // (request, position) -> first layer unwritten by this step's exits.
     std::map<std::pair<request_id, std::int32_t>, int> pending;
-    for (const auto& d : engine.deferred_pending()) pending[{d.id, d.pos}] = d.start;
+    for (const auto& d : engine.deferred_pending()) pending[{request_id(d.seq), d.pos}] = d.start;
     if (!Fill{}.deferred()) REQUIRE(pending.empty());
     for (auto& [id, toks] : tokens) {
       const std::int32_t len = cache.length(id);

@@ -19,6 +19,7 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/engine/completion.hpp"
+#include "eexit/engine/deferred_fill.hpp"
 #include "eexit/engine/layer_walk.hpp"
 #include "eexit/engine/request.hpp"
 #include "eexit/engine/scheduler.hpp"
@@ -106,11 +107,9 @@ class Engine {
         walk_(model, cache,
               std::size_t(opt_.max_batch_tokens + opt_.max_running * (k_max_ + int(defers_))),
               std::size_t(opt_.max_running) * std::size_t(k_max_ + 1)) {
-    if (defers_)  // (max_running, dim) twice: the states this step's rows start from, and
-                  // the exit states this step's leaving rows save for the next
-      for (auto& b : deferred_h_)
-        b = model.backend().template allocate<float>(std::size_t(opt_.max_running) *
-                                                     std::size_t(model.config().dim));
+    if (defers_)
+      deferred_ = DeferredFill<backend_type>(model.backend(), std::size_t(opt_.max_running),
+                                             std::size_t(model.config().dim));
     if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
       draft_hidden_ = model.backend().template allocate<float>(
           std::size_t(opt_.max_running) * std::size_t(k_max_) * std::size_t(model.config().dim));
@@ -159,16 +158,12 @@ class Engine {
   Model& model() noexcept { return *model_; }
   Cache& cache() noexcept { return *cache_; }
   const EngineOptions& options() const noexcept { return opt_; }
-  // Deferred fill: a token that exited and whose skipped layers run in the next step.
-  struct DeferredRow {
-    request_id id = 0;
-    std::int32_t pos = 0;          // the token's position
-    std::int32_t start = 0;        // the first layer it skipped
-    std::int32_t token = 0;        // the token at pos (the row's input)
-    std::int64_t preemptions = 0;  // its sequence's count then: preempted since = dropped
-  };
-  // The rows the next step will run (each sequence's token that exited in this step).
-  const std::vector<DeferredRow>& deferred_pending() const noexcept { return deferred_; }
+  // Deferred fill: the rows the next step will run (each a token that exited in this step,
+  // seq = its request id, start = the first layer it skipped).
+  const std::vector<typename DeferredFill<typename Model::backend_type>::Row>& deferred_pending()
+      const noexcept {
+    return deferred_.pending();
+  }
   // The draft exit point index while self-speculating, -1 when not.
   int draft_exit() const noexcept { return draft_exit_; }
 
@@ -344,7 +339,6 @@ class Engine {
     }
     end_walk();
     if (!spec_.empty()) stats_.verify_time_s += seconds_since(t0);
-    if (defers_) std::swap(deferred_h_[0], deferred_h_[1]);
     const WalkStats& ws = walk_.stats();
     stats_.fill_time_s = ws.fill_time_s;
     stats_.exit_heads = ws.exit_heads;
@@ -367,39 +361,18 @@ class Engine {
   // A row whose sequence finished, was aborted or was preempted since is dropped: its K/V
   // are gone with its blocks (a preempted sequence recomputes every layer of every token).
   void lay_out_deferred() {
-    std::vector<DeferredRow> rows;
-    rows.swap(deferred_);
-    const std::size_t dim = std::size_t(model_->config().dim);
-    const float* saved = backend_type::data(deferred_h_[0]);
-    order_.clear();
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      const auto it = seqs_.find(rows[i].id);
-      const Sequence* s = it == seqs_.end() ? nullptr : it->second.get();
-      if (!s || s->done || !s->in_cache || s->stats.preemptions != rows[i].preemptions ||
-          s->n_computed <= rows[i].pos) {
-        ++stats_.deferred_dropped;
-        continue;
-      }
-      order_.push_back(i);
-    }
-    std::stable_sort(order_.begin(), order_.end(),
-                     [&](std::size_t a, std::size_t b) { return rows[a].start > rows[b].start; });
-    const std::int32_t L = model_->config().n_layers;
-    for (std::size_t i : order_) {
-      const DeferredRow& r = rows[i];
-      rows_.push_late(r.token, RowKv{cache_->block_table(r.id), r.pos}, r.start, saved + i * dim);
-      ++stats_.deferred_rows;
-      stats_.deferred_layers += L - r.start;
-    }
-  }
-
-  // A decode row left early under a deferred fill: save its exit state for the next step.
-  void defer(const Sequence& s, std::int32_t pos, std::int32_t exit_layer, const float* h) {
-    const std::size_t dim = std::size_t(model_->config().dim);
-    float* dst = backend_type::data(deferred_h_[1]) + deferred_.size() * dim;
-    model_->backend().copy(h, dst, dim);
-    deferred_.push_back(
-        {s.id, pos, exit_layer + 1, s.tokens[std::size_t(pos)], s.stats.preemptions});
+    const auto laid = deferred_.lay_out(
+        rows_, model_->config().n_layers,
+        [&](const auto& r) {
+          const auto it = seqs_.find(r.seq);
+          const Sequence* s = it == seqs_.end() ? nullptr : it->second.get();
+          return s && !s->done && s->in_cache && s->stats.preemptions == r.tag &&
+                 s->n_computed > r.pos;
+        },
+        [&](std::int64_t seq) { return cache_->block_table(seq); });
+    stats_.deferred_rows += laid.rows;
+    stats_.deferred_layers += laid.layers;
+    stats_.deferred_dropped += laid.dropped;
   }
 
   void yield(std::int32_t slot) {
@@ -596,7 +569,9 @@ class Engine {
         if (ch.decode) eng->account_decode(s, y.layer + 1);
         eng->accept(s, s.sampler.sample(y.row_logits(j)), y.exit, y.layer);
         if (eng->defers_ && ch.decode && !s.done && y.exit + 1 < eng->model_->n_exits())
-          eng->defer(s, ch.start, y.layer, y.hidden + j * std::size_t(eng->model_->config().dim));
+          eng->deferred_.defer(s.id, ch.start, y.layer, s.tokens[std::size_t(ch.start)],
+                               y.hidden + j * std::size_t(eng->model_->config().dim),
+                               s.stats.preemptions);
       }
       if (verify)
         for (auto& r : eng->spec_)
@@ -659,11 +634,7 @@ class Engine {
   Scheduler<Cache> sched_;
   bool defers_;  // the policy's fill is deferred (policy_defers_fill)
   LayerWalk<Model, Cache> walk_;
-  // Deferred fill: the rows the next step runs; (2, max_running, dim) their saved exit
-  // states, [0] read by this step's late rows, [1] written by this step's exits, swapped.
-  std::vector<DeferredRow> deferred_;
-  typename Model::backend_type::template buffer<float> deferred_h_[2];
-  std::vector<std::size_t> order_;
+  DeferredFill<typename Model::backend_type> deferred_;  // the deferred fill's rows
   bool in_walk_ = false;                     // the walk is running: finish() delays removal
   std::vector<Sequence*> finished_in_walk_;  // removed from the scheduler when it ends
   WalkRows rows_;                            // this step's rows (the walk compacts its decode part)
