@@ -37,6 +37,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
                           (default: the model's config, else max-prob)
   --threshold X[,Y...]    one threshold, or one per exit point (default: the model's)
   --calm-decay            CALM's threshold decay over the decode position
+  --fill F                @FILLS@: K/V of skipped layers projected from
+                          the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
                           detected from tokenizer_config.json's chat_template)
   --max-batch-tokens N    rows per engine step (default 256)
@@ -56,6 +58,7 @@ std::string help_text() {
   for (auto [key, value] :
        {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
         std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
+        std::pair{std::string_view("@FILLS@"), eexit::fill_names_help()},
         std::pair{std::string_view("@DEFAULT_MODEL@"),
                   eexit::samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
@@ -92,13 +95,13 @@ int main(int argc, char** argv) {
   RuntimePolicy policy;
   std::optional<serve::openai::ChatStyle> style;
   try {
-    args.emplace(argc, argv,
-                 std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port",
-                                       "api-key", "policy", "measure", "threshold",
-                                       "chat-template", "max-batch-tokens", "max-running",
-                                       "kv-blocks", "max-pending", "max-body-bytes", "timeout",
-                                       "threads"},
-                 std::set<std::string>{"help", "calm-decay"});
+    args.emplace(
+        argc, argv,
+        std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port", "api-key",
+                              "policy", "measure", "threshold", "fill", "chat-template",
+                              "max-batch-tokens", "max-running", "kv-blocks", "max-pending",
+                              "max-body-bytes", "timeout", "threads"},
+        std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
       std::cout << help_text();
       return 0;
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
     try {
       policy.rule = rule_from_name(args->str("policy", "full"));
       if (args->has("measure")) policy.measure = measure_from_name(args->str("measure"));
+      if (args->has("fill")) policy.fill = fill_from_name(args->str("fill"));
     } catch (const error& e) {
       throw usage_error(std::string("--") + e.what());  // "policy: unknown policy ..."
     }
@@ -134,8 +138,8 @@ int main(int argc, char** argv) {
     CpuBackend be(unsigned(args->integer("threads", 0, 0, 1024)));
     auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(be, model_path);
     const auto& cfg = model->config();
-    const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                      : fs::path(model_path).parent_path();
+    const fs::path dir =
+        fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
     const auto tok = Tokenizer::load(
         args->has("tokenizer") ? args->str("tokenizer") : (dir / "tokenizer.json").string(),
         cfg.vocab_size);

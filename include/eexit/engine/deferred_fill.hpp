@@ -38,6 +38,9 @@ class DeferredFill {
   // Rows saved in the walk now running (or the last one), for the next walk.
   const std::vector<Row>& pending() const noexcept { return pending_; }
 
+  // Forgets the pending rows (their sequences are gone).
+  void drop_all() { pending_.clear(); }
+
   // A row left after layer exit_layer with exit hidden state h (backend memory, (dim)).
   void defer(std::int64_t seq, std::int32_t pos, std::int32_t exit_layer, std::int32_t token,
              const float* h, std::int64_t tag = 0) {
