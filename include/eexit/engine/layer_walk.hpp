@@ -319,7 +319,10 @@ class LayerWalk {
         stats_.fill_time_s +=
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
-      if (!head) model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
+      if (!head)  // the measure needed no head: the leaving rows' own, over them alone
+        timed(op_kind::head, e, nl, [&] {
+          model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
+        });
       YieldedRows y;
       y.exit = e;
       y.layer = l;
