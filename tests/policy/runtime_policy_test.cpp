@@ -143,7 +143,7 @@ TEST_CASE("registry: unknown names are eexit::error naming the field and listing
   } catch (const eexit::error& e) {
     CHECK(e.where() == "policy");
     CHECK(std::string(e.what()) ==
-          "policy: unknown policy 'fastest' (full, all-confident, split, self-spec)");
+          "policy: unknown policy 'fastest' (full, all-confident, split, self-spec, adaptive)");
   }
   try {
     make_runtime_policy("split", "max_prob");
