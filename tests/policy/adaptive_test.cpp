@@ -122,20 +122,23 @@ void observe_pass(AdaptiveRule& r, int passed) {
 
 }  // namespace
 
-TEST_CASE("OpCost: reads what was set, interpolates between row counts, flat below, linear above") {
+TEST_CASE("OpCost: reads what was set, interpolates between row counts, extends below and above") {
   OpCost c;
   CHECK(c.at(4) == 0.0);
   CHECK_FALSE(c.known());
-  c.set(2, 2.0);
   c.set(8, 5.0);
+  CHECK(c.at(2) == doctest::Approx(5.0));  // one row count seen: fewer rows not cheaper
+  c.set(2, 2.0);
   CHECK(c.known());
   CHECK(c.at(2) == doctest::Approx(2.0));
   CHECK(c.at(5) == doctest::Approx(3.5));
-  CHECK(c.at(1) == doctest::Approx(2.0));    // below the smallest: not assumed cheaper
+  CHECK(c.at(1) == doctest::Approx(1.5));    // below: the line through 2 and 8 rows
   CHECK(c.at(16) == doctest::Approx(10.0));  // above the largest: in proportion to rows
   CHECK(c.at(0) == 0.0);
   c.observe(8, 7.0, 0.5);  // moving average of what was seen at 8 rows
   CHECK(c.at(8) == doctest::Approx(6.0));
+  c.set(4, 4.0);  // a steep line (1 per row) is kept from going under "proportional"
+  CHECK(c.at(1) == doctest::Approx(1.0));
 }
 
 TEST_CASE("AdaptiveRule: the rule flips from all-confident to split where the arithmetic says") {

@@ -3,6 +3,7 @@
 // layer, of each exit head and of each exit's KV fill as a function of the row count,
 // measured, not assumed. The walk reports what it timed (WalkTimings) to a policy that
 // asks for it (policy_observes_costs); the policy folds it into a CostModel.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -31,10 +32,12 @@ struct WalkTimings {
 
 // Seconds of one op as a function of rows: an exponential moving average per power-of-two
 // bucket of row counts (of the rows and of the seconds seen there), read back by linear
-// interpolation between buckets. Below the smallest row count seen it reads that bucket's
-// time (a step is weight-bound there: fewer rows are not assumed cheaper); above the
-// largest it scales with rows (compute-bound). Unseen: 0, so a policy tries the op and
-// learns its cost.
+// interpolation between buckets. Below the smallest row count seen it extends the line
+// through the two smallest (a fixed weight-read cost plus a per-row one: decode batches see
+// few row counts, prefill chunks give the slope), kept between "flat" (weight-bound) and
+// "in proportion to rows"; with one row count seen, flat (fewer rows are not assumed
+// cheaper). Above the largest it scales with rows (compute-bound). Unseen: 0, so a policy
+// tries the op and learns its cost.
 class OpCost {
  public:
   static constexpr int buckets = 16;
@@ -58,16 +61,23 @@ class OpCost {
 
   double at(double rows) const {
     if (rows <= 0) return 0.0;
-    int lo = -1, hi = -1;  // the nearest seen buckets at or below / above rows
+    int lo = -1, hi = -1, hi2 = -1;  // the nearest seen buckets at or below / above rows
     for (int b = 0; b < buckets; ++b) {
       if (!seen_[std::size_t(b)]) continue;
       if (n_[std::size_t(b)] <= rows)
         lo = b;
       else if (hi < 0)
         hi = b;
+      else if (hi2 < 0)
+        hi2 = b;
     }
     if (lo < 0 && hi < 0) return 0.0;
-    if (lo < 0) return t_[std::size_t(hi)];
+    if (lo < 0) {  // below every row count seen
+      const double n0 = n_[std::size_t(hi)], t0 = t_[std::size_t(hi)];
+      if (hi2 < 0) return t0;
+      const double slope = (t_[std::size_t(hi2)] - t0) / (n_[std::size_t(hi2)] - n0);
+      return std::clamp(t0 - slope * (n0 - rows), t0 * rows / n0, t0);
+    }
     const double n0 = n_[std::size_t(lo)], t0 = t_[std::size_t(lo)];
     if (hi < 0) return t0 * rows / n0;
     const double n1 = n_[std::size_t(hi)], t1 = t_[std::size_t(hi)];
