@@ -59,6 +59,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/deferred_fill.hpp"
@@ -74,6 +75,8 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
+using bench::cpu_now;
+using bench::loadavg;
 
 namespace {
 
@@ -174,12 +177,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-double cpu_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {
@@ -189,13 +186,6 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 struct Window {

@@ -2,7 +2,7 @@
 //
 //   eexit-bench-spec MODEL_DIR [--data ../shared/data/tinyshakespeare.txt] [--threads 1]
 //                    [--prompts 64] [--prompt-len 32] [--new 64] [--batches 1,4,16,64]
-//                    [--configs L:K:T,...] [--reps 3] [--csv FILE] [--quick]
+//                    [--configs L:K:T,...] [--reps 3] [--csv FILE] [--quick] [--costs-only]
 //
 // Prompts: held-out text (the last 10% of the data file's characters, which the embedded
 // model did not train on), tokenized without special tokens; prompt i = BOS + prompt-len - 1
@@ -23,9 +23,11 @@
 // verify walks' share of the time.
 //
 // Step costs (the WHY): LayerWalk on its own, B sequences with 64 tokens of context each:
-// the time of a full-depth walk of B·r rows (r positions per sequence, as a verify pass has)
-// over the time of B rows, and of a draft walk (layers 0..L and the exit head, B rows) over
-// a full-depth walk of B rows; min over many repetitions.
+// the time of a full-depth walk of B·r rows (r positions per sequence) over the time of B
+// rows; of a draft walk (layers 0..L and the exit head, B rows); and of a verify walk of
+// k + 1 positions per sequence (k from layer L+1, one from layer 0), each over a full-depth
+// walk of B rows; process CPU time (wall time of a few-millisecond walk on a loaded
+// machine is mostly other processes' time slices), min over many repetitions.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -38,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
@@ -50,6 +53,8 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
+using bench::cpu_now;
+using bench::loadavg;
 
 namespace {
 
@@ -71,16 +76,17 @@ struct Options {
   std::string model, data = "../shared/data/tinyshakespeare.txt", csv;
   unsigned threads = 1;
   int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3;
+  bool costs_only = false;
   std::vector<int> batches{1, 4, 16, 64};
-  std::vector<Config> configs{{1, 2, 0}, {1, 3, 0},    {3, 2, 0},   {3, 3, 0},
-                              {3, 4, 0}, {3, 4, 0.3f}, {3, 6, 0.5f}};
+  std::vector<Config> configs{{1, 2, 0},    {1, 3, 0, false},    {3, 2, 0},   {3, 3, 0, false},
+                              {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "%s\nusage: eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
                "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
-               "         [--reps 3] [--csv FILE] [--quick]\n",
+               "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n",
                why);
   std::exit(2);
 }
@@ -126,6 +132,8 @@ Options parse(int argc, char** argv) {
         o.configs.push_back(
             {std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]), f.size() == 3 || f[3] != "nb"});
       }
+    } else if (a == "--costs-only") {
+      o.costs_only = true;
     } else if (a == "--quick") {
       quick = true;
     } else if (a == "-h" || a == "--help") {
@@ -148,19 +156,6 @@ Options parse(int argc, char** argv) {
   for (int B : o.batches)
     if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
   return o;
-}
-
-double cpu_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-std::string loadavg() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  f >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 std::vector<std::vector<std::int32_t>> held_out_prompts(const Options& o, const Model& model,
@@ -239,7 +234,9 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
 
 // ---- step costs ----------------------------------------------------------------------
 // Min over reps of one walk of B sequences x r rows each at context 64 (stop_exit: a draft).
-double walk_cost(Model& model, int B, int r, int stop_exit, int reps) {
+// late > 0: a verify pass: the first r - 1 rows of each sequence start at layer `late` (from
+// a stand-in hidden state), the last from layer 0.
+double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late = 0) {
   const int ctx = 64;
   Cache cache(model.backend(), model.config(), B * ((ctx + r + 15) / 16));
   LayerWalk<Model, Cache> walk(model, cache, std::size_t(B * (ctx + r)), std::size_t(B * r));
@@ -255,11 +252,21 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps) {
   }
   w.n_prefill = w.tokens.size();
   walk.run(full, w, none);
+  auto state = model.backend().allocate<float>(std::size_t(model.config().dim));
+  model.backend().fill(CpuBackend::data(state), std::size_t(model.config().dim), 0.05f);
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     w.clear();
+    if (late > 0)
+      for (int b = 0; b < B; ++b)
+        for (int j = 0; j + 1 < r; ++j) {
+          w.push_late(std::int32_t(j + 3), RowKv{cache.block_table(b + 1), ctx + j}, late,
+                      CpuBackend::data(state));
+          w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
+          w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+        }
     for (int b = 0; b < B; ++b)
-      for (int j = 0; j < r; ++j) {
+      for (int j = late > 0 ? r - 1 : 0; j < r; ++j) {
         w.tokens.push_back(std::int32_t(j + 3));
         w.rowkv.push_back(RowKv{cache.block_table(b + 1), ctx + j});
         w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
@@ -267,9 +274,9 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps) {
       }
     w.n_prefill = w.tokens.size();
     w.stop_exit = stop_exit;
-    const auto t0 = clk::now();
+    const double c0 = cpu_now();
     walk.run(full, w, none);
-    best = std::min(best, std::chrono::duration<double>(clk::now() - t0).count());
+    best = std::min(best, cpu_now() - c0);
   }
   return best;
 }
@@ -290,8 +297,9 @@ int main(int argc, char** argv) {
               o.n_prompts, o.prompt_len, o.n_new, o.threads, o.reps, load0.c_str());
 
   // Step costs first: they explain the ratios below.
-  std::printf("\nstep costs (LayerWalk alone, context 64, min of 40):\n");
-  std::printf("  %4s  %9s  %s\n", "B", "full B", "full B*r / full B for r = 2 3 4 5 | draft/full");
+  std::printf("\nstep costs (LayerWalk alone, context 64, CPU time, min of 40):\n");
+  std::printf("  %4s  %9s  %s\n", "B", "full B",
+              "full B*r / full B for r = 2 3 4 5 | draft/full | verify of k+1 / full, k = 2 3 4");
   const int n_exits = model.n_exits();
   for (int B : o.batches) {
     const double one = walk_cost(model, B, 1, -1, 40);
@@ -301,9 +309,18 @@ int main(int argc, char** argv) {
     for (int e = 0; e + 1 < n_exits; ++e)
       std::printf(" L%d %4.2f", model.exit_layers()[std::size_t(e)],
                   walk_cost(model, B, 1, e, 40) / one);
+    std::printf("  |");
+    for (int e = 0; e + 1 < n_exits; ++e) {
+      std::printf(" L%d", model.exit_layers()[std::size_t(e)]);
+      for (int k : {2, 3, 4})
+        std::printf(
+            " %4.2f",
+            walk_cost(model, B, k + 1, -1, 40, model.exit_layers()[std::size_t(e)] + 1) / one);
+    }
     std::printf("\n");
   }
 
+  if (o.costs_only) return 0;
   struct Row {
     int B;
     std::string label;

@@ -37,6 +37,9 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU):
                           (default: the model's config, else max-prob)
   --threshold X[,Y...]    one threshold, or one per exit point (default: the model's)
   --calm-decay            CALM's threshold decay over the decode position
+  --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
+  --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
+  --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
   --fill F                @FILLS@: K/V of skipped layers projected from
                           the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
@@ -95,13 +98,29 @@ int main(int argc, char** argv) {
   RuntimePolicy policy;
   std::optional<serve::openai::ChatStyle> style;
   try {
-    args.emplace(
-        argc, argv,
-        std::set<std::string>{"model", "tokenizer", "served-model-name", "host", "port", "api-key",
-                              "policy", "measure", "threshold", "fill", "chat-template",
-                              "max-batch-tokens", "max-running", "kv-blocks", "max-pending",
-                              "max-body-bytes", "timeout", "threads"},
-        std::set<std::string>{"help", "calm-decay"});
+    args.emplace(argc, argv,
+                 std::set<std::string>{"model",
+                                       "tokenizer",
+                                       "served-model-name",
+                                       "host",
+                                       "port",
+                                       "api-key",
+                                       "policy",
+                                       "measure",
+                                       "threshold",
+                                       "fill",
+                                       "chat-template",
+                                       "max-batch-tokens",
+                                       "max-running",
+                                       "kv-blocks",
+                                       "max-pending",
+                                       "max-body-bytes",
+                                       "timeout",
+                                       "threads",
+                                       "draft-exit",
+                                       "draft-tokens",
+                                       "draft-threshold"},
+                 std::set<std::string>{"help", "calm-decay"});
     if (args->has("help")) {
       std::cout << help_text();
       return 0;
@@ -115,6 +134,11 @@ int main(int argc, char** argv) {
     }
     if (args->has("threshold")) policy.thresholds.values = parse_thresholds(args->str("threshold"));
     policy.thresholds.calm_decay = args->has("calm-decay");
+    if (auto* sp = std::get_if<SpeculateFromExit>(&policy.rule.r)) {  // --policy self-spec
+      sp->spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
+      sp->spec.max_draft = int(args->integer("draft-tokens", sp->spec.max_draft, 0, 64));
+      sp->spec.threshold = float(args->real("draft-threshold", sp->spec.threshold, -1e6, 1e6));
+    }
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
       style = serve::openai::chat_style_from_name(ct);

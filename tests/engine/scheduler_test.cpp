@@ -44,13 +44,14 @@ struct Fixture {
   }
 };
 
-// What the engine does after running a plan: the chunks' tokens are in the cache; a
-// sequence that ended its prompt gets one more (sampled) token.
-void ran(const Plan& p) {
-  for (const Chunk& ch : p.chunks) {
-    ch.seq->n_computed += ch.n;
+// What the engine does with a plan: lays its rows out for the walk (which advances
+// n_computed), and a chunk that ends its sequence gets one more (sampled) token.
+WalkRows ran(Plan& p, const Cache& cache) {
+  WalkRows rows;
+  lay_out_rows(p, cache, rows);
+  for (const Chunk& ch : p.chunks)
     if (ch.samples) ch.seq->tokens.push_back(0);
-  }
+  return rows;
 }
 
 }  // namespace
@@ -79,7 +80,7 @@ TEST_CASE("scheduler: FCFS admission under the token budget, prompts in chunks")
   CHECK(s.waiting().size() == 1);
   CHECK(cache.length(1) == 6);
   CHECK(cache.length(2) == 4);
-  ran(p1);
+  ran(p1, cache);
 
   Plan p2 = s.schedule();  // running first: a decodes (1), b continues (3), then c (3)
   REQUIRE(p2.chunks.size() == 3);
@@ -94,6 +95,19 @@ TEST_CASE("scheduler: FCFS admission under the token budget, prompts in chunks")
   CHECK(p2.chunks[2].n == 3);
   CHECK(s.waiting().empty());
   CHECK(p2.preempted.empty());
+
+  // The walk's rows: prefill chunks first (b's 3, c's 3), a's decode row last.
+  const WalkRows rows = ran(p2, cache);
+  CHECK(rows.tokens.size() == 7);
+  CHECK(rows.n_prefill == 6);
+  CHECK(rows.tokens == std::vector<std::int32_t>{5, 6, 7, 1, 2, 3, 0});
+  CHECK(rows.rowkv[0].pos == 4);
+  CHECK(rows.rowkv[6].pos == 6);
+  CHECK(rows.yield_rows == std::vector<std::int32_t>{2, 5});  // b and c end their prompts
+  REQUIRE(rows.decode.size() == 1);
+  CHECK(p2.chunks[std::size_t(rows.decode.slot[0])].seq == &a);
+  CHECK(rows.decode.request[0] == 1);
+  CHECK(a.n_computed == 7);
 }
 
 TEST_CASE("scheduler: max_running caps admission; the rest waits in order") {
@@ -125,7 +139,7 @@ TEST_CASE("scheduler: a full cache preempts the newest running sequence") {
   Plan p1 = s.schedule();
   REQUIRE(p1.chunks.size() == 2);
   CHECK(cache.free_tokens() == 0);
-  ran(p1);  // both have 9 tokens now, 8 in the cache
+  ran(p1, cache);  // both have 9 tokens now, 8 in the cache
 
   Plan p2 = s.schedule();  // a's decode needs a 3rd block: b (newest) is preempted
   REQUIRE(p2.preempted.size() == 1);
@@ -140,7 +154,7 @@ TEST_CASE("scheduler: a full cache preempts the newest running sequence") {
   CHECK(s.waiting().front() == &b);  // back at the head of the queue
   CHECK(cache.length(1) == 9);
   CHECK(cache.length(2) == 0);
-  ran(p2);
+  ran(p2, cache);
 
   // b comes back once a is gone, recomputing its whole sequence (prompt + its token).
   s.remove(a);
@@ -169,11 +183,11 @@ TEST_CASE("scheduler: a sequence that cannot fit even alone is handed back to fi
   CHECK(cache.length(1) == 0);
 
   // A running sequence that outgrows the whole cache alone: never fits either.
-  ran(p);  // ok: 4 tokens, 3 in the cache
+  ran(p, cache);  // ok: 4 tokens, 3 in the cache
   for (int i = 0; i < 5; ++i) {
     Plan d = s.schedule();
     CHECK(d.never_fits.empty());
-    ran(d);
+    ran(d, cache);
   }
   // ok now holds 8 tokens in the cache (2 blocks, all of it) and needs a 9th slot alone.
   Plan last = s.schedule();

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../test_paths.hpp"
@@ -448,4 +449,24 @@ TEST_CASE("self-spec chosen at run time (RuntimePolicy, rule self-spec) equals S
   const auto split = run<Paged>(m, make_runtime_policy("full"), rs, 256);
   CHECK(split.stats.verify_passes == 0);
   CHECK_THROWS_AS(make_runtime_policy("self-spec", "max-prob", {}, {3, -1, 0.0f}), error);
+}
+
+TEST_CASE("self-spec greedy with penalties equals full depth: drafts and verify see the prefix") {
+  // Repetition / presence / frequency penalties change each position's distribution with
+  // the tokens before it: the drafts must be scored with the drafts before them, the
+  // verify with the kept prefix, or the argmax would differ from full depth's.
+  auto& m = shakespeare().model;
+  auto rs = shakespeare_requests(6, 40);
+  for (auto& r : rs) {
+    r.sampling.repetition_penalty = 1.3f;
+    r.sampling.presence_penalty = 0.4f;
+    r.sampling.frequency_penalty = 0.3f;
+  }
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  for (auto [layer, k, bonus] : {std::tuple{1, 3, true}, {3, 4, false}}) {
+    CAPTURE(layer);
+    const auto sp = run<Paged>(m, self_spec(layer, k, 0.0f, bonus), rs, 256);
+    CHECK(sp.tokens == full.tokens);
+    CHECK(sp.stats.accepted_drafts > 0);
+  }
 }

@@ -1,8 +1,8 @@
 // The OpenAI mapping without sockets: request checks, chat templates, response shapes,
 // Prometheus text.
-#include <doctest/doctest.h>
-
 #include "eexit/serve/openai.hpp"
+
+#include <doctest/doctest.h>
 
 using namespace eexit;
 using namespace eexit::serve;
@@ -175,4 +175,28 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   CHECK(text.find("eexit_exit_layer_count 3\n") != std::string::npos);
   CHECK(text.find("eexit_step_seconds_count 4\n") != std::string::npos);
   CHECK(text.find("eexit_requests_total{outcome=\"abort\"} 0\n") != std::string::npos);
+}
+
+TEST_CASE("responses and /metrics carry self-speculation's figures") {
+  openai::ParsedRequest pr;
+  pr.model = "m";
+  Completion c;
+  c.tokens = {TokenEvent{5, 5, 0.0f, {}}, TokenEvent{6, 5, 0.0f, {}}, TokenEvent{7, 5, 0.0f, {}}};
+  c.finish = finish_reason::length;
+  openai::TokenTexts tt{[](int) { return std::string("t"); }};
+  CHECK_FALSE(openai::response_body(pr, "cmpl-1", 1, c, 3, tt).contains("speculation"));
+  c.stats.verify_passes = 1;
+  c.stats.draft_tokens = 3;
+  c.stats.accepted_drafts = 1;
+  c.stats.speculative_tokens = 2;
+  const auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
+  CHECK(j["speculation"]["draft_tokens"] == 3);
+  CHECK(j["speculation"]["accepted_drafts"] == 1);
+  CHECK(j["speculation"]["tokens_per_verify"] == 2.0);
+  ServiceMetrics m;
+  m.verify_passes = 4;
+  m.accepted_drafts = 9;
+  const auto text = openai::prometheus_text(m);
+  CHECK(text.find("eexit_verify_passes_total 4\n") != std::string::npos);
+  CHECK(text.find("eexit_accepted_drafts_total 9\n") != std::string::npos);
 }

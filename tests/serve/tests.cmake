@@ -16,7 +16,8 @@ endif()
 # The server's command line: --help, and exit code 2 with a message for bad flags.
 if(TARGET eexit-server)
   add_test(NAME serve/server_help COMMAND eexit-server --help)
-  set_tests_properties(serve/server_help PROPERTIES PASS_REGULAR_EXPRESSION "usage: eexit-server")
+  set_tests_properties(serve/server_help PROPERTIES PASS_REGULAR_EXPRESSION "usage: eexit-server"
+    FAIL_REGULAR_EXPRESSION "${EEXIT_SOURCE_DIR_RE}")
   set(_cases "--bogus|unknown flag --bogus" "--policy,fastest|--policy: .*unknown policy"
     "--threshold,x|--threshold: 'x' is not a number" "--port,70000|--port: 70000 is outside"
     "--chat-template,jinja|unknown style 'jinja'")

@@ -7,7 +7,6 @@
 // No threads and no Asio here: the serving layer drives step() from one thread.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,6 +24,7 @@
 #include "eexit/engine/scheduler.hpp"
 #include "eexit/engine/sequence.hpp"
 #include "eexit/engine/speculation.hpp"
+#include "eexit/engine/validate.hpp"
 #include "eexit/model/llama.hpp"
 #include "eexit/policy/exit_policy.hpp"
 #include "eexit/policy/full_depth.hpp"
@@ -129,10 +129,9 @@ class Engine {
   // Queues a request. Throws eexit::request_error (with its code) for a request that can
   // never run; nothing is queued then.
   request_id add_request(GenerateRequest req) {
-    validate(req);
+    validate_request(req, model_->config(), cache_->capacity_tokens(), tok_ != nullptr);
     const request_id id = next_id_++;
-    const std::uint64_t seed =
-        req.sampling.seed ? *req.sampling.seed : mix(opt_.seed, std::uint64_t(id));
+    const std::uint64_t seed = req.sampling.seed.value_or(mix_seed(opt_.seed, std::uint64_t(id)));
     auto s = std::make_unique<Sequence>(id, std::move(req), seed, model_->n_exits(), tok_);
     sched_.add(*s);
     seqs_.emplace(id, std::move(s));
@@ -232,39 +231,6 @@ class Engine {
                                  " is not an exit point of the model (exit layers: " + have + ")");
   }
 
-  void validate(const GenerateRequest& req) const {
-    const auto& c = model_->config();
-    using E = request_errc;
-    if (req.prompt.empty()) throw request_error(E::empty_prompt, "prompt is empty");
-    for (auto t : req.prompt)
-      if (t < 0 || t >= c.vocab_size)
-        throw request_error(E::token_out_of_vocab,
-                            "prompt token " + std::to_string(t) + " is outside the vocabulary");
-    if (std::int64_t(req.prompt.size()) >= c.max_seq_len)
-      throw request_error(E::context_length_exceeded,
-                          "prompt has " + std::to_string(req.prompt.size()) +
-                              " tokens; the context holds " + std::to_string(c.max_seq_len));
-    if (std::int64_t(req.prompt.size()) + 1 > cache_->capacity_tokens())
-      throw request_error(E::cache_too_small, "prompt does not fit the KV cache");
-    if (req.max_tokens < 0) throw request_error(E::invalid_parameter, "max_tokens must be >= 0");
-    if (!req.stop.empty() && !tok_)
-      throw request_error(E::invalid_parameter, "stop strings need a tokenizer");
-    try {
-      req.sampling.validate();
-    } catch (const error& e) {
-      throw request_error(E::invalid_sampling, e.what(), "");
-    }
-    if (std::isinf(req.exit_threshold))
-      throw request_error(E::invalid_parameter, "exit_threshold must be finite");
-  }
-
-  static std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
-    std::uint64_t z = a + 0x9e3779b97f4a7c15ull * (b + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-
   // ---- the step: plan -> rows -> walk -> outputs -------------------------------------
   // With self-speculation: plan -> drafts (walks up to the draft exit) -> rows (verify
   // positions of the drafting rows first, starting late) -> walk -> accept, roll back.
@@ -274,10 +240,8 @@ class Engine {
     for (Sequence* s : plan.never_fits) finish(*s, finish_reason::length);
     if (plan.empty()) return;
     ++stats_.steps;
-    // Prefill chunks first, decode rows last, so that rows leaving at an exit point
-    // shrink the active range from its end and prefill rows never move.
     auto& chunks = plan.chunks;
-    std::stable_partition(chunks.begin(), chunks.end(), [](const Chunk& ch) { return !ch.decode; });
+    order_chunks(plan);  // chunk indices below are after this reordering
     spec_.clear();
     spec_of_chunk_.assign(chunks.size(), -1);
     if (k_max_ > 0) {
@@ -305,25 +269,9 @@ class Engine {
       ++rows_.n_prefill;
       yield(base + std::int32_t(e) * (k_max_ + 1) + k);
     }
-    for (std::size_t k = 0; k < chunks.size(); ++k) {
-      const Chunk& ch = chunks[k];
-      Sequence& s = *ch.seq;
-      if (spec_of_chunk_[k] >= 0) continue;  // laid out above
-      const std::int32_t* bt = cache_->block_table(s.id);
-      for (std::int32_t j = 0; j < ch.n; ++j) {
-        rows_.tokens.push_back(s.tokens[std::size_t(ch.start + j)]);
-        rows_.rowkv.push_back(RowKv{bt, ch.start + j});
-      }
-      if (ch.decode) {
-        rows_.decode.push(std::int32_t(k), s.id, s.stats.generated_tokens, s.req.max_tokens,
-                          s.req.exit_threshold);
-      } else {
-        rows_.n_prefill += std::size_t(ch.n);
-        stats_.prompt_tokens += ch.n;
-        if (ch.samples) yield(std::int32_t(k));
-      }
-      s.n_computed += ch.n;
-    }
+    append_chunk_rows(plan, *cache_, rows_, spec_of_chunk_);  // the drafting rows' are above
+    for (const Chunk& ch : chunks)
+      if (!ch.decode) stats_.prompt_tokens += ch.n;
     SamplingSink sink{this, &chunks, base};
     const auto t0 = std::chrono::steady_clock::now();
     // While speculating nothing exits early: every token is verified at full depth.

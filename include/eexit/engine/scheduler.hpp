@@ -9,9 +9,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <vector>
 
 #include "eexit/concepts.hpp"
+#include "eexit/engine/layer_walk.hpp"
 #include "eexit/engine/sequence.hpp"
 
 namespace eexit {
@@ -36,6 +38,53 @@ struct SchedulerOptions {
   std::int32_t max_batch_tokens = 256;  // rows per step
   std::int32_t max_running = 64;        // sequences in the running batch
 };
+
+// Prefill chunks first, decode rows last, so that rows leaving at an exit point shrink
+// the walk's active range from its end and prefill rows never move. A row's slot is its
+// chunk's index in plan.chunks after this reordering.
+inline void order_chunks(Plan& plan) {
+  std::stable_partition(plan.chunks.begin(), plan.chunks.end(),
+                        [](const Chunk& ch) { return !ch.decode; });
+}
+
+// Appends the rows of the plan's chunks (ordered by order_chunks) to the walk's rows, except
+// chunks k with skip[k] >= 0 (rows the caller lays out itself: self-speculation's verify
+// rows). Advances those sequences' n_computed: once the walk has run, these K/V are in the
+// cache.
+template <kv_cache Cache>
+void append_chunk_rows(Plan& plan, const Cache& cache, WalkRows& rows,
+                       std::span<const int> skip = {}) {
+  auto& chunks = plan.chunks;
+  for (std::size_t k = 0; k < chunks.size(); ++k) {
+    if (k < skip.size() && skip[k] >= 0) continue;
+    const Chunk& ch = chunks[k];
+    Sequence& s = *ch.seq;
+    const std::int32_t* bt = cache.block_table(s.id);
+    for (std::int32_t j = 0; j < ch.n; ++j) {
+      rows.tokens.push_back(s.tokens[std::size_t(ch.start + j)]);
+      rows.rowkv.push_back(RowKv{bt, ch.start + j});
+    }
+    if (ch.decode) {
+      rows.decode.push(std::int32_t(k), s.id, s.stats.generated_tokens, s.req.max_tokens,
+                       s.req.exit_threshold);
+    } else {
+      rows.n_prefill += std::size_t(ch.n);
+      if (ch.samples) {
+        rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
+        rows.yield_slots.push_back(std::int32_t(k));
+      }
+    }
+    s.n_computed += ch.n;
+  }
+}
+
+// The plan's rows for the walk, in walk order (order_chunks, then every chunk's rows).
+template <kv_cache Cache>
+void lay_out_rows(Plan& plan, const Cache& cache, WalkRows& rows) {
+  order_chunks(plan);
+  rows.clear();
+  append_chunk_rows(plan, cache, rows);
+}
 
 template <kv_cache Cache>
 class Scheduler {

@@ -18,6 +18,15 @@
 
 namespace eexit {
 
+// The seed of a request that brings none: the engine's seed mixed with the request id
+// (splitmix64's finaliser), so that requests draw independent streams.
+inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a + 0x9e3779b97f4a7c15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 // What a sequence's stop checks need to know of the model.
 struct StopLimits {
   std::span<const std::int32_t> eos_ids;

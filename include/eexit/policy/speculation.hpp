@@ -10,7 +10,9 @@ namespace eexit {
 struct Speculation {
   int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
   int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
-  float threshold = 0.0f;  // a row stops drafting at a draft scored under this (0 = never)
+  // A row stops drafting at a draft scored under this (0 = never: always K drafts). 0.5
+  // (max-prob) was the best of those measured on the embedded model (benchmarks/RESULTS.md).
+  float threshold = 0.5f;
   // Verify the last draft too: one more row from layer 0 per pass, whose logits give a
   // bonus token when every draft is kept. Nearly free where a step is weight-bound (large
   // models, GPUs); a full row of compute where it is compute-bound (small models on a CPU).

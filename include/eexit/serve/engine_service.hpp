@@ -17,19 +17,16 @@
 //
 // Boost 1.74 (DESIGN.md §6): <utility> before Asio; no cancellation slots, so aborts are
 // explicit calls.
-#include <utility>
-
+#include <array>
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/system/error_code.hpp>
-
-#include <array>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -42,6 +39,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "eexit/engine/request.hpp"
@@ -86,7 +84,9 @@ inline const boost::system::error_category& error_category() noexcept {
   static const detail::error_category_impl cat;
   return cat;
 }
-inline error_code make_error_code(errc e) noexcept { return {int(e), error_category()}; }
+inline error_code make_error_code(errc e) noexcept {
+  return {int(e), error_category()};
+}
 
 }  // namespace eexit::serve
 
@@ -117,6 +117,9 @@ struct ServiceMetrics {
   std::vector<std::int32_t> exit_layers;     // layer of each exit point
   std::vector<std::int64_t> exit_histogram;  // tokens per exit point
   std::int64_t loop_iterations = 0;          // engine-thread wake-ups (idle must not spin)
+  // Self-speculation (EngineStats): verify passes, drafts proposed and accepted, tokens
+  // the verify passes emitted.
+  std::int64_t verify_passes = 0, draft_tokens = 0, accepted_drafts = 0, speculative_tokens = 0;
 };
 
 namespace detail {
@@ -191,7 +194,9 @@ class TokenStream {
               asio::any_io_executor ex)
       : svc_(svc), ticket_(ticket), ch_(std::move(ch)), ex_(std::move(ex)) {}
   TokenStream(TokenStream&& o) noexcept
-      : svc_(std::exchange(o.svc_, nullptr)), ticket_(o.ticket_), ch_(std::move(o.ch_)),
+      : svc_(std::exchange(o.svc_, nullptr)),
+        ticket_(o.ticket_),
+        ch_(std::move(o.ch_)),
         ex_(std::move(o.ex_)) {}
   TokenStream& operator=(TokenStream&& o) noexcept {
     if (this != &o) {
@@ -295,8 +300,7 @@ class EngineService final : public detail::ServiceCore {
 
   // The engine must outlive the service; only the service's thread touches it from now on
   // (its backend too: CpuBackend's pool serves one calling thread at a time).
-  explicit EngineService(Engine& engine, ServiceOptions opt = {})
-      : engine_(&engine), opt_(opt) {
+  explicit EngineService(Engine& engine, ServiceOptions opt = {}) : engine_(&engine), opt_(opt) {
     refresh_metrics(0.0, false);
     thread_ = std::thread([this] { run(); });
   }
@@ -575,11 +579,17 @@ class EngineService final : public detail::ServiceCore {
         ++M.step_time_counts[b];
         M.step_time_sum_s += step_s;
       }
-      if constexpr (requires { engine_->n_running(); engine_->n_waiting(); }) {
+      if constexpr (requires {
+                      engine_->n_running();
+                      engine_->n_waiting();
+                    }) {
         M.running = std::int64_t(engine_->n_running());
         M.waiting = std::int64_t(engine_->n_waiting());
       }
-      if constexpr (requires { engine_->cache().blocks_used(); engine_->cache().blocks_total(); }) {
+      if constexpr (requires {
+                      engine_->cache().blocks_used();
+                      engine_->cache().blocks_total();
+                    }) {
         M.kv_blocks_used = engine_->cache().blocks_used();
         M.kv_blocks_total = engine_->cache().blocks_total();
       }
@@ -590,6 +600,12 @@ class EngineService final : public detail::ServiceCore {
         M.steps = st.steps;
         M.preemptions = st.preemptions;
         M.exit_histogram = st.exit_histogram;
+        if constexpr (requires { st.verify_passes; }) {
+          M.verify_passes = st.verify_passes;
+          M.draft_tokens = st.draft_tokens;
+          M.accepted_drafts = st.accepted_drafts;
+          M.speculative_tokens = st.speculative_tokens;
+        }
       }
       if constexpr (requires { engine_->model().exit_layers(); }) {
         if (M.exit_layers.empty()) {

@@ -313,6 +313,7 @@ class HttpServer {
         if (ec) co_return co_await send_failure(stream, ec, o, v, keep);
       }
       c.finish = o.finish;
+      c.stats = o.stats;
       co_return co_await send_json(
           stream, 200, openai::response_body(pr, id, created, c, n_prompt, texts_), v, keep);
     }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "eexit/engine/request.hpp"
@@ -47,8 +48,7 @@ inline json error_body(const ApiError& e) {
 }
 
 inline ApiError make_error(int status, std::string message, std::string param = {},
-                           std::string code = {},
-                           std::string type = "invalid_request_error") {
+                           std::string code = {}, std::string type = "invalid_request_error") {
   ApiError e;
   e.status = status;
   e.message = std::move(message);
@@ -241,8 +241,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     if (!m->is_string()) bad("model", "model must be a string");
     r.model = m->get<std::string>();
     if (r.model != lim.model_name)
-      bad("model", "The model '" + r.model + "' does not exist; this server serves '" +
-                       lim.model_name + "'",
+      bad("model",
+          "The model '" + r.model + "' does not exist; this server serves '" + lim.model_name + "'",
           404, "model_not_found");
   } else {
     r.model = lim.model_name;
@@ -264,7 +264,8 @@ inline ParsedRequest parse_request(const json& body, bool chat, const Limits& li
     auto* p = field(body, "prompt");
     if (!p) bad("prompt", "prompt is required");
     auto ids = [&](const json& a) {
-      for (const auto& t : a) r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
+      for (const auto& t : a)
+        r.prompt_ids.push_back(std::int32_t(integer(t, "prompt", 0, 1 << 30)));
     };
     if (p->is_string()) {
       r.prompt_text = p->get<std::string>();
@@ -403,7 +404,8 @@ inline json completion_logprobs(const std::vector<TokenEvent>& toks, const Token
     offs.push_back(off);
     off += s.size();
   }
-  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+  return {
+      {"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
 }
 
 inline json chat_logprobs(const std::vector<TokenEvent>& toks, const TokenTexts& tt) {
@@ -443,21 +445,30 @@ inline std::string finish_name(finish_reason f) {
 // One non-streaming response body.
 inline json response_body(const ParsedRequest& r, const std::string& id, std::int64_t created,
                           const Completion& c, std::int64_t prompt_tokens, const TokenTexts& tt) {
-  json choice = {{"index", 0}, {"finish_reason", finish_name(c.finish)},
+  json choice = {{"index", 0},
+                 {"finish_reason", finish_name(c.finish)},
                  {"exit_layers", exit_layers_of(c.tokens)}};
   json lp = nullptr;
-  if (r.logprobs >= 0) lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
+  if (r.logprobs >= 0)
+    lp = r.chat ? chat_logprobs(c.tokens, tt) : completion_logprobs(c.tokens, tt, 0);
   choice["logprobs"] = lp;
   if (r.chat)
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   else
     choice["text"] = c.text;
-  return {{"id", id},
-          {"object", r.chat ? "chat.completion" : "text_completion"},
-          {"created", created},
-          {"model", r.model},
-          {"choices", json::array({choice})},
-          {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
+  json body = {{"id", id},
+               {"object", r.chat ? "chat.completion" : "text_completion"},
+               {"created", created},
+               {"model", r.model},
+               {"choices", json::array({choice})},
+               {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
+  if (c.stats.verify_passes > 0)  // self-speculation's share of this request
+    body["speculation"] = {
+        {"verify_passes", c.stats.verify_passes},
+        {"draft_tokens", c.stats.draft_tokens},
+        {"accepted_drafts", c.stats.accepted_drafts},
+        {"tokens_per_verify", double(c.stats.speculative_tokens) / c.stats.verify_passes}};
+  return body;
 }
 
 // One SSE chunk: a step's tokens (and the finish reason on the last).
@@ -517,6 +528,18 @@ inline std::string prometheus_text(const ServiceMetrics& m) {
   o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
   counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
   o << "eexit_preemptions_total " << m.preemptions << "\n";
+  const std::tuple<const char*, const char*, std::int64_t> speculation[] = {
+      {"eexit_verify_passes_total", "Self-speculation: verify passes (one per drafting row).",
+       m.verify_passes},
+      {"eexit_draft_tokens_total", "Self-speculation: draft tokens proposed.", m.draft_tokens},
+      {"eexit_accepted_drafts_total", "Self-speculation: draft tokens accepted.",
+       m.accepted_drafts},
+      {"eexit_speculative_tokens_total", "Self-speculation: tokens emitted by verify passes.",
+       m.speculative_tokens}};
+  for (auto& [name, help, v] : speculation) {
+    counter(name, help);
+    o << name << " " << v << "\n";
+  }
   gauge("eexit_requests_running", "Requests in the running batch.", m.running);
   gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
   gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);
