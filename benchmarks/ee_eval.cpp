@@ -11,8 +11,12 @@
 // BOS + the --prompt-len - 1 tokens at offset i·(N - window)/--prompts, window =
 // prompt-len - 1 + new. Generation: greedy, ignore_eos, --new tokens per prompt.
 //
-// Policies: FullDepth, AllConfident, SplitAtExit (max-prob measure), each threshold one
-// value for every exit point; "cfg" = the per-exit thresholds of config.json.
+// Policies (--policies, default all four): all-confident (AllConfident), split
+// (SplitAtExit), adaptive (Adaptive: the cost model, policy/adaptive.hpp, learning its
+// costs from each run's own timings, from scratch in every run), split/deferred
+// (SplitAtExit with the DeferredRecompute fill), adaptive/deferred; max-prob measure, each
+// threshold one value for every exit point; "cfg" = the per-exit thresholds of config.json.
+// FullDepth is the baseline of every one.
 //
 // Per (policy, threshold, batch size B):
 //   speed: an Engine<Policy, PagedCache<CpuBackend,16>> with EngineOptions::max_running = B
@@ -58,6 +62,7 @@
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
+#include "eexit/engine/deferred_fill.hpp"
 #include "eexit/engine/engine.hpp"
 #include "eexit/engine/layer_walk.hpp"
 #include "eexit/engine/teacher_forcing.hpp"
@@ -89,6 +94,7 @@ struct Options {
   int n_prompts = 64, prompt_len = 32, n_new = 64;
   std::vector<int> batches{1, 4, 16, 64};
   std::vector<float> thresholds{0.3f, 0.6f, 0.9f, 0.97f, 0.99f, 0.995f, 0.999f, 1.01f};
+  std::vector<std::string> policies{"all-confident", "split", "adaptive", "split/deferred"};
   bool config_thresholds = true;
   int reps = 2;
   std::string csv;
@@ -99,7 +105,9 @@ struct Options {
   std::fprintf(stderr,
                "%s\nusage: eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
                "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
-               "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n",
+               "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n"
+               "         [--policies all-confident,split,adaptive,split/deferred,"
+               "adaptive/deferred]\n",
                why);
   std::exit(2);
 }
@@ -135,7 +143,11 @@ Options parse(int argc, char** argv) {
       o.batches = parse_list<int>(val()), set_batches = true;
     else if (a == "--thresholds")
       o.thresholds = parse_list<float>(val()), set_thr = true;
-    else if (a == "--no-config-thresholds")
+    else if (a == "--policies") {
+      o.policies.clear();
+      std::stringstream ss(val());
+      for (std::string t; std::getline(ss, t, ',');) o.policies.push_back(t);
+    } else if (a == "--no-config-thresholds")
       o.config_thresholds = false;
     else if (a == "--reps")
       o.reps = std::stoi(val()), set_reps = true;
@@ -182,6 +194,10 @@ struct Window {
 };
 
 // ---- policies --------------------------------------------------------------------
+using SplitDeferred = ExitPolicy<AnyMeasure, ExitConfidentRows, DeferredRecompute>;
+using AdaptiveDeferred = ExitPolicy<AnyMeasure, AdaptiveRule, DeferredRecompute>;
+const std::vector<std::string> kPolicies = {"all-confident", "split", "adaptive", "split/deferred",
+                                            "adaptive/deferred"};
 struct PolicySpec {
   std::string name;  // the policy type's name() (policy/registry.hpp)
   std::string thr;   // label: "-", "0.5", "cfg"
@@ -295,14 +311,29 @@ TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, i
   res.exit_hist.assign(std::size_t(model.n_exits()), 0);
   WalkRows rows;
   std::vector<std::int32_t> truth(static_cast<std::size_t>(B));  // (B) what each row predicts
-  TeacherForcingSink sink;
+  TeacherForcingSink scorer;
+  // A deferred fill: rows leaving at an exit run their skipped layers in the next walk, as
+  // in the engine (DeferredFill); row b's token and position, for the rows it saves.
+  const bool defers = policy_defers_fill(policy);
+  DeferredFill<CpuBackend> deferred;
+  if (defers)
+    deferred = DeferredFill<CpuBackend>(model.backend(), std::size_t(B), std::size_t(c.dim));
+  std::vector<std::int32_t> row_token(static_cast<std::size_t>(B));
+  std::int32_t row_pos = 0;
+  auto sink = [&](const YieldedRows& y) {
+    scorer(y);
+    if (defers && y.exit + 1 < model.n_exits())
+      for (std::size_t j = 0; j < y.n; ++j)
+        deferred.defer(y.slot[j] + 1, row_pos, y.layer, row_token[std::size_t(y.slot[j])],
+                       y.hidden + j * std::size_t(c.dim));
+  };
   auto score = [&](bool decode) {
-    for (const auto& t : sink.scored) {
+    for (const auto& t : scorer.scored) {
       res.nll -= t.logprob;
       ++res.n;
       if (decode) ++res.exit_hist[std::size_t(t.exit)];
     }
-    sink.scored.clear();
+    scorer.scored.clear();
   };
   for (std::size_t w0 = 0; w0 < ws.size(); w0 += std::size_t(B)) {
     for (int b = 0; b < B; ++b)
@@ -324,13 +355,19 @@ TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, i
       truth[std::size_t(b)] = wave[b].truth[0];
     }
     rows.n_prefill = rows.tokens.size();
-    sink.truth = truth;
+    scorer.truth = truth;
     walk.run(policy, rows, sink);
     score(false);
     // Decode rows: at step t the row holds truth[t-1] and predicts truth[t].
     for (int t = 1; t < n_new; ++t) {
       rows.clear();
+      if (defers)
+        deferred.lay_out(
+            rows, c.n_layers, [](const auto&) { return true; },
+            [&](std::int64_t seq) { return cache.block_table(seq); });
+      row_pos = prompt_len - 1 + t;
       for (int b = 0; b < B; ++b) {
+        row_token[std::size_t(b)] = wave[b].truth[std::size_t(t - 1)];
         rows.tokens.push_back(wave[b].truth[std::size_t(t - 1)]);
         rows.rowkv.push_back(RowKv{cache.block_table(Cache::seq_id(b + 1)), prompt_len - 1 + t});
         rows.decode.push(b, b + 1, t, n_new, NAN);
@@ -339,6 +376,7 @@ TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, i
       walk.run(policy, rows, sink);
       score(true);
     }
+    if (defers) deferred.drop_all();  // the wave's last tokens: nothing reads their K/V
     for (int b = 0; b < B; ++b) cache.release(Cache::seq_id(b + 1));
   }
   return res;
@@ -465,7 +503,11 @@ int main(int argc, char** argv) {
     std::snprintf(b, sizeof b, "%g", double(v));
     return std::string(b);
   };
-  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())}) {
+  for (const std::string& pol : o.policies) {
+    if (std::find(kPolicies.begin(), kPolicies.end(), pol) == kPolicies.end()) {
+      std::fprintf(stderr, "unknown policy %s\n", pol.c_str());
+      return 2;
+    }
     for (float t : o.thresholds) specs.push_back({pol, fmt(t), {t}});
     if (o.config_thresholds && !cfg_thr.empty()) specs.push_back({pol, "cfg", cfg_thr});
   }
@@ -494,6 +536,12 @@ int main(int argc, char** argv) {
         results.push_back(evaluate<SplitAtExit>(model, s, ws, B, o,
                                                 it == split_tf.end() ? nullptr : &it->second));
         split_tf.emplace(s.thr, results.back().tf);
+      } else if (s.name == "adaptive") {
+        results.push_back(evaluate<Adaptive>(model, s, ws, B, o));
+      } else if (s.name == "split/deferred") {
+        results.push_back(evaluate<SplitDeferred>(model, s, ws, B, o));
+      } else if (s.name == "adaptive/deferred") {
+        results.push_back(evaluate<AdaptiveDeferred>(model, s, ws, B, o));
       } else {
         results.push_back(evaluate<AllConfident>(model, s, ws, B, o));
       }
@@ -547,7 +595,7 @@ int main(int argc, char** argv) {
       "qualifying threshold with the fewest decode layers):\n");
   std::printf("%-13s %3s %5s | %7s %6s | %6s %6s %6s | %6s %6s\n", "policy", "B", "thr", "tok/s x",
               "cpu x", "agree", "1stdiv", "ppl x", "layers", "p99 x");
-  for (std::string pol : {std::string(AllConfident{}.name()), std::string(SplitAtExit{}.name())})
+  for (const std::string& pol : o.policies)
     for (int B : o.batches) {
       const Result* best = nullptr;
       const auto& f = results[full_of[B]];

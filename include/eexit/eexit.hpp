@@ -27,4 +27,6 @@ static_assert(policy<FullDepth>);
 static_assert(policy<AllConfident>);
 static_assert(policy<SplitAtExit>);
 static_assert(policy<RuntimePolicy>);
+static_assert(policy<Adaptive>);
+static_assert(policy<ExitPolicy<AnyMeasure, ExitConfidentRows, DeferredRecompute>>);
 }  // namespace eexit

@@ -7,7 +7,9 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
+#include <variant>
 
 #include "../common/args.hpp"
 #include "../common/default_model.hpp"
@@ -43,6 +45,9 @@ exit. Several --prompt flags run as one continuously batched workload.
   --draft-tokens K        self-spec: at most K draft tokens per verify pass (default @K@)
   --draft-threshold X     self-spec: a row stops drafting at a draft whose confidence
                           (--measure) is under X (default @DRAFT_THRESHOLD@; 0 = always K)
+  --fill F                @FILLS@: how the K/V of the layers an exited
+                          token skipped are written (default exit-state: projected from the
+                          exit state; deferred: the skipped layers run for real in the next step)
   --compare-full-depth    run the same prompts again at full depth and print the ratio
   --temperature T         0 = greedy (default 0)
   --top-k K               keep the K most likely tokens (default 0 = off)
@@ -84,6 +89,7 @@ std::string find_tokenizer(const std::string& model, int vocab) {
 struct RunResult {
   std::vector<nlohmann::json> per_request;
   EngineStats stats;
+  std::optional<AdaptiveStats> adaptive;  // --policy adaptive: its decisions
   double seconds = 0;
   int failures = 0;
 };
@@ -160,6 +166,8 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.stats = engine.stats();
+  if constexpr (requires { engine.policy().rule.r; })
+    if (const auto* a = std::get_if<AdaptiveRule>(&engine.policy().rule.r)) res.adaptive = a->stats;
   for (auto id : ids) {
     auto& j = results[id];
     if (!j.contains("token_ids")) j["token_ids"] = j["exit_layers"] = nlohmann::json::array();
@@ -175,6 +183,7 @@ std::string help_text() {
   for (auto [key, value] :
        {std::pair{std::string_view("@POLICIES@"), policy_names_help()},
         std::pair{std::string_view("@MEASURES@"), measure_names_help()},
+        std::pair{std::string_view("@FILLS@"), fill_names_help()},
         std::pair{std::string_view("@K@"), std::to_string(Speculation{}.max_draft)},
         std::pair{std::string_view("@DRAFT_THRESHOLD@"),
                   (std::ostringstream() << Speculation{}.threshold).str()},
@@ -220,7 +229,8 @@ int main(int argc, char** argv) {
                                        "gpu-memory-fraction",
                                        "draft-exit",
                                        "draft-tokens",
-                                       "draft-threshold"},
+                                       "draft-threshold",
+                                       "fill"},
                  std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
@@ -257,11 +267,13 @@ int main(int argc, char** argv) {
       else if (d != "auto")
         throw usage_error("--dtype: '" + d + "' is not one of auto, f32, bf16, f16, q8_0, q4_0");
     }
-    for (const char* flag : {"policy", "measure"}) {
+    for (const char* flag : {"policy", "measure", "fill"}) {
       if (!args->has(flag)) continue;
       try {
-        flag == std::string_view("policy") ? void(rule_from_name(args->str(flag)))
-                                           : void(measure_from_name(args->str(flag)));
+        const std::string_view f = flag;
+        f == "policy"    ? void(rule_from_name(args->str(flag)))
+        : f == "measure" ? void(measure_from_name(args->str(flag)))
+                         : void(fill_from_name(args->str(flag)));
       } catch (const eexit::error& e) {
         throw usage_error(std::string("--") + e.what());
       }
@@ -338,8 +350,10 @@ int main(int argc, char** argv) {
 
           const bool stream = !json && reqs.size() == 1;
           auto run_policy = [&](bool streaming) {
-            return run(model, be, tok, reqs, make_runtime_policy(policy, measure, thr, spec), opt,
-                       blocks, streaming);
+            return run(
+                model, be, tok, reqs,
+                make_runtime_policy(policy, measure, thr, spec, args->str("fill", "exit-state")),
+                opt, blocks, streaming);
           };
           RunResult res = run_policy(stream);
 
@@ -371,6 +385,16 @@ int main(int argc, char** argv) {
                         << 100.0 * st.acceptance_rate() << "% of " << st.draft_tokens
                         << " drafts accepted; draft " << st.draft_time_s << " s, verify "
                         << st.verify_time_s << " s\n";
+            if (st.exit_heads || st.deferred_rows)
+              std::cerr << "[eexit] exit heads computed at " << st.exit_heads << " exit points ("
+                        << st.exit_head_rows << " rows); deferred fill: " << st.deferred_rows
+                        << " rows, " << st.deferred_layers << " layers\n";
+            if (res.adaptive)
+              std::cerr << "[eexit] adaptive: " << res.adaptive->exits_evaluated
+                        << " exit points evaluated (" << res.adaptive->chose_all
+                        << " all-confident, " << res.adaptive->chose_split << " split, "
+                        << res.adaptive->explored << " explored), " << res.adaptive->exits_skipped
+                        << " skipped as not paying\n";
             if (args->has("compare-full-depth")) {
               // Alternate full depth and the policy three times and keep each one's best time, so
               // that a burst of other load on the machine does not decide the ratio.

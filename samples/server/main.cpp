@@ -45,6 +45,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
   --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
   --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
+  --fill F                @FILLS@: K/V of skipped layers projected from
+                          the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
                           detected from tokenizer_config.json's chat_template)
   --max-batch-tokens N    rows per engine step (default 256)
@@ -69,6 +71,7 @@ std::string help_text() {
   for (auto [key, value] :
        {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
         std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
+        std::pair{std::string_view("@FILLS@"), eexit::fill_names_help()},
         std::pair{std::string_view("@DEFAULT_MODEL@"),
                   eexit::samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
@@ -108,6 +111,7 @@ int main(int argc, char** argv) {
                                        "policy",
                                        "measure",
                                        "threshold",
+                                       "fill",
                                        "chat-template",
                                        "max-batch-tokens",
                                        "max-running",
@@ -132,6 +136,7 @@ int main(int argc, char** argv) {
     try {
       policy.rule = rule_from_name(args->str("policy", "full"));
       if (args->has("measure")) policy.measure = measure_from_name(args->str("measure"));
+      if (args->has("fill")) policy.fill = fill_from_name(args->str("fill"));
     } catch (const error& e) {
       throw usage_error(std::string("--") + e.what());  // "policy: unknown policy ..."
     }

@@ -97,8 +97,15 @@ struct CountingMeasure {
 
 TEST_CASE("registry: policy and measure names round-trip to the stock types") {
   CHECK(policy_names() ==
-        std::vector<std::string_view>{"full", "all-confident", "split", "self-spec"});
-  CHECK(policy_names_help() == "full | all-confident | split | self-spec");
+        std::vector<std::string_view>{"full", "all-confident", "split", "self-spec", "adaptive"});
+  CHECK(policy_names_help() == "full | all-confident | split | self-spec | adaptive");
+  CHECK(fill_names() == std::vector<std::string_view>{"exit-state", "deferred"});
+  CHECK(fill_from_name("deferred").deferred());
+  CHECK_FALSE(fill_from_name("exit-state").deferred());
+  CHECK_THROWS_WITH_AS(fill_from_name("later"),
+                       doctest::Contains("unknown fill strategy 'later' (exit-state, deferred)"),
+                       error);
+  CHECK(make_runtime_policy("split", "max-prob", {}, {}, "deferred").fill.deferred());
   CHECK(measure_names() ==
         std::vector<std::string_view>{"max-prob", "margin", "entropy", "cosine", "classifier"});
   for (auto n : policy_names()) {
@@ -115,6 +122,7 @@ TEST_CASE("registry: policy and measure names round-trip to the stock types") {
   CHECK(std::holds_alternative<ExitWhenAllConfident>(rule_from_name("all-confident").r));
   CHECK(std::holds_alternative<ExitConfidentRows>(rule_from_name("split").r));
   CHECK(std::holds_alternative<SpeculateFromExit>(rule_from_name("self-spec").r));
+  CHECK(std::holds_alternative<AdaptiveRule>(rule_from_name("adaptive").r));
   CHECK(std::holds_alternative<Margin>(measure_from_name("margin").m));
   CHECK(std::holds_alternative<Classifier>(measure_from_name("classifier").m));
   // The static policies carry the same names as their runtime counterparts.
@@ -135,7 +143,7 @@ TEST_CASE("registry: unknown names are eexit::error naming the field and listing
   } catch (const eexit::error& e) {
     CHECK(e.where() == "policy");
     CHECK(std::string(e.what()) ==
-          "policy: unknown policy 'fastest' (full, all-confident, split, self-spec)");
+          "policy: unknown policy 'fastest' (full, all-confident, split, self-spec, adaptive)");
   }
   try {
     make_runtime_policy("split", "max_prob");

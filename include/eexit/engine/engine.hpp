@@ -18,6 +18,7 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/engine/completion.hpp"
+#include "eexit/engine/deferred_fill.hpp"
 #include "eexit/engine/layer_walk.hpp"
 #include "eexit/engine/request.hpp"
 #include "eexit/engine/scheduler.hpp"
@@ -59,6 +60,22 @@ struct EngineStats {
   std::int64_t speculative_tokens = 0;
   double draft_time_s = 0.0;
   double verify_time_s = 0.0;
+  // Exit heads: exit points where one ran over the decode rows, and the rows it ran over
+  // (a cost-model policy skips the ones that do not pay).
+  std::int64_t exit_heads = 0;
+  std::int64_t exit_head_rows = 0;
+  // Deferred fill: rows that ran an exited token's skipped layers in the next step, the
+  // layers they ran (not in decode_layers_computed), and rows dropped because their
+  // sequence finished or was preempted first.
+  std::int64_t deferred_rows = 0;
+  std::int64_t deferred_layers = 0;
+  std::int64_t deferred_dropped = 0;
+  // Tokens that left at an exit point before the last layer.
+  std::int64_t early_exits() const noexcept {
+    std::int64_t n = 0;
+    for (std::size_t e = 0; e + 1 < exit_histogram.size(); ++e) n += exit_histogram[e];
+    return n;
+  }
   double acceptance_rate() const noexcept {
     return draft_tokens ? double(accepted_drafts) / double(draft_tokens) : 0.0;
   }
@@ -86,8 +103,13 @@ class Engine {
         draft_exit_(draft_exit_of(model, spec_cfg_)),
         k_max_(draft_exit_ >= 0 ? spec_cfg_.max_draft : 0),
         sched_(cache, {opt_.max_batch_tokens, opt_.max_running}),
-        walk_(model, cache, std::size_t(opt_.max_batch_tokens + opt_.max_running * k_max_),
+        defers_(policy_defers_fill(policy_)),
+        walk_(model, cache,
+              std::size_t(opt_.max_batch_tokens + opt_.max_running * (k_max_ + int(defers_))),
               std::size_t(opt_.max_running) * std::size_t(k_max_ + 1)) {
+    if (defers_)
+      deferred_ = DeferredFill<backend_type>(model.backend(), std::size_t(opt_.max_running),
+                                             std::size_t(model.config().dim));
     if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
       draft_hidden_ = model.backend().template allocate<float>(
           std::size_t(opt_.max_running) * std::size_t(k_max_) * std::size_t(model.config().dim));
@@ -145,6 +167,12 @@ class Engine {
   Model& model() noexcept { return *model_; }
   Cache& cache() noexcept { return *cache_; }
   const EngineOptions& options() const noexcept { return opt_; }
+  // Deferred fill: the rows the next step will run (each a token that exited in this step,
+  // seq = its request id, start = the first layer it skipped).
+  const std::vector<typename DeferredFill<typename Model::backend_type>::Row>& deferred_pending()
+      const noexcept {
+    return deferred_.pending();
+  }
   // The draft exit point index while self-speculating, -1 when not.
   int draft_exit() const noexcept { return draft_exit_; }
 
@@ -231,6 +259,7 @@ class Engine {
       if (!spec_.empty()) draft();
     }
     rows_.clear();
+    if (defers_) lay_out_deferred();
     const std::int32_t base = std::int32_t(chunks.size());  // verify slots start here
     const int late = model_->exit_layers()[std::size_t(std::max(draft_exit_, 0))] + 1;
     for (std::size_t e = 0; e < spec_.size(); ++e) {  // the draft positions: from layer E+1
@@ -256,17 +285,52 @@ class Engine {
     SamplingSink sink{this, &chunks, base};
     const auto t0 = std::chrono::steady_clock::now();
     // While speculating nothing exits early: every token is verified at full depth.
+    in_walk_ = true;
+    try {
     if (k_max_ > 0)
       walk_.run(full_, rows_, sink);
     else
     walk_.run(policy_, rows_, sink);
+    } catch (...) {
+      end_walk();
+      throw;
+    }
+    end_walk();
     if (!spec_.empty()) stats_.verify_time_s += seconds_since(t0);
     const WalkStats& ws = walk_.stats();
     stats_.fill_time_s = ws.fill_time_s;
+    stats_.exit_heads = ws.exit_heads;
+    stats_.exit_head_rows = ws.exit_head_rows;
     stats_.involuntary_exits = ws.involuntary_exits;
     stats_.involuntary_stays = ws.involuntary_stays;
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);
+  }
+
+  void end_walk() {
+    in_walk_ = false;
+    for (Sequence* s : finished_in_walk_) sched_.remove(*s);
+    finished_in_walk_.clear();
+  }
+
+  // ---- deferred fill --------------------------------------------------------------------
+  // The rows that exited in the last step run their skipped layers now, first in the row
+  // order (late rows, deepest start first), from the exit states saved in deferred_h_[0].
+  // A row whose sequence finished, was aborted or was preempted since is dropped: its K/V
+  // are gone with its blocks (a preempted sequence recomputes every layer of every token).
+  void lay_out_deferred() {
+    const auto laid = deferred_.lay_out(
+        rows_, model_->config().n_layers,
+        [&](const auto& r) {
+          const auto it = seqs_.find(r.seq);
+          const Sequence* s = it == seqs_.end() ? nullptr : it->second.get();
+          return s && !s->done && s->in_cache && s->stats.preemptions == r.tag &&
+                 s->n_computed > r.pos;
+        },
+        [&](std::int64_t seq) { return cache_->block_table(seq); });
+    stats_.deferred_rows += laid.rows;
+    stats_.deferred_layers += laid.layers;
+    stats_.deferred_dropped += laid.dropped;
   }
 
   void yield(std::int32_t slot) {
@@ -462,6 +526,10 @@ class Engine {
         Sequence& s = *ch.seq;
         if (ch.decode) eng->account_decode(s, y.layer + 1);
         eng->accept(s, s.sampler.sample(y.row_logits(j)), y.exit, y.layer);
+        if (eng->defers_ && ch.decode && !s.done && y.exit + 1 < eng->model_->n_exits())
+          eng->deferred_.defer(s.id, ch.start, y.layer, s.tokens[std::size_t(ch.start)],
+                               y.hidden + j * std::size_t(eng->model_->config().dim),
+                               s.stats.preemptions);
       }
       if (verify)
         for (auto& r : eng->spec_)
@@ -488,6 +556,11 @@ class Engine {
 
   void finish(Sequence& s, finish_reason why) {
     if (s.done) return;
+    // Inside a walk the sequence's blocks stay until it ends: a late row of it (a deferred
+    // fill) may still write its K/V at a deeper layer after its decode row yielded.
+    if (in_walk_)
+      finished_in_walk_.push_back(&s);
+    else
     sched_.remove(s);
     s.mark_finished(why);
     pending_out_.push_back(s.id);
@@ -517,7 +590,11 @@ class Engine {
   int draft_exit_;  // -1: no speculation
   int k_max_;       // K, 0 without speculation
   Scheduler<Cache> sched_;
+  bool defers_;  // the policy's fill is deferred (policy_defers_fill)
   LayerWalk<Model, Cache> walk_;
+  DeferredFill<typename Model::backend_type> deferred_;  // the deferred fill's rows
+  bool in_walk_ = false;                     // the walk is running: finish() delays removal
+  std::vector<Sequence*> finished_in_walk_;  // removed from the scheduler when it ends
   WalkRows rows_;  // this step's rows (the walk compacts its decode part)
   // Self-speculation: this step's drafting rows, each chunk's row in it (-1 = none), the
   // draft passes' rows, draft scores, and (max_running, K, dim) the drafts' layer-E states.

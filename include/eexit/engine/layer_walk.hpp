@@ -20,7 +20,9 @@
 #include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
+#include "eexit/policy/cost_model.hpp"
 #include "eexit/policy/exit_rows.hpp"
+#include "eexit/policy/fill.hpp"
 
 namespace eexit {
 
@@ -149,6 +151,16 @@ struct WalkStats {
   std::int64_t involuntary_exits = 0;  // row-exit points where a row left unconfident
   std::int64_t involuntary_stays = 0;  // row-exit points where a confident row went on
   double fill_time_s = 0.0;
+  std::int64_t exit_heads = 0;      // exit points where an exit head ran over the decode rows
+  std::int64_t exit_head_rows = 0;  // rows those heads ran over
+};
+
+// A policy that learns costs: the walk times its ops (synchronizing the backend around
+// each, so only when wants_timings() says so) and hands them over when it ends.
+template <class P>
+concept policy_observes_costs = requires(P& p, const P& cp, const WalkTimings& t) {
+  { cp.wants_timings() } -> std::convertible_to<bool>;
+  p.observe(t);
 };
 
 template <class Model, class Cache>
@@ -197,6 +209,9 @@ class LayerWalk {
     model_->embed(w.tokens.data() + nl, rows - nl, x + nl * dim);
     for (std::size_t i = 0; i < nl; ++i) be.copy(w.start_hidden[i], x + i * dim, dim);
     const bool exits = pol.evaluates_exits() && w.decode.size() > 0 && n_exits > 1;
+    timings_.clear();
+    timed_ = false;
+    if constexpr (policy_observes_costs<Policy>) timed_ = pol.wants_timings();
     track_prev_ = false;
     if (exits)
       for (int e = 0; e < stop; ++e) track_prev_ |= pol.needs(e).prev_hidden;
@@ -204,15 +219,19 @@ class LayerWalk {
     std::size_t lo = nl, n_active = rows;                         // active rows: [lo, n_active)
     for (int l = 0, e = 0; l <= last_layer && n_active > 0; ++l) {
       while (lo > 0 && w.start_layer[lo - 1] <= l) --lo;
+      first_active_ = lo;
       if (n_active > lo)
-        model_->forward_layer(l, x + lo * dim, n_active - lo, w.rowkv.data() + lo, cache_->view(l),
-                              ws_);
+        timed(op_kind::layer, l, n_active - lo, [&] {
+          model_->forward_layer(l, x + lo * dim, n_active - lo, w.rowkv.data() + lo,
+                                cache_->view(l), ws_);
+        });
       if (e < stop && l == exit_layers[std::size_t(e)]) {
         if (exits && n_active > np) n_active = exit_point(pol, e, l, w, n_active, sink);
         ++e;
       }
     }
     final_head(w, n_active, stop, sink);
+    if constexpr (policy_observes_costs<Policy>) pol.observe(timings_);
   }
 
  private:
@@ -226,9 +245,24 @@ class LayerWalk {
     auto& be = model_->backend();
     float* x = backend_t::data(x_);
     float* xd = x + np * dim;  // (nd, dim) decode rows' exit hidden states
+    DecodeRows& d = w.decode;
+    if constexpr (requires(ExitPointInfo i) { pol.begin_exit(i); }) {
+      ExitPointInfo info;
+      info.exit = e;
+      info.layer = l;
+      info.n_layers = c.n_layers;
+      info.n_decode = nd;
+      info.n_active = n_active - first_active_;
+      info.n_yield = w.yield_rows.size() + nd;
+      pol.begin_exit(info);
+    }
+    // Asked after begin_exit: a rule that weighs costs has decided this exit by now.
     const ExitNeeds needs = pol.needs(e);
     const bool head = needs.scores || needs.logits_host;  // exit logits of all nd rows
-    DecodeRows& d = w.decode;
+    if (head) {
+      ++stats_.exit_heads;
+      stats_.exit_head_rows += std::int64_t(nd);
+    }
     ExitRows er;
     er.exit = e;
     er.layer = l;
@@ -236,10 +270,13 @@ class LayerWalk {
     er.n = nd;
     er.vocab = vocab;
     er.dim = dim;
-    if (head) model_->exit_logits(e, xd, nd, backend_t::data(logits_), ws_);
+    timed(op_kind::head, e, nd, [&] {
+      if (head) model_->exit_logits(e, xd, nd, backend_t::data(logits_), ws_);
+      if (needs.scores)
+        be.exit_scores(backend_t::data(logits_), nd, vocab, backend_t::data(scores_),
+                       backend_t::data(top1_));
+    });
     if (needs.scores) {
-      be.exit_scores(backend_t::data(logits_), nd, vocab, backend_t::data(scores_),
-                     backend_t::data(top1_));
       er.scores = be.host_view(backend_t::data(scores_), 3 * nd, stage_scores_);
       er.top1 = be.host_view(backend_t::data(top1_), nd, stage_top1_);
     }
@@ -272,11 +309,20 @@ class LayerWalk {
       be.gather_rows(x, leaving_.data(), nl, dim, backend_t::data(h_));
       fill_rowkv_.clear();
       for (auto r : leaving_) fill_rowkv_.push_back(w.rowkv[std::size_t(r)]);
-      const auto t0 = std::chrono::steady_clock::now();
-      model_->kv_fill(l, backend_t::data(h_), nl, fill_rowkv_.data(), *cache_, ws_);
-      stats_.fill_time_s +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (!head) model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
+      // A deferred fill leaves the skipped layers to the next step (the caller saves the
+      // exit states the sink sees and starts those rows late from them).
+      if (!policy_defers_fill(pol)) {
+        const auto t0 = std::chrono::steady_clock::now();
+        timed(op_kind::fill, e, nl, [&] {
+          model_->kv_fill(l, backend_t::data(h_), nl, fill_rowkv_.data(), *cache_, ws_);
+        });
+        stats_.fill_time_s +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      if (!head)  // the measure needed no head: the leaving rows' own, over them alone
+        timed(op_kind::head, e, nl, [&] {
+          model_->exit_logits(e, backend_t::data(h_), nl, backend_t::data(logits_), ws_);
+        });
       YieldedRows y;
       y.exit = e;
       y.layer = l;
@@ -344,7 +390,9 @@ class LayerWalk {
     if (ns == 0) return;
     auto& be = model_->backend();
     be.gather_rows(backend_t::data(x_), y_row_.data(), ns, dim, backend_t::data(h_));
-    model_->exit_logits(stop, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
+    timed(op_kind::head, stop, ns, [&] {
+      model_->exit_logits(stop, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
+    });
     for (std::size_t j = 0; j < ns; ++j) y_row_[j] = std::int32_t(j);
     YieldedRows y;
     y.exit = stop;
@@ -362,6 +410,23 @@ class LayerWalk {
     y.logits = be.host_view(backend_t::data(logits_), ns * vocab, stage_logits_);
     y.logit_row = y_row_.data();
     sink(y);
+  }
+
+  // Runs f; with timings on, times it as one op over `rows` rows (the backend synchronized
+  // before and after, so the time is the op's own on a device too).
+  template <class F>
+  void timed(op_kind k, int index, std::size_t rows, F&& f) {
+    if (!timed_) {
+      f();
+      return;
+    }
+    auto& be = model_->backend();
+    be.synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    be.synchronize();
+    timings_.add(k, index, rows,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
   // prev_h_ = n floats of backend rows at p (the states the next exit point compares with).
@@ -389,6 +454,9 @@ class LayerWalk {
   std::vector<RowKv> fill_rowkv_;                      // (leaving rows)
   std::vector<std::int32_t> y_slot_, y_row_, y_top1_;  // (yielded rows) for the sink
   WalkStats stats_;
+  WalkTimings timings_;  // this walk's timed ops, when the policy learns costs
+  bool timed_ = false;
+  std::size_t first_active_ = 0;  // rows before it have not started yet (late rows)
 };
 
 }  // namespace eexit

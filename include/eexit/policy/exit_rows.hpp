@@ -42,4 +42,18 @@ struct ExitRows {
   const float* row_threshold = nullptr;
 };
 
+// What the walk tells a policy that asks (begin_exit) as it reaches an exit point, before
+// it asks what to compute there: enough to weigh evaluating the exit against its cost.
+struct ExitPointInfo {
+  int exit = 0;   // exit point index
+  int layer = 0;  // the layer after which it sits
+  int n_layers = 0;
+  std::size_t n_decode = 0;  // active decode rows (those that may leave)
+  std::size_t n_active = 0;  // active rows in all (prefill and late rows included)
+  std::size_t n_yield = 0;   // rows the final head will read if none leaves
+  // Filled in by ExitPolicy from its measure and fill strategy:
+  bool head = true;            // evaluating needs the exit head (logits), not just states
+  bool deferred_fill = false;  // leaving rows' skipped layers run with the next step
+};
+
 }  // namespace eexit

@@ -3,9 +3,10 @@
 // server (flags and the OpenAI request's early_exit.policy) and the benchmarks map names
 // to types here, and print the lists below in their help text and errors.
 //
-//   policy  full | all-confident | split | self-spec -> AnyRule (NeverExit,
-//           ExitWhenAllConfident, ExitConfidentRows, SpeculateFromExit)
+//   policy  full | all-confident | split | self-spec | adaptive -> AnyRule (NeverExit,
+//           ExitWhenAllConfident, ExitConfidentRows, SpeculateFromExit, AdaptiveRule)
 //   measure max-prob | margin | entropy | cosine | classifier -> AnyMeasure
+//   fill    exit-state | deferred -> AnyFill (FillFromExitState, DeferredRecompute)
 //
 // The names come from each stock type's name(), listed by the variants in AnyRule and
 // AnyMeasure; a new rule or measure is one more alternative there and appears here.
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "eexit/policy/exit_policy.hpp"
+#include "eexit/policy/fill.hpp"
 #include "eexit/policy/measures.hpp"
 #include "eexit/policy/names.hpp"
 #include "eexit/policy/rules.hpp"
@@ -37,6 +39,12 @@ inline std::string policy_names_help() {
 inline std::string measure_names_help() {
   return detail::joined_names<measure_alternatives>(" | ");
 }
+inline std::vector<std::string_view> fill_names() {
+  return detail::alternative_names<AnyFill::alternatives>();
+}
+inline std::string fill_names_help() {
+  return detail::joined_names<AnyFill::alternatives>(" | ");
+}
 inline bool is_policy_name(std::string_view n) {
   const auto v = policy_names();
   return std::find(v.begin(), v.end(), n) != v.end();
@@ -49,13 +57,18 @@ inline AnyRule rule_from_name(std::string_view n) {
 inline AnyMeasure measure_from_name(std::string_view n) {
   return AnyMeasure::from_name(n);
 }
+inline AnyFill fill_from_name(std::string_view n) {
+  return AnyFill::from_name(n);
+}
 
 // A runtime policy from names: `policy` picks the batch rule ("full" computes no exit
 // heads; "self-spec" is the self-speculative decode mode, drafting as `spec` says and
-// scoring drafts with `measure`), `measure` the confidence measure.
+// scoring drafts with `measure`; "adaptive" the cost-model rule), `measure` the confidence
+// measure, `fill` how the skipped layers' K/V are written.
 inline RuntimePolicy make_runtime_policy(std::string_view policy,
                                          std::string_view measure = "max-prob",
-                                         Thresholds thresholds = {}, Speculation spec = {}) {
+                                         Thresholds thresholds = {}, Speculation spec = {},
+                                         std::string_view fill = "exit-state") {
   RuntimePolicy p;
   p.rule = rule_from_name(policy);
   if (auto* s = std::get_if<SpeculateFromExit>(&p.rule.r)) {
@@ -63,6 +76,7 @@ inline RuntimePolicy make_runtime_policy(std::string_view policy,
     s->spec = spec;
   }
   p.measure = measure_from_name(measure);
+  p.fill = fill_from_name(fill);
   p.thresholds = std::move(thresholds);
   return p;
 }

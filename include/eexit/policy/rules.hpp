@@ -8,6 +8,8 @@
 #include <variant>
 
 #include "eexit/concepts.hpp"
+#include "eexit/policy/adaptive.hpp"
+#include "eexit/policy/cost_model.hpp"
 #include "eexit/policy/names.hpp"
 #include "eexit/policy/speculation.hpp"
 
@@ -42,6 +44,39 @@ bool rule_evaluates_exits(const R& r) {
     return true;
 }
 
+// Optional members a rule may have, for rules that decide per exit point and learn costs
+// (AdaptiveRule): a rule without them evaluates every exit, applies apply(), learns nothing.
+template <class R>
+bool rule_evaluates_at(const R& r, int exit) {
+  if constexpr (requires { r.evaluates_at(exit); })
+    return bool(r.evaluates_at(exit));
+  else
+    return true;
+}
+template <class R>
+void rule_begin_exit(R& r, const ExitPointInfo& i) {
+  if constexpr (requires { r.begin_exit(i); }) r.begin_exit(i);
+}
+template <class R>
+void rule_apply_at(R& r, const ExitRows& rows, std::span<const std::uint8_t> conf,
+                   std::span<std::uint8_t> leave) {
+  if constexpr (requires { r.apply_at(rows, conf, leave); })
+    r.apply_at(rows, conf, leave);
+  else
+    r.apply(conf, leave);
+}
+template <class R>
+bool rule_wants_timings(const R& r) {
+  if constexpr (requires { r.wants_timings(); })
+    return bool(r.wants_timings());
+  else
+    return false;
+}
+template <class R>
+void rule_observe(R& r, const WalkTimings& t) {
+  if constexpr (requires { r.observe(t); }) r.observe(t);
+}
+
 // Full depth as a rule, for a policy chosen at run time (`--policy full`): no row leaves,
 // and evaluates_exits() tells the engine not to compute exit heads at all, so it costs
 // what the FullDepth policy costs.
@@ -72,8 +107,8 @@ struct SpeculateFromExit {
 // type tells the engine what it is; its name() is its name in the registry
 // (policy/registry.hpp), which lists the alternatives.
 struct AnyRule {
-  using alternatives =
-      std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows, SpeculateFromExit>;
+  using alternatives = std::variant<NeverExit, ExitWhenAllConfident, ExitConfidentRows,
+                                    SpeculateFromExit, AdaptiveRule>;
   alternatives r{};
 
   std::string_view name() const {
@@ -84,6 +119,22 @@ struct AnyRule {
   }
   void apply(std::span<const std::uint8_t> conf, std::span<std::uint8_t> leave) const {
     std::visit([&](const auto& x) { x.apply(conf, leave); }, r);
+  }
+  bool evaluates_at(int e) const {
+    return std::visit([&](const auto& x) { return rule_evaluates_at(x, e); }, r);
+  }
+  void begin_exit(const ExitPointInfo& i) {
+    std::visit([&](auto& x) { rule_begin_exit(x, i); }, r);
+  }
+  void apply_at(const ExitRows& rows, std::span<const std::uint8_t> conf,
+                std::span<std::uint8_t> leave) {
+    std::visit([&](auto& x) { rule_apply_at(x, rows, conf, leave); }, r);
+  }
+  bool wants_timings() const {
+    return std::visit([](const auto& x) { return rule_wants_timings(x); }, r);
+  }
+  void observe(const WalkTimings& t) {
+    std::visit([&](auto& x) { rule_observe(x, t); }, r);
   }
   // The self-spec alternative's drafting; off (max_draft 0) for every other rule.
   Speculation speculation() const {
@@ -103,6 +154,7 @@ struct AnyRule {
 };
 
 static_assert(batch_rule<ExitWhenAllConfident> && batch_rule<ExitConfidentRows> &&
-              batch_rule<NeverExit> && batch_rule<SpeculateFromExit> && batch_rule<AnyRule>);
+              batch_rule<NeverExit> && batch_rule<SpeculateFromExit> && batch_rule<AdaptiveRule> &&
+              batch_rule<AnyRule>);
 
 }  // namespace eexit
