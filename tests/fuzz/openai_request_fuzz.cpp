@@ -16,8 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   oa::Limits lim;
   lim.model_name = "eexit-shakespeare";
   lim.context = 256;
-  lim.server_policy = (data[0] & 2) ? eexit::serve::PolicyKind::all_confident
-                                    : eexit::serve::PolicyKind::full;
+  lim.server_policy = (data[0] & 2) ? eexit::AnyRule{eexit::ExitWhenAllConfident{}}
+                                    : eexit::AnyRule{eexit::NeverExit{}};
   nlohmann::json body;
   try {
     body = nlohmann::json::parse(data + 1, data + size);
