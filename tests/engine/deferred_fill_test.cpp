@@ -12,20 +12,15 @@
 #include <map>
 #include <vector>
 
-#include "../test_paths.hpp"
+#include "../test_models.hpp"
 #include "eexit/eexit.hpp"
 
 using namespace eexit;
 
 namespace {
 
-struct Shakespeare {
-  CpuBackend be{2};
-  LlamaModel<CpuBackend> model{be, load_model(test::source("models/eexit-shakespeare"))};
-};
-Shakespeare& sh() {
-  static Shakespeare s;
-  return s;
+test::EmbeddedModel& sh() {
+  return test::embedded_model();
 }
 
 using Cache = PagedCache<CpuBackend, 16>;

@@ -14,7 +14,7 @@
 #include <tuple>
 #include <vector>
 
-#include "../test_paths.hpp"
+#include "../test_models.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/policy/self_speculative.hpp"
 
@@ -22,24 +22,15 @@ using namespace eexit;
 
 namespace {
 
-struct Shakespeare {
-  CpuBackend be{2};
-  LlamaModel<CpuBackend> model{be, load_model(test::source("models/eexit-shakespeare"))};
-  Tokenizer tok = Tokenizer::load(test::source("models/eexit-shakespeare/tokenizer.json"));
-};
-Shakespeare& shakespeare() {
-  static Shakespeare s;
-  return s;
+test::EmbeddedModel& shakespeare() {
+  return test::embedded_model();
 }
 
 struct Stories {
   CpuBackend be{2};
-  LlamaModel<CpuBackend> model{be, [] {
-                                 auto w =
-                                     load_model(test::shared("models/stories260K/stories260K.bin"));
-                                 w.config.early_exit.exit_layers = {2};  // an exit after layer 2
-                                 return w;
-                               }()};
+  // An exit after layer 2, added as --exit-layers 2 adds it.
+  LlamaModel<CpuBackend> model{be, load_model(test::shared("models/stories260K/stories260K.bin"),
+                                              LoadOptions{.exit_layers = {2}, .weights = {}})};
 };
 Stories& stories() {
   static Stories s;
