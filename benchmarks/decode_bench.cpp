@@ -1,7 +1,7 @@
 // eexit-bench-decode: CPU decode throughput against the machine's two ceilings, in one run.
 //
 //   eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
-//                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0]
+//                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0,q8_0-f32act,q4_0-f32act]
 //                      [--baseline-threads N]
 //
 // Ceilings (OpenBLAS, --threads threads):
@@ -18,7 +18,9 @@
 // best of several runs (ceilings measured before and after the decode runs).
 // --dtypes: the same weights converted on load to each weight precision (ModelWeights::
 // convert; every run of every dtype interleaved within a batch size), tok/s and the ratio
-// to f32. Bytes per token scale with each dtype's bytes per weight.
+// to f32. Bytes per token scale with each dtype's bytes per weight. q8_0 / q4_0 run with
+// int8 activations (the backend's default); q8_0-f32act / q4_0-f32act with fp32 ones
+// (quant_act::f32: the weights dequantized into the fp32 kernel).
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
 // Fractions: batch 1 = tokens/s · bytes streamed per token / bandwidth, where bytes per
@@ -251,15 +253,19 @@ int main(int argc, char** argv) {
   };
   std::vector<Variant> variants;
   for (const std::string& name : o.dtypes) {
-    const dtype t = name == "bf16"   ? dtype::bf16
-                    : name == "f16"  ? dtype::f16
-                    : name == "q8_0" ? dtype::q8_0
-                    : name == "q4_0" ? dtype::q4_0
+    const bool f32act = name.ends_with("-f32act");
+    const std::string base = f32act ? name.substr(0, name.size() - 7) : name;
+    const dtype t = base == "bf16"   ? dtype::bf16
+                    : base == "f16"  ? dtype::f16
+                    : base == "q8_0" ? dtype::q8_0
+                    : base == "q4_0" ? dtype::q4_0
                                      : (usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
     Variant v{name, k.mat_params * double(row_bytes(t, 32)) / 32 + k.weight_bytes - 4 * k.mat_params,
-              std::make_unique<CpuBackend>(o.threads), nullptr, {}};
+              std::make_unique<CpuBackend>(o.threads, matmul_impl::invariant,
+                                           f32act ? quant_act::f32 : quant_act::int8),
+              nullptr, {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));
     variants.push_back(std::move(v));
   }
@@ -347,13 +353,13 @@ int main(int argc, char** argv) {
                 r.b.prefill_s);
   if (!variants.empty()) {
     std::printf("\nweight precisions (our kernel; bytes per step scale with the dtype):\n");
-    std::printf("%-10s %5s | %10s %8s %9s %9s | %9s\n", "variant", "batch", "tok/s", "x f32",
+    std::printf("%-12s %5s | %10s %8s %9s %9s | %9s\n", "variant", "batch", "tok/s", "x f32",
                 "of BW", "of FLOP", "prefill s");
     for (const auto& v : variants)
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const Run& r = v.best[i];
         const double fb = r.tok_s() * (v.weight_bytes / r.batch + k.kv_bytes) / bw;
-        std::printf("%-10s %5d | %10.1f %8.2f %8.1f%% %8.1f%% | %9.2f\n", v.name.c_str(), r.batch,
+        std::printf("%-12s %5d | %10.1f %8.2f %8.1f%% %8.1f%% | %9.2f\n", v.name.c_str(), r.batch,
                     r.tok_s(), r.tok_s() / rows[i].a.tok_s(), 100 * fb, 100 * frac_fl(r),
                     r.prefill_s);
       }

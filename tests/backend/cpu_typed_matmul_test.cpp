@@ -35,7 +35,10 @@ TEST_CASE(
     "invariance") {
   MESSAGE("kernel: " << std::string(eexit::detail::kernel_isa()));
   std::mt19937 rng(99);
-  eexit::CpuBackend one(1), two(2);
+  // Q8_0 / Q4_0 with fp32 activations: the path that is exact on the dequantized weights
+  // (the int8-activation default has cpu_quant_matmul_test).
+  eexit::CpuBackend one(1, eexit::matmul_impl::invariant, eexit::quant_act::f32),
+      two(2, eexit::matmul_impl::invariant, eexit::quant_act::f32);
   constexpr std::size_t M = 7;
   // K not a multiple of 16 (tails), N not a multiple of 8 (partial tiles), and a shape
   // large enough to split over two threads.

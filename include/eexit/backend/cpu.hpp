@@ -17,6 +17,7 @@
 
 #include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
+#include "eexit/backend/cpu_quant.hpp"
 #include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
@@ -26,6 +27,11 @@
 namespace eexit {
 
 enum class matmul_impl : std::uint8_t { invariant, blas };
+// Activations of a Q8_0 / Q4_0 matmul: int8 (each input row quantized once per matmul to Q8
+// blocks, integer dot products: cpu_quant.hpp; llama.cpp's choice, the default) or f32
+// (the weights dequantized to fp32 lanes, the fp32 kernel: exact on the dequantized
+// weights). Either is batch invariant; the choice is per backend, never per row count.
+enum class quant_act : std::uint8_t { int8, f32 };
 
 namespace detail {
 #ifdef EEXIT_NO_BLAS
@@ -51,8 +57,9 @@ struct CpuBackend {
   using buffer = std::vector<T>;
   static constexpr const char* name = "cpu";
 
-  explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant)
-      : pool_(n_threads), mm_(mm) {
+  explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant,
+                      quant_act qa = quant_act::int8)
+      : pool_(n_threads), mm_(mm), qa_(qa) {
     if (!detail::has_blas && mm == matmul_impl::blas)
       throw error("CpuBackend", "matmul_impl::blas needs a build with BLAS (EEXIT_WITH_BLAS=ON)");
   }
@@ -110,9 +117,9 @@ struct CpuBackend {
       case dtype::f16:
         return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
       case dtype::q8_0:
-        return matmul_t(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
+        return matmul_q(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
       case dtype::q4_0:
-        return matmul_t(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
+        return matmul_q(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
       case dtype::f32:
         break;
     }
@@ -289,6 +296,29 @@ struct CpuBackend {
     });
   }
 
+  // Q8_0 / Q4_0 weights (in a multiple of 32): int8 activations unless the backend was
+  // made with quant_act::f32. x is quantized once into qx_ / qd_, which grow only when a
+  // larger (rows, in) than any before arrives (the first step of the largest batch).
+  template <class W>
+  void matmul_q(const float* x, std::size_t rows, std::size_t in, const W* w, std::size_t out,
+                float* y, const float* bias) {
+    if (qa_ == quant_act::f32) return matmul_t(x, rows, in, w, out, y, bias);
+    const std::size_t nb = in / 32;
+    if (qx_.size() < rows * in) qx_.resize(rows * in);
+    if (qd_.size() < rows * nb) qd_.resize(rows * nb);
+    std::int8_t* qx = qx_.data();
+    float* qd = qd_.data();
+    pool_.parallel_for_work(rows, 4 * in, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r)
+        detail::quantize_row_q8(x + r * in, in, qx + r * in, qd + r * nb);
+    });
+    constexpr std::size_t g = 8;
+    const std::size_t groups = (out + g - 1) / g;
+    pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
+      detail::matmul_q8act(qx, qd, rows, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
+    });
+  }
+
   // f(i) for i in [0, n), in parallel chunks of whole 16-element blocks when n pays for it.
   template <class F>
   void elementwise(std::size_t n, std::size_t work_per_elem, F&& f) {
@@ -302,6 +332,9 @@ struct CpuBackend {
 
   ThreadPool pool_;
   matmul_impl mm_;
+  quant_act qa_;
+  std::vector<std::int8_t> qx_;  // (rows, in) the quantized activations of a Q8_0/Q4_0 matmul
+  std::vector<float> qd_;        // (rows, in / 32) their block scales
 };
 
 }  // namespace eexit

@@ -1,0 +1,170 @@
+// The Q8_0 / Q4_0 matmul with int8 activations (cpu_quant.hpp): against a float64 reference
+// over the dequantized weights and the dequantized Q8 activations, bitwise equal across its
+// scalar / AVX2 / AVX-512 VNNI variants, and batch invariant (rows alone or batched, 1 or 2
+// threads). The fp32-activation path keeps its own tests (cpu_typed_matmul_test).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "eexit/backend/cpu.hpp"
+#include "eexit/model/weights.hpp"
+
+using eexit::detail::quant_isa;
+
+namespace {
+
+std::vector<float> random(std::mt19937& rng, std::size_t n) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& e : v) e = u(rng);
+  return v;
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Restores the automatic choice even when a check fails.
+struct ForceIsa {
+  explicit ForceIsa(quant_isa t) { eexit::detail::quant_isa_override() = t; }
+  ~ForceIsa() { eexit::detail::quant_isa_override() = quant_isa::best; }
+};
+
+struct Case {
+  std::size_t M, N, K;
+  std::vector<float> x, bias;
+  eexit::Weight w;
+};
+
+std::vector<float> run(eexit::CpuBackend& be, const Case& c, eexit::dtype t) {
+  std::vector<float> y(c.M * c.N);
+  be.matmul(c.x.data(), c.M, c.K, eexit::WeightView(t, c.w.bytes()), c.N, y.data(), c.bias.data());
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("activation rows quantize to Q8 blocks within half a step") {
+  std::mt19937 rng(1);
+  auto x = random(rng, 32 * 8);
+  for (std::size_t j = 0; j < 32; ++j) x[32 + j] = 0.0f;  // an all-zero block: scale 0
+  x[70] = 5.0f;                                           // one block with an outlier
+  std::vector<std::int8_t> q(x.size());
+  std::vector<float> d(x.size() / 32);
+  eexit::detail::quantize_row_q8(x.data(), x.size(), q.data(), d.data());
+  CHECK(d[1] == 0.0f);
+  CHECK(q[70] == 127);
+  for (std::size_t b = 0; b < d.size(); ++b) {
+    float amax = 0.0f;
+    for (std::size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
+    CHECK(d[b] == amax / 127.0f);
+    for (std::size_t j = 0; j < 32; ++j) {
+      CHECK(std::abs(int(q[32 * b + j])) <= 127);
+      CHECK(std::fabs(double(x[32 * b + j]) - double(d[b]) * q[32 * b + j]) <=
+            0.5 * double(d[b]) * (1 + 1e-6));
+    }
+  }
+}
+
+TEST_CASE("int8-activation Q8_0 / Q4_0 matmul: float64 reference, variants bitwise equal") {
+  std::mt19937 rng(7);
+  eexit::CpuBackend be(1);  // quant_act::int8 is the default
+  std::vector<quant_isa> isas = {quant_isa::scalar};
+  for (const quant_isa t : {quant_isa::avx2, quant_isa::vnni}) {
+    if (eexit::detail::cpu_has_quant_isa(t))
+      isas.push_back(t);
+    else
+      MESSAGE(std::string(eexit::detail::quant_isa_name(t)) << " not on this CPU: not compared");
+  }
+  MESSAGE("automatic choice: " << std::string(
+              eexit::detail::quant_isa_name(eexit::detail::quant_isa_now())));
+  for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0}) {
+    CAPTURE(eexit::dtype_name(t));
+    double worst = 0.0;  // error / bound
+    std::size_t mismatched = 0;
+    // Rows 1..17 (partial row tiles of 4), odd output counts (partial tiles of 4 and 2).
+    for (std::size_t M = 1; M <= 17; ++M)
+      for (const auto& [n_out, k_in] :
+           std::vector<std::pair<std::size_t, std::size_t>>{{1, 32}, {7, 96}, {37, 288}}) {
+        const std::size_t N = n_out, K = k_in;  // (doctest's CAPTURE takes no bindings)
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(K);
+        Case c{M,
+               N,
+               K,
+               random(rng, M * K),
+               random(rng, N),
+               eexit::Weight(random(rng, N * K)).converted(t)};
+        if (M == 5) std::fill_n(c.x.begin() + 32, 32, 0.0f);  // a zero activation block
+        const std::vector<float> wr = c.w.to_f32();           // the dequantized weights
+        std::vector<std::int8_t> xq(M * K);
+        std::vector<float> xd(M * K / 32);
+        for (std::size_t m = 0; m < M; ++m)
+          eexit::detail::quantize_row_q8(c.x.data() + m * K, K, xq.data() + m * K,
+                                         xd.data() + m * K / 32);
+        std::vector<float> y0;
+        for (const quant_isa isa : isas) {
+          ForceIsa force(isa);
+          const auto y = run(be, c, t);
+          if (y0.empty())
+            y0 = y;
+          else
+            mismatched += !bitwise_equal(y, y0);
+        }
+        // The integer block sums are exact, so the only error is fp32 rounding: per lane nb
+        // fused multiply-adds plus the rounding of dw * dx, 3 reduction adds and the bias
+        // add, i.e. at most (nb + 5) u · sum |x·w| (u = 2^-24) to first order.
+        const double bound = double(K / 32 + 5) * std::ldexp(1.0, -24);
+        for (std::size_t m = 0; m < M; ++m)
+          for (std::size_t n = 0; n < N; ++n) {
+            double ref = c.bias[n], mag = std::fabs(double(c.bias[n]));
+            for (std::size_t k = 0; k < K; ++k) {
+              const double xv = double(xd[m * K / 32 + k / 32]) * xq[m * K + k];
+              ref += xv * double(wr[n * K + k]);
+              mag += std::fabs(xv * double(wr[n * K + k]));
+            }
+            worst = std::max(worst, std::fabs(double(y0[m * N + n]) - ref) / (mag * bound));
+          }
+      }
+    MESSAGE(eexit::dtype_name(t) << " int8 matmul vs float64: max error / bound " << worst);
+    CHECK(worst <= 1.0);
+    CHECK(mismatched == 0);
+  }
+}
+
+TEST_CASE("int8-activation Q8_0 / Q4_0 matmul is batch invariant over rows and threads") {
+  std::mt19937 rng(11);
+  eexit::CpuBackend one(1), two(2);
+  constexpr std::size_t N = 261, K = 1024;  // large enough for two threads to split
+  for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0}) {
+    CAPTURE(eexit::dtype_name(t));
+    const auto x = random(rng, 16 * K), bias = random(rng, N);
+    const eexit::Weight w = eexit::Weight(random(rng, N * K)).converted(t);
+    const eexit::WeightView wv(t, w.bytes());
+    // Each row alone on one thread is the reference.
+    std::vector<float> alone(16 * N);
+    for (std::size_t m = 0; m < 16; ++m)
+      one.matmul(x.data() + m * K, 1, K, wv, N, alone.data() + m * N, bias.data());
+    std::size_t bad = 0;
+    for (eexit::CpuBackend* be : {&one, &two})
+      for (const std::size_t rows : {1, 3, 16})
+        for (std::size_t m0 = 0; m0 + rows <= 16; m0 += rows) {
+          std::vector<float> y(rows * N);
+          be->matmul(x.data() + m0 * K, rows, K, wv, N, y.data(), bias.data());
+          bad += std::memcmp(y.data(), alone.data() + m0 * N, y.size() * sizeof(float)) != 0;
+        }
+    CHECK(bad == 0);
+    // And the int8 path really differs from the fp32-activation one (it quantizes x).
+    eexit::CpuBackend f32act(1, eexit::matmul_impl::invariant, eexit::quant_act::f32);
+    std::vector<float> yf(N);
+    f32act.matmul(x.data(), 1, K, wv, N, yf.data(), bias.data());
+    CHECK(std::memcmp(yf.data(), alone.data(), N * sizeof(float)) != 0);
+  }
+}
