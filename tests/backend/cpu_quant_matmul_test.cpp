@@ -88,7 +88,8 @@ TEST_CASE("int8-activation Q8_0 / Q4_0 matmul: float64 reference, variants bitwi
     CAPTURE(eexit::dtype_name(t));
     double worst = 0.0;  // error / bound
     std::size_t mismatched = 0;
-    // Rows 1..17 (partial row tiles of 4), odd output counts (partial tiles of 4 and 2).
+    // Rows 1..17 (partial row tiles of 4), odd output counts (partial tiles of 8, 4 and 2),
+    // odd and even block counts (a last block without a pair).
     for (std::size_t M = 1; M <= 17; ++M)
       for (const auto& [n_out, k_in] :
            std::vector<std::pair<std::size_t, std::size_t>>{{1, 32}, {7, 96}, {37, 288}}) {

@@ -3,25 +3,31 @@
 // once per matmul to Q8 blocks (32 values, an fp32 scale dx = max|x| / 127, values
 // round-to-nearest-even of x / dx in [-127, 127]; llama.cpp stores that scale in fp16, we
 // keep fp32: it costs nothing here and removes one rounding). A weight block (scale dw) and
-// an activation block then give 8 exact int32 partial sums, lane l covering elements
-// 4l..4l+3, and every output element is, in this fixed order whatever the batch size, the
-// tile or the thread (DESIGN.md §3 batch invariance):
-//     acc[l] = fma(float(p[b][l]), dw[b] * dx[b], acc[l])    for blocks b = 0, 1, ... in k order
-//     y = ((acc0 + acc4) + (acc2 + acc6)) + ((acc1 + acc5) + (acc3 + acc7))  (+ bias)
+// an activation block then give 8 exact int32 partial sums p[b][l], lane l covering
+// elements 4l..4l+3, and every output element is, in this fixed order whatever the batch
+// size, the tile or the thread (DESIGN.md §3 batch invariance), with 16 fp32 lanes
+// (even blocks in lanes 0-7, odd blocks in lanes 8-15: one AVX-512 register holds a pair):
+//     a[8 (b & 1) + l] = fma(float(p[b][l]), dw[b] * dx[b], a[8 (b & 1) + l])  for b in k order
+//     t[l] = a[l] + a[l + 8];  y = ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7))  (+ bias)
 // The integer sums are exact however they are formed, so the scalar, AVX2
-// (vpmaddubsw + vpmaddwd) and AVX-512 VNNI (vpdpbusd) variants give the same bits; which
-// one runs is chosen at run time by CPUID (the installed headers assume no -march flags).
+// (vpmaddubsw + vpmaddwd, 8 lanes, two accumulators) and AVX-512 VNNI (vpdpbusd, 16 lanes)
+// variants give the same bits; which one runs is chosen at run time by CPUID (the
+// installed headers assume no -march flags: each variant is compiled under a target pragma).
 //
 // u8 x s8 products: vpdpbusd and vpmaddubsw multiply unsigned by signed bytes (Zen 4 has
-// no vpdpbssd, that is AVX-VNNI-INT8). We use the sign trick: |w| (unsigned) times x with
-// w's sign. |w| <= 128 and |x| <= 127, so a vpmaddubsw pair sum stays below 2^15 and never
-// saturates; Q4_0 first turns its nibbles into signed q - 8 in [-8, 7].
+// no vpdpbssd, that is AVX-VNNI-INT8). AVX2 uses the sign trick, |w| (unsigned) times x
+// with w's sign: |w| <= 128 and |x| <= 127, so a vpmaddubsw pair sum stays below 2^15 and
+// never saturates (Q4_0 first turns its nibbles into q - 8 in [-8, 7]). VNNI, which sums
+// 4 products into int32 and cannot saturate, uses offsets instead, one instruction less:
+// (w + 128) · x - 128 · Σx for Q8_0, q · x - 8 · Σx for Q4_0's unsigned nibbles q, with the
+// offset terms from one vpdpbusd per activation block (shared by every output).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "eexit/backend/cpu_kernels.hpp"  // block_q8_0, block_q4_0, f16_scale
 
@@ -112,27 +118,30 @@ inline int q_weight(const block_q4_0& b, std::size_t j) noexcept {
   return (j < 16 ? (b.qs[j] & 15) : (b.qs[j - 16] >> 4)) - 8;
 }
 
-// The fixed reduction of the 8 lane accumulators (see the header comment).
-inline float q_hsum8(const float* a) noexcept {
-  const float t0 = a[0] + a[4], t1 = a[1] + a[5], t2 = a[2] + a[6], t3 = a[3] + a[7];
-  return (t0 + t2) + (t1 + t3);
+// The fixed reduction of the 8 lanes t (see the header comment).
+inline float q_hsum8(const float* t) noexcept {
+  const float u0 = t[0] + t[4], u1 = t[1] + t[5], u2 = t[2] + t[6], u3 = t[3] + t[7];
+  return (u0 + u2) + (u1 + u3);
 }
 
 // The scalar variant, and the definition of the arithmetic: one output element.
 template <class W>
 inline float q_dot_scalar(const std::int8_t* xq, const float* xd, const W* w,
                           std::size_t nb) noexcept {
-  float acc[8] = {};
+  float a[16] = {};
   for (std::size_t b = 0; b < nb; ++b) {
     const float s = f16_scale(w[b].d) * xd[b];
     const std::int8_t* x = xq + 32 * b;
+    float* ab = a + 8 * (b & 1);
     for (std::size_t l = 0; l < 8; ++l) {
       std::int32_t p = 0;
       for (std::size_t e = 4 * l; e < 4 * l + 4; ++e) p += q_weight(w[b], e) * x[e];
-      acc[l] = std::fma(float(p), s, acc[l]);
+      ab[l] = std::fma(float(p), s, ab[l]);
     }
   }
-  return q_hsum8(acc);
+  float t[8];
+  for (std::size_t l = 0; l < 8; ++l) t[l] = a[l] + a[l + 8];
+  return q_hsum8(t);
 }
 
 template <class W>
@@ -151,21 +160,232 @@ inline void matmul_q8act_scalar(const std::int8_t* xq, const float* xd, std::siz
 }  // namespace eexit::detail
 
 #if defined(EEXIT_QUANT_X86)
-// The SIMD variants: one body (cpu_quant_simd.inl) compiled twice, for AVX2 and for
-// AVX-512 VNNI, each under its own target pragma so that no -march flag is needed.
+// The SIMD variants, each in a region compiled for its target (templates included).
+#define EEXIT_QUANT_PRAGMA(x) _Pragma(#x)
+#define EEXIT_QUANT_PRAGMA_X(x) EEXIT_QUANT_PRAGMA(x)
+#if defined(__clang__)
+#define EEXIT_QUANT_TARGET_BEGIN(t) \
+  EEXIT_QUANT_PRAGMA_X(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define EEXIT_QUANT_TARGET_END _Pragma("clang attribute pop")
+#else
+#define EEXIT_QUANT_TARGET_BEGIN(t) _Pragma("GCC push_options") EEXIT_QUANT_PRAGMA_X(GCC target(t))
+#define EEXIT_QUANT_TARGET_END _Pragma("GCC pop_options")
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 flags the _mm512_undefined_* inside AVX-512 casts and extracts as (possibly)
+// uninitialised, a false positive of its own headers (as in cpu_kernels.hpp).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-#define EEXIT_QUANT_NS avx2q
-#define EEXIT_QUANT_TARGET "avx2,fma,f16c"
-#define EEXIT_QUANT_DOT(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-#include "eexit/backend/cpu_quant_simd.inl"
-#define EEXIT_QUANT_NS vnniq
-#define EEXIT_QUANT_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-#define EEXIT_QUANT_DOT(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
-#include "eexit/backend/cpu_quant_simd.inl"
+EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c")
+namespace eexit::detail::avx2q {
+
+// A weight block as 32 signed bytes in element order.
+inline __m256i wbytes(const block_q8_0& b) noexcept {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+}
+inline __m256i wbytes(const block_q4_0& b) noexcept {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i m = _mm_set1_epi8(15);
+  const __m128i lo = _mm_and_si128(raw, m), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
+  return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+
+// q_hsum8 on a register: lanes i + i+4, then i + i+2, then 0 + 1.
+inline float hsum8(__m256 v) noexcept {
+  const __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+}
+
+// Block b of MR rows x NR outputs into acc (the even or the odd lanes).
+template <std::size_t MR, std::size_t NR, class W>
+inline void block(const std::int8_t* xq, const float* xd, const W* wr, std::size_t K, std::size_t b,
+                  __m256 (&acc)[MR][NR]) noexcept {
+  const std::size_t nb = K / 32;
+  __m256i wu[NR], ws[NR];
+  float dw[NR];
+  for (std::size_t j = 0; j < NR; ++j) {
+    const W& blk = wr[j * nb + b];
+    ws[j] = wbytes(blk);
+    wu[j] = _mm256_abs_epi8(ws[j]);
+    dw[j] = _cvtsh_ss(blk.d);
+  }
+  for (std::size_t i = 0; i < MR; ++i) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * K + 32 * b));
+    const float dx = xd[i * nb + b];
+    for (std::size_t j = 0; j < NR; ++j) {
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wu[j], _mm256_sign_epi8(xv, ws[j])),
+                                          _mm256_set1_epi16(1));
+      acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
+    }
+  }
+}
+
+// MR rows x NR outputs at output n: the weight blocks are loaded once for all MR rows.
+template <std::size_t MR, std::size_t NR, class W>
+inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t K, std::size_t n,
+                 float* y, std::size_t ldy, const float* bias) noexcept {
+  const std::size_t nb = K / 32;
+  __m256 even[MR][NR], odd[MR][NR];
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) even[i][j] = odd[i][j] = _mm256_setzero_ps();
+  const W* wr = w + n * nb;
+  std::size_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    block<MR, NR>(xq, xd, wr, K, b, even);
+    block<MR, NR>(xq, xd, wr, K, b + 1, odd);
+  }
+  if (b < nb) block<MR, NR>(xq, xd, wr, K, b, even);
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) {
+      float s = hsum8(_mm256_add_ps(even[i][j], odd[i][j]));
+      if (bias) s += bias[n + j];
+      y[i * ldy + n + j] = s;
+    }
+}
+
+}  // namespace eexit::detail::avx2q
+EEXIT_QUANT_TARGET_END
+
+EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+namespace eexit::detail::vnniq {
+
+// Blocks b and b + 1 (or b alone: the upper half zero) of one weight row as unsigned bytes
+// in element order, and the offset that makes them signed.
+inline __m512i wpair(const block_q8_0* b, bool two) noexcept {
+  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+  const __m256i hi =
+      two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)) : _mm256_setzero_si256();
+  return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                          _mm512_set1_epi8(char(0x80)));
+}
+inline __m512i wpair(const block_q4_0* b, bool two) noexcept {
+  const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs));
+  const __m128i r1 =
+      two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)) : _mm_setzero_si128();
+  const __m256i raw = _mm256_set_m128i(r1, r0), m = _mm256_set1_epi8(15);
+  const __m256i lo = _mm256_and_si256(raw, m), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m);
+  // [lo0 lo1 hi0 hi1] -> [lo0 hi0 lo1 hi1] (128-bit lanes): elements 0-31 of b, then of b + 1
+  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+template <class W>
+inline constexpr char woffset = std::is_same_v<W, block_q8_0> ? char(0x80) : char(8);
+
+// v[0] in lanes 0-7, v[1] in lanes 8-15 (one permute: cheaper than two broadcasts).
+inline __m512 pair_ps(__m128 v) noexcept {
+  const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
+}
+// The scales of blocks b and b + 1 (or 0) of a weight row, and of an activation row.
+template <class W>
+inline __m512 wscale_pair(const W* b, bool two) noexcept {
+  const std::uint32_t h = std::uint32_t(b[0].d) | (two ? std::uint32_t(b[1].d) << 16 : 0u);
+  return pair_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(int(h))));
+}
+inline __m512 xscale_pair(const float* d, bool two) noexcept {
+  return pair_ps(two ? _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(d)))
+                     : _mm_load_ss(d));
+}
+
+template <std::size_t MR, std::size_t NR, class W>
+inline void pair(const std::int8_t* xq, const float* xd, const W* wr, std::size_t K, std::size_t b,
+                 bool two, __m512 (&acc)[MR][NR]) noexcept {
+  const std::size_t nb = K / 32;
+  __m512i wu[NR];
+  __m512 dw[NR];
+  for (std::size_t j = 0; j < NR; ++j) {
+    const W* blk = wr + j * nb + b;
+    wu[j] = wpair(blk, two);
+    dw[j] = wscale_pair(blk, two);
+  }
+  for (std::size_t i = 0; i < MR; ++i) {
+    const __m512i xv =
+        _mm512_maskz_loadu_epi8(two ? ~__mmask64(0) : __mmask64(0xFFFFFFFF), xq + i * K + 32 * b);
+    // -offset * (sum of each 4 activations): the correction every output of this row shares
+    const __m512i corr = _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(woffset<W>), xv));
+    const __m512 dx = xscale_pair(xd + i * nb + b, two);
+    for (std::size_t j = 0; j < NR; ++j) {
+      const __m512i p = _mm512_dpbusd_epi32(corr, wu[j], xv);
+      acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[j], dx), acc[i][j]);
+    }
+  }
+}
+
+template <std::size_t MR, std::size_t NR, class W>
+inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t K, std::size_t n,
+                 float* y, std::size_t ldy, const float* bias) noexcept {
+  const std::size_t nb = K / 32;
+  __m512 acc[MR][NR];
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  const W* wr = w + n * nb;
+  std::size_t b = 0;
+  for (; b + 2 <= nb; b += 2) pair<MR, NR>(xq, xd, wr, K, b, true, acc);
+  if (b < nb) pair<MR, NR>(xq, xd, wr, K, b, false, acc);
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) {
+      const __m256 t =
+          _mm256_add_ps(_mm512_castps512_ps256(acc[i][j]),
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j]), 1)));
+      float s = avx2q::hsum8(t);
+      if (bias) s += bias[n + j];
+      y[i * ldy + n + j] = s;
+    }
+}
+
+}  // namespace eexit::detail::vnniq
+EEXIT_QUANT_TARGET_END
+
+// The loops over rows and outputs, the same for both variants: each group of weight rows
+// is used by every row while it is in L1 (the quantized rows x, M * K bytes, stay in L2),
+// so W streams from memory once whatever M.
+#define EEXIT_QUANT_LOOPS(NS, TARGET, NR1, NRM)                                               \
+  EEXIT_QUANT_TARGET_BEGIN(TARGET)                                                            \
+  namespace eexit::detail::NS {                                                               \
+  template <std::size_t NR, class W>                                                          \
+  inline void column(const std::int8_t* xq, const float* xd, std::size_t M, const W* w,       \
+                     std::size_t K, std::size_t n, float* y, std::size_t ldy,                 \
+                     const float* bias) noexcept {                                            \
+    const std::size_t nb = K / 32;                                                            \
+    std::size_t m = 0;                                                                        \
+    for (; m + 4 <= M; m += 4)                                                                \
+      tile<4, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);                  \
+    switch (M - m) {                                                                          \
+      case 3:                                                                                 \
+        return tile<3, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
+      case 2:                                                                                 \
+        return tile<2, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
+      case 1:                                                                                 \
+        return tile<1, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
+      default:                                                                                \
+        return;                                                                               \
+    }                                                                                         \
+  }                                                                                           \
+  template <class W>                                                                          \
+  inline void matmul_q8act(const std::int8_t* xq, const float* xd, std::size_t M, const W* w, \
+                           std::size_t K, std::size_t n0, std::size_t n1, float* y,           \
+                           std::size_t ldy, const float* bias) noexcept {                     \
+    std::size_t n = n0;                                                                       \
+    if (M == 1)                                                                               \
+      for (; n + NR1 <= n1; n += NR1) column<NR1>(xq, xd, M, w, K, n, y, ldy, bias);          \
+    else                                                                                      \
+      for (; n + NRM <= n1; n += NRM) column<NRM>(xq, xd, M, w, K, n, y, ldy, bias);          \
+    for (; n < n1; ++n) column<1>(xq, xd, M, w, K, n, y, ldy, bias);                          \
+  }                                                                                           \
+  }                                                                                           \
+  EEXIT_QUANT_TARGET_END
+// AVX2 has 16 registers: 1 x 4 or 4 x 2 tiles (two accumulators each); VNNI has 32: 1 x 8
+// (decode: 8 weight rows stream at once) or 4 x 4.
+EEXIT_QUANT_LOOPS(avx2q, "avx2,fma,f16c", 4, 2)
+EEXIT_QUANT_LOOPS(vnniq, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", 8, 4)
+#undef EEXIT_QUANT_LOOPS
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
