@@ -267,10 +267,11 @@ inline __m512i wpair(const block_q4_0* b, bool two) noexcept {
   const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs));
   const __m128i r1 =
       two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)) : _mm_setzero_si128();
-  const __m256i raw = _mm256_set_m128i(r1, r0), m = _mm256_set1_epi8(15);
-  const __m256i lo = _mm256_and_si256(raw, m), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m);
+  const __m256i raw = _mm256_set_m128i(r1, r0);
   // [lo0 lo1 hi0 hi1] -> [lo0 hi0 lo1 hi1] (128-bit lanes): elements 0-31 of b, then of b + 1
-  const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  const __m512i z = _mm512_and_si512(
+      _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1),
+      _mm512_set1_epi8(15));
   return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
 }
 template <class W>
