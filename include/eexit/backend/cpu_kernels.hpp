@@ -177,7 +177,9 @@ inline vacc wload(const f16_t* p) noexcept {
 // llama.cpp's block layouts (ggml-common.h): 32 weights a block, an fp16 scale d.
 // Q8_0: w[i] = d * qs[i]. Q4_0: w[i] = d * ((qs[i] & 15) - 8) and w[i + 16] = d * ((qs[i]
 // >> 4) - 8) for i < 16. Both products are exact in fp32 (11-bit scale times a 4- or 8-bit
-// integer), so a quantized matmul is the fp32 kernel on the dequantized weights, bit for bit.
+// integer), so a quantized matmul here (fp32 activations: CpuBackend's quant_act::f32) is the
+// fp32 kernel on the dequantized weights, bit for bit. The default for these types, int8
+// activations and integer block dot products, is cpu_quant.hpp.
 struct block_q8_0 {
   std::uint16_t d;
   std::int8_t qs[32];
