@@ -30,6 +30,7 @@ x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
 """
 import argparse
 import json
+import mmap
 import os
 import struct
 import sys
@@ -40,12 +41,14 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 _SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i",
            T_F32: "<f", T_BOOL: "<?", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 G_F32, G_F16, G_Q4_0, G_Q8_0, G_BF16 = 0, 1, 2, 8, 30
-_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18)}
+_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18), 12: (256, 144)}  # 12 = Q4_K
 
 
 class Reader:
     def __init__(self, path):
-        self.b = open(path, "rb").read()
+        # Mapped, and tensors are views into the map: a multi-GB file is not copied.
+        with open(path, "rb") as f:
+            self.b = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.p = 0
         assert self.b[:4] == b"GGUF", "not GGUF"
         self.p = 4
@@ -67,11 +70,10 @@ class Reader:
             ne = [self._u("<Q") for _ in range(nd)]
             infos.append((name, ne, self._u("<I"), self._u("<Q")))
         data = (self.p + self.align - 1) // self.align * self.align
-        self.tensors = []  # (name, ne, ggml type, raw bytes)
+        self.tensors = []  # (name, ne, ggml type, raw bytes: a memoryview of the map)
+        view = memoryview(self.b)
         for name, ne, t, off in infos:
-            blck, size = _GEOM[t]
-            n = int(np.prod(ne))
-            self.tensors.append((name, ne, t, self.b[data + off: data + off + n // blck * size]))
+            self.tensors.append((name, ne, t, view[data + off: data + off + n_bytes(t, ne)]))
 
     def _u(self, fmt):
         v = struct.unpack_from(fmt, self.b, self.p)[0]
