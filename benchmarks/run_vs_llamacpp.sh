@@ -16,7 +16,13 @@
 #   --gate-tokens N       greedy tokens compared before timing (default 32)
 #   --1b                  also the 1B shape (GQA 32/8; f32,bf16,q8_0,q4_0 at batch 1,16)
 #   --skip-110m           only the 1B shape (with --1b)
-#   env LLAMACPP_ARGS     extra llama-batched-bench arguments (e.g. "-ctk f32 -ctv f32")
+#   env LLAMACPP_ARGS     extra llama-batched-bench / llama-completion arguments
+#                         (e.g. "-ctk f32 -ctv f32 -fa off")
+#   env OMP_WAIT_POLICY   passive: on a SHARED machine, set it. llama.cpp's OpenMP build
+#                         spins at every op's barrier; when another process holds one of
+#                         the 2 cores that costs it 5-10x at batch 1 (measured: 110M f32
+#                         decode 4.8-7.8 tok/s spinning, 46-47 passive, at load 5). Ours
+#                         yields. On a quiet machine leave it unset (llama.cpp's default).
 #
 # Making a llama.cpp build (outside this repository; nothing of it is committed). From a
 # checkout of ggml-org/llama.cpp (measured at upstream commit 3a92bc99d, 2026-05-16):
@@ -118,14 +124,18 @@ work=${work:-$eexit_build/vs-llamacpp}
 mkdir -p "$work"
 out=$work/results-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
-lcpp_version=$("$llama_build/bin/llama-batched-bench" --version 2>&1 | grep -m1 version || true)
+# llama.cpp's commit: its git checkout, or an UPSTREAM_COMMIT file in an extracted tree.
+lcpp_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$llama_build/CMakeCache.txt" 2>/dev/null || true)
+lcpp_version=$(git -C "${lcpp_src:-/nonexistent}" rev-parse --short HEAD 2>/dev/null ||
+  cat "$lcpp_src/UPSTREAM_COMMIT" 2>/dev/null || echo unknown)
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)," \
     "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-  echo "llama.cpp: $lcpp_version (build $llama_build)"
+  echo "llama.cpp: commit $lcpp_version (build $llama_build; $(grep -c '^GGML_OPENMP:BOOL=ON' "$llama_build/CMakeCache.txt" 2>/dev/null | sed 's/1/OpenMP/;s/0/no OpenMP/'))"
   echo "eexit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (modified)')"
-  echo "threads $threads, prompt $prompt, new $n_new, reps $reps, LLAMACPP_ARGS='${LLAMACPP_ARGS:-}'"
+  echo "threads $threads, prompt $prompt, new $n_new, reps $reps, LLAMACPP_ARGS='${LLAMACPP_ARGS:-}'," \
+    "OMP_WAIT_POLICY='${OMP_WAIT_POLICY:-}'"
 } | tee "$out/meta.txt"
 
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
