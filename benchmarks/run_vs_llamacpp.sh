@@ -117,7 +117,8 @@ for t in "$bench" "$gen"; do
 done
 vocab=$root/../shared/models/tokenizers/ggml-vocab-llama-spm.gguf
 [ -f "$vocab" ] || die "$vocab is missing (the llama SPM vocabulary the models borrow)"
-"$python" -c "import numpy" 2>/dev/null || die "$python has no numpy (set EEXIT_PYTHON)"
+"$python" -c "import numpy, torch" 2>/dev/null ||
+  die "$python lacks numpy or torch (the model tool and the reference need them; set EEXIT_PYTHON)"
 [ "$with_110m" = 1 ] || [ "$with_1b" = 1 ] || die "--skip-110m without --1b: nothing to run"
 
 work=${work:-$eexit_build/vs-llamacpp}
@@ -184,8 +185,9 @@ gate() {
     >"$g.llama.txt" 2>"$g.llama.log" || die "llama-completion failed on $f: see $g.llama.log"
   "$gen" --model "$f" --prompt "$gate_prompt" --max-tokens "$n" --threads "$threads" \
     --json >"$g.eexit.json" 2>"$g.eexit.log" || die "eexit-generate failed on $f: see $g.eexit.log"
+  # The reference of the F32 file, kept beside it (made again when the file is newer).
   local ref=$work/reference-$shape-$n.json
-  if [ ! -s "$ref" ]; then
+  if [ ! -s "$ref" ] || [ "$(model "$shape" f32)" -nt "$ref" ]; then
     echo "float64 reference (tools/reference_forward.py) of $shape, $n tokens ..." >&2
     # shellcheck disable=SC2046
     "$python" "$root/tools/reference_forward.py" "$(model "$shape" f32)" --greedy "$n" \
