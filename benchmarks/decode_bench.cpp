@@ -1,8 +1,12 @@
 // eexit-bench-decode: CPU decode throughput against the machine's two ceilings, in one run.
 //
-//   eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
+//   eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
 //                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0,q8_0-f32act,q4_0-f32act]
-//                      [--baseline-threads N]
+//                      [--baseline-threads N] [--no-blas]
+//
+// MODEL: anything load_model reads (a HF directory, a llama2.c .bin, a GGUF file); the
+// weights keep the file's precision (a Q4_0 GGUF decodes as Q4_0), and bytes per token
+// are those of the stored tensors.
 //
 // Ceilings (OpenBLAS, --threads threads):
 //   bandwidth: cblas_sgemv over a 1 GiB matrix (far beyond the caches), best of --reps,
@@ -14,8 +18,9 @@
 // each request's first token) and every later step decodes exactly B rows. Decode tokens/s
 // = tokens of the steps after the prefill step / their wall time (sampling included).
 // The same is run with CpuBackend(threads, matmul_impl::blas) (OpenBLAS sgemm): "ours vs
-// OpenBLAS" is the ratio of decode tokens/s. The machine may be shared: every figure is the
-// best of several runs (ceilings measured before and after the decode runs).
+// OpenBLAS" is the ratio of decode tokens/s (--no-blas skips it: the BLAS path only
+// differs for fp32 weights, and run_vs_llamacpp.sh does not need it). The machine may be shared:
+// every figure is the best of several runs (ceilings measured before and after the decode runs).
 // --dtypes: the same weights converted on load to each weight precision (ModelWeights::
 // convert; every run of every dtype interleaved within a batch size), tok/s and the ratio
 // to f32. Bytes per token scale with each dtype's bytes per weight. q8_0 / q4_0 run with
@@ -68,12 +73,16 @@ struct Options {
   bool json = false;
   std::vector<std::string> dtypes;  // extra weight precisions (f32 is always run)
   unsigned baseline_threads = 0;    // 0 = none
+  bool blas = true;                 // also run the OpenBLAS sgemm backend
 };
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64]\n"
-               "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n",
+  std::fprintf(
+      stderr,
+      "%s\nusage: eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
+      "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
+      "                          [--dtypes bf16,f16,q8_0,q4_0] [--baseline-threads N] "
+      "[--no-blas]\n",
                why);
   std::exit(2);
 }
@@ -86,28 +95,40 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--threads") o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompt") o.prompt = std::stoi(val());
-    else if (a == "--new") o.n_new = std::stoi(val());
-    else if (a == "--reps") o.reps = std::stoi(val());
-    else if (a == "--decode-reps") o.decode_reps = std::stoi(val());
-    else if (a == "--json") o.json = true;
-    else if (a == "--baseline-threads") o.baseline_threads = unsigned(std::stoul(val()));
+    if (a == "--threads")
+      o.threads = unsigned(std::stoul(val()));
+    else if (a == "--prompt")
+      o.prompt = std::stoi(val());
+    else if (a == "--new")
+      o.n_new = std::stoi(val());
+    else if (a == "--reps")
+      o.reps = std::stoi(val());
+    else if (a == "--decode-reps")
+      o.decode_reps = std::stoi(val());
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--no-blas")
+      o.blas = false;
+    else if (a == "--baseline-threads")
+      o.baseline_threads = unsigned(std::stoul(val()));
     else if (a == "--dtypes") {
       std::stringstream ss(val());
       for (std::string t; std::getline(ss, t, ',');)
         if (t != "f32") o.dtypes.push_back(t);
-    }
-    else if (a == "--batches") {
+    } else if (a == "--batches") {
       o.batches.clear();
       std::stringstream ss(val());
       for (std::string t; std::getline(ss, t, ',');) o.batches.push_back(std::stoi(t));
-    } else if (a == "-h" || a == "--help") usage("");
-    else if (!a.empty() && a[0] == '-') usage(("unknown option " + a).c_str());
-    else o.model = a;
+    } else if (a == "-h" || a == "--help")
+      usage("");
+    else if (!a.empty() && a[0] == '-')
+      usage(("unknown option " + a).c_str());
+    else
+      o.model = a;
   }
-  if (o.model.empty()) usage("MODEL_DIR is required");
-  if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.decode_reps < 1 || o.batches.empty())
+  if (o.model.empty()) usage("MODEL is required");
+  if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.decode_reps < 1 ||
+      o.batches.empty())
     usage("bad option value");
   return o;
 }
@@ -155,15 +176,30 @@ struct Costs {
   double mat_params;     // weights of the matrices a step reads (layers + LM head)
 };
 
-Costs costs(const ModelConfig& c, int prompt, int n_new) {
+// Bytes one decode step streams: every matrix and norm in its stored precision, the
+// final norm, the LM head (the embedding when tied) and one embedding row.
+double streamed_weight_bytes(const ModelWeights& w) {
+  double b = 0;
+  for (const auto& L : w.layers) {
+    for (const Weight* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      b += double(m->byte_size());
+    b += 4.0 *
+         double(L.attn_norm.size() + L.ffn_norm.size() + L.bq.size() + L.bk.size() + L.bv.size());
+  }
+  b += 4.0 * double(w.final_norm.size());
+  b += double((w.lm_head.empty() ? w.tok_embedding : w.lm_head).byte_size());
+  return b + double(w.tok_embedding.byte_size()) / double(w.config.vocab_size);
+}
+
+// weight_bytes: streamed_weight_bytes of the weights as loaded.
+Costs costs(const ModelConfig& c, int prompt, int n_new, double weight_bytes) {
   const double d = c.dim, h = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), v = c.vocab_size;
   const double per_layer_mat = d * q + 2 * d * kv + q * d + 3 * d * h;
   const double mat = c.n_layers * per_layer_mat + v * d;  // + lm_head
-  const double norms = c.n_layers * 2 * d + d;
   // Decode steps run at positions prompt .. prompt+n_new-2, attending over pos+1 tokens.
   const double ctx = prompt + (n_new - 2) / 2.0 + 1;
   Costs k;
-  k.weight_bytes = 4 * (mat + norms + d);  // + one embedding row
+  k.weight_bytes = weight_bytes;
   k.kv_bytes = 4 * c.n_layers * 2 * kv * ctx;
   k.flops = 2 * mat + c.n_layers * 4.0 * c.n_heads * c.head_dim * ctx;
   k.mat_params = mat;
@@ -235,7 +271,7 @@ int main(int argc, char** argv) {
   ModelWeights w = load_model(o.model);
   const double load_s = seconds_since(t0);
   const ModelConfig cfg = w.config;
-  const Costs k = costs(cfg, o.prompt, o.n_new);
+  const Costs k = costs(cfg, o.prompt, o.n_new, streamed_weight_bytes(w));
   // Weight-streaming rate for a matrix as large as one decode step's weights: shows how
   // much of the model the (shared, virtualised) last-level cache can hold.
   const double bw_model = sgemv_bytes_per_s(std::size_t(k.weight_bytes), o.reps);
@@ -262,7 +298,7 @@ int main(int argc, char** argv) {
                                      : (usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
-    Variant v{name, k.mat_params * double(row_bytes(t, 32)) / 32 + k.weight_bytes - 4 * k.mat_params,
+    Variant v{name, streamed_weight_bytes(wt),
               std::make_unique<CpuBackend>(o.threads, matmul_impl::invariant,
                                            f32act ? quant_act::f32 : quant_act::int8),
               nullptr, {}};
@@ -270,14 +306,21 @@ int main(int argc, char** argv) {
     variants.push_back(std::move(v));
   }
   if (o.baseline_threads) {
-    Variant v{"f32@" + std::to_string(o.baseline_threads) + "thr", k.weight_bytes,
-              std::make_unique<CpuBackend>(o.baseline_threads), nullptr, {}};
+    Variant v{"f32@" + std::to_string(o.baseline_threads) + "thr",
+              k.weight_bytes,
+              std::make_unique<CpuBackend>(o.baseline_threads),
+              nullptr,
+              {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
     variants.push_back(std::move(v));
   }
   if (o.batches.size() > 16) usage("at most 16 batch sizes");
-  LlamaModel<CpuBackend> ours(be_ours, w);
-  LlamaModel<CpuBackend> blas(be_blas, std::move(w));
+  // Without --no-blas the weights are held twice (a 1B-shape f32 model is 4.4 GB each).
+  LlamaModel<CpuBackend> ours(be_ours, o.blas ? ModelWeights(w) : std::move(w));
+  std::unique_ptr<LlamaModel<CpuBackend>> blas;
+  if (o.blas) blas = std::make_unique<LlamaModel<CpuBackend>>(be_blas, std::move(w));
+  // --no-blas: an empty run (0 tokens) that the output leaves out.
+  auto run_blas = [&](int B) { return blas ? run_batch(*blas, o, B) : Run{B, 0, 1, 0}; };
 
   struct Row {
     Run a, b;
@@ -288,18 +331,19 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     // Best of --decode-reps runs, alternating implementations, so that a burst of other
     // load on the machine (it is shared) hits neither side alone.
-    Row r{run_batch(ours, o, B), run_batch(blas, o, B)};
+    Row r{run_batch(ours, o, B), run_blas(B)};
     const std::size_t bi = rows.size();
     for (auto& v : variants) v.best[bi] = run_batch(*v.model, o, B);
     for (int i = 1; i < o.decode_reps; ++i) {
-      const Run a = run_batch(ours, o, B), b = run_batch(blas, o, B);
+      const Run a = run_batch(ours, o, B), b = run_blas(B);
       for (auto& v : variants) {
         const Run x = run_batch(*v.model, o, B);
         const double p = std::min(v.best[bi].prefill_s, x.prefill_s);
         if (x.tok_s() > v.best[bi].tok_s()) v.best[bi] = x;
         v.best[bi].prefill_s = p;
       }
-      const double pa = std::min(r.a.prefill_s, a.prefill_s), pb = std::min(r.b.prefill_s, b.prefill_s);
+      const double pa = std::min(r.a.prefill_s, a.prefill_s),
+                   pb = std::min(r.b.prefill_s, b.prefill_s);
       if (a.tok_s() > r.a.tok_s()) r.a = a;
       if (b.tok_s() > r.b.tok_s()) r.b = b;
       r.a.prefill_s = pa;  // prefill: best of the runs too
@@ -312,45 +356,62 @@ int main(int argc, char** argv) {
   flops = std::max(flops, sgemm_flop_per_s(2048, o.reps));
 
   const double bytes_tok = k.weight_bytes + k.kv_bytes;
-  auto frac_bw = [&](const Run& r) { return r.tok_s() * (k.weight_bytes / r.batch + k.kv_bytes) / bw; };
+  auto frac_bw = [&](const Run& r) {
+    return r.tok_s() * (k.weight_bytes / r.batch + k.kv_bytes) / bw;
+  };
   auto frac_fl = [&](const Run& r) { return r.tok_s() * k.flops / flops; };
 
   if (o.json) {
-    std::printf("{\"model\":\"%s\",\"threads\":%u,\"prompt\":%d,\"new\":%d,"
+    std::printf(
+        "{\"model\":\"%s\",\"threads\":%u,\"prompt\":%d,\"new\":%d,"
                 "\"bandwidth_GBps\":%.3f,\"bandwidth_model_sized_GBps\":%.3f,\"sgemm_GFLOPs\":%.3f,"
                 "\"weight_MB\":%.3f,\"kv_MB_per_token\":%.4f,\"MFLOP_per_token\":%.3f,\"runs\":[",
                 o.model.c_str(), o.threads, o.prompt, o.n_new, bw / 1e9, bw_model / 1e9, flops / 1e9,
                 k.weight_bytes / 1e6, k.kv_bytes / 1e6, k.flops / 1e6);
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
-      std::printf("%s{\"batch\":%d,\"ours_tok_s\":%.4f,\"blas_tok_s\":%.4f,\"ours_prefill_s\":%.4f,"
-                  "\"blas_prefill_s\":%.4f,\"ours_frac_bandwidth\":%.4f,\"ours_frac_flops\":%.4f,"
-                  "\"blas_frac_bandwidth\":%.4f,\"blas_frac_flops\":%.4f}",
-                  i ? "," : "", r.a.batch, r.a.tok_s(), r.b.tok_s(), r.a.prefill_s, r.b.prefill_s,
-                  frac_bw(r.a), frac_fl(r.a), frac_bw(r.b), frac_fl(r.b));
+      std::printf(
+          "%s{\"batch\":%d,\"ours_tok_s\":%.4f,\"ours_prefill_s\":%.4f,"
+          "\"ours_frac_bandwidth\":%.4f,\"ours_frac_flops\":%.4f",
+          i ? "," : "", r.a.batch, r.a.tok_s(), r.a.prefill_s, frac_bw(r.a), frac_fl(r.a));
+      if (blas)
+        std::printf(
+            ",\"blas_tok_s\":%.4f,\"blas_prefill_s\":%.4f,\"blas_frac_bandwidth\":%.4f,"
+            "\"blas_frac_flops\":%.4f",
+            r.b.tok_s(), r.b.prefill_s, frac_bw(r.b), frac_fl(r.b));
+      std::printf("}");
     }
     std::printf("]}\n");
     return 0;
   }
 
-  std::printf("\nmodel %s: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d (loaded in %.1f s)\n",
+  std::printf(
+      "\nmodel %s: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d (loaded in %.1f s)\n",
               o.model.c_str(), cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim,
               cfg.vocab_size, load_s);
-  std::printf("per decode token: %.1f MB of weights per step + %.1f MB K/V (%.1f MB at batch 1), "
+  std::printf(
+      "per decode token: %.1f MB of weights per step + %.1f MB K/V (%.1f MB at batch 1), "
               "%.1f MFLOP\n",
               k.weight_bytes / 1e6, k.kv_bytes / 1e6, bytes_tok / 1e6, k.flops / 1e6);
-  std::printf("ceilings (%u threads): sgemv 1 GiB %.2f GB/s (model-sized %.0f MB: %.2f GB/s), "
+  std::printf(
+      "ceilings (%u threads): sgemv 1 GiB %.2f GB/s (model-sized %.0f MB: %.2f GB/s), "
               "sgemm 2048^3 %.1f GFLOP/s\n",
               o.threads, bw / 1e9, k.weight_bytes / 1e6, bw_model / 1e9, flops / 1e9);
-  std::printf("prompt %d, %d new tokens; decode tok/s = tokens after the prefill step / their time\n\n",
+  std::printf(
+      "prompt %d, %d new tokens; decode tok/s = tokens after the prefill step / their time\n\n",
               o.prompt, o.n_new);
   std::printf("%5s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %9s\n", "batch", "ours tok/s", "of BW",
               "of FLOP", "BLAS tok/s", "of BW", "of FLOP", "ours/BL", "prefill s", "BLAS pf s");
   for (const auto& r : rows)
+    if (blas)
     std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10.1f %8.1f%% %8.1f%% | %7.2f | %9.2f %9.2f\n",
                 r.a.batch, r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), r.b.tok_s(),
                 100 * frac_bw(r.b), 100 * frac_fl(r.b), r.a.tok_s() / r.b.tok_s(), r.a.prefill_s,
                 r.b.prefill_s);
+    else
+      std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10s %9s %9s | %7s | %9.2f %9s\n", r.a.batch,
+                  r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), "-", "-", "-", "-",
+                  r.a.prefill_s, "-");
   if (!variants.empty()) {
     std::printf("\nweight precisions (our kernel; bytes per step scale with the dtype):\n");
     std::printf("%-12s %5s | %10s %8s %9s %9s | %9s\n", "variant", "batch", "tok/s", "x f32",

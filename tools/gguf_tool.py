@@ -14,6 +14,13 @@ code with the C++ reader it checks.
   q4k OUT.gguf EXPECTED.gguf [--seed N]
       A tensor of random Q4_K super-blocks (no quantizer: random scales, mins and nibbles)
       and its numpy dequantization per ggml's dequantize_row_q4_K, as F32.
+  random OUT.gguf --vocab-from VOCAB.gguf [--shape 110m|1b] [--dim D --layers L --heads H
+         --kv-heads K --hidden F] [--seed N]
+      A random Llama of a benchmark shape, F32, in the layout llama.cpp's converter writes
+      (tensor names, ne order, Q/K rows in GGUF's interleaved-pair RoPE order: the weights
+      are drawn in that order, so no permutation is applied), with the tokenizer.ggml.*
+      metadata of VOCAB.gguf (e.g. ggml-vocab-llama-spm.gguf) so llama.cpp loads it. Scales
+      keep the greedy tokens away from ties (see random_model): one file both engines read.
   vocab TOKENIZER.json OUT.gguf
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
       the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
@@ -23,6 +30,7 @@ x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
 """
 import argparse
 import json
+import mmap
 import os
 import struct
 import sys
@@ -33,12 +41,14 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 _SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i",
            T_F32: "<f", T_BOOL: "<?", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 G_F32, G_F16, G_Q4_0, G_Q8_0, G_BF16 = 0, 1, 2, 8, 30
-_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18)}
+_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18), 12: (256, 144)}  # 12 = Q4_K
 
 
 class Reader:
     def __init__(self, path):
-        self.b = open(path, "rb").read()
+        # Mapped, and tensors are views into the map: a multi-GB file is not copied.
+        with open(path, "rb") as f:
+            self.b = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.p = 0
         assert self.b[:4] == b"GGUF", "not GGUF"
         self.p = 4
@@ -60,11 +70,10 @@ class Reader:
             ne = [self._u("<Q") for _ in range(nd)]
             infos.append((name, ne, self._u("<I"), self._u("<Q")))
         data = (self.p + self.align - 1) // self.align * self.align
-        self.tensors = []  # (name, ne, ggml type, raw bytes)
+        self.tensors = []  # (name, ne, ggml type, raw bytes: a memoryview of the map)
+        view = memoryview(self.b)
         for name, ne, t, off in infos:
-            blck, size = _GEOM[t]
-            n = int(np.prod(ne))
-            self.tensors.append((name, ne, t, self.b[data + off: data + off + n // blck * size]))
+            self.tensors.append((name, ne, t, view[data + off: data + off + n_bytes(t, ne)]))
 
     def _u(self, fmt):
         v = struct.unpack_from(fmt, self.b, self.p)[0]
@@ -89,6 +98,8 @@ class Writer:
         self.kv.append((key, t, value, elem))
 
     def tensor(self, name, ne, t, raw):
+        """raw: the bytes, or a callable that makes them when the file is written (then
+        n_bytes(t, ne) of them), so that a multi-GB model is never held in memory whole."""
         self.tensors.append((name, list(ne), t, raw))
 
     @staticmethod
@@ -113,12 +124,22 @@ class Writer:
         for name, ne, t, raw in self.tensors:
             out += self._str(name) + struct.pack("<I", len(ne))
             out += b"".join(struct.pack("<Q", d) for d in ne) + struct.pack("<IQ", t, off)
-            off += (len(raw) + self.align - 1) // self.align * self.align
+            size = n_bytes(t, ne) if callable(raw) else len(raw)
+            off += (size + self.align - 1) // self.align * self.align
         out += bytes(-len(out) % self.align)
-        for _, _, _, raw in self.tensors:
-            out += raw + bytes(-len(raw) % self.align)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        open(path, "wb").write(bytes(out))
+        with open(path, "wb") as f:
+            f.write(bytes(out))
+            for _, ne, t, raw in self.tensors:
+                b = raw() if callable(raw) else raw
+                assert len(b) == n_bytes(t, ne), "tensor bytes do not match its shape"
+                f.write(b)
+                f.write(bytes(-len(b) % self.align))
+
+
+def n_bytes(t, ne):
+    blck, size = _GEOM[t]
+    return int(np.prod(ne)) // blck * size
 
 
 def f16_bits(x):
@@ -314,6 +335,79 @@ def bytes_to_unicode():
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
+# The benchmark shapes: llama2.c's stories110M, and a TinyLlama-1.1B-like GQA 32/8 shape.
+SHAPES = {"110m": dict(dim=768, layers=12, heads=12, kv_heads=12, hidden=2048),
+          "1b": dict(dim=2048, layers=16, heads=32, kv_heads=8, hidden=5632)}
+
+
+def random_model(a):
+    """Weights ~ N(0, 1/fan_in) (every block adds a unit-scale update to a unit-scale
+    residual: attention is not flat and the layers matter), embeddings N(0, 1), norms 1, an
+    untied output N(0, 16/dim): logits of std ~4, so the top two of a step are ~0.9 apart
+    on average and a near-tie (< 1e-3) is rare. The output rows of every token that is not
+    a normal piece (token_type != 1: <unk>, <s>, </s>, the 256 byte tokens) are zero:
+    their logit is 0, far below the maximum, so greedy text is plain pieces that every
+    detokenizer prints alike (the side-by-side gate compares text)."""
+    shape = dict(SHAPES[a.shape])
+    for k in ("dim", "layers", "heads", "kv_heads", "hidden"):
+        if getattr(a, k) is not None:
+            shape[k] = getattr(a, k)
+    d, n_l, n_h, n_kv, f = (shape[k] for k in ("dim", "layers", "heads", "kv_heads", "hidden"))
+    assert d % n_h == 0 and n_h % n_kv == 0, "dim % heads and heads % kv-heads must be 0"
+    hd = d // n_h
+    voc = Reader(a.vocab_from)
+    tok = [kv for kv in voc.kv if kv[0].startswith("tokenizer.ggml.")]
+    meta = dict((k, v) for k, _, v, _ in tok)
+    n_vocab = len(meta["tokenizer.ggml.tokens"])
+    not_normal = np.array([t != 1 for t in meta.get("tokenizer.ggml.token_type", [1] * n_vocab)])
+    w = Writer()
+    w.add("general.architecture", T_STR, "llama")
+    w.add("general.name", T_STR, "eexit-random-%s-seed%d" % (a.shape, a.seed))
+    w.add("general.file_type", T_U32, 0)  # LLAMA_FTYPE_ALL_F32
+    for k, v in (("context_length", a.context), ("embedding_length", d), ("feed_forward_length", f),
+                 ("block_count", n_l), ("attention.head_count", n_h), ("attention.head_count_kv", n_kv),
+                 ("rope.dimension_count", hd), ("vocab_size", n_vocab)):
+        w.add("llama." + k, T_U32, v)
+    w.add("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5)
+    w.add("llama.rope.freq_base", T_F32, 10000.0)
+    for kv in tok:
+        w.add(*kv)
+    # One generator per tensor, seeded by (seed, index): a tensor's values do not depend on
+    # when it is drawn, and each is made only while the file is written.
+    idx = [0]
+
+    def add(name, ne, std, zero_rows=None):
+        i = idx[0]
+        idx[0] += 1
+
+        def make():
+            g = np.random.default_rng([a.seed, i])
+            x = g.standard_normal(int(np.prod(ne)), dtype=np.float32) * np.float32(std)
+            if zero_rows is not None:
+                x.reshape(ne[1], ne[0])[zero_rows] = 0
+            return x.tobytes()
+        w.tensor(name, ne, G_F32, make)
+
+    def ones(name, n):
+        w.tensor(name, [n], G_F32, np.ones(n, dtype=np.float32).tobytes())
+
+    add("token_embd.weight", [d, n_vocab], 1.0)
+    for l in range(n_l):
+        p = "blk.%d." % l
+        ones(p + "attn_norm.weight", d)
+        add(p + "attn_q.weight", [d, n_h * hd], d ** -0.5)
+        add(p + "attn_k.weight", [d, n_kv * hd], d ** -0.5)
+        add(p + "attn_v.weight", [d, n_kv * hd], d ** -0.5)
+        add(p + "attn_output.weight", [n_h * hd, d], (n_h * hd) ** -0.5)
+        ones(p + "ffn_norm.weight", d)
+        add(p + "ffn_gate.weight", [d, f], d ** -0.5)
+        add(p + "ffn_down.weight", [f, d], f ** -0.5)
+        add(p + "ffn_up.weight", [d, f], d ** -0.5)
+    ones("output_norm.weight", d)
+    add("output.weight", [d, n_vocab], 4 * d ** -0.5, zero_rows=not_normal)
+    w.write(a.output)
+
+
 def vocab(a):
     j = json.load(open(a.tokenizer, encoding="utf-8"))
     m = j["model"]
@@ -364,11 +458,19 @@ def main():
     k.add_argument("output")
     k.add_argument("expected")
     k.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("random")
+    r.add_argument("output")
+    r.add_argument("--vocab-from", required=True)
+    r.add_argument("--shape", default="110m", choices=sorted(SHAPES))
+    for k in ("dim", "layers", "heads", "kv-heads", "hidden"):
+        r.add_argument("--" + k, type=int)
+    r.add_argument("--context", type=int, default=2048)
+    r.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
     a = p.parse_args()
-    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "vocab": vocab}[a.cmd](a)
+    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab}[a.cmd](a)
 
 
 if __name__ == "__main__":

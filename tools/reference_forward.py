@@ -1,10 +1,14 @@
 #!/usr/bin/python3
 """An independent, readable PyTorch forward of a Llama model (float64), from a llama2.c .bin
-(interleaved-pair RoPE) or from an HF directory (rotate_half RoPE). It is the reference
+(interleaved-pair RoPE), an HF directory (rotate_half RoPE) or an F32 llama GGUF file
+(interleaved-pair RoPE: llama.cpp's converter undoes HF's Q/K permutation). It is the reference
 the C++ forward is tested against, so it favours plainness over speed: no cache tricks,
 every step of a token attends over the full prefix recomputed from scratch.
 
 usage: /usr/bin/python3 tools/reference_forward.py MODEL TOKEN_ID...   (prints argmax per position)
+       /usr/bin/python3 tools/reference_forward.py MODEL --greedy N TOKEN_ID...
+           (N greedy tokens after the prompt ids, as JSON: tokens and each step's top-1 minus
+           top-2 logit, so that a comparison of two engines can stop at a near-tie)
 """
 import json
 import os
@@ -63,8 +67,33 @@ def load_hf_dir(path):
     return Model(cfg, tok, layers, t["model.norm.weight"], lm_head, "half")
 
 
+def load_gguf(path):
+    import gguf_tool  # numpy GGUF reader
+    r = gguf_tool.Reader(path)
+    meta = dict((k, v) for k, _, v, _ in r.kv)
+    t = {}
+    for name, ne, typ, raw in r.tensors:
+        assert typ == gguf_tool.G_F32, "reference_forward reads F32 GGUF files only: " + name
+        t[name] = torch.from_numpy(gguf_tool.to_f32(typ, raw).copy()).to(torch.float64).view(*ne[::-1])
+    a = "llama."
+    n_heads = meta[a + "attention.head_count"]
+    dim = meta[a + "embedding_length"]
+    cfg = dict(dim=dim, n_heads=n_heads, n_kv_heads=meta.get(a + "attention.head_count_kv", n_heads),
+               head_dim=dim // n_heads, eps=meta.get(a + "attention.layer_norm_rms_epsilon", 1e-5),
+               theta=meta.get(a + "rope.freq_base", 10000.0))
+    names = dict(attn_norm="attn_norm", wq="attn_q", wk="attn_k", wv="attn_v", wo="attn_output",
+                 ffn_norm="ffn_norm", w_gate="ffn_gate", w_up="ffn_up", w_down="ffn_down")
+    layers = [{k: t["blk.%d.%s.weight" % (i, v)] for k, v in names.items()}
+              for i in range(meta[a + "block_count"])]
+    tok = t["token_embd.weight"]
+    return Model(cfg, tok, layers, t["output_norm.weight"], t.get("output.weight", tok), "interleaved")
+
+
 def load(path):
-    return load_hf_dir(path) if os.path.isdir(path) else load_bin(path)
+    if os.path.isdir(path):
+        return load_hf_dir(path)
+    with open(path, "rb") as f:
+        return load_gguf(path) if f.read(4) == b"GGUF" else load_bin(path)
 
 
 def rmsnorm(x, w, eps):
@@ -111,7 +140,22 @@ def forward(m, tokens, positions=None):
     return rmsnorm(x, m.norm, c["eps"]) @ m.lm_head.T  # (T, vocab)
 
 
+def greedy(m, ids, n):
+    """n greedy tokens after ids, and the top-1 minus top-2 logit of each step."""
+    ids, out, margins = list(ids), [], []
+    for _ in range(n):
+        top = forward(m, ids)[-1].topk(2)
+        out.append(int(top.indices[0]))
+        margins.append(float(top.values[0] - top.values[1]))
+        ids.append(out[-1])
+    return out, margins
+
+
 if __name__ == "__main__":
     model = load(sys.argv[1])
+    if len(sys.argv) > 3 and sys.argv[2] == "--greedy":
+        toks, margins = greedy(model, [int(a) for a in sys.argv[4:]] or [1], int(sys.argv[3]))
+        print(json.dumps({"tokens": toks, "margins": margins}))
+        sys.exit(0)
     ids = [int(a) for a in sys.argv[2:]] or [1]
     print(forward(model, ids).argmax(-1).tolist())
