@@ -2,7 +2,7 @@
 //
 //   eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
 //                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0]
-//                      [--baseline-threads N]
+//                      [--baseline-threads N] [--unfused]
 //
 // Ceilings (OpenBLAS, --threads threads):
 //   bandwidth: cblas_sgemv over a 1 GiB matrix (far beyond the caches), best of --reps,
@@ -21,6 +21,8 @@
 // to f32. Bytes per token scale with each dtype's bytes per weight.
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
+// --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
+// ops one by one, same bits), interleaved: what the fusion saves.
 // Fractions: batch 1 = tokens/s · bytes streamed per token / bandwidth, where bytes per
 // token = every weight a decode step reads (all layer matrices and norms, final norm,
 // lm_head; the embedding contributes one row) plus the K/V it reads at the mean decode
@@ -66,13 +68,16 @@ struct Options {
   bool json = false;
   std::vector<std::string> dtypes;  // extra weight precisions (f32 is always run)
   unsigned baseline_threads = 0;    // 0 = none
+  bool unfused = false;             // also f32 without the fused projections
 };
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64]\n"
-               "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n",
-               why);
+  std::fprintf(
+      stderr,
+      "%s\nusage: eexit-bench-decode MODEL_DIR [--threads 2] [--prompt 128] [--new 64]\n"
+      "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
+      "                          [--dtypes LIST] [--baseline-threads N] [--unfused]\n",
+      why);
   std::exit(2);
 }
 
@@ -90,6 +95,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--reps") o.reps = std::stoi(val());
     else if (a == "--decode-reps") o.decode_reps = std::stoi(val());
     else if (a == "--json") o.json = true;
+    else if (a == "--unfused")
+      o.unfused = true;
     else if (a == "--baseline-threads") o.baseline_threads = unsigned(std::stoul(val()));
     else if (a == "--dtypes") {
       std::stringstream ss(val());
@@ -267,6 +274,12 @@ int main(int argc, char** argv) {
     Variant v{"f32@" + std::to_string(o.baseline_threads) + "thr", k.weight_bytes,
               std::make_unique<CpuBackend>(o.baseline_threads), nullptr, {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
+    variants.push_back(std::move(v));
+  }
+  if (o.unfused) {
+    Variant v{"f32 unfused", k.weight_bytes, std::make_unique<CpuBackend>(o.threads), nullptr, {}};
+    v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
+    v.model->set_fused(false);
     variants.push_back(std::move(v));
   }
   if (o.batches.size() > 16) usage("at most 16 batch sizes");

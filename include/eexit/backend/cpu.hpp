@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -43,6 +44,54 @@ inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const flo
 #else
   (void)x, (void)rows, (void)in, (void)w, (void)out, (void)y;
 #endif
+}
+
+// One (row, head) of causal attention: o (head_dim) = softmax(scale · q·Kᵀ) · V over the
+// row's positions 0 .. n_ctx-1. K/V are read block by block through the row's block table
+// (one table lookup per block, not a division per position). att: (n_ctx) scratch.
+// HV > 0: head_dim == 16·HV, o accumulated in HV registers; HV == 0: any head_dim, o
+// accumulated in memory. Both add p·v into each output element in position order (the
+// same sums; -march=native builds contract both into one fused multiply-add per term).
+template <std::size_t HV>
+inline void attend_head(const float* qh, float* o, float* att, std::size_t head_dim,
+                        std::size_t n_ctx, const RowKv& rk, const KvLayerView& cache,
+                        std::size_t koff, float scale) noexcept {
+  const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
+  // fn(t, row of position t) over the positions, block by block.
+  auto each = [&](const float* pool, auto&& fn) {
+    for (std::size_t t0 = 0; t0 < n_ctx; t0 += bs) {
+      const float* blk = pool + std::size_t(rk.block_table[t0 / bs]) * bs * d + koff;
+      const std::size_t n = std::min(bs, n_ctx - t0);
+      for (std::size_t j = 0; j < n; ++j) fn(t0 + j, blk + j * d);
+    }
+  };
+  float mx = -std::numeric_limits<float>::infinity();
+  each(cache.k, [&](std::size_t t, const float* kt) {
+    att[t] = dot(qh, kt, head_dim) * scale;
+    mx = std::max(mx, att[t]);
+  });
+  float sum = 0.0f;
+  for (std::size_t t = 0; t < n_ctx; ++t) {
+    att[t] = std::exp(att[t] - mx);
+    sum += att[t];
+  }
+  const float inv = 1.0f / sum;
+  if constexpr (HV == 0) {
+    std::fill_n(o, head_dim, 0.0f);
+    each(cache.v, [&](std::size_t t, const float* vt) {
+      const float p = att[t] * inv;
+      for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+    });
+  } else {
+    vacc acc[HV];
+    for (std::size_t i = 0; i < HV; ++i) acc[i] = vzero();
+    each(cache.v, [&](std::size_t t, const float* vt) {
+      const vacc p = vzero() + att[t] * inv;
+#pragma GCC unroll 16
+      for (std::size_t i = 0; i < HV; ++i) acc[i] = vfma(p, vload(vt + 16 * i), acc[i]);
+    });
+    std::memcpy(o, acc, sizeof acc);
+  }
 }
 }  // namespace detail
 
@@ -126,6 +175,48 @@ struct CpuBackend {
     matmul_t(x, rows, in, w.f32(), out, y, bias);
   }
 
+  // Fused projections (one fork-join each, every element the same arithmetic as the
+  // unfused sequence, so the results are bitwise equal to it; tests/backend/cpu_ops_test).
+  // Each thread computes its slice of outputs and applies the element-wise tail to that
+  // slice while it is still in its cache, instead of a second op over all of it.
+
+  // h (rows, hidden) = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ): the SwiGLU MLP up to the down
+  // projection's input; = matmul, matmul, swiglu(h, up, h). up: (rows, hidden) scratch.
+  void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
+                     WeightView w_up, std::size_t hidden, float* h, float* up) {
+    if (rows == 0) return;
+    if (!fusable(w_gate) || !fusable(w_up)) {
+      matmul(x, rows, in, w_gate, hidden, h);
+      matmul(x, rows, in, w_up, hidden, up);
+      swiglu(h, up, h, rows * hidden);
+      return;
+    }
+    fused_slices(hidden, 2 * in * rows, [&](std::size_t n0, std::size_t n1) {
+      matmul_range(x, rows, in, w_gate, hidden, n0, n1, h);
+      matmul_range(x, rows, in, w_up, hidden, n0, n1, up);
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = r * hidden + n0; i < r * hidden + n1; ++i)
+          h[i] = detail::silu(h[i]) * up[i];
+    });
+  }
+
+  // x (rows, out) += a (rows, in) · Wᵀ: a projection with the residual add fused into it;
+  // = matmul(a → y), add(x, y). y: (rows, out) scratch, left holding the projection.
+  void matmul_add(const float* a, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
+                  float* y, float* x) {
+    if (rows == 0) return;
+    if (!fusable(w)) {
+      matmul(a, rows, in, w, out, y);
+      add(x, y, rows * out);
+      return;
+    }
+    fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
+      matmul_range(a, rows, in, w, out, n0, n1, y);
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = r * out + n0; i < r * out + n1; ++i) x[i] += y[i];
+    });
+  }
+
   // y (rows, dim) = rmsnorm(x) * w; rows in parallel when there are enough of them.
   void rmsnorm(const float* x, const float* w, float* y, std::size_t rows, std::size_t dim,
                float eps) {
@@ -166,13 +257,15 @@ struct CpuBackend {
                  std::size_t n_kv_heads, std::size_t head_dim, const RowKv* rowkv,
                  const KvLayerView& cache) {
     const std::size_t group = n_heads / n_kv_heads;
-    const std::size_t d = std::size_t(cache.kv_dim);
     const float scale = 1.0f / std::sqrt(float(head_dim));
     // Work per (row, head): two passes over its context. Mean context is not known
     // without a pass over rowkv; the largest position bounds it.
     std::size_t max_ctx = 1;
     for (std::size_t r = 0; r < rows; ++r)
       max_ctx = std::max(max_ctx, std::size_t(rowkv[r].pos) + 1);
+    // The output of a head lives in registers where head_dim is a multiple of 16 that
+    // fits them (the usual 32 .. 256); otherwise in memory, with the same arithmetic.
+    const std::size_t hv = head_dim % 16 == 0 ? head_dim / 16 : 0;
     pool_.parallel_for_work(
         rows * n_heads, 2 * head_dim * max_ctx, [&](std::size_t b, std::size_t e) {
           // Scores of one (row, head), (n_ctx); per thread, grown only when the context does.
@@ -184,24 +277,23 @@ struct CpuBackend {
             if (att.size() < n_ctx) att.resize(std::max(n_ctx, 2 * att.size()));
             const float* qh = q + (r * n_heads + h) * head_dim;
             const std::size_t koff = (h / group) * head_dim;
-            float mx = -std::numeric_limits<float>::infinity();
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              const float* kt = cache.k + cache.slot(rk, std::int32_t(t)) * d + koff;
-              att[t] = detail::dot(qh, kt, head_dim) * scale;
-              mx = std::max(mx, att[t]);
-            }
-            float sum = 0.0f;
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              att[t] = std::exp(att[t] - mx);
-              sum += att[t];
-            }
-            const float inv = 1.0f / sum;
             float* o = out + (r * n_heads + h) * head_dim;
-            std::fill_n(o, head_dim, 0.0f);
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              const float* vt = cache.v + cache.slot(rk, std::int32_t(t)) * d + koff;
-              const float p = att[t] * inv;
-              for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+            switch (hv) {
+              case 2:
+                detail::attend_head<2>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                break;
+              case 4:
+                detail::attend_head<4>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                break;
+              case 6:
+                detail::attend_head<6>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                break;
+              case 8:
+                detail::attend_head<8>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                break;
+              default:
+                detail::attend_head<0>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                break;
             }
           }
         });
@@ -287,6 +379,35 @@ struct CpuBackend {
     pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
       detail::matmul_xwt_dispatch(x, rows, in, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
     });
+  }
+
+  // Whether the fused projections run w fused: the element-type kernels of matmul_t. The
+  // quantized types and OpenBLAS's f32 path take the unfused sequence (matmul decides how
+  // they run).
+  bool fusable(WeightView w) const noexcept {
+    return w.type == dtype::bf16 || w.type == dtype::f16 ||
+           (w.type == dtype::f32 && mm_ == matmul_impl::invariant);
+  }
+  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ on the calling thread (w fusable).
+  static void matmul_range(const float* x, std::size_t rows, std::size_t in, WeightView w,
+                           std::size_t out, std::size_t n0, std::size_t n1, float* y) {
+    if (w.type == dtype::bf16)
+      detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::bf16_t*>(w.data), in, n0,
+                                  n1, y, out, nullptr);
+    else if (w.type == dtype::f16)
+      detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::f16_t*>(w.data), in, n0,
+                                  n1, y, out, nullptr);
+    else
+      detail::matmul_xwt_dispatch(x, rows, in, w.f32(), in, n0, n1, y, out, nullptr);
+  }
+  // fn(n0, n1) over [0, out) in slices of whole 8-output tile groups, as matmul_t splits
+  // its outputs; work_per_output: multiply-adds per output over all rows.
+  template <class F>
+  void fused_slices(std::size_t out, std::size_t work_per_output, F&& fn) {
+    constexpr std::size_t g = 8;
+    pool_.parallel_for_work(
+        (out + g - 1) / g, g * work_per_output,
+        [&](std::size_t g0, std::size_t g1) { fn(g0 * g, std::min(out, g1 * g)); });
   }
 
   // f(i) for i in [0, n), in parallel chunks of whole 16-element blocks when n pays for it.
