@@ -33,12 +33,14 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-#define EEXIT_BENCH_OPS(X)                                                                     \
-  X(matmul)                                                                                    \
-  X(matmul_swiglu)                                                                             \
-  X(matmul_add)                                                                                \
-  X(rmsnorm) X(rope) X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) \
-      X(fill) X(sigmoid) X(fill_kv) X(exit_scores)
+#define EEXIT_BENCH_OPS(X)                                                                  \
+  X(matmul)                                                                                 \
+  X(matmul_qkv)                                                                             \
+  X(matmul_swiglu)                                                                          \
+  X(matmul_add)                                                                             \
+  X(rmsnorm)                                                                                \
+  X(rope) X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) \
+      X(sigmoid) X(fill_kv) X(exit_scores)
 
 enum class op : int {
 #define X(name) name,
@@ -76,6 +78,7 @@ struct TimedCpu : CpuBackend {
     timed(op::name, [&] { CpuBackend::name(std::forward<A>(a)...); }); \
   }
   EEXIT_TIMED(matmul)
+  EEXIT_TIMED(matmul_qkv)
   EEXIT_TIMED(matmul_swiglu)
   EEXIT_TIMED(matmul_add)
   EEXIT_TIMED(rmsnorm)

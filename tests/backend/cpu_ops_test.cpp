@@ -349,7 +349,7 @@ TEST_CASE("swiglu, add and embed match PyTorch") {
 // decode (1, 2), of small batches (5, 16) and of prefill (53, past the streaming limit of
 // the kernel), on one to three threads, and batch invariant (a row alone = the row in the
 // batch). h is also the gate output, as the model passes it.
-TEST_CASE("matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
+TEST_CASE("matmul_qkv, matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
   std::mt19937 rng(99);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   auto random = [&](std::size_t n) {
@@ -366,6 +366,12 @@ TEST_CASE("matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
                         wu = eexit::Weight(random(hidden * in)).converted(t),
                         wd = eexit::Weight(random(out * hidden)).converted(t);
     const eexit::WeightView g(t, wg.bytes()), up_w(t, wu.bytes()), d(t, wd.bytes());
+    // Q/K/V: kv_out 36, so slices of q | k | v start inside a tile group of each matrix.
+    constexpr std::size_t kv_out = 36;
+    const eexit::Weight wk = eexit::Weight(random(kv_out * in)).converted(t),
+                        wv = eexit::Weight(random(kv_out * in)).converted(t);
+    const eexit::WeightView kw(t, wk.bytes()), vw(t, wv.bytes());
+    const auto bq = random(out), bk = random(kv_out), bv = random(kv_out);
     for (const std::size_t rows : {1u, 2u, 5u, 16u, 53u}) {
       CAPTURE(rows);
       const auto x = random(rows * in), h_in = random(rows * hidden), resid = random(rows * out);
@@ -387,6 +393,17 @@ TEST_CASE("matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
         be->matmul_add(h_in.data(), rows, hidden, d, out, fy.data(), fx.data());
         CHECK(bitwise_equal(fh.data(), h.data(), h.size()));
         CHECK(bitwise_equal(fx.data(), xr.data(), xr.size()));
+        // W_q (out, in): the first `out` rows of W_gate; V without a bias.
+        std::vector<float> q(rows * out), k(rows * kv_out), v(rows * kv_out);
+        be->matmul(x.data(), rows, in, g, out, q.data(), bq.data());
+        be->matmul(x.data(), rows, in, kw, kv_out, k.data(), bk.data());
+        be->matmul(x.data(), rows, in, vw, kv_out, v.data(), nullptr);
+        std::vector<float> fq(q.size(), nan), fk(k.size(), nan), fv(v.size(), nan);
+        be->matmul_qkv(x.data(), rows, in, g, kw, vw, out, kv_out, fq.data(), fk.data(), fv.data(),
+                       bq.data(), bk.data(), nullptr);
+        CHECK(bitwise_equal(fq.data(), q.data(), q.size()));
+        CHECK(bitwise_equal(fk.data(), k.data(), k.size()));
+        CHECK(bitwise_equal(fv.data(), v.data(), v.size()));
         // Batch invariance of the fused ops: the last row alone.
         const std::size_t r = rows - 1;
         std::vector<float> h1(hidden), up1(hidden), y1(out),

@@ -180,6 +180,31 @@ struct CpuBackend {
   // Each thread computes its slice of outputs and applies the element-wise tail to that
   // slice while it is still in its cache, instead of a second op over all of it.
 
+  // q (rows, q_out), k and v (rows, kv_out) = x · W_qᵀ, x · W_kᵀ, x · W_vᵀ (+ their biases,
+  // each may be null): the three projections of one input, split over their outputs
+  // together; = three matmuls.
+  void matmul_qkv(const float* x, std::size_t rows, std::size_t in, WeightView wq, WeightView wk,
+                  WeightView wv, std::size_t q_out, std::size_t kv_out, float* q, float* k,
+                  float* v, const float* bq, const float* bk, const float* bv) {
+    if (rows == 0) return;
+    if (!fusable(wq) || !fusable(wk) || !fusable(wv)) {
+      matmul(x, rows, in, wq, q_out, q, bq);
+      matmul(x, rows, in, wk, kv_out, k, bk);
+      matmul(x, rows, in, wv, kv_out, v, bv);
+      return;
+    }
+    fused_slices(q_out + 2 * kv_out, in * rows, [&](std::size_t n0, std::size_t n1) {
+      // The part of outputs [n0, n1) of q | k | v that falls in the matrix at `base`.
+      auto part = [&](std::size_t base, std::size_t n, WeightView w, float* y, const float* b) {
+        const std::size_t a = std::max(n0, base), e = std::min(n1, base + n);
+        if (a < e) matmul_range(x, rows, in, w, n, a - base, e - base, y, b);
+      };
+      part(0, q_out, wq, q, bq);
+      part(q_out, kv_out, wk, k, bk);
+      part(q_out + kv_out, kv_out, wv, v, bv);
+    });
+  }
+
   // h (rows, hidden) = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ): the SwiGLU MLP up to the down
   // projection's input; = matmul, matmul, swiglu(h, up, h). up: (rows, hidden) scratch.
   void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
@@ -388,17 +413,18 @@ struct CpuBackend {
     return w.type == dtype::bf16 || w.type == dtype::f16 ||
            (w.type == dtype::f32 && mm_ == matmul_impl::invariant);
   }
-  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ on the calling thread (w fusable).
+  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ (+ bias) on the calling thread (w fusable).
   static void matmul_range(const float* x, std::size_t rows, std::size_t in, WeightView w,
-                           std::size_t out, std::size_t n0, std::size_t n1, float* y) {
+                           std::size_t out, std::size_t n0, std::size_t n1, float* y,
+                           const float* bias = nullptr) {
     if (w.type == dtype::bf16)
       detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::bf16_t*>(w.data), in, n0,
-                                  n1, y, out, nullptr);
+                                  n1, y, out, bias);
     else if (w.type == dtype::f16)
       detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::f16_t*>(w.data), in, n0,
-                                  n1, y, out, nullptr);
+                                  n1, y, out, bias);
     else
-      detail::matmul_xwt_dispatch(x, rows, in, w.f32(), in, n0, n1, y, out, nullptr);
+      detail::matmul_xwt_dispatch(x, rows, in, w.f32(), in, n0, n1, y, out, bias);
   }
   // fn(n0, n1) over [0, out) in slices of whole 8-output tile groups, as matmul_t splits
   // its outputs; work_per_output: multiply-adds per output over all rows.

@@ -332,6 +332,13 @@ class CudaBackend {
   // The fused projections of CpuBackend, as the ops in sequence: on the GPU each op is
   // one launch on the stream and the intermediates stay in device memory (a fused
   // epilogue in the GEMM would save the extra pass; not done).
+  void matmul_qkv(const float* x, std::size_t rows, std::size_t in, WeightView wq, WeightView wk,
+                  WeightView wv, std::size_t q_out, std::size_t kv_out, float* q, float* k,
+                  float* v, const float* bq, const float* bk, const float* bv) {
+    matmul(x, rows, in, wq, q_out, q, bq);
+    matmul(x, rows, in, wk, kv_out, k, bk);
+    matmul(x, rows, in, wv, kv_out, v, bv);
+  }
   void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
                      WeightView w_up, std::size_t hidden, float* h, float* up) {
     matmul(x, rows, in, w_gate, hidden, h);

@@ -193,9 +193,9 @@ class LlamaModel {
     be_->add(x, D(ws.proj), rows * dim);
   }
 
-  // Whether forward_layer issues the fused projections (matmul_swiglu, matmul_add; the
-  // default) or the ops they fuse, one by one. Both give the same bits; the switch is for
-  // measuring the fusion side by side (eexit-bench-decode --unfused) and for its tests.
+  // Whether forward_layer issues the fused projections (matmul_qkv, matmul_swiglu,
+  // matmul_add; the default) or the ops they fuse, one by one. Both give the same bits; the switch
+  // is for measuring the fusion side by side (eexit-bench-decode --unfused) and for its tests.
   void set_fused(bool on) noexcept { fused_ = on; }
   bool fused() const noexcept { return fused_; }
 
@@ -354,6 +354,13 @@ class LlamaModel {
 
   void qkv(const Layer& L, const float* xb, std::size_t rows, float* q, float* k, float* v) {
     const std::size_t dim = std::size_t(cfg_.dim);
+    if (fused_) {
+      be_->matmul_qkv(xb, rows, dim, L.wq.view(), L.wk.view(), L.wv.view(),
+                      std::size_t(cfg_.q_dim()), std::size_t(cfg_.kv_dim()), q, k, v,
+                      L.has_bias ? D(L.bq) : nullptr, L.has_bias ? D(L.bk) : nullptr,
+                      L.has_bias ? D(L.bv) : nullptr);
+      return;
+    }
     be_->matmul(xb, rows, dim, L.wq.view(), std::size_t(cfg_.q_dim()), q,
                 L.has_bias ? D(L.bq) : nullptr);
     be_->matmul(xb, rows, dim, L.wk.view(), std::size_t(cfg_.kv_dim()), k,
