@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "eexit/backend/cpu_exit_scores.hpp"
@@ -46,51 +47,78 @@ inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const flo
 #endif
 }
 
-// One (row, head) of causal attention: o (head_dim) = softmax(scale · q·Kᵀ) · V over the
-// row's positions 0 .. n_ctx-1. K/V are read block by block through the row's block table
-// (one table lookup per block, not a division per position). att: (n_ctx) scratch.
-// HV > 0: head_dim == 16·HV, o accumulated in HV registers; HV == 0: any head_dim, o
-// accumulated in memory. Both add p·v into each output element in position order (the
-// same sums; -march=native builds contract both into one fused multiply-add per term).
-template <std::size_t HV>
-inline void attend_head(const float* qh, float* o, float* att, std::size_t head_dim,
-                        std::size_t n_ctx, const RowKv& rk, const KvLayerView& cache,
-                        std::size_t koff, float scale) noexcept {
+// Causal attention of heads h0 .. h0+g-1 (g <= G) of one row: for each head, o (head_dim)
+// = softmax(scale · q·Kᵀ) · V over the row's positions 0 .. n_ctx-1. q, out: the row's
+// (n_heads, head_dim); query head h reads kv head h / group. att: (G, n_ctx) scratch.
+// K/V are read block by block through the row's block table (one lookup per block, not a
+// division per position), and position by position for all g heads at once, so that each
+// position's heads are read as one contiguous run of the (n_slots, kv_dim) pool rather
+// than g streams that stride across it. HV > 0: head_dim == 16·HV, outputs accumulated in
+// G·HV registers; HV == 0 (G == 1): any head_dim, accumulated in memory. Every head gets the
+// same arithmetic whatever g, h0 or the path: dot products as dot(), then p·v added into
+// each output element in position order (-march=native builds contract both paths' a·b + c
+// into one fused multiply-add per term).
+template <std::size_t HV, std::size_t G>
+inline void attend_heads(const float* q, float* out, float* att, std::size_t head_dim,
+                         std::size_t n_ctx, const RowKv& rk, const KvLayerView& cache,
+                         std::size_t h0, std::size_t g, std::size_t group, float scale) noexcept {
+  static_assert(HV > 0 || G == 1);
   const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
-  // fn(t, row of position t) over the positions, block by block.
+  std::size_t koff[G];  // each head's offset in a position's row of the pool
+  for (std::size_t h = 0; h < G; ++h) koff[h] = (h0 + std::min(h, g - 1)) / group * head_dim;
+  // fn(t, row of position t in pool) over the positions, block by block.
   auto each = [&](const float* pool, auto&& fn) {
     for (std::size_t t0 = 0; t0 < n_ctx; t0 += bs) {
-      const float* blk = pool + std::size_t(rk.block_table[t0 / bs]) * bs * d + koff;
+      const float* blk = pool + std::size_t(rk.block_table[t0 / bs]) * bs * d;
       const std::size_t n = std::min(bs, n_ctx - t0);
       for (std::size_t j = 0; j < n; ++j) fn(t0 + j, blk + j * d);
     }
   };
-  float mx = -std::numeric_limits<float>::infinity();
-  each(cache.k, [&](std::size_t t, const float* kt) {
-    att[t] = dot(qh, kt, head_dim) * scale;
-    mx = std::max(mx, att[t]);
+  float mx[G];
+  for (std::size_t h = 0; h < G; ++h) mx[h] = -std::numeric_limits<float>::infinity();
+  each(cache.k, [&](std::size_t t, const float* row) {
+#pragma GCC unroll 8
+    for (std::size_t h = 0; h < G; ++h)
+      if (h < g) {
+        const float s = dot(q + (h0 + h) * head_dim, row + koff[h], head_dim) * scale;
+        att[h * n_ctx + t] = s;
+        mx[h] = std::max(mx[h], s);
+      }
   });
-  float sum = 0.0f;
-  for (std::size_t t = 0; t < n_ctx; ++t) {
-    att[t] = std::exp(att[t] - mx);
-    sum += att[t];
+  float inv[G] = {};
+  for (std::size_t h = 0; h < g; ++h) {
+    float sum = 0.0f;
+    float* a = att + h * n_ctx;
+    for (std::size_t t = 0; t < n_ctx; ++t) {
+      a[t] = std::exp(a[t] - mx[h]);
+      sum += a[t];
+    }
+    inv[h] = 1.0f / sum;
   }
-  const float inv = 1.0f / sum;
   if constexpr (HV == 0) {
+    float* o = out + h0 * head_dim;
     std::fill_n(o, head_dim, 0.0f);
-    each(cache.v, [&](std::size_t t, const float* vt) {
-      const float p = att[t] * inv;
+    each(cache.v, [&](std::size_t t, const float* row) {
+      const float p = att[t] * inv[0];
+      const float* vt = row + koff[0];
       for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
     });
   } else {
-    vacc acc[HV];
-    for (std::size_t i = 0; i < HV; ++i) acc[i] = vzero();
-    each(cache.v, [&](std::size_t t, const float* vt) {
-      const vacc p = vzero() + att[t] * inv;
+    vacc acc[G][HV];
+    for (std::size_t h = 0; h < G; ++h)
+      for (std::size_t i = 0; i < HV; ++i) acc[h][i] = vzero();
+    each(cache.v, [&](std::size_t t, const float* row) {
+#pragma GCC unroll 8
+      for (std::size_t h = 0; h < G; ++h)
+        if (h < g) {
+          const vacc p = vzero() + att[h * n_ctx + t] * inv[h];
 #pragma GCC unroll 16
-      for (std::size_t i = 0; i < HV; ++i) acc[i] = vfma(p, vload(vt + 16 * i), acc[i]);
+          for (std::size_t i = 0; i < HV; ++i)
+            acc[h][i] = vfma(p, vload(row + koff[h] + 16 * i), acc[h][i]);
+        }
     });
-    std::memcpy(o, acc, sizeof acc);
+    for (std::size_t h = 0; h < g; ++h)
+      std::memcpy(out + (h0 + h) * head_dim, acc[h], sizeof acc[h]);
   }
 }
 }  // namespace detail
@@ -288,36 +316,47 @@ struct CpuBackend {
     std::size_t max_ctx = 1;
     for (std::size_t r = 0; r < rows; ++r)
       max_ctx = std::max(max_ctx, std::size_t(rowkv[r].pos) + 1);
-    // The output of a head lives in registers where head_dim is a multiple of 16 that
-    // fits them (the usual 32 .. 256); otherwise in memory, with the same arithmetic.
+    // Heads are taken G at a time (their outputs in G·HV registers) where head_dim is a
+    // multiple of 16 up to 128 (16, 32, 64, 96, 128); otherwise one at a time in memory.
     const std::size_t hv = head_dim % 16 == 0 ? head_dim / 16 : 0;
+    const std::size_t G = hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
+    const std::size_t chunks = (n_heads + G - 1) / G;
     pool_.parallel_for_work(
-        rows * n_heads, 2 * head_dim * max_ctx, [&](std::size_t b, std::size_t e) {
-          // Scores of one (row, head), (n_ctx); per thread, grown only when the context does.
+        rows * chunks, 2 * head_dim * max_ctx * G, [&](std::size_t b, std::size_t e) {
+          // Scores of one task's heads, (G, n_ctx); per thread, grown only when the context does.
           thread_local std::vector<float> att;
           for (std::size_t task = b; task < e; ++task) {
-            const std::size_t r = task / n_heads, h = task % n_heads;
+            const std::size_t r = task / chunks, h0 = task % chunks * G;
+            const std::size_t g = std::min(G, n_heads - h0);
             const RowKv& rk = rowkv[r];
             const std::size_t n_ctx = std::size_t(rk.pos) + 1;
-            if (att.size() < n_ctx) att.resize(std::max(n_ctx, 2 * att.size()));
-            const float* qh = q + (r * n_heads + h) * head_dim;
-            const std::size_t koff = (h / group) * head_dim;
-            float* o = out + (r * n_heads + h) * head_dim;
-            switch (hv) {
+            if (att.size() < G * n_ctx) att.resize(std::max(G * n_ctx, 2 * att.size()));
+            const float* qr = q + r * n_heads * head_dim;
+            float* o = out + r * n_heads * head_dim;
+            auto run = [&](auto hv_c, auto g_c) {
+              detail::attend_heads<decltype(hv_c)::value, decltype(g_c)::value>(
+                  qr, o, att.data(), head_dim, n_ctx, rk, cache, h0, g, group, scale);
+            };
+            using std::integral_constant;
+            using Z = std::size_t;
+            switch (G == 1 ? 0 : hv) {
+              case 1:
+                run(integral_constant<Z, 1>{}, integral_constant<Z, 4>{});
+                break;
               case 2:
-                detail::attend_head<2>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                run(integral_constant<Z, 2>{}, integral_constant<Z, 4>{});
                 break;
               case 4:
-                detail::attend_head<4>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                run(integral_constant<Z, 4>{}, integral_constant<Z, 4>{});
                 break;
               case 6:
-                detail::attend_head<6>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                run(integral_constant<Z, 6>{}, integral_constant<Z, 2>{});
                 break;
               case 8:
-                detail::attend_head<8>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                run(integral_constant<Z, 8>{}, integral_constant<Z, 2>{});
                 break;
               default:
-                detail::attend_head<0>(qh, o, att.data(), head_dim, n_ctx, rk, cache, koff, scale);
+                run(integral_constant<Z, 0>{}, integral_constant<Z, 1>{});
                 break;
             }
           }
