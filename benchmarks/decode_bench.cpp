@@ -1,8 +1,9 @@
 // eexit-bench-decode: CPU decode throughput against the machine's two ceilings, in one run.
 //
 //   eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
-//                      [--reps 5] [--json] [--dtypes f32,bf16,f16,q8_0,q4_0,q8_0-f32act,q4_0-f32act]
-//                      [--baseline-threads N] [--no-blas]
+//                      [--reps 5] [--json] [--dtypes
+//                      f32,bf16,f16,q8_0,q4_0,q8_0-f32act,q4_0-f32act]
+//                      [--baseline-threads N] [--no-blas] [--unfused]
 //
 // MODEL: anything load_model reads (a HF directory, a llama2.c .bin, a GGUF file); the
 // weights keep the file's precision (a Q4_0 GGUF decodes as Q4_0), and bytes per token
@@ -28,6 +29,8 @@
 // (quant_act::f32: the weights dequantized into the fp32 kernel).
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
+// --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
+// ops one by one, same bits), interleaved: what the fusion saves.
 // Fractions: batch 1 = tokens/s · bytes streamed per token / bandwidth, where bytes per
 // token = every weight a decode step reads (all layer matrices and norms, final norm,
 // lm_head; the embedding contributes one row) plus the K/V it reads at the mean decode
@@ -74,6 +77,7 @@ struct Options {
   std::vector<std::string> dtypes;  // extra weight precisions (f32 is always run)
   unsigned baseline_threads = 0;    // 0 = none
   bool blas = true;                 // also run the OpenBLAS sgemm backend
+  bool unfused = false;             // also f32 without the fused projections
 };
 
 [[noreturn]] void usage(const char* why) {
@@ -81,9 +85,9 @@ struct Options {
       stderr,
       "%s\nusage: eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
       "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
-      "                          [--dtypes bf16,f16,q8_0,q4_0] [--baseline-threads N] "
-      "[--no-blas]\n",
-               why);
+      "                          [--dtypes LIST] [--baseline-threads N] [--no-blas] "
+      "[--unfused]\n",
+      why);
   std::exit(2);
 }
 
@@ -109,6 +113,8 @@ Options parse(int argc, char** argv) {
       o.json = true;
     else if (a == "--no-blas")
       o.blas = false;
+    else if (a == "--unfused")
+      o.unfused = true;
     else if (a == "--baseline-threads")
       o.baseline_threads = unsigned(std::stoul(val()));
     else if (a == "--dtypes") {
@@ -170,10 +176,10 @@ double sgemm_flop_per_s(int n, int reps) {
 
 // ---- model cost per decode token ---------------------------------------------------
 struct Costs {
-  double weight_bytes;   // read once per decode step (whatever the batch)
-  double kv_bytes;       // K/V read per token at the mean decode position
-  double flops;          // per token
-  double mat_params;     // weights of the matrices a step reads (layers + LM head)
+  double weight_bytes;  // read once per decode step (whatever the batch)
+  double kv_bytes;      // K/V read per token at the mean decode position
+  double flops;         // per token
+  double mat_params;    // weights of the matrices a step reads (layers + LM head)
 };
 
 // Bytes one decode step streams: every matrix and norm in its stored precision, the
@@ -298,10 +304,12 @@ int main(int argc, char** argv) {
                                      : (usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
-    Variant v{name, streamed_weight_bytes(wt),
+    Variant v{name,
+              streamed_weight_bytes(wt),
               std::make_unique<CpuBackend>(o.threads, matmul_impl::invariant,
                                            f32act ? quant_act::f32 : quant_act::int8),
-              nullptr, {}};
+              nullptr,
+              {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));
     variants.push_back(std::move(v));
   }
@@ -312,6 +320,12 @@ int main(int argc, char** argv) {
               nullptr,
               {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
+    variants.push_back(std::move(v));
+  }
+  if (o.unfused) {
+    Variant v{"f32 unfused", k.weight_bytes, std::make_unique<CpuBackend>(o.threads), nullptr, {}};
+    v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, w);
+    v.model->set_fused(false);
     variants.push_back(std::move(v));
   }
   if (o.batches.size() > 16) usage("at most 16 batch sizes");
@@ -364,10 +378,10 @@ int main(int argc, char** argv) {
   if (o.json) {
     std::printf(
         "{\"model\":\"%s\",\"threads\":%u,\"prompt\":%d,\"new\":%d,"
-                "\"bandwidth_GBps\":%.3f,\"bandwidth_model_sized_GBps\":%.3f,\"sgemm_GFLOPs\":%.3f,"
-                "\"weight_MB\":%.3f,\"kv_MB_per_token\":%.4f,\"MFLOP_per_token\":%.3f,\"runs\":[",
-                o.model.c_str(), o.threads, o.prompt, o.n_new, bw / 1e9, bw_model / 1e9, flops / 1e9,
-                k.weight_bytes / 1e6, k.kv_bytes / 1e6, k.flops / 1e6);
+        "\"bandwidth_GBps\":%.3f,\"bandwidth_model_sized_GBps\":%.3f,\"sgemm_GFLOPs\":%.3f,"
+        "\"weight_MB\":%.3f,\"kv_MB_per_token\":%.4f,\"MFLOP_per_token\":%.3f,\"runs\":[",
+        o.model.c_str(), o.threads, o.prompt, o.n_new, bw / 1e9, bw_model / 1e9, flops / 1e9,
+        k.weight_bytes / 1e6, k.kv_bytes / 1e6, k.flops / 1e6);
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       std::printf(
@@ -387,27 +401,27 @@ int main(int argc, char** argv) {
 
   std::printf(
       "\nmodel %s: dim %d, %d layers, %d heads (%d kv), hidden %d, vocab %d (loaded in %.1f s)\n",
-              o.model.c_str(), cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim,
-              cfg.vocab_size, load_s);
+      o.model.c_str(), cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim,
+      cfg.vocab_size, load_s);
   std::printf(
       "per decode token: %.1f MB of weights per step + %.1f MB K/V (%.1f MB at batch 1), "
-              "%.1f MFLOP\n",
-              k.weight_bytes / 1e6, k.kv_bytes / 1e6, bytes_tok / 1e6, k.flops / 1e6);
+      "%.1f MFLOP\n",
+      k.weight_bytes / 1e6, k.kv_bytes / 1e6, bytes_tok / 1e6, k.flops / 1e6);
   std::printf(
       "ceilings (%u threads): sgemv 1 GiB %.2f GB/s (model-sized %.0f MB: %.2f GB/s), "
-              "sgemm 2048^3 %.1f GFLOP/s\n",
-              o.threads, bw / 1e9, k.weight_bytes / 1e6, bw_model / 1e9, flops / 1e9);
+      "sgemm 2048^3 %.1f GFLOP/s\n",
+      o.threads, bw / 1e9, k.weight_bytes / 1e6, bw_model / 1e9, flops / 1e9);
   std::printf(
       "prompt %d, %d new tokens; decode tok/s = tokens after the prefill step / their time\n\n",
-              o.prompt, o.n_new);
+      o.prompt, o.n_new);
   std::printf("%5s | %10s %9s %9s | %10s %9s %9s | %7s | %9s %9s\n", "batch", "ours tok/s", "of BW",
               "of FLOP", "BLAS tok/s", "of BW", "of FLOP", "ours/BL", "prefill s", "BLAS pf s");
   for (const auto& r : rows)
     if (blas)
-    std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10.1f %8.1f%% %8.1f%% | %7.2f | %9.2f %9.2f\n",
-                r.a.batch, r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), r.b.tok_s(),
-                100 * frac_bw(r.b), 100 * frac_fl(r.b), r.a.tok_s() / r.b.tok_s(), r.a.prefill_s,
-                r.b.prefill_s);
+      std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10.1f %8.1f%% %8.1f%% | %7.2f | %9.2f %9.2f\n",
+                  r.a.batch, r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), r.b.tok_s(),
+                  100 * frac_bw(r.b), 100 * frac_fl(r.b), r.a.tok_s() / r.b.tok_s(), r.a.prefill_s,
+                  r.b.prefill_s);
     else
       std::printf("%5d | %10.1f %8.1f%% %8.1f%% | %10s %9s %9s | %7s | %9.2f %9s\n", r.a.batch,
                   r.a.tok_s(), 100 * frac_bw(r.a), 100 * frac_fl(r.a), "-", "-", "-", "-",

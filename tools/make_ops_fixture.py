@@ -134,11 +134,12 @@ def rope_cases():
 
 
 # ---- causal GQA attention over per-sequence K/V -------------------------------------------
-def attention_case():
-    n_heads, n_kv, hd = 4, 2, 8
-    seq_lens = [11, 6]
+# head_dim 8 takes the backend's any-head_dim path; the second case (head_dim 64, GQA 3:1,
+# contexts over several cache blocks) its register path: heads 4 at a time, a full chunk
+# and a chunk of 2, heads of one chunk reading different kv heads.
+def attention_case(n_heads=4, n_kv=2, hd=8, seq_lens=(11, 6),
+                   rows=((0, 10), (0, 3), (1, 5), (1, 0), (0, 0), (0, 7))):  # (sequence, position)
     kv = [(rand(n, n_kv, hd), rand(n, n_kv, hd)) for n in seq_lens]
-    rows = [(0, 10), (0, 3), (1, 5), (1, 0), (0, 0), (0, 7)]  # (sequence, position)
     q = rand(len(rows), n_heads, hd)
     out = torch.zeros_like(q)
     group = n_heads // n_kv
@@ -176,6 +177,9 @@ def main():
         "embed": {"dim": 6, "table": f32_list(table), "tokens": tokens,
                   "out": f32_list(table[tokens])},
     }
+    # Drawn last, so that the cases above keep their values.
+    fixture["attention_hd64"] = attention_case(6, 2, 64, (37, 21),
+                                               ((0, 36), (1, 20), (0, 16), (1, 3), (0, 0)))
     with open(out, "w") as f:
         json.dump(fixture, f, separators=(",", ":"))
         f.write("\n")

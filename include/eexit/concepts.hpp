@@ -41,6 +41,11 @@ concept backend = requires(B& b, const float* cx, float* x, const std::int32_t* 
   b.attention(cx, x, n, n, n, n, rk, kv);
   b.swiglu(cx, cx, x, n);
   b.add(x, cx, n);
+  // Fused: q, k, v of one input; silu(x·W_gateᵀ) ⊙ (x·W_upᵀ); x += a·Wᵀ (each equal to
+  // the ops in sequence).
+  b.matmul_qkv(cx, n, n, wv, wv, wv, n, n, x, x, x, cx, cx, cx);
+  b.matmul_swiglu(cx, n, n, wv, wv, n, x, x);
+  b.matmul_add(cx, n, n, wv, n, x, x);
   b.embed(ids, n, wv, n, x);
   b.gather_rows(cx, ids, n, n, x);
   b.copy(cx, x, n);

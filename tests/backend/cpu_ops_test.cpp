@@ -227,54 +227,84 @@ TEST_CASE("rope matches PyTorch in both styles, with and without Llama 3 scaling
   report("rope", st);
 }
 
-TEST_CASE("store_kv + attention over a paged KV cache match PyTorch causal GQA attention") {
-  const auto& c = fixture()["attention"];
-  const std::size_t n_heads = c["n_heads"], n_kv = c["n_kv_heads"], hd = c["head_dim"];
-  const std::size_t kv_dim = n_kv * hd;
-  constexpr std::int32_t block_size = 4, n_blocks = 8;
-  // Blocks out of order and interleaved between the sequences; block 3 stays unused.
-  const std::vector<std::vector<std::int32_t>> tables = {{5, 2, 7}, {0, 6}};
-  const auto& seqs = c["seqs"];
-  REQUIRE(seqs.size() == tables.size());
-
-  // Pools start as NaN: reading any slot that was not written poisons the result.
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim, nan);
-  std::vector<float> vpool(kpool.size(), nan);
-  const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
-
-  for (const unsigned be_threads : {1u, 2u}) {
-    eexit::CpuBackend be(be_threads);
-    CAPTURE(be_threads);
-    std::fill(kpool.begin(), kpool.end(), nan);
-    std::fill(vpool.begin(), vpool.end(), nan);
-    for (std::size_t s = 0; s < seqs.size(); ++s) {
-      const std::int32_t len = seqs[s]["len"];
-      REQUIRE(std::int32_t(tables[s].size()) * block_size >= len);
-      const auto k = floats(seqs[s]["k"]), v = floats(seqs[s]["v"]);  // (len, n_kv, hd)
-      std::vector<eexit::RowKv> rk;
-      for (std::int32_t t = 0; t < len; ++t) rk.push_back(eexit::RowKv{tables[s].data(), t});
-      be.store_kv(k.data(), v.data(), std::size_t(len), rk.data(), view);
-      // Each token landed in slot block_table[t / bs] * bs + t % bs.
-      for (std::int32_t t = 0; t < len; ++t) {
-        const std::size_t slot =
-            std::size_t(tables[s][std::size_t(t / block_size)] * block_size + t % block_size);
-        CHECK(bitwise_equal(kpool.data() + slot * kv_dim, k.data() + std::size_t(t) * kv_dim,
-                            kv_dim));
-        CHECK(bitwise_equal(vpool.data() + slot * kv_dim, v.data() + std::size_t(t) * kv_dim,
-                            kv_dim));
+namespace {
+// Block tables over a pool of n_blocks blocks for sequences of the given lengths: blocks
+// out of order and interleaved between the sequences, block 3 unused.
+std::vector<std::vector<std::int32_t>> interleaved_tables(const json& seqs, std::int32_t bs,
+                                                          std::int32_t& n_blocks) {
+  std::vector<std::vector<std::int32_t>> t(seqs.size());
+  std::int32_t need = 0;
+  for (const auto& s : seqs) need += (s["len"].get<std::int32_t>() + bs - 1) / bs;
+  n_blocks = need + 1;
+  std::int32_t next = n_blocks - 1;
+  for (bool more = true; more;) {
+    more = false;
+    for (std::size_t i = 0; i < seqs.size(); ++i)
+      if (std::int32_t(t[i].size()) * bs < seqs[i]["len"].get<std::int32_t>()) {
+        if (next == 3) --next;
+        t[i].push_back(next--);
+        more = true;
       }
+  }
+  return t;
+}
+}  // namespace
+
+TEST_CASE("store_kv + attention over a paged KV cache match PyTorch causal GQA attention") {
+  // head_dim 8 (the any-head_dim path) and 64 (registers, several blocks per context)
+  for (const char* key : {"attention", "attention_hd64"}) {
+    CAPTURE(key);
+    const auto& c = fixture()[key];
+    const std::size_t n_heads = c["n_heads"], n_kv = c["n_kv_heads"], hd = c["head_dim"];
+    const std::size_t kv_dim = n_kv * hd;
+    constexpr std::int32_t block_size = 4;
+    const auto& seqs = c["seqs"];
+    std::int32_t n_blocks = 8;
+    // Blocks out of order and interleaved between the sequences; block 3 stays unused.
+    const std::vector<std::vector<std::int32_t>> tables =
+        std::string(key) == "attention" ? std::vector<std::vector<std::int32_t>>{{5, 2, 7}, {0, 6}}
+                                        : interleaved_tables(seqs, block_size, n_blocks);
+    REQUIRE(seqs.size() == tables.size());
+
+    // Pools start as NaN: reading any slot that was not written poisons the result.
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim, nan);
+    std::vector<float> vpool(kpool.size(), nan);
+    const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+
+    for (const unsigned be_threads : {1u, 2u}) {
+      eexit::CpuBackend be(be_threads);
+      CAPTURE(be_threads);
+      std::fill(kpool.begin(), kpool.end(), nan);
+      std::fill(vpool.begin(), vpool.end(), nan);
+      for (std::size_t s = 0; s < seqs.size(); ++s) {
+        const std::int32_t len = seqs[s]["len"];
+        REQUIRE(std::int32_t(tables[s].size()) * block_size >= len);
+        const auto k = floats(seqs[s]["k"]), v = floats(seqs[s]["v"]);  // (len, n_kv, hd)
+        std::vector<eexit::RowKv> rk;
+        for (std::int32_t t = 0; t < len; ++t) rk.push_back(eexit::RowKv{tables[s].data(), t});
+        be.store_kv(k.data(), v.data(), std::size_t(len), rk.data(), view);
+        // Each token landed in slot block_table[t / bs] * bs + t % bs.
+        for (std::int32_t t = 0; t < len; ++t) {
+          const std::size_t slot =
+              std::size_t(tables[s][std::size_t(t / block_size)] * block_size + t % block_size);
+          CHECK(bitwise_equal(kpool.data() + slot * kv_dim, k.data() + std::size_t(t) * kv_dim,
+                              kv_dim));
+          CHECK(bitwise_equal(vpool.data() + slot * kv_dim, v.data() + std::size_t(t) * kv_dim,
+                              kv_dim));
+        }
+      }
+      std::vector<eexit::RowKv> rows;
+      for (const auto& r : c["rows"])
+        rows.push_back(
+            eexit::RowKv{tables[r["seq"].get<std::size_t>()].data(), r["pos"].get<std::int32_t>()});
+      const auto q = floats(c["q"]);
+      std::vector<float> out(rows.size() * n_heads * hd, nan);
+      be.attention(q.data(), out.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+      ErrorStats st;
+      check_close(out, floats(c["out"]), "attention", st);
+      report(key, st);
     }
-    std::vector<eexit::RowKv> rows;
-    for (const auto& r : c["rows"])
-      rows.push_back(
-          eexit::RowKv{tables[r["seq"].get<std::size_t>()].data(), r["pos"].get<std::int32_t>()});
-    const auto q = floats(c["q"]);
-    std::vector<float> out(rows.size() * n_heads * hd, nan);
-    be.attention(q.data(), out.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
-    ErrorStats st;
-    check_close(out, floats(c["out"]), "attention", st);
-    report("attention", st);
   }
 }
 
@@ -310,5 +340,81 @@ TEST_CASE("swiglu, add and embed match PyTorch") {
     be.embed(tokens.data(), tokens.size(), table.data(), dim, out.data());
     const auto want = floats(f["embed"]["out"]);
     CHECK(bitwise_equal(out.data(), want.data(), want.size()));
+  }
+}
+
+// The fused projections against the ops they fuse, run one by one on the same backend:
+// the same bits for every weight precision the fused path takes (f32, bf16, f16), for the
+// precisions and the BLAS path that fall back to the sequence (Q8_0), at row counts of
+// decode (1, 2), of small batches (5, 16) and of prefill (53, past the streaming limit of
+// the kernel), on one to three threads, and batch invariant (a row alone = the row in the
+// batch). h is also the gate output, as the model passes it.
+TEST_CASE("matmul_qkv, matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
+  std::mt19937 rng(99);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto random = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (auto& e : v) e = u(rng);
+    return v;
+  };
+  constexpr std::size_t in = 192, hidden = 264, out = 200;  // 264 and 200: partial tile groups
+  eexit::CpuBackend one(1), two(2), three(3), blas(2, eexit::matmul_impl::blas);
+  for (const eexit::dtype t :
+       {eexit::dtype::f32, eexit::dtype::bf16, eexit::dtype::f16, eexit::dtype::q8_0}) {
+    CAPTURE(eexit::dtype_name(t));
+    const eexit::Weight wg = eexit::Weight(random(hidden * in)).converted(t),
+                        wu = eexit::Weight(random(hidden * in)).converted(t),
+                        wd = eexit::Weight(random(out * hidden)).converted(t);
+    const eexit::WeightView g(t, wg.bytes()), up_w(t, wu.bytes()), d(t, wd.bytes());
+    // Q/K/V: kv_out 36, so slices of q | k | v start inside a tile group of each matrix.
+    constexpr std::size_t kv_out = 36;
+    const eexit::Weight wk = eexit::Weight(random(kv_out * in)).converted(t),
+                        wv = eexit::Weight(random(kv_out * in)).converted(t);
+    const eexit::WeightView kw(t, wk.bytes()), vw(t, wv.bytes());
+    const auto bq = random(out), bk = random(kv_out), bv = random(kv_out);
+    for (const std::size_t rows : {1u, 2u, 5u, 16u, 53u}) {
+      CAPTURE(rows);
+      const auto x = random(rows * in), h_in = random(rows * hidden), resid = random(rows * out);
+      for (auto* be : {&one, &two, &three, &blas}) {
+        CAPTURE(be->threads());
+        CAPTURE(be == &blas);
+        // Unfused: the sequence forward_layer issues with set_fused(false).
+        std::vector<float> h(rows * hidden), up(rows * hidden), y(rows * out), xr = resid;
+        be->matmul(x.data(), rows, in, g, hidden, h.data());
+        be->matmul(x.data(), rows, in, up_w, hidden, up.data());
+        be->swiglu(h.data(), up.data(), h.data(), h.size());
+        be->matmul(h_in.data(), rows, hidden, d, out, y.data());
+        be->add(xr.data(), y.data(), xr.size());
+        // Fused, into buffers poisoned with NaN.
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::vector<float> fh(rows * hidden, nan), fup(rows * hidden, nan), fy(rows * out, nan);
+        std::vector<float> fx = resid;
+        be->matmul_swiglu(x.data(), rows, in, g, up_w, hidden, fh.data(), fup.data());
+        be->matmul_add(h_in.data(), rows, hidden, d, out, fy.data(), fx.data());
+        CHECK(bitwise_equal(fh.data(), h.data(), h.size()));
+        CHECK(bitwise_equal(fx.data(), xr.data(), xr.size()));
+        // W_q (out, in): the first `out` rows of W_gate; V without a bias.
+        std::vector<float> q(rows * out), k(rows * kv_out), v(rows * kv_out);
+        be->matmul(x.data(), rows, in, g, out, q.data(), bq.data());
+        be->matmul(x.data(), rows, in, kw, kv_out, k.data(), bk.data());
+        be->matmul(x.data(), rows, in, vw, kv_out, v.data(), nullptr);
+        std::vector<float> fq(q.size(), nan), fk(k.size(), nan), fv(v.size(), nan);
+        be->matmul_qkv(x.data(), rows, in, g, kw, vw, out, kv_out, fq.data(), fk.data(), fv.data(),
+                       bq.data(), bk.data(), nullptr);
+        CHECK(bitwise_equal(fq.data(), q.data(), q.size()));
+        CHECK(bitwise_equal(fk.data(), k.data(), k.size()));
+        CHECK(bitwise_equal(fv.data(), v.data(), v.size()));
+        // Batch invariance of the fused ops: the last row alone.
+        const std::size_t r = rows - 1;
+        std::vector<float> h1(hidden), up1(hidden), y1(out),
+            x1(resid.begin() + long(r * out), resid.end());
+        be->matmul_swiglu(x.data() + r * in, 1, in, g, up_w, hidden, h1.data(), up1.data());
+        be->matmul_add(h_in.data() + r * hidden, 1, hidden, d, out, y1.data(), x1.data());
+        if (be != &blas || t != eexit::dtype::f32) {  // OpenBLAS sgemm is not batch invariant
+          CHECK(bitwise_equal(h1.data(), h.data() + r * hidden, hidden));
+          CHECK(bitwise_equal(x1.data(), xr.data() + r * out, out));
+        }
+      }
+    }
   }
 }

@@ -11,8 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "eexit/backend/cpu_exit_scores.hpp"
@@ -49,6 +51,81 @@ inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const flo
 #else
   (void)x, (void)rows, (void)in, (void)w, (void)out, (void)y;
 #endif
+}
+
+// Causal attention of heads h0 .. h0+g-1 (g <= G) of one row: for each head, o (head_dim)
+// = softmax(scale · q·Kᵀ) · V over the row's positions 0 .. n_ctx-1. q, out: the row's
+// (n_heads, head_dim); query head h reads kv head h / group. att: (G, n_ctx) scratch.
+// K/V are read block by block through the row's block table (one lookup per block, not a
+// division per position), and position by position for all g heads at once, so that each
+// position's heads are read as one contiguous run of the (n_slots, kv_dim) pool rather
+// than g streams that stride across it. HV > 0: head_dim == 16·HV, outputs accumulated in
+// G·HV registers; HV == 0 (G == 1): any head_dim, accumulated in memory. Every head gets the
+// same arithmetic whatever g, h0 or the path: dot products as dot(), then p·v added into
+// each output element in position order (-march=native builds contract both paths' a·b + c
+// into one fused multiply-add per term).
+template <std::size_t HV, std::size_t G>
+inline void attend_heads(const float* q, float* out, float* att, std::size_t head_dim,
+                         std::size_t n_ctx, const RowKv& rk, const KvLayerView& cache,
+                         std::size_t h0, std::size_t g, std::size_t group, float scale) noexcept {
+  static_assert(HV > 0 || G == 1);
+  const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
+  std::size_t koff[G];  // each head's offset in a position's row of the pool
+  for (std::size_t h = 0; h < G; ++h) koff[h] = (h0 + std::min(h, g - 1)) / group * head_dim;
+  // fn(t, row of position t in pool) over the positions, block by block.
+  auto each = [&](const float* pool, auto&& fn) {
+    for (std::size_t t0 = 0; t0 < n_ctx; t0 += bs) {
+      const float* blk = pool + std::size_t(rk.block_table[t0 / bs]) * bs * d;
+      const std::size_t n = std::min(bs, n_ctx - t0);
+      for (std::size_t j = 0; j < n; ++j) fn(t0 + j, blk + j * d);
+    }
+  };
+  float mx[G];
+  for (std::size_t h = 0; h < G; ++h) mx[h] = -std::numeric_limits<float>::infinity();
+  each(cache.k, [&](std::size_t t, const float* row) {
+#pragma GCC unroll 8
+    for (std::size_t h = 0; h < G; ++h)
+      if (h < g) {
+        const float s = dot(q + (h0 + h) * head_dim, row + koff[h], head_dim) * scale;
+        att[h * n_ctx + t] = s;
+        mx[h] = std::max(mx[h], s);
+      }
+  });
+  float inv[G] = {};
+  for (std::size_t h = 0; h < g; ++h) {
+    float sum = 0.0f;
+    float* a = att + h * n_ctx;
+    for (std::size_t t = 0; t < n_ctx; ++t) {
+      a[t] = std::exp(a[t] - mx[h]);
+      sum += a[t];
+    }
+    inv[h] = 1.0f / sum;
+  }
+  if constexpr (HV == 0) {
+    float* o = out + h0 * head_dim;
+    std::fill_n(o, head_dim, 0.0f);
+    each(cache.v, [&](std::size_t t, const float* row) {
+      const float p = att[t] * inv[0];
+      const float* vt = row + koff[0];
+      for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+    });
+  } else {
+    vacc acc[G][HV];
+    for (std::size_t h = 0; h < G; ++h)
+      for (std::size_t i = 0; i < HV; ++i) acc[h][i] = vzero();
+    each(cache.v, [&](std::size_t t, const float* row) {
+#pragma GCC unroll 8
+      for (std::size_t h = 0; h < G; ++h)
+        if (h < g) {
+          const vacc p = vzero() + att[h * n_ctx + t] * inv[h];
+#pragma GCC unroll 16
+          for (std::size_t i = 0; i < HV; ++i)
+            acc[h][i] = vfma(p, vload(row + koff[h] + 16 * i), acc[h][i]);
+        }
+    });
+    for (std::size_t h = 0; h < g; ++h)
+      std::memcpy(out + (h0 + h) * head_dim, acc[h], sizeof acc[h]);
+  }
 }
 }  // namespace detail
 
@@ -133,6 +210,73 @@ struct CpuBackend {
     matmul_t(x, rows, in, w.f32(), out, y, bias);
   }
 
+  // Fused projections (one fork-join each, every element the same arithmetic as the
+  // unfused sequence, so the results are bitwise equal to it; tests/backend/cpu_ops_test).
+  // Each thread computes its slice of outputs and applies the element-wise tail to that
+  // slice while it is still in its cache, instead of a second op over all of it.
+
+  // q (rows, q_out), k and v (rows, kv_out) = x · W_qᵀ, x · W_kᵀ, x · W_vᵀ (+ their biases,
+  // each may be null): the three projections of one input, split over their outputs
+  // together; = three matmuls.
+  void matmul_qkv(const float* x, std::size_t rows, std::size_t in, WeightView wq, WeightView wk,
+                  WeightView wv, std::size_t q_out, std::size_t kv_out, float* q, float* k,
+                  float* v, const float* bq, const float* bk, const float* bv) {
+    if (rows == 0) return;
+    if (!fusable(wq) || !fusable(wk) || !fusable(wv)) {
+      matmul(x, rows, in, wq, q_out, q, bq);
+      matmul(x, rows, in, wk, kv_out, k, bk);
+      matmul(x, rows, in, wv, kv_out, v, bv);
+      return;
+    }
+    fused_slices(q_out + 2 * kv_out, in * rows, [&](std::size_t n0, std::size_t n1) {
+      // The part of outputs [n0, n1) of q | k | v that falls in the matrix at `base`.
+      auto part = [&](std::size_t base, std::size_t n, WeightView w, float* y, const float* b) {
+        const std::size_t a = std::max(n0, base), e = std::min(n1, base + n);
+        if (a < e) matmul_range(x, rows, in, w, n, a - base, e - base, y, b);
+      };
+      part(0, q_out, wq, q, bq);
+      part(q_out, kv_out, wk, k, bk);
+      part(q_out + kv_out, kv_out, wv, v, bv);
+    });
+  }
+
+  // h (rows, hidden) = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ): the SwiGLU MLP up to the down
+  // projection's input; = matmul, matmul, swiglu(h, up, h). up: (rows, hidden) scratch.
+  void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
+                     WeightView w_up, std::size_t hidden, float* h, float* up) {
+    if (rows == 0) return;
+    if (!fusable(w_gate) || !fusable(w_up)) {
+      matmul(x, rows, in, w_gate, hidden, h);
+      matmul(x, rows, in, w_up, hidden, up);
+      swiglu(h, up, h, rows * hidden);
+      return;
+    }
+    fused_slices(hidden, 2 * in * rows, [&](std::size_t n0, std::size_t n1) {
+      matmul_range(x, rows, in, w_gate, hidden, n0, n1, h);
+      matmul_range(x, rows, in, w_up, hidden, n0, n1, up);
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = r * hidden + n0; i < r * hidden + n1; ++i)
+          h[i] = detail::silu(h[i]) * up[i];
+    });
+  }
+
+  // x (rows, out) += a (rows, in) · Wᵀ: a projection with the residual add fused into it;
+  // = matmul(a → y), add(x, y). y: (rows, out) scratch, left holding the projection.
+  void matmul_add(const float* a, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
+                  float* y, float* x) {
+    if (rows == 0) return;
+    if (!fusable(w)) {
+      matmul(a, rows, in, w, out, y);
+      add(x, y, rows * out);
+      return;
+    }
+    fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
+      matmul_range(a, rows, in, w, out, n0, n1, y);
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t i = r * out + n0; i < r * out + n1; ++i) x[i] += y[i];
+    });
+  }
+
   // y (rows, dim) = rmsnorm(x) * w; rows in parallel when there are enough of them.
   void rmsnorm(const float* x, const float* w, float* y, std::size_t rows, std::size_t dim,
                float eps) {
@@ -173,42 +317,54 @@ struct CpuBackend {
                  std::size_t n_kv_heads, std::size_t head_dim, const RowKv* rowkv,
                  const KvLayerView& cache) {
     const std::size_t group = n_heads / n_kv_heads;
-    const std::size_t d = std::size_t(cache.kv_dim);
     const float scale = 1.0f / std::sqrt(float(head_dim));
     // Work per (row, head): two passes over its context. Mean context is not known
     // without a pass over rowkv; the largest position bounds it.
     std::size_t max_ctx = 1;
     for (std::size_t r = 0; r < rows; ++r)
       max_ctx = std::max(max_ctx, std::size_t(rowkv[r].pos) + 1);
+    // Heads are taken G at a time (their outputs in G·HV registers) where head_dim is a
+    // multiple of 16 up to 128 (16, 32, 64, 96, 128); otherwise one at a time in memory.
+    const std::size_t hv = head_dim % 16 == 0 ? head_dim / 16 : 0;
+    const std::size_t G = hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
+    const std::size_t chunks = (n_heads + G - 1) / G;
     pool_.parallel_for_work(
-        rows * n_heads, 2 * head_dim * max_ctx, [&](std::size_t b, std::size_t e) {
-          // Scores of one (row, head), (n_ctx); per thread, grown only when the context does.
+        rows * chunks, 2 * head_dim * max_ctx * G, [&](std::size_t b, std::size_t e) {
+          // Scores of one task's heads, (G, n_ctx); per thread, grown only when the context does.
           thread_local std::vector<float> att;
           for (std::size_t task = b; task < e; ++task) {
-            const std::size_t r = task / n_heads, h = task % n_heads;
+            const std::size_t r = task / chunks, h0 = task % chunks * G;
+            const std::size_t g = std::min(G, n_heads - h0);
             const RowKv& rk = rowkv[r];
             const std::size_t n_ctx = std::size_t(rk.pos) + 1;
-            if (att.size() < n_ctx) att.resize(std::max(n_ctx, 2 * att.size()));
-            const float* qh = q + (r * n_heads + h) * head_dim;
-            const std::size_t koff = (h / group) * head_dim;
-            float mx = -std::numeric_limits<float>::infinity();
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              const float* kt = cache.k + cache.slot(rk, std::int32_t(t)) * d + koff;
-              att[t] = detail::dot(qh, kt, head_dim) * scale;
-              mx = std::max(mx, att[t]);
-            }
-            float sum = 0.0f;
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              att[t] = std::exp(att[t] - mx);
-              sum += att[t];
-            }
-            const float inv = 1.0f / sum;
-            float* o = out + (r * n_heads + h) * head_dim;
-            std::fill_n(o, head_dim, 0.0f);
-            for (std::size_t t = 0; t < n_ctx; ++t) {
-              const float* vt = cache.v + cache.slot(rk, std::int32_t(t)) * d + koff;
-              const float p = att[t] * inv;
-              for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+            if (att.size() < G * n_ctx) att.resize(std::max(G * n_ctx, 2 * att.size()));
+            const float* qr = q + r * n_heads * head_dim;
+            float* o = out + r * n_heads * head_dim;
+            auto run = [&](auto hv_c, auto g_c) {
+              detail::attend_heads<decltype(hv_c)::value, decltype(g_c)::value>(
+                  qr, o, att.data(), head_dim, n_ctx, rk, cache, h0, g, group, scale);
+            };
+            using std::integral_constant;
+            using Z = std::size_t;
+            switch (G == 1 ? 0 : hv) {
+              case 1:
+                run(integral_constant<Z, 1>{}, integral_constant<Z, 4>{});
+                break;
+              case 2:
+                run(integral_constant<Z, 2>{}, integral_constant<Z, 4>{});
+                break;
+              case 4:
+                run(integral_constant<Z, 4>{}, integral_constant<Z, 4>{});
+                break;
+              case 6:
+                run(integral_constant<Z, 6>{}, integral_constant<Z, 2>{});
+                break;
+              case 8:
+                run(integral_constant<Z, 8>{}, integral_constant<Z, 2>{});
+                break;
+              default:
+                run(integral_constant<Z, 0>{}, integral_constant<Z, 1>{});
+                break;
             }
           }
         });
@@ -317,6 +473,36 @@ struct CpuBackend {
     pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
       detail::matmul_q8act(qx, qd, rows, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
     });
+  }
+
+  // Whether the fused projections run w fused: the element-type kernels of matmul_t. The
+  // quantized types and OpenBLAS's f32 path take the unfused sequence (matmul decides how
+  // they run).
+  bool fusable(WeightView w) const noexcept {
+    return w.type == dtype::bf16 || w.type == dtype::f16 ||
+           (w.type == dtype::f32 && mm_ == matmul_impl::invariant);
+  }
+  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ (+ bias) on the calling thread (w fusable).
+  static void matmul_range(const float* x, std::size_t rows, std::size_t in, WeightView w,
+                           std::size_t out, std::size_t n0, std::size_t n1, float* y,
+                           const float* bias = nullptr) {
+    if (w.type == dtype::bf16)
+      detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::bf16_t*>(w.data), in, n0,
+                                  n1, y, out, bias);
+    else if (w.type == dtype::f16)
+      detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::f16_t*>(w.data), in, n0,
+                                  n1, y, out, bias);
+    else
+      detail::matmul_xwt_dispatch(x, rows, in, w.f32(), in, n0, n1, y, out, bias);
+  }
+  // fn(n0, n1) over [0, out) in slices of whole 8-output tile groups, as matmul_t splits
+  // its outputs; work_per_output: multiply-adds per output over all rows.
+  template <class F>
+  void fused_slices(std::size_t out, std::size_t work_per_output, F&& fn) {
+    constexpr std::size_t g = 8;
+    pool_.parallel_for_work(
+        (out + g - 1) / g, g * work_per_output,
+        [&](std::size_t g0, std::size_t g1) { fn(g0 * g, std::min(out, g1 * g)); });
   }
 
   // f(i) for i in [0, n), in parallel chunks of whole 16-element blocks when n pays for it.

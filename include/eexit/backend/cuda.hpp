@@ -329,6 +329,27 @@ class CudaBackend {
   void add(float* x, const float* y, std::size_t n) {
     if (n) detail::cuda::add(ctx_, x, y, n);
   }
+  // The fused projections of CpuBackend, as the ops in sequence: on the GPU each op is
+  // one launch on the stream and the intermediates stay in device memory (a fused
+  // epilogue in the GEMM would save the extra pass; not done).
+  void matmul_qkv(const float* x, std::size_t rows, std::size_t in, WeightView wq, WeightView wk,
+                  WeightView wv, std::size_t q_out, std::size_t kv_out, float* q, float* k,
+                  float* v, const float* bq, const float* bk, const float* bv) {
+    matmul(x, rows, in, wq, q_out, q, bq);
+    matmul(x, rows, in, wk, kv_out, k, bk);
+    matmul(x, rows, in, wv, kv_out, v, bv);
+  }
+  void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
+                     WeightView w_up, std::size_t hidden, float* h, float* up) {
+    matmul(x, rows, in, w_gate, hidden, h);
+    matmul(x, rows, in, w_up, hidden, up);
+    swiglu(h, up, h, rows * hidden);
+  }
+  void matmul_add(const float* a, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
+                  float* y, float* x) {
+    matmul(a, rows, in, w, out, y);
+    add(x, y, rows * out);
+  }
   // tokens: host array of n ids.
   void embed(const std::int32_t* tokens, std::size_t n, WeightView table, std::size_t dim,
              float* out) {

@@ -172,16 +172,32 @@ class LlamaModel {
     be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
     be_->attention(D(ws.q), D(ws.att), rows, std::size_t(cfg_.n_heads),
                    std::size_t(cfg_.n_kv_heads), hd, rk, kv);
-    be_->matmul(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj));
-    be_->add(x, D(ws.proj), rows * dim);
+    if (fused_) {
+      be_->matmul_add(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj), x);
+    } else {
+      be_->matmul(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj));
+      be_->add(x, D(ws.proj), rows * dim);
+    }
     // SwiGLU MLP
     be_->rmsnorm(x, D(L.ffn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+    if (fused_) {
+      be_->matmul_swiglu(D(ws.xb), rows, dim, L.w_gate.view(), L.w_up.view(), hidden, D(ws.hb),
+                         D(ws.hb2));
+      be_->matmul_add(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj), x);
+      return;
+    }
     be_->matmul(D(ws.xb), rows, dim, L.w_gate.view(), hidden, D(ws.hb));
     be_->matmul(D(ws.xb), rows, dim, L.w_up.view(), hidden, D(ws.hb2));
     be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
     be_->matmul(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj));
     be_->add(x, D(ws.proj), rows * dim);
   }
+
+  // Whether forward_layer issues the fused projections (matmul_qkv, matmul_swiglu,
+  // matmul_add; the default) or the ops they fuse, one by one. Both give the same bits; the switch
+  // is for measuring the fusion side by side (eexit-bench-decode --unfused) and for its tests.
+  void set_fused(bool on) noexcept { fused_ = on; }
+  bool fused() const noexcept { return fused_; }
 
   // logits (rows, vocab) of exit point `exit` for hidden states h (rows, dim).
   // The last exit is the model's own final norm + LM head.
@@ -338,6 +354,13 @@ class LlamaModel {
 
   void qkv(const Layer& L, const float* xb, std::size_t rows, float* q, float* k, float* v) {
     const std::size_t dim = std::size_t(cfg_.dim);
+    if (fused_) {
+      be_->matmul_qkv(xb, rows, dim, L.wq.view(), L.wk.view(), L.wv.view(),
+                      std::size_t(cfg_.q_dim()), std::size_t(cfg_.kv_dim()), q, k, v,
+                      L.has_bias ? D(L.bq) : nullptr, L.has_bias ? D(L.bk) : nullptr,
+                      L.has_bias ? D(L.bv) : nullptr);
+      return;
+    }
     be_->matmul(xb, rows, dim, L.wq.view(), std::size_t(cfg_.q_dim()), q,
                 L.has_bias ? D(L.bq) : nullptr);
     be_->matmul(xb, rows, dim, L.wk.view(), std::size_t(cfg_.kv_dim()), k,
@@ -401,7 +424,7 @@ class LlamaModel {
   ModelConfig cfg_;
   Matrix tok_embedding_, lm_head_, fill_w_;
   buffer<float> final_norm_, inv_freq_, ones_, fill_b_;
-  bool has_lm_head_ = false, has_fill_bias_ = false;
+  bool has_lm_head_ = false, has_fill_bias_ = false, fused_ = true;
   std::vector<KvLayerView> views_;
   std::vector<Layer> layers_;
   std::vector<Head> heads_;

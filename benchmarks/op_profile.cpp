@@ -1,0 +1,225 @@
+// eexit-bench-ops: where a decode step's time goes, op by op, on the CPU backend.
+//
+//   eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] [--batch 1] [--reps 3]
+//                             [--unfused]
+//
+// The model and the engine run on TimedCpu, a CpuBackend whose every op is timed (wall
+// clock around the call; the CPU backend is synchronous, so that is the op's time). The
+// step is timed as a whole too: what the ops do not account for is the engine's own work
+// (scheduling, block tables, sampling, streaming the tokens). B requests of --prompt random
+// ids, --new tokens each, greedy, ignore_eos; the first step is the whole prefill and is
+// left out, so every figure is per decode step of B rows. Best of --reps runs (by step
+// time); the table is that run's. --unfused: the model issues the unfused op sequence
+// (LlamaModel::set_fused(false)), for a side-by-side of the fused element-wise ops.
+// The timing adds two clock reads per op (~50 ns each; ~100 ops per layer step at most).
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "bench_clock.hpp"
+#include "eexit/backend/cpu.hpp"
+#include "eexit/cache/paged.hpp"
+#include "eexit/engine/engine.hpp"
+#include "eexit/model/llama.hpp"
+#include "eexit/model/load.hpp"
+
+using namespace eexit;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+#define EEXIT_BENCH_OPS(X)                                                                  \
+  X(matmul)                                                                                 \
+  X(matmul_qkv)                                                                             \
+  X(matmul_swiglu)                                                                          \
+  X(matmul_add)                                                                             \
+  X(rmsnorm)                                                                                \
+  X(rope) X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) \
+      X(sigmoid) X(fill_kv) X(exit_scores)
+
+enum class op : int {
+#define X(name) name,
+  EEXIT_BENCH_OPS(X)
+#undef X
+      count
+};
+constexpr const char* op_names[] = {
+#define X(name) #name,
+    EEXIT_BENCH_OPS(X)
+#undef X
+};
+constexpr std::size_t n_ops = std::size_t(op::count);
+
+// CpuBackend with a wall-clock total and a call count per op.
+struct TimedCpu : CpuBackend {
+  using CpuBackend::CpuBackend;
+  std::array<double, n_ops> seconds{};
+  std::array<long, n_ops> calls{};
+  void reset() {
+    seconds.fill(0);
+    calls.fill(0);
+  }
+
+  template <class F>
+  void timed(op k, F&& f) {
+    const auto t0 = clk::now();
+    f();
+    seconds[std::size_t(k)] += std::chrono::duration<double>(clk::now() - t0).count();
+    ++calls[std::size_t(k)];
+  }
+#define EEXIT_TIMED(name)                                              \
+  template <class... A>                                                \
+  void name(A&&... a) {                                                \
+    timed(op::name, [&] { CpuBackend::name(std::forward<A>(a)...); }); \
+  }
+  EEXIT_TIMED(matmul)
+  EEXIT_TIMED(matmul_qkv)
+  EEXIT_TIMED(matmul_swiglu)
+  EEXIT_TIMED(matmul_add)
+  EEXIT_TIMED(rmsnorm)
+  EEXIT_TIMED(rope)
+  EEXIT_TIMED(store_kv)
+  EEXIT_TIMED(attention)
+  EEXIT_TIMED(swiglu)
+  EEXIT_TIMED(add)
+  EEXIT_TIMED(embed)
+  EEXIT_TIMED(gather_rows)
+  EEXIT_TIMED(copy)
+  EEXIT_TIMED(fill)
+  EEXIT_TIMED(sigmoid)
+  EEXIT_TIMED(fill_kv)
+  EEXIT_TIMED(exit_scores)
+#undef EEXIT_TIMED
+};
+static_assert(backend<TimedCpu>);
+
+struct Options {
+  std::string model;
+  unsigned threads = 2;
+  int prompt = 32, n_new = 32, batch = 1, reps = 3;
+  bool unfused = false;
+};
+
+[[noreturn]] void usage(const char* msg) {
+  std::fprintf(stderr,
+               "%s\nusage: eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] "
+               "[--batch 1] [--reps 3] [--unfused]\n",
+               msg);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--threads")
+      o.threads = unsigned(std::stoul(val()));
+    else if (a == "--prompt")
+      o.prompt = std::stoi(val());
+    else if (a == "--new")
+      o.n_new = std::stoi(val());
+    else if (a == "--batch")
+      o.batch = std::stoi(val());
+    else if (a == "--reps")
+      o.reps = std::stoi(val());
+    else if (a == "--unfused")
+      o.unfused = true;
+    else if (a == "-h" || a == "--help")
+      usage("");
+    else if (o.model.empty())
+      o.model = a;
+    else
+      usage(("unexpected argument " + a).c_str());
+  }
+  if (o.model.empty()) usage("missing MODEL_DIR");
+  if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) usage("need --new >= 2, --batch >= 1");
+  return o;
+}
+
+struct Profile {
+  double step_s = 0;  // decode steps' wall time
+  long steps = 0;
+  std::array<double, n_ops> seconds{};
+  std::array<long, n_ops> calls{};
+};
+
+Profile run(LlamaModel<TimedCpu>& model, const Options& o) {
+  using Cache = PagedCache<TimedCpu, 16>;
+  TimedCpu& be = model.backend();
+  const auto& c = model.config();
+  Cache cache(be, c, o.batch * ((o.prompt + o.n_new + 15) / 16));
+  EngineOptions eo;
+  eo.max_batch_tokens = o.batch * o.prompt;  // every prompt in the first step
+  eo.max_running = o.batch;
+  Engine<FullDepth, Cache> engine(model, cache, FullDepth{}, eo);
+  std::mt19937 g(1234);
+  std::uniform_int_distribution<std::int32_t> tok(3, c.vocab_size - 1);
+  for (int b = 0; b < o.batch; ++b) {
+    GenerateRequest r;
+    r.prompt.resize(std::size_t(o.prompt));
+    for (auto& t : r.prompt) t = tok(g);
+    r.max_tokens = o.n_new;
+    r.ignore_eos = true;
+    engine.add_request(std::move(r));
+  }
+  (void)engine.step();  // the prefill
+  be.reset();
+  Profile p;
+  const auto t0 = clk::now();
+  while (engine.has_work()) {
+    (void)engine.step();
+    ++p.steps;
+  }
+  p.step_s = std::chrono::duration<double>(clk::now() - t0).count();
+  p.seconds = be.seconds;
+  p.calls = be.calls;
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  ModelWeights w = load_model(o.model);
+  TimedCpu be(o.threads);
+  LlamaModel<TimedCpu> model(be, std::move(w));
+  model.set_fused(!o.unfused);
+  const double cpu0 = bench::cpu_now();
+  const auto w0 = clk::now();
+  Profile best;
+  for (int i = 0; i < o.reps; ++i) {
+    Profile p = run(model, o);
+    if (i == 0 || p.step_s < best.step_s) best = p;
+  }
+  const double wall = std::chrono::duration<double>(clk::now() - w0).count();
+  const double cpu = bench::cpu_now() - cpu0;
+  const double per = 1e3 / double(best.steps);
+  std::printf("model %s, batch %d, %u threads, %s ops, %ld decode steps (best of %d runs)\n",
+              o.model.c_str(), o.batch, o.threads, o.unfused ? "unfused" : "fused", best.steps,
+              o.reps);
+  std::printf("load average %s; process CPU / wall %.2f\n", bench::loadavg().c_str(), cpu / wall);
+  std::printf("%-14s %10s %9s %7s\n", "op", "ms/step", "calls", "share");
+  double ops = 0, mm = 0;
+  for (std::size_t k = 0; k < n_ops; ++k) {
+    ops += best.seconds[k];
+    if (k <= std::size_t(op::matmul_add)) mm += best.seconds[k];
+  }
+  for (std::size_t k = 0; k < n_ops; ++k)
+    if (best.calls[k])
+      std::printf("%-14s %10.3f %9.1f %6.1f%%\n", op_names[k], best.seconds[k] * per,
+                  double(best.calls[k]) / double(best.steps), 100 * best.seconds[k] / best.step_s);
+  std::printf("%-14s %10.3f\n", "engine (rest)", (best.step_s - ops) * per);
+  std::printf("%-14s %10.3f\n", "step", best.step_s * per);
+  std::printf("outside matmuls: %.3f ms per step (%.1f%%)\n", (best.step_s - mm) * per,
+              100 * (best.step_s - mm) / best.step_s);
+  return 0;
+}
