@@ -574,7 +574,11 @@ class HttpServer {
         if (!o.tokens.empty() || !o.text.empty() || fin || first) {
           auto chunk =
               openai::chunk_body(pr, id, created, o.tokens, o.text, fin, first, offset, texts_);
-          if (fin) chunk["usage"] = openai::usage(n_prompt, generated);
+          if (fin) {
+            chunk["usage"] = openai::usage(n_prompt, generated);
+            if (auto sp = openai::speculation(o.stats); !sp.is_null())
+              chunk["speculation"] = std::move(sp);
+          }
           payload = "data: " + openai::dump(chunk) + "\n\n";
           first = false;
         }

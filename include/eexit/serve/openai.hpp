@@ -424,6 +424,16 @@ inline std::vector<TokenEvent> token_events(const Completion& c) {
   return ev;
 }
 
+// Self-speculation's share of a finished request (null when it ran no verify pass): the
+// non-streaming body and the last SSE chunk both carry it.
+inline json speculation(const RequestStats& st) {
+  if (st.verify_passes <= 0) return nullptr;
+  return {{"verify_passes", st.verify_passes},
+          {"draft_tokens", st.draft_tokens},
+          {"accepted_drafts", st.accepted_drafts},
+          {"tokens_per_verify", double(st.speculative_tokens) / st.verify_passes}};
+}
+
 // One non-streaming response body.
 inline json response_body(const ParsedRequest& r, const std::string& id, std::int64_t created,
                           const Completion& c, std::int64_t prompt_tokens, const TokenTexts& tt) {
@@ -445,12 +455,7 @@ inline json response_body(const ParsedRequest& r, const std::string& id, std::in
                {"model", r.model},
                {"choices", json::array({choice})},
                {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
-  if (c.stats.verify_passes > 0)  // self-speculation's share of this request
-    body["speculation"] = {
-        {"verify_passes", c.stats.verify_passes},
-        {"draft_tokens", c.stats.draft_tokens},
-        {"accepted_drafts", c.stats.accepted_drafts},
-        {"tokens_per_verify", double(c.stats.speculative_tokens) / c.stats.verify_passes}};
+  if (auto s = speculation(c.stats); !s.is_null()) body["speculation"] = std::move(s);
   return body;
 }
 

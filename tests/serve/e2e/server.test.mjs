@@ -320,6 +320,30 @@ describe('early exit', () => {
   });
 });
 
+describe('self-speculation', () => {
+  let s;
+  before(async () => { s = await startServer(['--policy', 'self-spec', '--draft-exit', '3']); });
+  after(async () => { await s.stop(); });
+  test('greedy text is the same streamed or not; both report the speculation', async () => {
+    const c = s.client();
+    const body = { model: MODEL, prompt: 'ROMEO:\n', max_tokens: 24, temperature: 0 };
+    const whole = await c.completions.create(body);
+    const sp = whole.speculation;
+    assert.ok(sp && sp.verify_passes > 0, 'a verify pass ran');
+    assert.ok(sp.accepted_drafts <= sp.draft_tokens);
+    let text = '';
+    let last = null;
+    for await (const chunk of await c.completions.create({ ...body, stream: true })) {
+      text += chunk.choices[0]?.text ?? '';
+      if (chunk.choices[0]?.finish_reason) last = chunk;
+    }
+    assert.equal(text, whole.choices[0].text);
+    assert.ok(last, 'a chunk carried the finish reason');
+    // Greedy decoding is deterministic: the same drafts, accepted the same way.
+    assert.deepEqual(last.speculation, sp);
+  });
+});
+
 describe('concurrency', () => {
   let s;
   before(async () => { s = await startServer(['--max-running', '64']); });
