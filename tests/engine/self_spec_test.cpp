@@ -461,3 +461,39 @@ TEST_CASE("self-spec greedy with penalties equals full depth: drafts and verify 
     CHECK(sp.stats.accepted_drafts > 0);
   }
 }
+
+TEST_CASE("self-spec with logprobs asked: tokens, logprobs and top-k equal full depth's") {
+  // Speculated tokens take their logprobs from the verify position's full-depth logits,
+  // which batch invariance makes the bits of a plain full-depth decode at that position.
+  auto& m = shakespeare().model;
+  auto rs = shakespeare_requests(4, 32);
+  for (auto& r : rs) r.sampling.logprobs = 3;
+  auto go = [&](auto policy) {
+    Paged cache(m.backend(), m.config(), 256);
+    Engine<decltype(policy), Paged> engine(m, cache, policy);
+    for (const auto& r : rs) engine.add_request(r);
+    auto cs = engine.run_to_completion();
+    return std::pair{std::move(cs), engine.stats()};
+  };
+  const auto [full, full_stats] = go(FullDepth{});
+  const auto [spec, spec_stats] = go(self_spec(1, 4));
+  CHECK(spec_stats.verify_passes > 0);
+  CHECK(spec_stats.accepted_drafts > 0);
+  REQUIRE(full.size() == spec.size());
+  for (std::size_t i = 0; i < full.size(); ++i) {
+    CAPTURE(i);
+    CHECK(spec[i].tokens == full[i].tokens);
+    REQUIRE(spec[i].logprobs.size() == full[i].logprobs.size());
+    REQUIRE(spec[i].top_logprobs.size() == full[i].top_logprobs.size());
+    for (std::size_t t = 0; t < full[i].logprobs.size(); ++t) {
+      CAPTURE(t);
+      CHECK(spec[i].logprobs[t] == full[i].logprobs[t]);
+      CHECK(full[i].logprobs[t] < 0.0f);  // filled, not the default 0
+      REQUIRE(spec[i].top_logprobs[t].size() == 3);
+      for (std::size_t j = 0; j < 3; ++j) {
+        CHECK(spec[i].top_logprobs[t][j].token == full[i].top_logprobs[t][j].token);
+        CHECK(spec[i].top_logprobs[t][j].logprob == full[i].top_logprobs[t][j].logprob);
+      }
+    }
+  }
+}

@@ -287,10 +287,10 @@ class Engine {
     // While speculating nothing exits early: every token is verified at full depth.
     in_walk_ = true;
     try {
-    if (k_max_ > 0)
-      walk_.run(full_, rows_, sink);
-    else
-    walk_.run(policy_, rows_, sink);
+      if (k_max_ > 0)
+        walk_.run(full_, rows_, sink);
+      else
+        walk_.run(policy_, rows_, sink);
     } catch (...) {
       end_walk();
       throw;
@@ -370,14 +370,14 @@ class Engine {
   using backend_type = typename Model::backend_type;
 
   // Which decode rows draft, and how much: as many of K as the request can still use and
-  // the cache can reserve now (never preempting for it); k = 0 decodes plainly. Requests
-  // that want logprobs decode plainly (their logprobs come from the sampled row).
+  // the cache can reserve now (never preempting for it); k = 0 decodes plainly. Logprobs
+  // of speculated tokens come from their verify position's full-depth logits.
   void plan_drafts(const std::vector<Chunk>& chunks) {
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       const Chunk& ch = chunks[k];
       Sequence& s = *ch.seq;
-      if (!ch.decode || s.req.sampling.logprobs >= 0) continue;
+      if (!ch.decode) continue;
       // Slots past pos a pass may write: pos+1..pos+cap with the bonus row, one fewer
       // without (then a single draft would only re-derive the plain decode's token).
       const bool bonus = spec_cfg_.bonus_row;
@@ -480,10 +480,10 @@ class Engine {
       const auto& q = r.q[std::size_t(i)];
       if (spec::keep_draft(p, q, d, s.spec_rng)) {
         ++kept;
-        accept(s, SampleResult{d, 0.0f, {}}, last, L - 1);
+        accept(s, s.sampler.result_for(logits, d), last, L - 1);
         continue;
       }
-      accept(s, SampleResult{spec::draw_residual(p, q, s.spec_rng), 0.0f, {}}, last, L - 1);
+      accept(s, s.sampler.result_for(logits, spec::draw_residual(p, q, s.spec_rng)), last, L - 1);
       break;
     }
     // Every verified position ran all L layers (draft layers + the verify's).
@@ -561,7 +561,7 @@ class Engine {
     if (in_walk_)
       finished_in_walk_.push_back(&s);
     else
-    sched_.remove(s);
+      sched_.remove(s);
     s.mark_finished(why);
     pending_out_.push_back(s.id);
   }
@@ -595,7 +595,7 @@ class Engine {
   DeferredFill<typename Model::backend_type> deferred_;  // the deferred fill's rows
   bool in_walk_ = false;                     // the walk is running: finish() delays removal
   std::vector<Sequence*> finished_in_walk_;  // removed from the scheduler when it ends
-  WalkRows rows_;  // this step's rows (the walk compacts its decode part)
+  WalkRows rows_;                            // this step's rows (the walk compacts its decode part)
   // Self-speculation: this step's drafting rows, each chunk's row in it (-1 = none), the
   // draft passes' rows, draft scores, and (max_running, K, dim) the drafts' layer-E states.
   FullDepth full_;

@@ -139,6 +139,12 @@ class Sampler {
         }
       }
     }
+    return result_for(logits, token);
+  }
+
+  // The result for `token` chosen from these logits by someone else (self-speculation's
+  // kept draft or residual draw), with the logprobs sample() would give it when asked.
+  SampleResult result_for(std::span<const float> logits, int token) {
     SampleResult r{token, 0.0f, {}};
     if (params_.logprobs >= 0) fill_logprobs(logits, r);
     return r;
