@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "eexit/core/dtype.hpp"    // f16_to_f32
 #include "eexit/model/config.hpp"  // rope_style
@@ -256,6 +257,17 @@ inline float tail_dot(const float* x, const W* w, std::size_t k0, std::size_t k)
   return s;
 }
 
+// Keeps v in a register: GCC otherwise folds a load used by several FMAs into each of
+// them as a memory operand (one load per FMA instead of one per vector), and the loads,
+// not the FMAs, then bound the tile. No instruction, so no change to the arithmetic.
+inline void reg_barrier(vacc& v) noexcept {
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
 // One register tile: MR rows x NR outputs, MR*NR accumulators. y[i, n+j] for the MR rows
 // at x (row stride ldx) and outputs n..n+NR-1. Every element gets the same sequence:
 // vfma over k blocks in order, vhsum, + tail_dot, + bias; the tile shape changes only
@@ -273,7 +285,10 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
   for (std::size_t k = 0; k < K16; k += 16) {
     vacc wv[NR];
 #pragma GCC unroll 16
-    for (std::size_t j = 0; j < NR; ++j) wv[j] = wload_k(wr + j * ld, k);
+    for (std::size_t j = 0; j < NR; ++j) {
+      wv[j] = wload_k(wr + j * ld, k);
+      if constexpr (MR > 2 && std::is_same_v<W, float>) reg_barrier(wv[j]);
+    }
     if constexpr (Prefetch) {  // the next NR rows of W, one cache line per row and step
 #pragma GCC unroll 16
       for (std::size_t j = 0; j < NR; ++j)
@@ -281,7 +296,8 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
     }
 #pragma GCC unroll 16
     for (std::size_t i = 0; i < MR; ++i) {
-      const vacc xv = vload(x + i * ldx + k);
+      vacc xv = vload(x + i * ldx + k);
+      if constexpr (MR > 2) reg_barrier(xv);
 #pragma GCC unroll 16
       for (std::size_t j = 0; j < NR; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
     }
