@@ -175,11 +175,12 @@ TEST_CASE(
   // Row counts through every kernel path: 1 and 2 (decode tiles), 3..48 (W streamed once,
   // 6-row tiles and their remainders), 49+ (prefill: W blocked in L2). (N, K): N not a
   // multiple of 4 or 8 (single-output tiles), K with a tail; 300 x 1000 is more than one
-  // prefill block of W for every weight type (128 f32 / 256 16-bit rows at K = 1000).
+  // prefill block of W for every weight type (128 f32 / 256 16-bit rows at K = 1000);
+  // K = 2100 runs in k chunks (1024, 1024, 48 and a tail of 4) in blocks of 56 or 64.
   const std::size_t row_counts[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,   10, 11,
                                     12, 13, 14, 15, 16, 17, 48, 49, 128, 130};
   constexpr std::size_t max_rows = 130;
-  const std::pair<std::size_t, std::size_t> shapes[] = {{37, 200}, {300, 1000}};
+  const std::pair<std::size_t, std::size_t> shapes[] = {{37, 200}, {300, 1000}, {70, 2100}};
   for (const eexit::dtype t : {eexit::dtype::f32, eexit::dtype::bf16, eexit::dtype::f16}) {
     CAPTURE(eexit::dtype_name(t));
     for (const auto& [N, K] : shapes) {
