@@ -277,12 +277,10 @@ inline void reg_barrier(vacc& v) noexcept {
 // is 0, and leaves its own there unless ke reaches K16, where it finishes the elements.
 // Storing and reloading a vector does not change it, so the sequence per element is the
 // same however k is split.
-template <std::size_t MR, std::size_t NR, bool Prefetch = false, bool Chunked = false, class W>
-inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K, std::size_t K16,
-                     std::size_t n, float* y, std::size_t ldy, const float* bias,
-                     std::size_t kb = 0, std::size_t ke = SIZE_MAX,
-                     vacc* spill = nullptr) noexcept {
-  if constexpr (!Chunked) kb = 0, ke = K16;  // the whole of k (and a tighter loop)
+template <std::size_t MR, std::size_t NR, bool Prefetch, bool Chunked, class W>
+inline void xwt_tile_part(const float* x, std::size_t ldx, const W* w, std::size_t K,
+                          std::size_t K16, std::size_t n, float* y, std::size_t ldy,
+                          const float* bias, std::size_t kb, std::size_t ke, vacc* spill) noexcept {
   vacc acc[MR][NR];
   if (!Chunked || kb == 0) {
 #pragma GCC unroll 16
@@ -295,10 +293,10 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
 #pragma GCC unroll 16
       for (std::size_t j = 0; j < NR; ++j) acc[i][j] = spill[i * NR + j];
   }
-  ke = std::min(ke, K16);
+  const std::size_t k0 = Chunked ? kb : 0, k1 = Chunked ? std::min(ke, K16) : K16;
   const std::size_t ld = K / per_unit<W>;  // row stride of W in storage units
   const W* wr = w + n * ld;
-  for (std::size_t k = kb; k < ke; k += 16) {
+  for (std::size_t k = k0; k < k1; k += 16) {
     vacc wv[NR];
 #pragma GCC unroll 16
     for (std::size_t j = 0; j < NR; ++j) {
@@ -318,7 +316,7 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
       for (std::size_t j = 0; j < NR; ++j) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
     }
   }
-  if (Chunked && ke < K16) {
+  if (Chunked && k1 < K16) {
 #pragma GCC unroll 16
     for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 16
@@ -347,6 +345,19 @@ inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K,
       if (bias) s += bias[n + j];
       y[i * ldy + n + j] = s;
     }
+}
+
+// The tile over all of k. (Its own function with the signature of before the k chunks:
+// GCC then compiles the decode tiles exactly as it did, register for register.)
+template <std::size_t MR, std::size_t NR, bool Prefetch = false, bool Chunked = false, class W>
+inline void xwt_tile(const float* x, std::size_t ldx, const W* w, std::size_t K, std::size_t K16,
+                     std::size_t n, float* y, std::size_t ldy, const float* bias,
+                     std::size_t kb = 0, std::size_t ke = SIZE_MAX,
+                     vacc* spill = nullptr) noexcept {
+  if constexpr (Chunked)
+    xwt_tile_part<MR, NR, Prefetch, true>(x, ldx, w, K, K16, n, y, ldy, bias, kb, ke, spill);
+  else
+    xwt_tile_part<MR, NR, Prefetch, false>(x, ldx, w, K, K16, n, y, ldy, bias, 0, K16, nullptr);
 }
 
 // Outputs [n0, n1) for MR rows: NR-wide tiles, then single outputs.
