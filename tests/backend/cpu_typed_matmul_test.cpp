@@ -147,3 +147,61 @@ TEST_CASE("Q8_0 / Q4_0 quantization: llama.cpp's block layout and error bounds")
     CHECK(worst <= (t == eexit::dtype::q8_0 ? 0.5 + 127.0 / 2048 : 1.0 + 8.0 / 2048));
   }
 }
+
+namespace {
+
+// The per-element sequence that defines the kernel (cpu_kernels.hpp, xwt_tile), written
+// out scalar: 16 lanes, lane l summing x[k] * w[k] for k = l mod 16 in k order with a fused
+// multiply-add; the lanes reduced by pairwise halves; + the tail (k % 16 products, one
+// fma chain); + bias. w: the weights widened to fp32 (exact for bf16 / f16).
+float defined_dot(const float* x, const float* w, std::size_t K, float bias) {
+  float lane[16] = {};
+  const std::size_t K16 = K / 16 * 16;
+  for (std::size_t k = 0; k < K16; k += 16)
+    for (std::size_t l = 0; l < 16; ++l) lane[l] = std::fma(x[k + l], w[k + l], lane[l]);
+  for (std::size_t half = 8; half >= 1; half /= 2)
+    for (std::size_t l = 0; l < half; ++l) lane[l] += lane[l + half];
+  float tail = 0.0f;
+  for (std::size_t k = K16; k < K; ++k) tail = std::fma(x[k], w[k], tail);
+  return lane[0] + tail + bias;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "f32 / bf16 / f16 matmul: every row count, tile and thread split gives the defined bits") {
+  std::mt19937 rng(2024);
+  eexit::CpuBackend one(1), two(2);
+  // Row counts through every kernel path: 1 and 2 (decode tiles), 3..48 (W streamed once,
+  // 6-row tiles and their remainders), 49+ (prefill: W blocked in L2). (N, K): N not a
+  // multiple of 4 or 8 (single-output tiles), K with a tail; 300 x 1000 is more than one
+  // prefill block of W for every weight type (128 f32 / 256 16-bit rows at K = 1000);
+  // K = 2100 runs in k chunks (1024, 1024, 48 and a tail of 4) in blocks of 56 or 64.
+  const std::size_t row_counts[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,   10, 11,
+                                    12, 13, 14, 15, 16, 17, 48, 49, 128, 130};
+  constexpr std::size_t max_rows = 130;
+  const std::pair<std::size_t, std::size_t> shapes[] = {{37, 200}, {300, 1000}, {70, 2100}};
+  for (const eexit::dtype t : {eexit::dtype::f32, eexit::dtype::bf16, eexit::dtype::f16}) {
+    CAPTURE(eexit::dtype_name(t));
+    for (const auto& [N, K] : shapes) {
+      CAPTURE(N);
+      CAPTURE(K);
+      const auto x = random(rng, max_rows * K), bias = random(rng, N);
+      const eexit::Weight w = eexit::Weight(random(rng, N * K)).converted(t);
+      const std::vector<float> wr = w.to_f32();  // the rounded weights, exactly
+      const eexit::WeightView wv(t, w.bytes());
+      std::vector<float> ref(max_rows * N);  // (max_rows, N)
+      for (std::size_t m = 0; m < max_rows; ++m)
+        for (std::size_t n = 0; n < N; ++n)
+          ref[m * N + n] = defined_dot(&x[m * K], &wr[n * K], K, bias[n]);
+      for (const std::size_t M : row_counts) {
+        CAPTURE(M);
+        std::vector<float> y1(M * N), y2(M * N);
+        one.matmul(x.data(), M, K, wv, N, y1.data(), bias.data());
+        two.matmul(x.data(), M, K, wv, N, y2.data(), bias.data());
+        CHECK(bitwise_equal(y1.data(), ref.data(), M * N));
+        CHECK(bitwise_equal(y2.data(), ref.data(), M * N));
+      }
+    }
+  }
+}
