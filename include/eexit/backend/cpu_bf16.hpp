@@ -308,7 +308,8 @@ inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, const float* bias, flo
 }
 
 // MR rows x NR outputs at output n: each weight chunk is loaded once for all MR rows.
-template <std::size_t MR, std::size_t NR>
+// Prefetch: also fetch the next NR weight rows, one cache line per row and step.
+template <std::size_t MR, std::size_t NR, bool Prefetch = false>
 inline void tile(const std::uint16_t* xb, std::size_t ldx, const bf16_t* w, std::size_t K,
                  std::size_t n, float* y, std::size_t ldy, const float* bias) noexcept {
   __m512 acc[MR][NR];
@@ -321,6 +322,10 @@ inline void tile(const std::uint16_t* xb, std::size_t ldx, const bf16_t* w, std:
     __m512i wv[NR];
 #pragma GCC unroll 8
     for (std::size_t j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_epi16(mask, wr + j * K + k);
+    if constexpr (Prefetch) {
+#pragma GCC unroll 8
+      for (std::size_t j = 0; j < NR; ++j) __builtin_prefetch(wr + (NR + j) * K + k, 0, 3);
+    }
 #pragma GCC unroll 8
     for (std::size_t i = 0; i < MR; ++i) {
       const __m512i xv = _mm512_loadu_si512(xb + i * ldx + k);
@@ -350,23 +355,23 @@ inline void tile(const std::uint16_t* xb, std::size_t ldx, const bf16_t* w, std:
 }
 
 // One tile of mr (1..6) rows x NR outputs.
-template <std::size_t NR>
+template <std::size_t NR, bool Prefetch = false>
 inline void tile_m(std::size_t mr, const std::uint16_t* xb, std::size_t ldx, const bf16_t* w,
                    std::size_t K, std::size_t n, float* y, std::size_t ldy,
                    const float* bias) noexcept {
   switch (mr) {
     case 1:
-      return tile<1, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<1, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
     case 2:
-      return tile<2, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<2, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
     case 3:
-      return tile<3, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<3, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
     case 4:
-      return tile<4, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<4, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
     case 5:
-      return tile<5, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<5, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
     default:
-      return tile<6, NR>(xb, ldx, w, K, n, y, ldy, bias);
+      return tile<6, NR, Prefetch>(xb, ldx, w, K, n, y, ldy, bias);
   }
 }
 
@@ -390,9 +395,15 @@ inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t
   for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
     const std::size_t nb1 = std::min(n1, nb0 + nb);
     std::size_t n = nb0;
-    for (; n + 4 <= nb1; n += 4)
-      for (std::size_t m0 = 0; m0 < M; m0 += mr)
+    for (; n + 4 <= nb1; n += 4) {
+      // Streaming (up to 48 rows): the first row tile prefetches the next 4 weight rows.
+      if (M <= 48)
+        tile_m<4, true>(std::min(mr, M), xb, ldx, w, K, n, y, ldy, bias);
+      else
+        tile_m<4>(std::min(mr, M), xb, ldx, w, K, n, y, ldy, bias);
+      for (std::size_t m0 = mr; m0 < M; m0 += mr)
         tile_m<4>(std::min(mr, M - m0), xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
+    }
     for (; n < nb1; ++n)
       for (std::size_t m0 = 0; m0 < M; m0 += mr)
         tile_m<1>(std::min(mr, M - m0), xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
