@@ -49,7 +49,8 @@ float bf16_round(float v) {
 }  // namespace
 
 TEST_CASE("bf16 activations: float64 reference, batch invariance over 1..17 rows and threads") {
-  MESSAGE("bf16 kernel: " << std::string(eexit::detail::bf16_isa_name(eexit::detail::bf16_isa_now())));
+  MESSAGE(
+      "bf16 kernel: " << std::string(eexit::detail::bf16_isa_name(eexit::detail::bf16_isa_now())));
   std::mt19937 rng(7);
   eexit::CpuBackend one(1), two(2);  // bf16_act::bf16, the default
   constexpr std::size_t M = 17;
@@ -143,6 +144,26 @@ TEST_CASE("bf16 kernel variants give the same bits, subnormals and odd K include
       CAPTURE(eexit::detail::bf16_isa_name(isas[v]));
       CHECK(bitwise_equal(ys[v].data(), ys[0].data(), M * N));
     }
+  }
+}
+
+TEST_CASE("bf16 kernel: flush to zero detects tininess after rounding, on every variant") {
+  // Lane 0: 2^-63 * 2^-63 = 2^-126 (the smallest normal), then + 2^-75 * -2^-76: exactly
+  // 2^-126 (1 - 2^-25), below the normal range but rounding up to 2^-126. Detected after
+  // rounding (as vdpbf16ps does on the hardware this was written on) it stays 2^-126; before
+  // rounding it would flush to zero.
+  const float x[2] = {std::ldexp(1.0f, -75), std::ldexp(1.0f, -63)};
+  const eexit::detail::bf16_t w[2] = {{eexit::f32_to_bf16(-std::ldexp(1.0f, -76))},
+                                      {eexit::f32_to_bf16(std::ldexp(1.0f, -63))}};
+  std::uint16_t xb[32];
+  eexit::detail::round_row_bf16(x, 2, xb);
+  for (const bf16_isa t : {bf16_isa::scalar, bf16_isa::avx2, bf16_isa::avx512bf16}) {
+    if (!eexit::detail::cpu_has_bf16_isa(t)) continue;
+    CAPTURE(eexit::detail::bf16_isa_name(t));
+    const ForceIsa force(t);
+    float y = -1.0f;
+    eexit::detail::matmul_bf16act(xb, 32, 1, w, 2, 0, 1, &y, 1, nullptr);
+    CHECK(y == std::ldexp(1.0f, -126));
   }
 }
 
