@@ -377,9 +377,7 @@ inline void tile_m(std::size_t mr, const std::uint16_t* xb, std::size_t ldx, con
 }
 
 // matmul_xwt's schedule: decode (1-2 rows) takes 8 outputs per tile so that 8 weight rows
-// stream at once; more rows take 6 x 4 tiles (24 accumulators, 4 W and 1 x register of
-// 32), each group of 4 W rows used by every row tile while it is in L1 (W streams from
-// memory once); past 48 rows, outputs are blocked so that a block of W stays in L2.
+// stream at once; more rows take 6 x 4 tiles (24 accumulators, 4 W and 1 x register of 32).
 inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t M, const bf16_t* w,
                            std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                            const float* bias) noexcept {
@@ -390,24 +388,34 @@ inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t
     for (; n < n1; ++n) tile_m<1>(M, xb, ldx, w, K, n, y, ldy, bias);
     return;
   }
-  const std::size_t nb =
-      M <= 48 ? n1 - n0
-              : std::max<std::size_t>(8, 512 * 1024 / 2 / std::max<std::size_t>(K, 1) / 8 * 8);
-  for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
-    const std::size_t nb1 = std::min(n1, nb0 + nb);
-    std::size_t n = nb0;
-    for (; n + 4 <= nb1; n += 4) {
-      // Streaming (up to 48 rows): the first row tile prefetches the next 4 weight rows.
-      if (M <= 48)
-        tile_m<4, true>(std::min(mr, M), xb, ldx, w, K, n, y, ldy, bias);
-      else
-        tile_m<4>(std::min(mr, M), xb, ldx, w, K, n, y, ldy, bias);
+  if (M <= 48) {
+    // Streaming: W read from memory once; each group of 4 W rows is used by every row tile
+    // while it is in L1 (the rows, M * K * 2 bytes, stay in L2), and the first row tile
+    // prefetches the next 4 W rows.
+    std::size_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      tile_m<4, true>(std::min(mr, M), xb, ldx, w, K, n, y, ldy, bias);
       for (std::size_t m0 = mr; m0 < M; m0 += mr)
         tile_m<4>(std::min(mr, M - m0), xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
     }
-    for (; n < nb1; ++n)
+    for (; n < n1; ++n)
       for (std::size_t m0 = 0; m0 < M; m0 += mr)
         tile_m<1>(std::min(mr, M - m0), xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
+    return;
+  }
+  // Prefill: a block of W (512 KiB) stays in L2 while each row tile (in L1) passes all of it;
+  // the rows stream once per block.
+  const std::size_t nb =
+      std::max<std::size_t>(8, 512 * 1024 / 2 / std::max<std::size_t>(K, 1) / 8 * 8);
+  for (std::size_t nb0 = n0; nb0 < n1; nb0 += nb) {
+    const std::size_t nb1 = std::min(n1, nb0 + nb);
+    for (std::size_t m0 = 0; m0 < M; m0 += mr) {
+      const std::size_t r = std::min(mr, M - m0);
+      std::size_t n = nb0;
+      for (; n + 4 <= nb1; n += 4)
+        tile_m<4>(r, xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
+      for (; n < nb1; ++n) tile_m<1>(r, xb + m0 * ldx, ldx, w, K, n, y + m0 * ldy, ldy, bias);
+    }
   }
 }
 
