@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../test_paths.hpp"
@@ -76,6 +77,20 @@ std::vector<std::vector<std::int32_t>> greedy(ModelWeights w, int n_tokens,
   return run_batch<FullDepth>(be, model, requests(n_tokens));
 }
 
+using Tokens = std::vector<std::vector<std::int32_t>>;
+
+// Position-wise equal tokens and tokens before the first divergence of a against ref.
+std::pair<std::size_t, std::size_t> agreement_with(const Tokens& a, const Tokens& ref) {
+  std::size_t same = 0, prefix = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    std::size_t j = 0;
+    while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
+    prefix += j;
+    for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
+  }
+  return {same, prefix};
+}
+
 }  // namespace
 
 TEST_CASE("bf16 / f16 checkpoints generate the same greedy tokens as their fp32 load") {
@@ -114,17 +129,7 @@ TEST_CASE("--dtype override: an fp32 checkpoint stored as bf16 generates as its 
 TEST_CASE("Q8_0 / Q4_0 stories260K: exactly its dequantized fp32 weights' tokens, close to fp32") {
   const ModelWeights f32 = load_model(test::shared("models/stories260K/stories260K.bin"));
   const auto ref = greedy(f32, 64);
-  // Position-wise equal tokens and tokens before the first divergence, over the 4 x 64.
-  const auto agreement = [&](const std::vector<std::vector<std::int32_t>>& a) {
-    std::size_t same = 0, prefix = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      std::size_t j = 0;
-      while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
-      prefix += j;
-      for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
-    }
-    return std::pair(same, prefix);
-  };
+  const auto agreement = [&](const Tokens& a) { return agreement_with(a, ref); };
   for (const dtype t : {dtype::q8_0, dtype::q4_0}) {
     CAPTURE(dtype_name(t));
     ModelWeights q = f32;
@@ -183,13 +188,7 @@ TEST_CASE("bf16 stories260K with bf16 activations: close to fp32 activations on 
   REQUIRE(w.layers[0].w_down.type() == dtype::bf16);  // rows of 172: a padded last chunk
   const auto f32act = greedy(w, 64);
   const auto bf16act = greedy(std::move(w), 64, quant_act::int8, bf16_act::bf16);
-  std::size_t same = 0, prefix = 0;
-  for (std::size_t i = 0; i < f32act.size(); ++i) {
-    std::size_t j = 0;
-    while (j < bf16act[i].size() && bf16act[i][j] == f32act[i][j]) ++j;
-    prefix += j;
-    for (std::size_t k = 0; k < bf16act[i].size(); ++k) same += bf16act[i][k] == f32act[i][k];
-  }
+  const auto [same, prefix] = agreement_with(bf16act, f32act);
   MESSAGE("bf16 activations: " << same << " / 256 greedy tokens position-wise equal to fp32 "
                                << "activations', " << prefix
                                << " / 256 before the first divergence");
