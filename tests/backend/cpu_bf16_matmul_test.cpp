@@ -59,7 +59,8 @@ TEST_CASE("bf16 activations: float64 reference, batch invariance over 1..53 rows
   const std::vector<std::pair<std::size_t, std::size_t>> shapes = {
       {1, 1}, {13, 3}, {9, 31}, {37, 32}, {11, 33}, {100, 95}, {64, 200}, {260, 768}};
   double worst = 0.0, worst_unrounded = 0.0;
-  for (const auto& [N, K] : shapes) {
+  for (const auto& shape : shapes) {
+    const std::size_t N = shape.first, K = shape.second;  // named: CAPTURE takes them by lambda
     CAPTURE(N);
     CAPTURE(K);
     const auto x = random(rng, M * K), bias = random(rng, N);
