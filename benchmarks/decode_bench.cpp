@@ -2,7 +2,7 @@
 //
 //   eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
 //                      [--reps 5] [--json] [--dtypes
-//                      f32,bf16,f16,q8_0,q4_0,q8_0-f32act,q4_0-f32act]
+//                      f32,bf16,f16,q8_0,q4_0,bf16-f32act,q8_0-f32act,q4_0-f32act]
 //                      [--baseline-threads N] [--no-blas] [--unfused]
 //
 // MODEL: anything load_model reads (a HF directory, a llama2.c .bin, a GGUF file); the
@@ -25,8 +25,9 @@
 // --dtypes: the same weights converted on load to each weight precision (ModelWeights::
 // convert; every run of every dtype interleaved within a batch size), tok/s and the ratio
 // to f32. Bytes per token scale with each dtype's bytes per weight. q8_0 / q4_0 run with
-// int8 activations (the backend's default); q8_0-f32act / q4_0-f32act with fp32 ones
-// (quant_act::f32: the weights dequantized into the fp32 kernel).
+// int8 activations and bf16 with bf16 ones (the backend's defaults); bf16-f32act /
+// q8_0-f32act / q4_0-f32act with fp32 ones (bf16_act::f32 / quant_act::f32: the weights
+// widened or dequantized into the fp32 kernel).
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
 // --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
@@ -307,7 +308,8 @@ int main(int argc, char** argv) {
     Variant v{name,
               streamed_weight_bytes(wt),
               std::make_unique<CpuBackend>(o.threads, matmul_impl::invariant,
-                                           f32act ? quant_act::f32 : quant_act::int8),
+                                           f32act ? quant_act::f32 : quant_act::int8,
+                                           f32act ? bf16_act::f32 : bf16_act::bf16),
               nullptr,
               {}};
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));

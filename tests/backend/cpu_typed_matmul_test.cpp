@@ -35,10 +35,12 @@ TEST_CASE(
     "invariance") {
   MESSAGE("kernel: " << std::string(eexit::detail::kernel_isa()));
   std::mt19937 rng(99);
-  // Q8_0 / Q4_0 with fp32 activations: the path that is exact on the dequantized weights
-  // (the int8-activation default has cpu_quant_matmul_test).
-  eexit::CpuBackend one(1, eexit::matmul_impl::invariant, eexit::quant_act::f32),
-      two(2, eexit::matmul_impl::invariant, eexit::quant_act::f32);
+  // Q8_0 / Q4_0 and bf16 with fp32 activations: the paths that are exact on the
+  // dequantized weights (the int8- and bf16-activation defaults have cpu_quant_matmul_test
+  // and cpu_bf16_matmul_test).
+  eexit::CpuBackend one(1, eexit::matmul_impl::invariant, eexit::quant_act::f32,
+                        eexit::bf16_act::f32),
+      two(2, eexit::matmul_impl::invariant, eexit::quant_act::f32, eexit::bf16_act::f32);
   constexpr std::size_t M = 7;
   // K not a multiple of 16 (tails), N not a multiple of 8 (partial tiles), and a shape
   // large enough to split over two threads.

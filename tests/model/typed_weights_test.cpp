@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../test_paths.hpp"
@@ -65,13 +66,29 @@ std::vector<std::vector<std::int32_t>> run_batch(CpuBackend& be, LlamaModel<CpuB
   return out;
 }
 
-// Greedy tokens of the four requests run as one batch. Q8_0 / Q4_0 weights multiply fp32
-// activations unless qa is int8 (the backend's default, cpu_quant.hpp).
+// Greedy tokens of the four requests run as one batch. Q8_0 / Q4_0 and bf16 weights
+// multiply fp32 activations unless qa is int8 / ba is bf16 (the backend's defaults,
+// cpu_quant.hpp, cpu_bf16.hpp).
 std::vector<std::vector<std::int32_t>> greedy(ModelWeights w, int n_tokens,
-                                              quant_act qa = quant_act::f32) {
-  CpuBackend be(2, matmul_impl::invariant, qa);
+                                              quant_act qa = quant_act::f32,
+                                              bf16_act ba = bf16_act::f32) {
+  CpuBackend be(2, matmul_impl::invariant, qa, ba);
   LlamaModel<CpuBackend> model(be, std::move(w));
   return run_batch<FullDepth>(be, model, requests(n_tokens));
+}
+
+using Tokens = std::vector<std::vector<std::int32_t>>;
+
+// Position-wise equal tokens and tokens before the first divergence of a against ref.
+std::pair<std::size_t, std::size_t> agreement_with(const Tokens& a, const Tokens& ref) {
+  std::size_t same = 0, prefix = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    std::size_t j = 0;
+    while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
+    prefix += j;
+    for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
+  }
+  return {same, prefix};
 }
 
 }  // namespace
@@ -112,17 +129,7 @@ TEST_CASE("--dtype override: an fp32 checkpoint stored as bf16 generates as its 
 TEST_CASE("Q8_0 / Q4_0 stories260K: exactly its dequantized fp32 weights' tokens, close to fp32") {
   const ModelWeights f32 = load_model(test::shared("models/stories260K/stories260K.bin"));
   const auto ref = greedy(f32, 64);
-  // Position-wise equal tokens and tokens before the first divergence, over the 4 x 64.
-  const auto agreement = [&](const std::vector<std::vector<std::int32_t>>& a) {
-    std::size_t same = 0, prefix = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      std::size_t j = 0;
-      while (j < a[i].size() && a[i][j] == ref[i][j]) ++j;
-      prefix += j;
-      for (std::size_t k = 0; k < a[i].size(); ++k) same += a[i][k] == ref[i][k];
-    }
-    return std::pair(same, prefix);
-  };
+  const auto agreement = [&](const Tokens& a) { return agreement_with(a, ref); };
   for (const dtype t : {dtype::q8_0, dtype::q4_0}) {
     CAPTURE(dtype_name(t));
     ModelWeights q = f32;
@@ -149,23 +156,42 @@ TEST_CASE("Q8_0 / Q4_0 stories260K: exactly its dequantized fp32 weights' tokens
   }
 }
 
-TEST_CASE("Q8_0 with int8 activations through exit heads and the KV fill: batch invariant") {
+TEST_CASE(
+    "Q8_0 / bf16 with int8 / bf16 activations through exit heads and the KV fill: batch "
+    "invariant") {
   // stories260K with shared exit heads after layers 1 and 3: the exit logits (the quantized
-  // embedding as LM head) and the fill's K/V projection run the int8 path too.
+  // embedding as LM head) and the fill's K/V projection run the int8 (bf16) path too.
+  for (const dtype t : {dtype::q8_0, dtype::bf16}) {
+    CAPTURE(dtype_name(t));
+    ModelWeights w = load_model(test::shared("models/stories260K/stories260K.bin"));
+    w.config.early_exit.exit_layers = {1, 3};
+    w.convert(t);
+    CpuBackend be(2);  // quant_act::int8, bf16_act::bf16: the defaults
+    LlamaModel<CpuBackend> model(be, std::move(w));
+    SplitAtExit policy;
+    policy.measure = AnyMeasure::from_name("max-prob");
+    policy.thresholds.values = {0.99f};
+    const auto rs = requests(32);
+    std::int64_t early = 0, early_alone = 0;
+    const auto batched = run_batch(be, model, rs, policy, &early);
+    for (std::size_t i = 0; i < rs.size(); ++i)
+      CHECK(run_batch(be, model, {rs[i]}, policy, &early_alone)[0] == batched[i]);
+    MESSAGE(early << " of 128 tokens left at an exit head in the batch, " << early_alone
+                  << " when run alone");
+    CHECK(early > 0);  // the exit heads and the fill were exercised
+  }
+}
+
+TEST_CASE("bf16 stories260K with bf16 activations: close to fp32 activations on the same weights") {
   ModelWeights w = load_model(test::shared("models/stories260K/stories260K.bin"));
-  w.config.early_exit.exit_layers = {1, 3};
-  w.convert(dtype::q8_0);
-  CpuBackend be(2);  // quant_act::int8, the default
-  LlamaModel<CpuBackend> model(be, std::move(w));
-  SplitAtExit policy;
-  policy.measure = AnyMeasure::from_name("max-prob");
-  policy.thresholds.values = {0.99f};
-  const auto rs = requests(32);
-  std::int64_t early = 0, early_alone = 0;
-  const auto batched = run_batch(be, model, rs, policy, &early);
-  for (std::size_t i = 0; i < rs.size(); ++i)
-    CHECK(run_batch(be, model, {rs[i]}, policy, &early_alone)[0] == batched[i]);
-  MESSAGE(early << " of 128 tokens left at an exit head in the batch, " << early_alone
-                << " when run alone");
-  CHECK(early > 0);  // the exit heads and the fill were exercised
+  w.convert(dtype::bf16);
+  REQUIRE(w.layers[0].w_down.type() == dtype::bf16);  // rows of 172: a padded last chunk
+  const auto f32act = greedy(w, 64);
+  const auto bf16act = greedy(std::move(w), 64, quant_act::int8, bf16_act::bf16);
+  const auto [same, prefix] = agreement_with(bf16act, f32act);
+  MESSAGE("bf16 activations: " << same << " / 256 greedy tokens position-wise equal to fp32 "
+                               << "activations', " << prefix
+                               << " / 256 before the first divergence");
+  // 256 of 256 today (g++ 12, Dec 2026): three quarters leaves room for a near-tie flip.
+  CHECK(prefix >= 192u);
 }

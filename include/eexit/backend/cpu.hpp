@@ -12,11 +12,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <span>
 #include <type_traits>
 #include <vector>
 
+#include "eexit/backend/cpu_bf16.hpp"
 #include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
 #include "eexit/backend/cpu_quant.hpp"
@@ -34,6 +36,11 @@ enum class matmul_impl : std::uint8_t { invariant, blas };
 // (the weights dequantized to fp32 lanes, the fp32 kernel: exact on the dequantized
 // weights). Either is batch invariant; the choice is per backend, never per row count.
 enum class quant_act : std::uint8_t { int8, f32 };
+// Activations of a bf16-weight matmul: bf16 (each input row rounded once per matmul to bf16,
+// bf16 x bf16 dot products as AVX-512 BF16's vdpbf16ps computes them: cpu_bf16.hpp;
+// llama.cpp's choice, the default) or f32 (the weights widened to fp32 lanes, the fp32
+// kernel: exact on the bf16 weights). Either is batch invariant; the choice is per backend.
+enum class bf16_act : std::uint8_t { bf16, f32 };
 
 namespace detail {
 #ifdef EEXIT_NO_BLAS
@@ -135,8 +142,8 @@ struct CpuBackend {
   static constexpr const char* name = "cpu";
 
   explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant,
-                      quant_act qa = quant_act::int8)
-      : pool_(n_threads), mm_(mm), qa_(qa) {
+                      quant_act qa = quant_act::int8, bf16_act ba = bf16_act::bf16)
+      : pool_(n_threads), mm_(mm), qa_(qa), ba_(ba) {
     if (!detail::has_blas && mm == matmul_impl::blas)
       throw error("CpuBackend", "matmul_impl::blas needs a build with BLAS (EEXIT_WITH_BLAS=ON)");
   }
@@ -190,6 +197,13 @@ struct CpuBackend {
     if (rows == 0) return;
     switch (w.type) {
       case dtype::bf16:
+        if (ba_ == bf16_act::bf16) {  // rounded once, then split as matmul_t splits
+          const std::uint16_t* xb = round_rows(x, rows, in);
+          fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
+            matmul_range(x, xb, rows, in, w, out, n0, n1, y, bias);
+          });
+          return;
+        }
         return matmul_t(x, rows, in, static_cast<const detail::bf16_t*>(w.data), out, y, bias);
       case dtype::f16:
         return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
@@ -228,11 +242,12 @@ struct CpuBackend {
       matmul(x, rows, in, wv, kv_out, v, bv);
       return;
     }
+    const std::uint16_t* xb = bf16_rows(x, rows, in, {wq, wk, wv});
     fused_slices(q_out + 2 * kv_out, in * rows, [&](std::size_t n0, std::size_t n1) {
       // The part of outputs [n0, n1) of q | k | v that falls in the matrix at `base`.
       auto part = [&](std::size_t base, std::size_t n, WeightView w, float* y, const float* b) {
         const std::size_t a = std::max(n0, base), e = std::min(n1, base + n);
-        if (a < e) matmul_range(x, rows, in, w, n, a - base, e - base, y, b);
+        if (a < e) matmul_range(x, xb, rows, in, w, n, a - base, e - base, y, b);
       };
       part(0, q_out, wq, q, bq);
       part(q_out, kv_out, wk, k, bk);
@@ -251,9 +266,10 @@ struct CpuBackend {
       swiglu(h, up, h, rows * hidden);
       return;
     }
+    const std::uint16_t* xb = bf16_rows(x, rows, in, {w_gate, w_up});
     fused_slices(hidden, 2 * in * rows, [&](std::size_t n0, std::size_t n1) {
-      matmul_range(x, rows, in, w_gate, hidden, n0, n1, h);
-      matmul_range(x, rows, in, w_up, hidden, n0, n1, up);
+      matmul_range(x, xb, rows, in, w_gate, hidden, n0, n1, h);
+      matmul_range(x, xb, rows, in, w_up, hidden, n0, n1, up);
       for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t i = r * hidden + n0; i < r * hidden + n1; ++i)
           h[i] = detail::silu(h[i]) * up[i];
@@ -270,8 +286,9 @@ struct CpuBackend {
       add(x, y, rows * out);
       return;
     }
+    const std::uint16_t* ab = bf16_rows(a, rows, in, {w});
     fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
-      matmul_range(a, rows, in, w, out, n0, n1, y);
+      matmul_range(a, ab, rows, in, w, out, n0, n1, y);
       for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t i = r * out + n0; i < r * out + n1; ++i) x[i] += y[i];
     });
@@ -482,11 +499,34 @@ struct CpuBackend {
     return w.type == dtype::bf16 || w.type == dtype::f16 ||
            (w.type == dtype::f32 && mm_ == matmul_impl::invariant);
   }
-  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ (+ bias) on the calling thread (w fusable).
-  static void matmul_range(const float* x, std::size_t rows, std::size_t in, WeightView w,
-                           std::size_t out, std::size_t n0, std::size_t n1, float* y,
-                           const float* bias = nullptr) {
-    if (w.type == dtype::bf16)
+  // x (rows, in) rounded to bf16 into bx_ (rows, bf16_padded(in)), in parallel over rows;
+  // bx_ grows only when a larger (rows, in) than any before arrives.
+  const std::uint16_t* round_rows(const float* x, std::size_t rows, std::size_t in) {
+    const std::size_t ld = detail::bf16_padded(in);
+    if (bx_.size() < rows * ld) bx_.resize(rows * ld);
+    std::uint16_t* xb = bx_.data();
+    pool_.parallel_for_work(rows, 2 * in, [&](std::size_t r0, std::size_t r1) {
+      for (std::size_t r = r0; r < r1; ++r) detail::round_row_bf16(x + r * in, in, xb + r * ld);
+    });
+    return xb;
+  }
+  // A fused op's input rounded once for all of its matrices, when one of them takes the
+  // bf16-activation kernel; else null.
+  const std::uint16_t* bf16_rows(const float* x, std::size_t rows, std::size_t in,
+                                 std::initializer_list<WeightView> ws) {
+    for (const WeightView& w : ws)
+      if (w.type == dtype::bf16 && ba_ == bf16_act::bf16) return round_rows(x, rows, in);
+    return nullptr;
+  }
+  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ (+ bias) on the calling thread (w fusable);
+  // xb: x rounded by bf16_rows (bf16 weights take the bf16-activation kernel when given).
+  static void matmul_range(const float* x, const std::uint16_t* xb, std::size_t rows,
+                           std::size_t in, WeightView w, std::size_t out, std::size_t n0,
+                           std::size_t n1, float* y, const float* bias = nullptr) {
+    if (w.type == dtype::bf16 && xb)
+      detail::matmul_bf16act(xb, detail::bf16_padded(in), rows,
+                             static_cast<const detail::bf16_t*>(w.data), in, n0, n1, y, out, bias);
+    else if (w.type == dtype::bf16)
       detail::matmul_xwt_dispatch(x, rows, in, static_cast<const detail::bf16_t*>(w.data), in, n0,
                                   n1, y, out, bias);
     else if (w.type == dtype::f16)
@@ -519,8 +559,10 @@ struct CpuBackend {
   ThreadPool pool_;
   matmul_impl mm_;
   quant_act qa_;
-  std::vector<std::int8_t> qx_;  // (rows, in) the quantized activations of a Q8_0/Q4_0 matmul
-  std::vector<float> qd_;        // (rows, in / 32) their block scales
+  bf16_act ba_;
+  std::vector<std::uint16_t> bx_;  // (rows, bf16_padded(in)) the bf16 activations of a matmul
+  std::vector<std::int8_t> qx_;    // (rows, in) the quantized activations of a Q8_0/Q4_0 matmul
+  std::vector<float> qd_;          // (rows, in / 32) their block scales
 };
 
 }  // namespace eexit
