@@ -315,7 +315,7 @@ struct CpuBackend {
   void matmul_add(const float* a, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
                   float* y, float* x) {
     if (rows == 0) return;
-    if (quant_fusable(w, w)) {
+    if (quant_fusable(w, w)) {  // Q8_0 / Q4_0: quantize, then each slice adds its own part
       quantize_x(a, rows, in, w.interleave != 0);
       fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
         product_q(rows, in, w, n0, n1, y, out, nullptr);
