@@ -2,7 +2,8 @@
 //
 //   eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
 //                      [--reps 5] [--json] [--dtypes
-//                      f32,bf16,f16,q8_0,q4_0,bf16-f32act,q8_0-f32act,q4_0-f32act]
+//                      f32,bf16,f16,q8_0,q4_0,bf16-f32act,q8_0-f32act,q4_0-f32act,
+//                      q8_0-rows,q4_0-rows]
 //                      [--baseline-threads N] [--no-blas] [--unfused]
 //
 // MODEL: anything load_model reads (a HF directory, a llama2.c .bin, a GGUF file); the
@@ -27,7 +28,8 @@
 // to f32. Bytes per token scale with each dtype's bytes per weight. q8_0 / q4_0 run with
 // int8 activations and bf16 with bf16 ones (the backend's defaults); bf16-f32act /
 // q8_0-f32act / q4_0-f32act with fp32 ones (bf16_act::f32 / quant_act::f32: the weights
-// widened or dequantized into the fp32 kernel).
+// widened or dequantized into the fp32 kernel); q8_0-rows / q4_0-rows with int8 ones on the
+// blocks as stored, not repacked at load (CpuBackend::set_repack(false)).
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
 // --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
@@ -296,8 +298,10 @@ int main(int argc, char** argv) {
   };
   std::vector<Variant> variants;
   for (const std::string& name : o.dtypes) {
-    const bool f32act = name.ends_with("-f32act");
-    const std::string base = f32act ? name.substr(0, name.size() - 7) : name;
+    const bool f32act = name.ends_with("-f32act"), rows = name.ends_with("-rows");
+    const std::string base = f32act ? name.substr(0, name.size() - 7)
+                             : rows ? name.substr(0, name.size() - 5)
+                                    : name;
     const dtype t = base == "bf16"   ? dtype::bf16
                     : base == "f16"  ? dtype::f16
                     : base == "q8_0" ? dtype::q8_0
@@ -312,6 +316,7 @@ int main(int argc, char** argv) {
                                            f32act ? bf16_act::f32 : bf16_act::bf16),
               nullptr,
               {}};
+    v.be->set_repack(!rows);
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));
     variants.push_back(std::move(v));
   }

@@ -71,8 +71,9 @@ std::vector<std::vector<std::int32_t>> run_batch(CpuBackend& be, LlamaModel<CpuB
 // cpu_quant.hpp, cpu_bf16.hpp).
 std::vector<std::vector<std::int32_t>> greedy(ModelWeights w, int n_tokens,
                                               quant_act qa = quant_act::f32,
-                                              bf16_act ba = bf16_act::f32) {
+                                              bf16_act ba = bf16_act::f32, bool repack = true) {
   CpuBackend be(2, matmul_impl::invariant, qa, ba);
+  be.set_repack(repack);
   LlamaModel<CpuBackend> model(be, std::move(w));
   return run_batch<FullDepth>(be, model, requests(n_tokens));
 }
@@ -194,4 +195,37 @@ TEST_CASE("bf16 stories260K with bf16 activations: close to fp32 activations on 
                                << " / 256 before the first divergence");
   // 256 of 256 today (g++ 12, Dec 2026): three quarters leaves room for a near-tie flip.
   CHECK(prefix >= 192u);
+}
+
+TEST_CASE(
+    "Q8_0 / Q4_0 weights repacked at load: the row layout's tokens, exits and fill included") {
+  // stories260K's embedding is tied (the repacked LM head is also the embedding table) and
+  // its K/V dim of 32 lets the fill weights, sliced at 2 * 32 rows, be repacked too.
+  const ModelWeights f32 = load_model(test::shared("models/stories260K/stories260K.bin"));
+  REQUIRE(f32.lm_head.empty());
+  for (const dtype t : {dtype::q8_0, dtype::q4_0}) {
+    CAPTURE(dtype_name(t));
+    ModelWeights q = f32;
+    q.convert(t);
+    CHECK(greedy(q, 48, quant_act::int8, bf16_act::f32, true) ==
+          greedy(q, 48, quant_act::int8, bf16_act::f32, false));
+    q.config.early_exit.exit_layers = {1, 3};
+    SplitAtExit policy;
+    policy.measure = AnyMeasure::from_name("max-prob");
+    policy.thresholds.values = {0.99f};
+    std::int64_t early[2] = {0, 0};
+    std::vector<std::vector<std::int32_t>> toks[2];
+    for (const bool repack : {false, true}) {
+      CpuBackend be(2);
+      be.set_repack(repack);
+      LlamaModel<CpuBackend> model(be, q);
+      // Repacked: the 6 quantized matrices of each of the 5 layers, the tied embedding and
+      // the fill weights (w_down's rows of 172 are not whole blocks: it stays fp32).
+      CHECK(be.repacked_matrices() == (repack ? 6u * 5 + 2 : 0u));
+      toks[repack] = run_batch(be, model, requests(32), policy, &early[repack]);
+    }
+    CHECK(toks[0] == toks[1]);
+    CHECK(early[0] == early[1]);
+    CHECK(early[1] > 0);  // the exit heads and the fill ran
+  }
 }

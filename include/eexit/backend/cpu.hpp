@@ -191,6 +191,36 @@ struct CpuBackend {
            t == dtype::q4_0;
   }
 
+  // The load-time hook (LlamaModel::upload_matrix): stores the (rows, cols) matrix of
+  // type t at src (its file layout) into dst in the layout this backend reads fastest, if it
+  // has one, and returns the WeightView::interleave to read it with; returns 0 and leaves
+  // dst alone otherwise (the caller uploads the matrix as stored). Q8_0 / Q4_0 with int8
+  // activations are repacked into groups of detail::q_rows rows (cpu_quant.hpp, the
+  // interleaved layout); slice_rows: the row offsets the caller will take views at
+  // (WeightView::rows_from) are multiples of it (rows or more: the matrix is used whole);
+  // 0: the matrix is only an embedding table, kept as stored.
+  std::uint8_t repack_weights(buffer<std::uint16_t>& dst, dtype t, const void* src,
+                              std::size_t rows, std::size_t cols, std::size_t slice_rows) {
+    if (!repack_ || qa_ != quant_act::int8 || !is_quantized(t) || cols % quant_block ||
+        slice_rows == 0 || (slice_rows < rows && slice_rows % detail::q_rows))
+      return 0;
+    const bool q8 = t == dtype::q8_0;
+    const std::size_t bytes = q8 ? detail::il_bytes<detail::block_q8_0>(rows, cols)
+                                 : detail::il_bytes<detail::block_q4_0>(rows, cols);
+    dst = allocate<std::uint16_t>(bytes / 2);  // il_chunk is even
+    auto* d = reinterpret_cast<unsigned char*>(dst.data());
+    if (q8)
+      detail::repack_il(static_cast<const detail::block_q8_0*>(src), rows, cols, d);
+    else
+      detail::repack_il(static_cast<const detail::block_q4_0*>(src), rows, cols, d);
+    ++repacked_;
+    return std::uint8_t(detail::q_rows);
+  }
+  // How many matrices repack_weights has repacked (tests check the model's wiring with it).
+  std::size_t repacked_matrices() const noexcept { return repacked_; }
+  // Whether repack_weights repacks (on by default; off to measure or test the row layout).
+  void set_repack(bool on) noexcept { repack_ = on; }
+
   // y (rows, out) = x (rows, in) · Wᵀ (+ bias); w: (out, in) in its stored precision.
   void matmul(const float* x, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
               float* y, const float* bias = nullptr) {
@@ -208,9 +238,8 @@ struct CpuBackend {
       case dtype::f16:
         return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
       case dtype::q8_0:
-        return matmul_q(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
       case dtype::q4_0:
-        return matmul_q(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
+        return matmul_q(x, rows, in, w, out, y, bias);
       case dtype::f32:
         break;
     }
@@ -236,6 +265,20 @@ struct CpuBackend {
                   WeightView wv, std::size_t q_out, std::size_t kv_out, float* q, float* k,
                   float* v, const float* bq, const float* bk, const float* bv) {
     if (rows == 0) return;
+    if (quant_fusable(wq, wk) && quant_fusable(wq, wv)) {
+      // Q8_0 / Q4_0: x quantized once for the three products, which split as below.
+      quantize_x(x, rows, in, wq.interleave != 0);
+      fused_slices(q_out + 2 * kv_out, in * rows, [&](std::size_t n0, std::size_t n1) {
+        auto part = [&](std::size_t base, std::size_t n, WeightView w, float* y, const float* b) {
+          const std::size_t a = std::max(n0, base), e = std::min(n1, base + n);
+          if (a < e) product_q(rows, in, w, a - base, e - base, y, n, b);
+        };
+        part(0, q_out, wq, q, bq);
+        part(q_out, kv_out, wk, k, bk);
+        part(q_out + kv_out, kv_out, wv, v, bv);
+      });
+      return;
+    }
     if (!fusable(wq) || !fusable(wk) || !fusable(wv)) {
       matmul(x, rows, in, wq, q_out, q, bq);
       matmul(x, rows, in, wk, kv_out, k, bk);
@@ -260,6 +303,15 @@ struct CpuBackend {
   void matmul_swiglu(const float* x, std::size_t rows, std::size_t in, WeightView w_gate,
                      WeightView w_up, std::size_t hidden, float* h, float* up) {
     if (rows == 0) return;
+    if (quant_fusable(w_gate, w_up)) {
+      quantize_x(x, rows, in, w_gate.interleave != 0);
+      fused_slices(hidden, 2 * in * rows, [&](std::size_t n0, std::size_t n1) {
+        product_q(rows, in, w_gate, n0, n1, h, hidden, nullptr);
+        product_q(rows, in, w_up, n0, n1, up, hidden, nullptr);
+        silu_mul(h, up, rows, hidden, n0, n1);
+      });
+      return;
+    }
     if (!fusable(w_gate) || !fusable(w_up)) {
       matmul(x, rows, in, w_gate, hidden, h);
       matmul(x, rows, in, w_up, hidden, up);
@@ -270,9 +322,7 @@ struct CpuBackend {
     fused_slices(hidden, 2 * in * rows, [&](std::size_t n0, std::size_t n1) {
       matmul_range(x, xb, rows, in, w_gate, hidden, n0, n1, h);
       matmul_range(x, xb, rows, in, w_up, hidden, n0, n1, up);
-      for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t i = r * hidden + n0; i < r * hidden + n1; ++i)
-          h[i] = detail::silu(h[i]) * up[i];
+      silu_mul(h, up, rows, hidden, n0, n1);
     });
   }
 
@@ -281,6 +331,15 @@ struct CpuBackend {
   void matmul_add(const float* a, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
                   float* y, float* x) {
     if (rows == 0) return;
+    if (quant_fusable(w, w)) {  // Q8_0 / Q4_0: quantize, then each slice adds its own part
+      quantize_x(a, rows, in, w.interleave != 0);
+      fused_slices(out, in * rows, [&](std::size_t n0, std::size_t n1) {
+        product_q(rows, in, w, n0, n1, y, out, nullptr);
+        for (std::size_t r = 0; r < rows; ++r)
+          for (std::size_t i = r * out + n0; i < r * out + n1; ++i) x[i] += y[i];
+      });
+      return;
+    }
     if (!fusable(w)) {
       matmul(a, rows, in, w, out, y);
       add(x, y, rows * out);
@@ -400,9 +459,16 @@ struct CpuBackend {
   // out (n, dim) = table[tokens], widened (dequantized) to fp32 from the table's precision.
   void embed(const std::int32_t* tokens, std::size_t n, WeightView table, std::size_t dim,
              float* out) {
-    for (std::size_t r = 0; r < n; ++r)
-      convert_to_f32(table.type, table.rows_from(std::size_t(tokens[r]), dim).data, out + r * dim,
-                     dim);
+    for (std::size_t r = 0; r < n; ++r) {
+      const std::size_t t = std::size_t(tokens[r]);
+      const auto* il = static_cast<const unsigned char*>(table.data);
+      if (table.interleave == 0)
+        convert_to_f32(table.type, table.rows_from(t, dim).data, out + r * dim, dim);
+      else if (table.type == dtype::q8_0)
+        detail::dequantize_row_il<detail::block_q8_0>(il, dim, t, out + r * dim);
+      else
+        detail::dequantize_row_il<detail::block_q4_0>(il, dim, t, out + r * dim);
+    }
   }
 
   // dst row i = src row idx[i] (rows of width dim). dst must not alias src.
@@ -470,26 +536,71 @@ struct CpuBackend {
   }
 
   // Q8_0 / Q4_0 weights (in a multiple of 32): int8 activations unless the backend was
-  // made with quant_act::f32. x is quantized once into qx_ / qd_, which grow only when a
-  // larger (rows, in) than any before arrives (the first step of the largest batch).
-  template <class W>
-  void matmul_q(const float* x, std::size_t rows, std::size_t in, const W* w, std::size_t out,
+  // made with quant_act::f32 (which reads the layout as stored: nothing is repacked then).
+  void matmul_q(const float* x, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
                 float* y, const float* bias) {
-    if (qa_ == quant_act::f32) return matmul_t(x, rows, in, w, out, y, bias);
-    const std::size_t nb = in / 32;
-    if (qx_.size() < rows * in) qx_.resize(rows * in);
-    if (qd_.size() < rows * nb) qd_.resize(rows * nb);
+    if (qa_ == quant_act::f32) {
+      if (w.interleave)
+        throw error("CpuBackend::matmul", "interleaved weights need int8 activations");
+      if (w.type == dtype::q8_0)
+        return matmul_t(x, rows, in, static_cast<const detail::block_q8_0*>(w.data), out, y, bias);
+      return matmul_t(x, rows, in, static_cast<const detail::block_q4_0*>(w.data), out, y, bias);
+    }
+    quantize_x(x, rows, in, w.interleave != 0);
+    constexpr std::size_t g = 8;
+    const std::size_t groups = (out + g - 1) / g;
+    pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
+      product_q(rows, in, w, g0 * g, std::min(out, g1 * g), y, out, bias);
+    });
+  }
+  // x (rows, in) quantized once into qx_ / qd_ for the products that follow: Q8 blocks in
+  // element order for weights as stored, in pair order for interleaved ones (cpu_quant.hpp).
+  // The buffers grow only when a larger (rows, in) than any before arrives (the first step
+  // of the largest batch).
+  void quantize_x(const float* x, std::size_t rows, std::size_t in, bool interleaved) {
+    const std::size_t nb = in / 32, nbp = interleaved ? 2 * ((nb + 1) / 2) : nb;
+    if (qx_.size() < rows * 32 * nbp) qx_.resize(rows * 32 * nbp);
+    if (qd_.size() < rows * nbp) qd_.resize(rows * nbp);
     std::int8_t* qx = qx_.data();
     float* qd = qd_.data();
     pool_.parallel_for_work(rows, 4 * in, [&](std::size_t r0, std::size_t r1) {
       for (std::size_t r = r0; r < r1; ++r)
-        detail::quantize_row_q8(x + r * in, in, qx + r * in, qd + r * nb);
+        if (interleaved)
+          detail::quantize_row_q8_il(x + r * in, in, qx + r * 32 * nbp, qd + r * nbp);
+        else
+          detail::quantize_row_q8(x + r * in, in, qx + r * in, qd + r * nb);
     });
-    constexpr std::size_t g = 8;
-    const std::size_t groups = (out + g - 1) / g;
-    pool_.parallel_for_work(groups, g * in * rows, [&](std::size_t g0, std::size_t g1) {
-      detail::matmul_q8act(qx, qd, rows, w, in, g0 * g, std::min(out, g1 * g), y, out, bias);
-    });
+  }
+  // Outputs [n0, n1) of y (rows, out) = x · Wᵀ (+ bias) from the x of the last quantize_x
+  // (whose layout matches w's), on the calling thread.
+  void product_q(std::size_t rows, std::size_t in, WeightView w, std::size_t n0, std::size_t n1,
+                 float* y, std::size_t out, const float* bias) const noexcept {
+    const std::int8_t* qx = qx_.data();
+    const float* qd = qd_.data();
+    const auto* il = static_cast<const unsigned char*>(w.data);
+    if (w.interleave && w.type == dtype::q8_0)
+      detail::matmul_q8act_il<detail::block_q8_0>(qx, qd, rows, il, in, n0, n1, y, out, bias);
+    else if (w.interleave)
+      detail::matmul_q8act_il<detail::block_q4_0>(qx, qd, rows, il, in, n0, n1, y, out, bias);
+    else if (w.type == dtype::q8_0)
+      detail::matmul_q8act(qx, qd, rows, static_cast<const detail::block_q8_0*>(w.data), in, n0, n1,
+                           y, out, bias);
+    else
+      detail::matmul_q8act(qx, qd, rows, static_cast<const detail::block_q4_0*>(w.data), in, n0, n1,
+                           y, out, bias);
+  }
+  // Whether a and b run as one fused int8 product (one quantize_x for both): Q8_0 / Q4_0,
+  // int8 activations, the same layout (the quantized x's order follows it).
+  bool quant_fusable(WeightView a, WeightView b) const noexcept {
+    return qa_ == quant_act::int8 && is_quantized(a.type) && is_quantized(b.type) &&
+           (a.interleave != 0) == (b.interleave != 0);
+  }
+  // h = silu(h) ⊙ up on outputs [n0, n1) of each of the rows (rows, hidden): swiglu's arithmetic.
+  static void silu_mul(float* h, const float* up, std::size_t rows, std::size_t hidden,
+                       std::size_t n0, std::size_t n1) noexcept {
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t i = r * hidden + n0; i < r * hidden + n1; ++i)
+        h[i] = detail::silu(h[i]) * up[i];
   }
 
   // Whether the fused projections run w fused: the element-type kernels of matmul_t. The
@@ -561,8 +672,12 @@ struct CpuBackend {
   quant_act qa_;
   bf16_act ba_;
   std::vector<std::uint16_t> bx_;  // (rows, bf16_padded(in)) the bf16 activations of a matmul
-  std::vector<std::int8_t> qx_;    // (rows, in) the quantized activations of a Q8_0/Q4_0 matmul
-  std::vector<float> qd_;          // (rows, in / 32) their block scales
+  bool repack_ = true;
+  std::size_t repacked_ = 0;
+  // The quantized activations of a Q8_0/Q4_0 matmul: (rows, in) in element order, or
+  // (rows, 64 * pairs) in pair order for interleaved weights (the odd block padded).
+  std::vector<std::int8_t> qx_;
+  std::vector<float> qd_;  // (rows, in / 32) or (rows, 2 * pairs): their block scales
 };
 
 }  // namespace eexit

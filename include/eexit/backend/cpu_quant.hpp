@@ -157,6 +157,158 @@ inline void matmul_q8act_scalar(const std::int8_t* xq, const float* xd, std::siz
     }
 }
 
+// ---- The interleaved layout (repacked at load: CpuBackend::repack_weights) -----------
+// Row-by-row blocks make every output pay its own nibble unpack, fp16 scale conversion and
+// scale broadcast. The interleaved layout does that work once at load instead: a matrix
+// (N, K) is cut into groups of q_rows = 8 consecutive rows (the last group padded with zero
+// rows) and its blocks into pairs (b, b + 1) (an odd count padded with a zero block); for
+// each group, pair after pair in k order, one chunk holds
+//   float sc[8][2]      the fp32 scales of blocks b, b + 1 of each row (f16 widened exactly)
+//   Q8_0: u8 w[8][64]   each row's 64 weights as w + 128, in pair order (below)
+//   Q4_0: u8 w[4][64]   rows 2i (low nibbles) and 2i + 1 (high nibbles), w + 8, pair order
+// Pair order puts 4-weight group l of block b + p at bytes 4 (2l + p) .. +3: an AVX-512
+// register of 16 int32 lanes then holds lane (l, p) at 2l + p, which one 8-byte broadcast of
+// a scale pair serves, and an activation row is quantized into the same order once per
+// matmul (quantize_row_q8_il). Why 8 rows: one 64-byte load and two ANDs give two Q4_0 rows,
+// 8 rows x 64 bytes fill the 8 weight registers of a decode tile (1 x 8) with 8 accumulators
+// beside them (32 registers), and the 16 scales of a chunk are one cache line.
+// The arithmetic per output is exactly q_dot_scalar's (lane (l, p) is a[8p + l]; the padded
+// block adds fma(0, 0, a) = a: accumulators start at +0 and never become -0), so results
+// equal the row layout's bit for bit.
+inline constexpr std::size_t q_rows = 8;
+
+template <class W>
+inline constexpr std::size_t il_chunk = std::is_same_v<W, block_q8_0> ? 64 + 8 * 64 : 64 + 4 * 64;
+
+// Byte of weight e (0..31) of block b + p in a pair's 64 bytes.
+constexpr std::size_t il_pos(std::size_t p, std::size_t e) noexcept {
+  return 4 * (2 * (e / 4) + p) + e % 4;
+}
+
+// Bytes of the interleaved (N, K) matrix.
+template <class W>
+constexpr std::size_t il_bytes(std::size_t N, std::size_t K) noexcept {
+  return (N + q_rows - 1) / q_rows * ((K / 32 + 1) / 2) * il_chunk<W>;
+}
+
+// The weight of row j (0..7) of a chunk at byte pos of its pair order, as a signed integer.
+inline int il_weight(const unsigned char* chunk, std::size_t j, std::size_t pos,
+                     const block_q8_0*) noexcept {
+  return int(chunk[64 + 64 * j + pos]) - 128;
+}
+inline int il_weight(const unsigned char* chunk, std::size_t j, std::size_t pos,
+                     const block_q4_0*) noexcept {
+  const unsigned v = chunk[64 + 64 * (j / 2) + pos];
+  return int(j % 2 ? v >> 4 : v & 15u) - 8;
+}
+inline float il_scale(const unsigned char* chunk, std::size_t j, std::size_t p) noexcept {
+  float s;
+  std::memcpy(&s, chunk + 4 * (2 * j + p), 4);
+  return s;
+}
+
+// w (N, K/32 blocks, as stored) -> dst (il_bytes(N, K)) in the interleaved layout.
+template <class W>
+inline void repack_il(const W* w, std::size_t N, std::size_t K, unsigned char* dst) noexcept {
+  constexpr bool q8 = std::is_same_v<W, block_q8_0>;
+  const std::size_t nb = K / 32, np = (nb + 1) / 2, groups = (N + q_rows - 1) / q_rows;
+  // Padding (rows past N, the block past nb) holds weight 0 with scale 0.
+  for (std::size_t c = 0; c < groups * np; ++c) {
+    unsigned char* ch = dst + c * il_chunk<W>;
+    std::memset(ch, 0, 64);
+    std::memset(ch + 64, q8 ? 0x80 : 0x88, il_chunk<W> - 64);
+  }
+  for (std::size_t n = 0; n < N; ++n)
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::size_t j = n % q_rows, p = b % 2;
+      unsigned char* ch = dst + (n / q_rows * np + b / 2) * il_chunk<W>;
+      const W& blk = w[n * nb + b];
+      const float d = f16_scale(blk.d);
+      std::memcpy(ch + 4 * (2 * j + p), &d, 4);
+      for (std::size_t e = 0; e < 32; ++e) {
+        const int v = q_weight(blk, e);
+        if constexpr (q8) {
+          ch[64 + 64 * j + il_pos(p, e)] = static_cast<unsigned char>(v + 128);
+        } else {
+          unsigned char& byte = ch[64 + 64 * (j / 2) + il_pos(p, e)];
+          const unsigned q = unsigned(v + 8);
+          byte = static_cast<unsigned char>(j % 2 ? (byte & 0x0Fu) | q << 4 : (byte & 0xF0u) | q);
+        }
+      }
+    }
+}
+
+// Row r (K weights) of an interleaved matrix w to fp32: d * q, as convert_to_f32 widens
+// the stored blocks (the same values: the stored scale is the fp16 one widened exactly).
+template <class W>
+inline void dequantize_row_il(const unsigned char* w, std::size_t K, std::size_t r,
+                              float* out) noexcept {
+  const std::size_t nb = K / 32, np = (nb + 1) / 2, j = r % q_rows;
+  const unsigned char* g = w + r / q_rows * np * il_chunk<W>;
+  for (std::size_t b = 0; b < nb; ++b) {
+    const unsigned char* ch = g + b / 2 * il_chunk<W>;
+    const float d = il_scale(ch, j, b % 2);
+    for (std::size_t e = 0; e < 32; ++e)
+      out[32 * b + e] =
+          d * float(il_weight(ch, j, il_pos(b % 2, e), static_cast<const W*>(nullptr)));
+  }
+}
+
+// One activation row x (K) to Q8 blocks in pair order: qs (64 np) int8, d (2 np) fp32, the
+// padding block zero. The values are quantize_row_q8's.
+inline void quantize_row_q8_il(const float* x, std::size_t K, std::int8_t* qs, float* d) noexcept {
+  const std::size_t nb = K / 32;
+  for (std::size_t b = 0; b < 2 * ((nb + 1) / 2); ++b) {
+    std::int8_t t[32] = {};
+    d[b] = 0.0f;
+    if (b < nb) quantize_row_q8(x + 32 * b, 32, t, d + b);
+    for (std::size_t e = 0; e < 32; ++e) qs[64 * (b / 2) + il_pos(b % 2, e)] = t[e];
+  }
+}
+
+// The scalar variant on the interleaved layout: output j of the group at g, q_dot_scalar's
+// arithmetic (the padding block skipped).
+template <class W>
+inline float q_dot_il_scalar(const std::int8_t* xq, const float* xd, const unsigned char* g,
+                             std::size_t j, std::size_t nb) noexcept {
+  float a[16] = {};
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::size_t p = b % 2;
+    const unsigned char* ch = g + b / 2 * il_chunk<W>;
+    const float s = il_scale(ch, j, p) * xd[b];
+    const std::int8_t* x = xq + 64 * (b / 2);
+    float* ab = a + 8 * p;
+    for (std::size_t l = 0; l < 8; ++l) {
+      std::int32_t sum = 0;
+      for (std::size_t e = 4 * l; e < 4 * l + 4; ++e) {
+        const std::size_t pos = il_pos(p, e);
+        sum += il_weight(ch, j, pos, static_cast<const W*>(nullptr)) * x[pos];
+      }
+      ab[l] = std::fma(float(sum), s, ab[l]);
+    }
+  }
+  float t[8];
+  for (std::size_t l = 0; l < 8; ++l) t[l] = a[l] + a[l + 8];
+  return q_hsum8(t);
+}
+
+// y[m, n] for m < M, n in [n0, n1) (any bounds) from x in pair order (quantize_row_q8_il:
+// xq (M, 64 np), xd (M, 2 np)) and the interleaved w (il_bytes(N, K), n1 <= N).
+template <class W>
+inline void matmul_q8act_il_scalar(const std::int8_t* xq, const float* xd, std::size_t M,
+                                   const unsigned char* w, std::size_t K, std::size_t n0,
+                                   std::size_t n1, float* y, std::size_t ldy,
+                                   const float* bias) noexcept {
+  const std::size_t nb = K / 32, np = (nb + 1) / 2;
+  for (std::size_t m = 0; m < M; ++m)
+    for (std::size_t n = n0; n < n1; ++n) {
+      float s = q_dot_il_scalar<W>(xq + m * 64 * np, xd + m * 2 * np,
+                                   w + n / q_rows * np * il_chunk<W>, n % q_rows, nb);
+      if (bias) s += bias[n];
+      y[m * ldy + n] = s;
+    }
+}
+
 }  // namespace eexit::detail
 
 #if defined(EEXIT_QUANT_X86)
@@ -388,6 +540,217 @@ EEXIT_QUANT_LOOPS(avx2q, "avx2,fma,f16c", 4, 2)
 EEXIT_QUANT_LOOPS(vnniq, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", 8, 4)
 #undef EEXIT_QUANT_LOOPS
 
+// The SIMD variants on the interleaved layout. Register lane 2l + p of an output's
+// accumulators holds a[8p + l] of q_dot_scalar (VNNI: one zmm; AVX2: two ymm, l < 4 and
+// l >= 4), so a pair's scales are one 8-byte broadcast, and the final reduction is
+// q_hsum8's: adjacent lanes (t[l] = a[l] + a[l + 8]), then halves twice, then lanes 0 + 2.
+EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c")
+namespace eexit::detail::avx2l {
+
+inline __m256 pair_bcast(const void* p) noexcept {
+  double d;
+  std::memcpy(&d, p, 8);
+  return _mm256_castpd_ps(_mm256_set1_pd(d));
+}
+// u: lanes 0, 2, 4, 6 hold u0..u3 of q_hsum8; returns (u0 + u2) + (u1 + u3).
+inline float reduce_u(__m256 u) noexcept {
+  const __m128 w = _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps(u, 1));
+  return _mm_cvtss_f32(_mm_add_ss(w, _mm_movehl_ps(w, w)));
+}
+inline float reduce(__m256 lo, __m256 hi) noexcept {
+  return reduce_u(_mm256_add_ps(_mm256_add_ps(lo, _mm256_permute_ps(lo, 0xB1)),
+                                _mm256_add_ps(hi, _mm256_permute_ps(hi, 0xB1))));
+}
+
+// Half k (0, 1) of row j's pair as the operand of dot: Q8_0 the signed weights, Q4_0 the
+// unsigned nibbles (w + 8, whose pair sums with x stay below 2^15: no saturation).
+inline __m256i whalf(const unsigned char* ch, std::size_t j, std::size_t k,
+                     const block_q8_0*) noexcept {
+  return _mm256_xor_si256(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 64 + 64 * j + 32 * k)),
+      _mm256_set1_epi8(char(0x80)));
+}
+inline __m256i whalf(const unsigned char* ch, std::size_t j, std::size_t k,
+                     const block_q4_0*) noexcept {
+  const __m256i v =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ch + 64 + 64 * (j / 2) + 32 * k));
+  return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
+}
+// What every output subtracts for activations xv: 0 for Q8_0, 8 * (sums of 4) for Q4_0.
+inline __m256i xcorr(__m256i, const block_q8_0*) noexcept {
+  return _mm256_setzero_si256();
+}
+inline __m256i xcorr(__m256i xv, const block_q4_0*) noexcept {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), xv), _mm256_set1_epi16(1));
+}
+// The 8 exact int32 sums of 4 products.
+inline __m256i dot(__m256i w, __m256i xv, __m256i, const block_q8_0*) noexcept {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w)),
+                           _mm256_set1_epi16(1));
+}
+inline __m256i dot(__m256i w, __m256i xv, __m256i corr, const block_q4_0*) noexcept {
+  return _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1)),
+                          corr);
+}
+
+// MR rows x NR outputs (rows j0.. of the group at g, output n): outputs in [n0, n1) written.
+template <std::size_t MR, std::size_t NR, class W>
+inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const unsigned char* g,
+                 std::size_t j0, std::size_t n, std::size_t n0, std::size_t n1, float* y,
+                 std::size_t ldy, const float* bias) noexcept {
+  const W* tag = nullptr;
+  __m256 acc[MR][NR][2];
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) acc[i][j][0] = acc[i][j][1] = _mm256_setzero_ps();
+  for (std::size_t q = 0; q < np; ++q) {
+    const unsigned char* ch = g + q * il_chunk<W>;
+    for (std::size_t k = 0; k < 2; ++k) {
+      __m256i w[NR];
+      for (std::size_t j = 0; j < NR; ++j) w[j] = whalf(ch, j0 + j, k, tag);
+      for (std::size_t i = 0; i < MR; ++i) {
+        const __m256i xv = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(xq + i * 64 * np + 64 * q + 32 * k));
+        const __m256i corr = xcorr(xv, tag);
+        const __m256 dx = pair_bcast(xd + i * 2 * np + 2 * q);
+        for (std::size_t j = 0; j < NR; ++j)
+          acc[i][j][k] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot(w[j], xv, corr, tag)),
+                              _mm256_mul_ps(pair_bcast(ch + 8 * (j0 + j)), dx), acc[i][j][k]);
+      }
+    }
+  }
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j)
+      if (n + j >= n0 && n + j < n1) {
+        float s = reduce(acc[i][j][0], acc[i][j][1]);
+        if (bias) s += bias[n + j];
+        y[i * ldy + n + j] = s;
+      }
+}
+
+}  // namespace eexit::detail::avx2l
+EEXIT_QUANT_TARGET_END
+
+EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+namespace eexit::detail::vnnil {
+
+inline __m512 pair_bcast(const void* p) noexcept {
+  double d;
+  std::memcpy(&d, p, 8);
+  return _mm512_castpd_ps(_mm512_set1_pd(d));
+}
+inline float reduce(__m512 a) noexcept {
+  const __m512 v = _mm512_add_ps(a, _mm512_permute_ps(a, 0xB1));
+  return avx2l::reduce_u(_mm256_add_ps(
+      _mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+// Row j's 64 weights of a chunk as unsigned bytes (w + 128 or w + 8) in pair order.
+inline __m512i wrow(const unsigned char* ch, std::size_t j, const block_q8_0*) noexcept {
+  return _mm512_loadu_si512(ch + 64 + 64 * j);
+}
+inline __m512i wrow(const unsigned char* ch, std::size_t j, const block_q4_0*) noexcept {
+  const __m512i v = _mm512_loadu_si512(ch + 64 + 64 * (j / 2));
+  return _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(15));
+}
+
+template <std::size_t MR, std::size_t NR, class W>
+inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const unsigned char* g,
+                 std::size_t j0, std::size_t n, std::size_t n0, std::size_t n1, float* y,
+                 std::size_t ldy, const float* bias) noexcept {
+  const W* tag = nullptr;
+  __m512 acc[MR][NR];
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (std::size_t q = 0; q < np; ++q) {
+    const unsigned char* ch = g + q * il_chunk<W>;
+    __m512i wu[NR];
+    __m512 dw[NR];
+    for (std::size_t j = 0; j < NR; ++j) {
+      wu[j] = wrow(ch, j0 + j, tag);
+      dw[j] = pair_bcast(ch + 8 * (j0 + j));
+    }
+    for (std::size_t i = 0; i < MR; ++i) {
+      const __m512i xv = _mm512_loadu_si512(xq + i * 64 * np + 64 * q);
+      // -offset * (sum of each 4 activations): the correction every output of this row shares
+      const __m512i corr = _mm512_sub_epi32(
+          _mm512_setzero_si512(),
+          _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(vnniq::woffset<W>), xv));
+      const __m512 dx = pair_bcast(xd + i * 2 * np + 2 * q);
+      for (std::size_t j = 0; j < NR; ++j)
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr, wu[j], xv)),
+                                    _mm512_mul_ps(dw[j], dx), acc[i][j]);
+    }
+  }
+  for (std::size_t i = 0; i < MR; ++i)
+    for (std::size_t j = 0; j < NR; ++j)
+      if (n + j >= n0 && n + j < n1) {
+        float s = reduce(acc[i][j]);
+        if (bias) s += bias[n + j];
+        y[i * ldy + n + j] = s;
+      }
+}
+
+}  // namespace eexit::detail::vnnil
+EEXIT_QUANT_TARGET_END
+
+// The loops on the interleaved layout: group by group, NR of its 8 rows at a time, each
+// used by every activation row while in L1. Groups cut by [n0, n1) are computed whole and
+// written in part (the fused projections split at any output).
+#define EEXIT_QUANT_IL_LOOPS(NS, TARGET, NR1, NRM)                                              \
+  EEXIT_QUANT_TARGET_BEGIN(TARGET)                                                              \
+  namespace eexit::detail::NS {                                                                 \
+  template <std::size_t NR, class W>                                                            \
+  inline void column(const std::int8_t* xq, const float* xd, std::size_t M, std::size_t np,     \
+                     const unsigned char* g, std::size_t j0, std::size_t n, std::size_t n0,     \
+                     std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {   \
+    const std::size_t xs = 64 * np, ds = 2 * np;                                                \
+    std::size_t m = 0;                                                                          \
+    for (; m + 4 <= M; m += 4)                                                                  \
+      tile<4, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, bias);   \
+    switch (M - m) {                                                                            \
+      case 3:                                                                                   \
+        return tile<3, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
+                              bias);                                                            \
+      case 2:                                                                                   \
+        return tile<2, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
+                              bias);                                                            \
+      case 1:                                                                                   \
+        return tile<1, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
+                              bias);                                                            \
+      default:                                                                                  \
+        return;                                                                                 \
+    }                                                                                           \
+  }                                                                                             \
+  template <std::size_t NR, class W>                                                            \
+  inline void groups(const std::int8_t* xq, const float* xd, std::size_t M,                     \
+                     const unsigned char* w, std::size_t np, std::size_t n0, std::size_t n1,    \
+                     float* y, std::size_t ldy, const float* bias) noexcept {                   \
+    for (std::size_t g = n0 / q_rows; g * q_rows < n1; ++g)                                     \
+      for (std::size_t j0 = 0; j0 < q_rows; j0 += NR) {                                         \
+        const std::size_t n = g * q_rows + j0;                                                  \
+        if (n + NR > n0 && n < n1)                                                              \
+          column<NR, W>(xq, xd, M, np, w + g * np * il_chunk<W>, j0, n, n0, n1, y, ldy, bias);  \
+      }                                                                                         \
+  }                                                                                             \
+  template <class W>                                                                            \
+  inline void matmul_q8act_il(const std::int8_t* xq, const float* xd, std::size_t M,            \
+                              const unsigned char* w, std::size_t K, std::size_t n0,            \
+                              std::size_t n1, float* y, std::size_t ldy,                        \
+                              const float* bias) noexcept {                                     \
+    const std::size_t np = (K / 32 + 1) / 2;                                                    \
+    if (M == 1)                                                                                 \
+      groups<NR1, W>(xq, xd, M, w, np, n0, n1, y, ldy, bias);                                   \
+    else                                                                                        \
+      groups<NRM, W>(xq, xd, M, w, np, n0, n1, y, ldy, bias);                                   \
+  }                                                                                             \
+  }                                                                                             \
+  EEXIT_QUANT_TARGET_END
+// NR divides 8 and is even (a Q4_0 row pair is one load). AVX2 (16 registers, two
+// accumulators an output): 1 x 4 and 4 x 2; VNNI (32): 1 x 8 and 4 x 4.
+EEXIT_QUANT_IL_LOOPS(avx2l, "avx2,fma,f16c", 4, 2)
+EEXIT_QUANT_IL_LOOPS(vnnil, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", 8, 4)
+#undef EEXIT_QUANT_IL_LOOPS
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -410,6 +773,24 @@ inline void matmul_q8act(const std::int8_t* xq, const float* xd, std::size_t M, 
 #endif
     default:
       return matmul_q8act_scalar(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+  }
+}
+
+// The same products on the interleaved layout: x in pair order (quantize_row_q8_il), w the
+// interleaved bytes of an (N, K) matrix (repack_il), any [n0, n1) within N.
+template <class W>
+inline void matmul_q8act_il(const std::int8_t* xq, const float* xd, std::size_t M,
+                            const unsigned char* w, std::size_t K, std::size_t n0, std::size_t n1,
+                            float* y, std::size_t ldy, const float* bias) noexcept {
+  switch (quant_isa_now()) {
+#if defined(EEXIT_QUANT_X86)
+    case quant_isa::vnni:
+      return vnnil::matmul_q8act_il<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+    case quant_isa::avx2:
+      return avx2l::matmul_q8act_il<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+#endif
+    default:
+      return matmul_q8act_il_scalar<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
   }
 }
 

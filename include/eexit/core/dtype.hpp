@@ -3,7 +3,10 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
+
+#include "eexit/core/error.hpp"
 
 namespace eexit {
 
@@ -30,19 +33,39 @@ constexpr std::size_t row_bytes(dtype t, std::size_t n) noexcept {
                             : n * dtype_size(t);
 }
 
+// Bytes per row of a Q8_0 / Q4_0 matrix that the CPU backend interleaved at load
+// (cpu_quant.hpp, "interleaved layout"): its blocks taken in pairs (an odd count padded
+// with a zero block), each pair of a row as 64 quantized bytes (Q8_0) or a half of 64 shared
+// with the next row (Q4_0), plus the pair's two fp32 scales. 0 for other types.
+constexpr std::size_t interleaved_row_bytes(dtype t, std::size_t n) noexcept {
+  const std::size_t pairs = (n / quant_block + 1) / 2;
+  return t == dtype::q8_0 ? pairs * (64 + 8) : t == dtype::q4_0 ? pairs * (32 + 8) : 0;
+}
+
 // A weight matrix (out, in), row-major, in the backend's memory, in its stored precision:
 // what the backends' matmul and embed take. Implicit from a const float* so that fp32
-// callers read as before.
+// callers read as before. interleave: 0 for the layout as stored; R > 0 when a backend
+// repacked the matrix at load into groups of R rows stored together (CpuBackend's
+// repack_weights; only that backend makes and reads such views).
 struct WeightView {
   dtype type = dtype::f32;
   const void* data = nullptr;
+  std::uint8_t interleave = 0;
   WeightView() = default;
   WeightView(const float* p) noexcept : data(p) {}  // NOLINT: implicit on purpose
-  WeightView(dtype t, const void* p) noexcept : type(t), data(p) {}
+  WeightView(dtype t, const void* p, std::uint8_t il = 0) noexcept
+      : type(t), data(p), interleave(il) {}
   const float* f32() const noexcept { return static_cast<const float*>(data); }
-  // The view from row r on, rows of n weights.
-  WeightView rows_from(std::size_t r, std::size_t n) const noexcept {
-    return {type, static_cast<const unsigned char*>(data) + r * row_bytes(type, n)};
+  // The view from row r on, rows of n weights. An interleaved view starts only at a whole
+  // group (the model repacks a matrix only when the offsets it slices at allow it).
+  WeightView rows_from(std::size_t r, std::size_t n) const {
+    if (interleave == 0)
+      return {type, static_cast<const unsigned char*>(data) + r * row_bytes(type, n)};
+    if (r % interleave)
+      throw error("WeightView::rows_from", "row " + std::to_string(r) + " is inside a group of " +
+                                               std::to_string(interleave) + " interleaved rows");
+    return {type, static_cast<const unsigned char*>(data) + r * interleaved_row_bytes(type, n),
+            interleave};
   }
 };
 

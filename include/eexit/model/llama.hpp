@@ -74,15 +74,19 @@ class LlamaModel {
       std::vector<float>().swap(v);  // keep peak host memory at one copy
       return b;
     };
-    tok_embedding_ = upload_matrix(w.tok_embedding);
+    const std::size_t dim = std::size_t(cfg_.dim), qd = std::size_t(cfg_.q_dim()),
+                      kvd = std::size_t(cfg_.kv_dim()), hid = std::size_t(cfg_.hidden_dim);
+    const std::size_t voc = std::size_t(cfg_.vocab_size);
+    // The embedding table is also the LM head when there is none (tied).
+    tok_embedding_ = upload_matrix(w.tok_embedding, dim, w.lm_head.empty() ? voc : 0);
     layers_.reserve(w.layers.size());
     for (auto& lw : w.layers) {
       Layer L;
       L.attn_norm = up(lw.attn_norm);
-      L.wq = upload_matrix(lw.wq);
-      L.wk = upload_matrix(lw.wk);
-      L.wv = upload_matrix(lw.wv);
-      L.wo = upload_matrix(lw.wo);
+      L.wq = upload_matrix(lw.wq, dim, qd);
+      L.wk = upload_matrix(lw.wk, dim, kvd);
+      L.wv = upload_matrix(lw.wv, dim, kvd);
+      L.wo = upload_matrix(lw.wo, qd, dim);
       L.has_bias = !lw.bq.empty();
       if (L.has_bias) {
         L.bq = up(lw.bq);
@@ -90,14 +94,14 @@ class LlamaModel {
         L.bv = up(lw.bv);
       }
       L.ffn_norm = up(lw.ffn_norm);
-      L.w_gate = upload_matrix(lw.w_gate);
-      L.w_down = upload_matrix(lw.w_down);
-      L.w_up = upload_matrix(lw.w_up);
+      L.w_gate = upload_matrix(lw.w_gate, dim, hid);
+      L.w_down = upload_matrix(lw.w_down, hid, dim);
+      L.w_up = upload_matrix(lw.w_up, dim, hid);
       layers_.push_back(std::move(L));
     }
     final_norm_ = up(w.final_norm);
     has_lm_head_ = !w.lm_head.empty();
-    if (has_lm_head_) lm_head_ = upload_matrix(w.lm_head);
+    if (has_lm_head_) lm_head_ = upload_matrix(w.lm_head, dim, voc);
     exit_layers_ = cfg_.early_exit.exit_layers;
     exit_layers_.push_back(cfg_.n_layers - 1);
     heads_.resize(exit_layers_.size());
@@ -107,7 +111,7 @@ class LlamaModel {
       H.has_norm = !h.norm.empty();
       if (H.has_norm) H.norm = up(h.norm);
       H.has_proj = !h.proj.empty();
-      if (H.has_proj) H.proj = upload_matrix(h.proj);
+      if (H.has_proj) H.proj = upload_matrix(h.proj, dim, voc);
       H.has_classifier = !h.classifier_w.empty();
       if (H.has_classifier) {
         H.classifier_w = up(h.classifier_w);
@@ -263,10 +267,11 @@ class LlamaModel {
   // A weight matrix in the backend's memory, in its stored precision.
   struct Matrix {
     dtype type = dtype::f32;
-    buffer<float> f32;          // (out, in) when type == f32
-    buffer<std::uint16_t> h16;  // (out, in) bf16 / f16 bit patterns otherwise
+    std::uint8_t interleave = 0;  // the backend's layout (repack_weights), 0: as stored
+    buffer<float> f32;            // (out, in) when type == f32
+    buffer<std::uint16_t> h16;    // (out, in) bf16 / f16 bit patterns / blocks otherwise
     WeightView view() const noexcept {
-      return type == dtype::f32 ? WeightView(D(f32)) : WeightView(type, D(h16));
+      return type == dtype::f32 ? WeightView(D(f32)) : WeightView(type, D(h16), interleave);
     }
   };
   // Whether the backend's matmul and embed take weights of type t as they are; others
@@ -277,13 +282,25 @@ class LlamaModel {
     else
       return t == dtype::f32;
   }
-  // Uploads v in its precision (or widened, see accepts) and frees the host copy, so that
-  // peak host memory stays at one copy of the model.
-  Matrix upload_matrix(Weight& v) {
+  // Uploads v, (v.size() / cols, cols), in its precision (or widened, see accepts) and
+  // frees the host copy, so that peak host memory stays at one copy of the model (and one
+  // matrix). A backend with a repack_weights hook may store it in its own layout instead;
+  // slice_rows: views are taken at row offsets that are multiples of it (the row count when
+  // v is used whole; 0: v is only an embedding table, which stays as stored).
+  Matrix upload_matrix(Weight& v, std::size_t cols, std::size_t slice_rows) {
     Matrix m;
     if (!accepts(v.type())) v = v.to_f32();
     m.type = v.type();
-    if (m.type == dtype::f32) {
+    if constexpr (requires {
+                    be_->repack_weights(m.h16, m.type, v.bytes(), cols, cols, slice_rows);
+                  }) {
+      if (m.type != dtype::f32)
+        m.interleave =
+            be_->repack_weights(m.h16, m.type, v.bytes(), v.size() / cols, cols, slice_rows);
+    }
+    if (m.interleave) {
+      // stored by the backend in its layout
+    } else if (m.type == dtype::f32) {
       m.f32 = be_->template allocate<float>(v.size());
       be_->template upload<float>(m.f32, std::span<const float>(v.f32()));
     } else {
@@ -341,7 +358,7 @@ class LlamaModel {
     const dtype t = w.layers[0].wk.type();
     Weight fw(std::move(f));
     if (!is_quantized(t) || dim % quant_block == 0) fw = fw.converted(t);
-    fill_w_ = upload_matrix(fw);
+    fill_w_ = upload_matrix(fw, dim, 2 * kvd);  // kv_fill takes views at layer boundaries
     if (has_fill_bias_) {
       fill_b_ = be_->template allocate<float>(b.size());
       be_->template upload<float>(fill_b_, std::span<const float>(b));
