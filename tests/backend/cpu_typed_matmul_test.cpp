@@ -173,7 +173,11 @@ float defined_dot(const float* x, const float* w, std::size_t K, float bias) {
 TEST_CASE(
     "f32 / bf16 / f16 matmul: every row count, tile and thread split gives the defined bits") {
   std::mt19937 rng(2024);
-  eexit::CpuBackend one(1), two(2);
+  // bf16 weights with fp32 activations: the sequence defined here (bf16_act::bf16, the
+  // default, is cpu_bf16.hpp's own, tested in cpu_bf16_matmul_test).
+  using eexit::bf16_act, eexit::matmul_impl, eexit::quant_act;
+  eexit::CpuBackend one(1, matmul_impl::invariant, quant_act::int8, bf16_act::f32),
+      two(2, matmul_impl::invariant, quant_act::int8, bf16_act::f32);
   // Row counts through every kernel path: 1 and 2 (decode tiles), 3..48 (W streamed once,
   // 6-row tiles and their remainders), 49+ (prefill: W blocked in L2). (N, K): N not a
   // multiple of 4 or 8 (single-output tiles), K with a tail; 300 x 1000 is more than one
