@@ -65,68 +65,7 @@ class LlamaModel {
     buffer<float> fill;  // (rows, n_layers, 2, kv_dim)  K/V of skipped layers; exits only
   };
 
-  LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(std::move(w.config)) {
-    validate(cfg_, w);
-    if (!cfg_.early_exit.exit_layers.empty()) fold_fill_weights(w);
-    auto up = [&](std::vector<float>& v) {
-      auto b = be_->template allocate<float>(v.size());
-      be_->template upload<float>(b, std::span<const float>(v));
-      std::vector<float>().swap(v);  // keep peak host memory at one copy
-      return b;
-    };
-    const std::size_t dim = std::size_t(cfg_.dim), qd = std::size_t(cfg_.q_dim()),
-                      kvd = std::size_t(cfg_.kv_dim()), hid = std::size_t(cfg_.hidden_dim);
-    const std::size_t voc = std::size_t(cfg_.vocab_size);
-    // The embedding table is also the LM head when there is none (tied).
-    tok_embedding_ = upload_matrix(w.tok_embedding, dim, w.lm_head.empty() ? voc : 0);
-    layers_.reserve(w.layers.size());
-    for (auto& lw : w.layers) {
-      Layer L;
-      L.attn_norm = up(lw.attn_norm);
-      L.wq = upload_matrix(lw.wq, dim, qd);
-      L.wk = upload_matrix(lw.wk, dim, kvd);
-      L.wv = upload_matrix(lw.wv, dim, kvd);
-      L.wo = upload_matrix(lw.wo, qd, dim);
-      L.has_bias = !lw.bq.empty();
-      if (L.has_bias) {
-        L.bq = up(lw.bq);
-        L.bk = up(lw.bk);
-        L.bv = up(lw.bv);
-      }
-      L.ffn_norm = up(lw.ffn_norm);
-      L.w_gate = upload_matrix(lw.w_gate, dim, hid);
-      L.w_down = upload_matrix(lw.w_down, hid, dim);
-      L.w_up = upload_matrix(lw.w_up, dim, hid);
-      layers_.push_back(std::move(L));
-    }
-    final_norm_ = up(w.final_norm);
-    has_lm_head_ = !w.lm_head.empty();
-    if (has_lm_head_) lm_head_ = upload_matrix(w.lm_head, dim, voc);
-    exit_layers_ = cfg_.early_exit.exit_layers;
-    exit_layers_.push_back(cfg_.n_layers - 1);
-    heads_.resize(exit_layers_.size());
-    for (std::size_t e = 0; e < w.exit_heads.size() && e + 1 < exit_layers_.size(); ++e) {
-      auto& h = w.exit_heads[e];
-      auto& H = heads_[e];
-      H.has_norm = !h.norm.empty();
-      if (H.has_norm) H.norm = up(h.norm);
-      H.has_proj = !h.proj.empty();
-      if (H.has_proj) H.proj = upload_matrix(h.proj, dim, voc);
-      H.has_classifier = !h.classifier_w.empty();
-      if (H.has_classifier) {
-        H.classifier_w = up(h.classifier_w);
-        // The bias is an op operand like the weights: backend memory, not a host float.
-        std::vector<float> b{h.classifier_b};
-        H.classifier_b = up(b);
-      }
-    }
-    std::vector<float> ones(std::size_t(cfg_.dim), 1.0f);
-    ones_ = be_->template allocate<float>(ones.size());
-    be_->template upload<float>(ones_, std::span<const float>(ones));
-    auto f = detail::rope_inv_freq(cfg_);
-    inv_freq_ = be_->template allocate<float>(f.size());
-    be_->template upload<float>(inv_freq_, std::span<const float>(f));
-  }
+  LlamaModel(Backend& be, ModelWeights w);
 
   const ModelConfig& config() const noexcept { return cfg_; }
   Backend& backend() noexcept { return *be_; }
@@ -155,47 +94,13 @@ class LlamaModel {
   }
 
   // x (rows, dim) = token embeddings
-  void embed(const std::int32_t* tokens, std::size_t rows, float* x) {
-    be_->embed(tokens, rows, tok_embedding_.view(), std::size_t(cfg_.dim), x);
-  }
+  void embed(const std::int32_t* tokens, std::size_t rows, float* x);
 
   // One transformer block over rows [0, rows) of the residual stream x (rows, dim).
   // Each row's K/V is written into its cache slot before attention reads the cache,
   // so prefill chunks and decode rows take the same path.
   void forward_layer(int l, float* x, std::size_t rows, const RowKv* rk, const KvLayerView& kv,
-                     Workspace& ws) {
-    const auto& L = layers_[std::size_t(l)];
-    const std::size_t dim = std::size_t(cfg_.dim), hd = std::size_t(cfg_.head_dim);
-    const std::size_t qd = std::size_t(cfg_.q_dim());
-    const std::size_t hidden = std::size_t(cfg_.hidden_dim);
-    // attention
-    be_->rmsnorm(x, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
-    qkv(L, D(ws.xb), rows, D(ws.q), D(ws.k), D(ws.v));
-    be_->rope(D(ws.q), rows, std::size_t(cfg_.n_heads), hd, rk, D(inv_freq_), cfg_.rope);
-    be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), hd, rk, D(inv_freq_), cfg_.rope);
-    be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
-    be_->attention(D(ws.q), D(ws.att), rows, std::size_t(cfg_.n_heads),
-                   std::size_t(cfg_.n_kv_heads), hd, rk, kv);
-    if (fused_) {
-      be_->matmul_add(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj), x);
-    } else {
-      be_->matmul(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj));
-      be_->add(x, D(ws.proj), rows * dim);
-    }
-    // SwiGLU MLP
-    be_->rmsnorm(x, D(L.ffn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
-    if (fused_) {
-      be_->matmul_swiglu(D(ws.xb), rows, dim, L.w_gate.view(), L.w_up.view(), hidden, D(ws.hb),
-                         D(ws.hb2));
-      be_->matmul_add(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj), x);
-      return;
-    }
-    be_->matmul(D(ws.xb), rows, dim, L.w_gate.view(), hidden, D(ws.hb));
-    be_->matmul(D(ws.xb), rows, dim, L.w_up.view(), hidden, D(ws.hb2));
-    be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
-    be_->matmul(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj));
-    be_->add(x, D(ws.proj), rows * dim);
-  }
+                     Workspace& ws);
 
   // Whether forward_layer issues the fused projections (matmul_qkv, matmul_swiglu,
   // matmul_add; the default) or the ops they fuse, one by one. Both give the same bits; the switch
@@ -205,26 +110,11 @@ class LlamaModel {
 
   // logits (rows, vocab) of exit point `exit` for hidden states h (rows, dim).
   // The last exit is the model's own final norm + LM head.
-  void exit_logits(int exit, const float* h, std::size_t rows, float* logits, Workspace& ws) {
-    const auto& H = heads_[std::size_t(exit)];
-    const bool last = exit == n_exits() - 1;
-    const float* norm = (!last && H.has_norm) ? D(H.norm) : D(final_norm_);
-    const WeightView proj = (!last && H.has_proj) ? H.proj.view() : lm_head();
-    be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
-  }
+  void exit_logits(int exit, const float* h, std::size_t rows, float* logits, Workspace& ws);
 
   // Classifier confidence of exit `exit` (which must have one): out (rows) =
   // sigmoid(w · rmsnorm(h) + b), with the exit head's norm.
-  void exit_classifier(int exit, const float* h, std::size_t rows, float* out, Workspace& ws) {
-    const auto& H = heads_[std::size_t(exit)];
-    if (!H.has_classifier) throw error("exit " + std::to_string(exit), "has no classifier head");
-    const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
-    be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out,
-                D(H.classifier_b));
-    be_->sigmoid(out, rows);
-  }
+  void exit_classifier(int exit, const float* h, std::size_t rows, float* out, Workspace& ws);
 
   // The paper's KV fill for rows that exit after layer `exit_layer`: K/V of every skipped
   // layer j > exit_layer from the exit hidden states h (rows, dim), in one projection over
@@ -236,12 +126,7 @@ class LlamaModel {
                Workspace& ws) {
     const int first = exit_layer + 1, n_fill = cfg_.n_layers - first;
     if (n_fill <= 0 || rows == 0) return;
-    const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
-    const std::size_t width = std::size_t(n_fill) * 2 * kvd;
-    be_->rmsnorm(h, D(ones_), D(ws.xb), rows, dim, cfg_.rms_eps);
-    const std::size_t off = std::size_t(first) * 2 * kvd;
-    be_->matmul(D(ws.xb), rows, dim, fill_w_.view().rows_from(off, dim), width, D(ws.fill),
-                has_fill_bias_ ? D(fill_b_) + off : nullptr);
+    fill_project(first, h, rows, ws);
     views_.clear();
     for (int j = first; j < cfg_.n_layers; ++j) views_.push_back(cache.view(j));
     be_->fill_kv(D(ws.fill), rows, std::size_t(n_fill), rk, views_.data(),
@@ -252,18 +137,14 @@ class LlamaModel {
   // would have computed them from its input: input norm, K/V projection, RoPE at each
   // row's position; written into the rows' cache slots. Attention and MLP do not run.
   void kv_from_hidden(int l, const float* h, std::size_t rows, const RowKv* rk,
-                      const KvLayerView& kv, Workspace& ws) {
-    const auto& L = layers_[std::size_t(l)];
-    const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
-    be_->rmsnorm(h, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
-    be_->matmul(D(ws.xb), rows, dim, L.wk.view(), kvd, D(ws.k), L.has_bias ? D(L.bk) : nullptr);
-    be_->matmul(D(ws.xb), rows, dim, L.wv.view(), kvd, D(ws.v), L.has_bias ? D(L.bv) : nullptr);
-    be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), std::size_t(cfg_.head_dim), rk,
-              D(inv_freq_), cfg_.rope);
-    be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
-  }
+                      const KvLayerView& kv, Workspace& ws);
 
  private:
+  // kv_fill's projection: ws.fill (rows, n_layers - first, 2, kv_dim) = the folded K/V
+  // weights of layers first.. applied to rmsnorm(h). Not a template, unlike kv_fill, so an
+  // explicit instantiation of the model compiles it (and the matmul kernels) once.
+  void fill_project(int first, const float* h, std::size_t rows, Workspace& ws);
+
   // A weight matrix in the backend's memory, in its stored precision.
   struct Matrix {
     dtype type = dtype::f32;
@@ -448,4 +329,169 @@ class LlamaModel {
   std::vector<int> exit_layers_;
 };
 
+// ---- member definitions -----------------------------------------------------------------
+// Out of the class body, so they are not implicitly inline: a program (this repository's
+// tests, samples and benchmarks) can compile LlamaModel<CpuBackend> once, in one translation
+// unit, and keep every other one from instantiating it again (eexit/instantiate.hpp).
+
+template <class Backend>
+LlamaModel<Backend>::LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(std::move(w.config)) {
+  validate(cfg_, w);
+  if (!cfg_.early_exit.exit_layers.empty()) fold_fill_weights(w);
+  auto up = [&](std::vector<float>& v) {
+    auto b = be_->template allocate<float>(v.size());
+    be_->template upload<float>(b, std::span<const float>(v));
+    std::vector<float>().swap(v);  // keep peak host memory at one copy
+    return b;
+  };
+  const std::size_t dim = std::size_t(cfg_.dim), qd = std::size_t(cfg_.q_dim()),
+                    kvd = std::size_t(cfg_.kv_dim()), hid = std::size_t(cfg_.hidden_dim);
+  const std::size_t voc = std::size_t(cfg_.vocab_size);
+  // The embedding table is also the LM head when there is none (tied).
+  tok_embedding_ = upload_matrix(w.tok_embedding, dim, w.lm_head.empty() ? voc : 0);
+  layers_.reserve(w.layers.size());
+  for (auto& lw : w.layers) {
+    Layer L;
+    L.attn_norm = up(lw.attn_norm);
+    L.wq = upload_matrix(lw.wq, dim, qd);
+    L.wk = upload_matrix(lw.wk, dim, kvd);
+    L.wv = upload_matrix(lw.wv, dim, kvd);
+    L.wo = upload_matrix(lw.wo, qd, dim);
+    L.has_bias = !lw.bq.empty();
+    if (L.has_bias) {
+      L.bq = up(lw.bq);
+      L.bk = up(lw.bk);
+      L.bv = up(lw.bv);
+    }
+    L.ffn_norm = up(lw.ffn_norm);
+    L.w_gate = upload_matrix(lw.w_gate, dim, hid);
+    L.w_down = upload_matrix(lw.w_down, hid, dim);
+    L.w_up = upload_matrix(lw.w_up, dim, hid);
+    layers_.push_back(std::move(L));
+  }
+  final_norm_ = up(w.final_norm);
+  has_lm_head_ = !w.lm_head.empty();
+  if (has_lm_head_) lm_head_ = upload_matrix(w.lm_head, dim, voc);
+  exit_layers_ = cfg_.early_exit.exit_layers;
+  exit_layers_.push_back(cfg_.n_layers - 1);
+  heads_.resize(exit_layers_.size());
+  for (std::size_t e = 0; e < w.exit_heads.size() && e + 1 < exit_layers_.size(); ++e) {
+    auto& h = w.exit_heads[e];
+    auto& H = heads_[e];
+    H.has_norm = !h.norm.empty();
+    if (H.has_norm) H.norm = up(h.norm);
+    H.has_proj = !h.proj.empty();
+    if (H.has_proj) H.proj = upload_matrix(h.proj, dim, voc);
+    H.has_classifier = !h.classifier_w.empty();
+    if (H.has_classifier) {
+      H.classifier_w = up(h.classifier_w);
+      // The bias is an op operand like the weights: backend memory, not a host float.
+      std::vector<float> b{h.classifier_b};
+      H.classifier_b = up(b);
+    }
+  }
+  std::vector<float> ones(std::size_t(cfg_.dim), 1.0f);
+  ones_ = be_->template allocate<float>(ones.size());
+  be_->template upload<float>(ones_, std::span<const float>(ones));
+  auto f = detail::rope_inv_freq(cfg_);
+  inv_freq_ = be_->template allocate<float>(f.size());
+  be_->template upload<float>(inv_freq_, std::span<const float>(f));
+}
+
+template <class Backend>
+void LlamaModel<Backend>::embed(const std::int32_t* tokens, std::size_t rows, float* x) {
+  be_->embed(tokens, rows, tok_embedding_.view(), std::size_t(cfg_.dim), x);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::forward_layer(int l, float* x, std::size_t rows, const RowKv* rk,
+                                        const KvLayerView& kv, Workspace& ws) {
+  const auto& L = layers_[std::size_t(l)];
+  const std::size_t dim = std::size_t(cfg_.dim), hd = std::size_t(cfg_.head_dim);
+  const std::size_t qd = std::size_t(cfg_.q_dim());
+  const std::size_t hidden = std::size_t(cfg_.hidden_dim);
+  // attention
+  be_->rmsnorm(x, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+  qkv(L, D(ws.xb), rows, D(ws.q), D(ws.k), D(ws.v));
+  be_->rope(D(ws.q), rows, std::size_t(cfg_.n_heads), hd, rk, D(inv_freq_), cfg_.rope);
+  be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), hd, rk, D(inv_freq_), cfg_.rope);
+  be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
+  be_->attention(D(ws.q), D(ws.att), rows, std::size_t(cfg_.n_heads), std::size_t(cfg_.n_kv_heads),
+                 hd, rk, kv);
+  if (fused_) {
+    be_->matmul_add(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj), x);
+  } else {
+    be_->matmul(D(ws.att), rows, qd, L.wo.view(), dim, D(ws.proj));
+    be_->add(x, D(ws.proj), rows * dim);
+  }
+  // SwiGLU MLP
+  be_->rmsnorm(x, D(L.ffn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+  if (fused_) {
+    be_->matmul_swiglu(D(ws.xb), rows, dim, L.w_gate.view(), L.w_up.view(), hidden, D(ws.hb),
+                       D(ws.hb2));
+    be_->matmul_add(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj), x);
+    return;
+  }
+  be_->matmul(D(ws.xb), rows, dim, L.w_gate.view(), hidden, D(ws.hb));
+  be_->matmul(D(ws.xb), rows, dim, L.w_up.view(), hidden, D(ws.hb2));
+  be_->swiglu(D(ws.hb), D(ws.hb2), D(ws.hb), rows * hidden);
+  be_->matmul(D(ws.hb), rows, hidden, L.w_down.view(), dim, D(ws.proj));
+  be_->add(x, D(ws.proj), rows * dim);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::exit_logits(int exit, const float* h, std::size_t rows, float* logits,
+                                      Workspace& ws) {
+  const auto& H = heads_[std::size_t(exit)];
+  const bool last = exit == n_exits() - 1;
+  const float* norm = (!last && H.has_norm) ? D(H.norm) : D(final_norm_);
+  const WeightView proj = (!last && H.has_proj) ? H.proj.view() : lm_head();
+  be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
+  be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::exit_classifier(int exit, const float* h, std::size_t rows, float* out,
+                                          Workspace& ws) {
+  const auto& H = heads_[std::size_t(exit)];
+  if (!H.has_classifier) throw error("exit " + std::to_string(exit), "has no classifier head");
+  const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
+  be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
+  be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), D(H.classifier_w), 1, out, D(H.classifier_b));
+  be_->sigmoid(out, rows);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::kv_from_hidden(int l, const float* h, std::size_t rows, const RowKv* rk,
+                                         const KvLayerView& kv, Workspace& ws) {
+  const auto& L = layers_[std::size_t(l)];
+  const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
+  be_->rmsnorm(h, D(L.attn_norm), D(ws.xb), rows, dim, cfg_.rms_eps);
+  be_->matmul(D(ws.xb), rows, dim, L.wk.view(), kvd, D(ws.k), L.has_bias ? D(L.bk) : nullptr);
+  be_->matmul(D(ws.xb), rows, dim, L.wv.view(), kvd, D(ws.v), L.has_bias ? D(L.bv) : nullptr);
+  be_->rope(D(ws.k), rows, std::size_t(cfg_.n_kv_heads), std::size_t(cfg_.head_dim), rk,
+            D(inv_freq_), cfg_.rope);
+  be_->store_kv(D(ws.k), D(ws.v), rows, rk, kv);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::fill_project(int first, const float* h, std::size_t rows, Workspace& ws) {
+  const std::size_t dim = std::size_t(cfg_.dim), kvd = std::size_t(cfg_.kv_dim());
+  const std::size_t width = std::size_t(cfg_.n_layers - first) * 2 * kvd;
+  be_->rmsnorm(h, D(ones_), D(ws.xb), rows, dim, cfg_.rms_eps);
+  const std::size_t off = std::size_t(first) * 2 * kvd;
+  be_->matmul(D(ws.xb), rows, dim, fill_w_.view().rows_from(off, dim), width, D(ws.fill),
+              has_fill_bias_ ? D(fill_b_) + off : nullptr);
+}
+
 }  // namespace eexit
+
+// Compile-once builds (eexit/instantiate.hpp): with EEXIT_EXTERN_TEMPLATES defined, no
+// translation unit instantiates the CPU model's members; the one that includes
+// eexit/instantiate.hpp does.
+#if defined(EEXIT_EXTERN_TEMPLATES)
+#include "eexit/backend/cpu.hpp"
+namespace eexit {
+extern template class LlamaModel<CpuBackend>;
+}  // namespace eexit
+#endif

@@ -83,7 +83,10 @@ inline std::vector<int> parse_exit_layers(std::string_view text, const std::stri
 // sniffed: "GGUF" magic -> load_gguf, everything else is read as a llama2.c checkpoint,
 // whose own size check rejects files that are not one.
 namespace detail {
-inline ModelWeights load_any(const std::string& path, std::optional<dtype> weights) {
+// A template only so that a compile-once build (eexit/instantiate.hpp) can declare it extern:
+// it pulls in every format's parser, which no other translation unit then compiles again.
+template <class = void>
+ModelWeights load_any(const std::string& path, std::optional<dtype> weights) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path p(path);
@@ -104,14 +107,18 @@ inline ModelWeights load_any(const std::string& path, std::optional<dtype> weigh
 }  // namespace detail
 
 inline ModelWeights load_model(const std::string& path) {
-  return detail::load_any(path, {});
+  return detail::load_any<>(path, {});
 }
 
 // load_model, then the options applied (exit layers validated against the loaded config).
 inline ModelWeights load_model(const std::string& path, const LoadOptions& opt) {
-  ModelWeights m = detail::load_any(path, opt.weights);
+  ModelWeights m = detail::load_any<>(path, opt.weights);
   add_exit_layers(m, opt.exit_layers);
   return m;
 }
+
+#if defined(EEXIT_EXTERN_TEMPLATES)
+extern template ModelWeights detail::load_any<>(const std::string&, std::optional<dtype>);
+#endif
 
 }  // namespace eexit
