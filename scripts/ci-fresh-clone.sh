@@ -20,12 +20,13 @@ if command -v ccache >/dev/null && [ -z "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]; th
   export CMAKE_CXX_COMPILER_LAUNCHER=ccache CCACHE_BASEDIR="$tmp"
 fi
 cd "$tmp/eexit"
-t0=$(date +%s)
+source scripts/lib.sh
+trap 'stages_summary; rm -rf "$tmp"' EXIT
+stage "scripts/demo.sh"
 bash scripts/demo.sh
-t1=$(date +%s)
+stage "scripts/test.sh"
 bash scripts/test.sh 2>&1 | tee "$tmp/test.log"
-t2=$(date +%s)
-echo "ci-fresh-clone.sh: demo.sh $((t1 - t0)) s, test.sh $((t2 - t1)) s"
+stage "test count check"
 
 ran=$(sed -n 's/.*tests passed, [0-9]* tests failed out of \([0-9]*\).*/\1/p' "$tmp/test.log" | head -1)
 cmake -S . -B "$tmp/count" -DCMAKE_BUILD_TYPE=Release -DEEXIT_ENABLE_CUDA=OFF \

@@ -6,7 +6,9 @@
 # layer, tokens/s early exit vs full depth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 bash scripts/install-deps.sh
+fresh_if_other_generator build/demo
 cmake --preset demo >/dev/null
 cmake --build --preset demo -j "$(nproc)"
 ./build/demo/samples/generate/eexit-generate --prompt "ROMEO:" --max-tokens 200 \
