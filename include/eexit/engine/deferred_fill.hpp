@@ -5,15 +5,21 @@
 // state here; the next walk runs it again as a late row from the layer after the exit
 // (LayerWalk's start-layer rows), writing the exact K/V of the layers it skipped, and
 // yields nothing. Two backend buffers alternate: the rows of this walk start from one while
-// the rows leaving in it save into the other.
+// the rows leaving in it save into the other. lay_out_deferred is the engine's use of it.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
+#include "eexit/concepts.hpp"
 #include "eexit/core/error.hpp"
 #include "eexit/core/kv_view.hpp"
+#include "eexit/engine/engine_stats.hpp"
 #include "eexit/engine/layer_walk.hpp"
+#include "eexit/engine/request.hpp"
+#include "eexit/engine/sequence.hpp"
 
 namespace eexit {
 
@@ -90,5 +96,29 @@ class DeferredFill {
   std::vector<Row> pending_, laying_;
   std::vector<std::size_t> order_;
 };
+
+// The engine's step: the rows that exited in the last step run their skipped layers now,
+// first in the row order (late rows, deepest start first). A row whose sequence finished,
+// was aborted or was preempted since (the engine tags rows with the sequence's preemption
+// count) is dropped: its K/V are gone with its blocks (a preempted sequence recomputes
+// every layer of every token). Counts into stats' deferred_* fields.
+template <class Backend, kv_cache Cache>
+void lay_out_deferred(DeferredFill<Backend>& d, WalkRows& w, std::int32_t n_layers,
+                      const Cache& cache,
+                      const std::unordered_map<request_id, std::unique_ptr<Sequence>>& seqs,
+                      EngineStats& stats) {
+  const auto laid = d.lay_out(
+      w, n_layers,
+      [&](const auto& r) {
+        const auto it = seqs.find(r.seq);
+        const Sequence* s = it == seqs.end() ? nullptr : it->second.get();
+        return s && !s->done && s->in_cache && s->stats.preemptions == r.tag &&
+               s->n_computed > r.pos;
+      },
+      [&](std::int64_t seq) { return cache.block_table(seq); });
+  stats.deferred_rows += laid.rows;
+  stats.deferred_layers += laid.layers;
+  stats.deferred_dropped += laid.dropped;
+}
 
 }  // namespace eexit

@@ -1,0 +1,332 @@
+#pragma once
+// SpecStep: the self-speculative part of an engine step (DESIGN.md §3, LayerSkip), kept
+// out of Engine so that its step reads plan -> drafts -> rows -> walk -> outputs. Per step:
+//   plan(chunks)            which decode rows draft and how far; reserves their slots
+//   draft(walk, policy, st) the draft passes: layers 0..E + exit E's head, one position each
+//   lay_out_verify(rows, b) every drafted position as a late row from layer E+1 (+ bonus row)
+//   take(slot, row)         in the walk's sink: records which yielded row is which position
+//   accept(y, accept, st)   per row, rejection sampling against the full model; roll back
+// The engine keeps the sequences, the scheduler and the walk; SpecStep reaches back only
+// through what each call is given (the walk, the policy's draft_confidence, the engine's
+// accept function for each emitted token and its EngineStats).
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eexit/concepts.hpp"
+#include "eexit/core/error.hpp"
+#include "eexit/engine/engine_stats.hpp"
+#include "eexit/engine/layer_walk.hpp"
+#include "eexit/engine/scheduler.hpp"
+#include "eexit/engine/sequence.hpp"
+#include "eexit/engine/speculation.hpp"
+#include "eexit/policy/exit_rows.hpp"
+#include "eexit/policy/full_depth.hpp"
+#include "eexit/policy/self_speculative.hpp"
+
+namespace eexit {
+
+// What a policy asks to speculate (validated); off for a policy that does not speculate.
+template <class Policy>
+Speculation speculation_of(const Policy& p) {
+  if constexpr (speculative_policy<Policy>) {
+    Speculation s = p.speculation();
+    s.validate();
+    return s;
+  } else {
+    return Speculation{.max_draft = 0};
+  }
+}
+
+template <class Model, class Cache>
+requires exit_model<Model> && kv_cache<Cache> && fills_cache<Model, Cache>
+class SpecStep {
+ public:
+  using backend_type = typename Model::backend_type;
+
+  // max_running: sequences in a step, each may draft. Throws eexit::error when the draft
+  // layer is not an exit point of the model.
+  SpecStep(Model& model, Cache& cache, Speculation cfg, std::size_t max_running)
+      : model_(&model),
+        cache_(&cache),
+        cfg_(cfg),
+        draft_exit_(draft_exit_of(model, cfg_)),
+        k_max_(draft_exit_ >= 0 ? cfg_.max_draft : 0) {
+    if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
+      draft_hidden_ = model.backend().template allocate<float>(max_running * std::size_t(k_max_) *
+                                                               std::size_t(model.config().dim));
+  }
+
+  // The draft exit point index while self-speculating, -1 when not.
+  int draft_exit() const noexcept { return draft_exit_; }
+  // K: most drafts per row and step; 0 without speculation.
+  int k_max() const noexcept { return k_max_; }
+  // Some row drafts in this step.
+  bool active() const noexcept { return !spec_.empty(); }
+  // Per chunk of this step's plan: its drafting row, -1 = laid out as usual (the skip list
+  // of append_chunk_rows).
+  const std::vector<int>& of_chunk() const noexcept { return spec_of_chunk_; }
+
+  // Which decode rows draft, and how much: as many of K as the request can still use and
+  // the cache can reserve now (never preempting for it); k = 0 decodes plainly. Logprobs
+  // of speculated tokens come from their verify position's full-depth logits. chunks are
+  // ordered (order_chunks); without speculation nothing drafts.
+  void plan(const std::vector<Chunk>& chunks) {
+    spec_.clear();
+    spec_of_chunk_.assign(chunks.size(), -1);
+    taken_ = false;
+    if (k_max_ == 0) return;
+    const std::int32_t max_len = model_->config().max_seq_len;
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      const Chunk& ch = chunks[k];
+      Sequence& s = *ch.seq;
+      if (!ch.decode) continue;
+      // Slots past pos a pass may write: pos+1..pos+cap with the bonus row, one fewer
+      // without (then a single draft would only re-derive the plain decode's token).
+      const bool bonus = cfg_.bonus_row;
+      const int least = bonus ? 1 : 2;
+      int cap = std::min({k_max_, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
+                          max_len - 1 - ch.start});
+      while (cap >= least && !cache_->reserve(s.id, bonus ? cap : cap - 1)) --cap;
+      if (cap < least) continue;
+      spec_of_chunk_[k] = int(spec_.size());
+      SpecRow& r = spec_.emplace_back();
+      r.s = &s;
+      r.pos = ch.start;
+      r.cap = cap;
+      r.sampler.emplace(s.sampler);
+      r.yrow.assign(std::size_t(cap + 1), -1);
+    }
+  }
+
+  // The draft passes: every drafting row runs layers 0..E and the draft head, one position
+  // per pass, all rows batched; a row stops at its cap or at a draft scored under the
+  // threshold (that draft is dropped, its position's state still serves the verify).
+  template <policy Policy>
+  void draft(LayerWalk<Model, Cache>& walk, const Policy& pol, EngineStats& stats) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int round = 0;; ++round) {
+      draft_rows_.clear();
+      for (std::size_t e = 0; e < spec_.size(); ++e) {
+        SpecRow& r = spec_[e];
+        if (!r.drafting) continue;
+        draft_rows_.tokens.push_back(r.token(round));
+        draft_rows_.rowkv.push_back(RowKv{cache_->block_table(r.s->id), r.pos + round});
+        draft_rows_.yield_rows.push_back(std::int32_t(draft_rows_.n_prefill++));
+        draft_rows_.yield_slots.push_back(std::int32_t(e));
+      }
+      if (draft_rows_.tokens.empty()) break;
+      draft_rows_.stop_exit = draft_exit_;
+      auto sink = [&](const YieldedRows& y) { take_drafts(pol, y); };
+      walk.run(full_, draft_rows_, sink);
+    }
+    stats.draft_time_s += detail::seconds_since(t0);
+  }
+
+  // The verify rows, first in the walk's row order (after deferred-fill rows, which start
+  // deeper): every drafted position from layer E+1 on its saved state, then the last draft
+  // from layer 0 where every draft was kept and the bonus row is on. Row e's position i
+  // yields slot base + e * (K + 1) + i; slots under base are the caller's.
+  void lay_out_verify(WalkRows& rows, std::int32_t base) {
+    base_ = base;
+    const int late = model_->exit_layers()[std::size_t(std::max(draft_exit_, 0))] + 1;
+    for (std::size_t e = 0; e < spec_.size(); ++e) {  // the draft positions: from layer E+1
+      SpecRow& r = spec_[e];
+      const std::int32_t* bt = cache_->block_table(r.s->id);
+      for (int i = 0; i < r.rounds; ++i) {
+        rows.push_late(r.token(i), RowKv{bt, r.pos + i}, late, draft_state(e, i));
+        yield(rows, base + std::int32_t(e) * (k_max_ + 1) + i);
+      }
+    }
+    for (std::size_t e = 0; e < spec_.size(); ++e) {  // a last draft no pass has seen
+      SpecRow& r = spec_[e];
+      const int k = r.k();
+      if (r.rounds > k || !cfg_.bonus_row) continue;
+      rows.tokens.push_back(r.drafts.back());
+      rows.rowkv.push_back(RowKv{cache_->block_table(r.s->id), r.pos + k});
+      ++rows.n_prefill;
+      yield(rows, base + std::int32_t(e) * (k_max_ + 1) + k);
+    }
+  }
+
+  // In the walk's sink, for each yielded row j: true if its slot is a verify position
+  // (recorded for accept), false if it is the caller's.
+  bool take(std::int32_t slot, std::size_t j) {
+    if (slot < base_) return false;
+    const std::int32_t v = slot - base_, per = k_max_ + 1;
+    spec_[std::size_t(v / per)].yrow[std::size_t(v % per)] = std::int32_t(j);
+    taken_ = true;
+    return true;
+  }
+
+  // After the sink's take() calls for y: if any was a verify position, accepts from every
+  // row whose positions y yielded. accept_token(seq, SampleResult, exit index, exit layer)
+  // is the engine's: it feeds a token to the sequence and finishes it on a stop.
+  template <class Accept>
+  void accept(const YieldedRows& y, Accept&& accept_token, EngineStats& stats) {
+    if (!taken_) return;
+    taken_ = false;
+    for (auto& r : spec_)
+      if (!r.verified && r.yrow[0] >= 0) {
+        r.verified = true;
+        accept_row(r, y, accept_token, stats);
+      }
+  }
+
+ private:
+  // One decode row that drafts this step. Its input token sits at pos; slots pos+1..pos+cap
+  // are reserved for drafts.
+  struct SpecRow {
+    Sequence* s = nullptr;
+    std::int32_t pos = 0;
+    int cap = 0;                            // most drafts (reserved slots)
+    int rounds = 0;                         // draft passes run: positions pos..pos+rounds-1
+    bool drafting = true;                   // takes part in the next draft pass
+    bool verified = false;                  // its verify rows were accepted from
+    std::vector<std::int32_t> drafts;       // (k) draft tokens
+    std::vector<std::vector<TokenProb>> q;  // (k) the distributions they were drawn from
+    std::optional<Sampler> sampler;         // the sequence's sampler advanced by the drafts
+    std::vector<std::int32_t> yrow;         // (k+1) each verify position's yielded row
+    int k() const noexcept { return int(drafts.size()); }
+    // The token at position pos + i.
+    std::int32_t token(int i) const {
+      return i == 0 ? s->tokens[std::size_t(pos)] : drafts[std::size_t(i - 1)];
+    }
+  };
+
+  // The exit point index drafts leave at; -1 = no speculation.
+  static int draft_exit_of(const Model& m, const Speculation& s) {
+    if (!s.enabled()) return -1;
+    const auto layers = m.exit_layers();
+    if (m.n_exits() < 2)
+      throw error("self-spec", "the model has no early exit point to draft from (add exit layers)");
+    if (s.draft_layer < 0) return 0;
+    for (int e = 0; e + 1 < m.n_exits(); ++e)
+      if (layers[std::size_t(e)] == s.draft_layer) return e;
+    std::string have;
+    for (int e = 0; e + 1 < m.n_exits(); ++e) {
+      if (e) have.push_back(',');
+      have.append(std::to_string(layers[std::size_t(e)]));
+    }
+    throw error("self-spec", "draft layer " + std::to_string(s.draft_layer) +
+                                 " is not an exit point of the model (exit layers: " + have + ")");
+  }
+
+  static void yield(WalkRows& rows, std::int32_t slot) {
+    rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
+    rows.yield_slots.push_back(slot);
+  }
+
+  float* draft_state(std::size_t e, int round) {
+    const std::size_t dim = std::size_t(model_->config().dim);
+    return backend_type::data(draft_hidden_) + (e * std::size_t(k_max_) + std::size_t(round)) * dim;
+  }
+
+  // A draft pass's rows at the draft head: save each row's layer-E state for its verify
+  // row, draw a draft from the row's own sampler copy (so penalties see earlier drafts)
+  // unless the policy scores it under the threshold.
+  template <class Policy>
+  void take_drafts(const Policy& pol, const YieldedRows& y) {
+    const auto& c = model_->config();
+    ExitRows er;
+    er.exit = y.exit;
+    er.layer = y.layer;
+    er.n_layers = c.n_layers;
+    er.n = y.n;
+    er.vocab = y.vocab;
+    er.dim = std::size_t(c.dim);
+    er.scores = y.scores;
+    er.top1 = y.top1;
+    draft_conf_.assign(y.n, 0.0f);
+    if constexpr (speculative_policy<Policy>) pol.draft_confidence(er, draft_conf_.data());
+    auto& be = model_->backend();
+    for (std::size_t j = 0; j < y.n; ++j) {
+      SpecRow& r = spec_[std::size_t(y.slot[j])];
+      be.copy(y.hidden + j * er.dim, draft_state(std::size_t(y.slot[j]), r.rounds), er.dim);
+      ++r.rounds;
+      const auto q = r.sampler->distribution(y.row_logits(j));
+      if (!(draft_conf_[j] >= cfg_.threshold)) {
+        r.drafting = false;
+        continue;
+      }
+      const int d = spec::draw(q, r.s->spec_rng);
+      r.drafts.push_back(d);
+      r.q.emplace_back(q.begin(), q.end());
+      r.sampler->accept(d);
+      if (r.k() == r.cap) r.drafting = false;
+    }
+  }
+
+  // Accepts from one row's verify positions: draft i is kept by rejection sampling against
+  // the full model's distribution at its position (penalties see the kept prefix, because
+  // each kept token is accepted before the next position's distribution is taken); the
+  // first rejected draft is replaced from the residual, and when all are kept the last
+  // position gives a bonus token. Stops (EOS, stop strings, max_tokens) apply token by
+  // token. The cache forgets every position past what was kept, in every layer.
+  template <class Accept>
+  void accept_row(SpecRow& r, const YieldedRows& y, Accept& accept_token, EngineStats& stats) {
+    Sequence& s = *r.s;
+    const int k = r.k(), last = model_->n_exits() - 1;
+    const std::int32_t L = model_->config().n_layers;
+    int m = 0, kept = 0;
+    for (int i = 0; i <= k && !s.done; ++i) {
+      const std::int32_t row = r.yrow[std::size_t(i)];
+      if (row < 0) break;  // no bonus row: all k drafts kept, the last one is the next input
+      const auto logits = y.row_logits(std::size_t(row));
+      ++m;
+      if (i == k) {
+        accept_token(s, s.sampler.sample(logits), last, L - 1);
+        break;
+      }
+      const auto p = s.sampler.distribution(logits);
+      const int d = r.drafts[std::size_t(i)];
+      const auto& q = r.q[std::size_t(i)];
+      if (spec::keep_draft(p, q, d, s.spec_rng)) {
+        ++kept;
+        accept_token(s, s.sampler.result_for(logits, d), last, L - 1);
+        continue;
+      }
+      accept_token(s, s.sampler.result_for(logits, spec::draw_residual(p, q, s.spec_rng)), last,
+                   L - 1);
+      break;
+    }
+    // Every verified position ran all L layers (draft layers + the verify's).
+    const std::int64_t layers =
+        std::int64_t(r.rounds + (r.rounds == k && r.yrow[std::size_t(k)] >= 0)) * L;
+    s.stats.layers_computed += layers;
+    stats.decode_layers_computed += layers;
+    stats.decode_layers_full += std::int64_t(m) * L;
+    ++s.stats.verify_passes;
+    s.stats.draft_tokens += k;
+    s.stats.accepted_drafts += kept;
+    s.stats.speculative_tokens += m;
+    ++stats.verify_passes;
+    stats.draft_tokens += k;
+    stats.accepted_drafts += kept;
+    stats.speculative_tokens += m;
+    if (!s.done) {  // positions pos..pos+m-1 hold the kept tokens; the m-th new one is next
+      s.n_computed = r.pos + m;
+      cache_->truncate(s.id, r.pos + m);
+    }
+  }
+
+  Model* model_;
+  Cache* cache_;
+  Speculation cfg_;
+  int draft_exit_;         // -1: no speculation
+  int k_max_;              // K, 0 without speculation
+  FullDepth full_;         // the draft walks' policy: the stop exit ends them, nothing leaves early
+  std::int32_t base_ = 0;  // this step's first verify slot
+  bool taken_ = false;     // take() saw a verify position since the last accept
+  std::vector<SpecRow> spec_;       // (drafting rows) this step's
+  std::vector<int> spec_of_chunk_;  // (chunks) each chunk's drafting row, -1 = none
+  WalkRows draft_rows_;             // a draft pass's rows
+  std::vector<float> draft_conf_;   // (draft pass rows) the policy's draft scores
+  typename backend_type::template buffer<float> draft_hidden_;  // (max_running, K, dim)
+};
+
+}  // namespace eexit
