@@ -173,7 +173,7 @@ TEST_CASE("bf16 kernel: flush to zero detects tininess after rounding, on every 
   }
 }
 
-#if defined(EEXIT_BF16_X86)
+#if defined(EEXIT_ISA_X86)
 // The activation rounding against the instruction it defines itself by.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void hw_round(
     const float* x, std::uint16_t* out) {
@@ -191,7 +191,7 @@ TEST_CASE("activation rounding: vcvtne2ps2bf16's results, specials included") {
   CHECK(round_bf16(-1e-40f) == 0x8000);  // of its sign
   CHECK((round_bf16(std::numeric_limits<float>::quiet_NaN()) & 0x7FC0) == 0x7FC0);
   CHECK(round_bf16(3.4e38f) == 0x7F80);  // rounds past the largest bf16
-#if defined(EEXIT_BF16_X86)
+#if defined(EEXIT_ISA_X86)
   if (!eexit::detail::cpu_has_bf16_isa(bf16_isa::avx512bf16)) {
     MESSAGE("no AVX-512 BF16 on this CPU: the hardware comparison is skipped");
     return;
