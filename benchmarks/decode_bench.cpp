@@ -49,10 +49,10 @@
 #include <cstring>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
@@ -96,12 +96,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
+  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
     if (a == "--threads")
       o.threads = unsigned(std::stoul(val()));
     else if (a == "--prompt")
@@ -121,20 +116,14 @@ Options parse(int argc, char** argv) {
     else if (a == "--baseline-threads")
       o.baseline_threads = unsigned(std::stoul(val()));
     else if (a == "--dtypes") {
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');)
+      for (const std::string& t : bench::split(val()))
         if (t != "f32") o.dtypes.push_back(t);
-    } else if (a == "--batches") {
-      o.batches.clear();
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');) o.batches.push_back(std::stoi(t));
-    } else if (a == "-h" || a == "--help")
-      usage("");
-    else if (!a.empty() && a[0] == '-')
-      usage(("unknown option " + a).c_str());
+    } else if (a == "--batches")
+      o.batches = bench::parse_list<int>(val());
     else
-      o.model = a;
-  }
+      return false;
+    return true;
+  });
   if (o.model.empty()) usage("MODEL is required");
   if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.decode_reps < 1 ||
       o.batches.empty())

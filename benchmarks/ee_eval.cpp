@@ -59,6 +59,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -75,8 +76,6 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
-using bench::cpu_now;
-using bench::loadavg;
 
 namespace {
 
@@ -112,23 +111,10 @@ struct Options {
   std::exit(2);
 }
 
-template <class T>
-std::vector<T> parse_list(const std::string& s) {
-  std::vector<T> v;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');) v.push_back(T(std::stod(t)));
-  return v;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
   bool set_prompts = false, set_thr = false, set_batches = false, set_reps = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
+  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
     if (a == "--data")
       o.data = val();
     else if (a == "--threads")
@@ -140,14 +126,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--new")
       o.n_new = std::stoi(val());
     else if (a == "--batches")
-      o.batches = parse_list<int>(val()), set_batches = true;
+      o.batches = bench::parse_list<int>(val()), set_batches = true;
     else if (a == "--thresholds")
-      o.thresholds = parse_list<float>(val()), set_thr = true;
-    else if (a == "--policies") {
-      o.policies.clear();
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');) o.policies.push_back(t);
-    } else if (a == "--no-config-thresholds")
+      o.thresholds = bench::parse_list<float>(val()), set_thr = true;
+    else if (a == "--policies")
+      o.policies = bench::split(val());
+    else if (a == "--no-config-thresholds")
       o.config_thresholds = false;
     else if (a == "--reps")
       o.reps = std::stoi(val()), set_reps = true;
@@ -155,13 +139,10 @@ Options parse(int argc, char** argv) {
       o.csv = val();
     else if (a == "--quick")
       o.quick = true;
-    else if (a == "-h" || a == "--help")
-      usage("");
-    else if (!a.empty() && a[0] == '-')
-      usage(("unknown option " + a).c_str());
     else
-      o.model = a;
-  }
+      return false;
+    return true;
+  });
   if (o.quick) {  // smoke run: a few seconds
     if (!set_prompts) o.n_prompts = 8;
     if (!set_thr) o.thresholds = {0.3f, 0.9f, 1.01f};
@@ -251,11 +232,11 @@ GenRun generate(Model& model, const P& policy, const std::vector<Window>& ws, in
     }
     bool prefill = true;
     while (engine.has_work()) {
-      const double c0 = cpu_now();
+      const double c0 = bench::cpu_now();
       const auto t0 = clk::now();
       auto out = engine.step();
       const auto t1 = clk::now();
-      const double c1 = cpu_now();
+      const double c1 = bench::cpu_now();
       std::int64_t n = 0;
       for (auto& r : out) {
         if (r.finish == finish_reason::error) {
@@ -466,7 +447,7 @@ Result evaluate(Model& model, const PolicySpec& spec, const std::vector<Window>&
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  const std::string load_start = loadavg();
+  const std::string load_start = bench::loadavg();
   const auto t_start = clk::now();
 
   ModelWeights w = load_model(o.model);
@@ -567,7 +548,7 @@ int main(int argc, char** argv) {
   bool full_same = true;
   for (int B : o.batches)
     full_same &= results[full_of[B]].best.tokens == results[full_of[o.batches[0]]].best.tokens;
-  const std::string load_end = loadavg();
+  const std::string load_end = bench::loadavg();
   const double total_s = seconds_since(t_start);
 
   // ---- table ----

@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -33,14 +34,15 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-#define EEXIT_BENCH_OPS(X)                                                                  \
-  X(matmul)                                                                                 \
-  X(matmul_qkv)                                                                             \
-  X(matmul_swiglu)                                                                          \
-  X(matmul_add)                                                                             \
-  X(rmsnorm)                                                                                \
-  X(rope) X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) \
-      X(sigmoid) X(fill_kv) X(exit_scores)
+#define EEXIT_BENCH_OPS(X)                                                                     \
+  X(matmul)                                                                                    \
+  X(matmul_qkv)                                                                                \
+  X(matmul_swiglu)                                                                             \
+  X(matmul_add)                                                                                \
+  X(rmsnorm)                                                                                   \
+  X(rope)                                                                                      \
+  X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) X(sigmoid) \
+      X(fill_kv) X(exit_scores)
 
 enum class op : int {
 #define X(name) name,
@@ -115,12 +117,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
+  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
     if (a == "--threads")
       o.threads = unsigned(std::stoul(val()));
     else if (a == "--prompt")
@@ -133,13 +130,10 @@ Options parse(int argc, char** argv) {
       o.reps = std::stoi(val());
     else if (a == "--unfused")
       o.unfused = true;
-    else if (a == "-h" || a == "--help")
-      usage("");
-    else if (o.model.empty())
-      o.model = a;
     else
-      usage(("unexpected argument " + a).c_str());
-  }
+      return false;
+    return true;
+  });
   if (o.model.empty()) usage("missing MODEL_DIR");
   if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) usage("need --new >= 2, --batch >= 1");
   return o;

@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -53,8 +54,6 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
-using bench::cpu_now;
-using bench::loadavg;
 
 namespace {
 
@@ -91,22 +90,10 @@ struct Options {
   std::exit(2);
 }
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, sep);) v.push_back(t);
-  return v;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
   bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
+  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
     if (a == "--data") {
       o.data = val();
     } else if (a == "--threads") {
@@ -122,12 +109,11 @@ Options parse(int argc, char** argv) {
     } else if (a == "--csv") {
       o.csv = val();
     } else if (a == "--batches") {
-      o.batches.clear();
-      for (auto& t : split(val(), ',')) o.batches.push_back(std::stoi(t));
+      o.batches = bench::parse_list<int>(val());
     } else if (a == "--configs") {
       o.configs.clear();
-      for (auto& t : split(val(), ',')) {
-        const auto f = split(t, ':');
+      for (const std::string& t : bench::split(val())) {
+        const auto f = bench::split(t, ':');
         if (f.size() != 3 && f.size() != 4) usage("a config is L:K:T or L:K:T:nb");
         o.configs.push_back(
             {std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]), f.size() == 3 || f[3] != "nb"});
@@ -136,14 +122,11 @@ Options parse(int argc, char** argv) {
       o.costs_only = true;
     } else if (a == "--quick") {
       quick = true;
-    } else if (a == "-h" || a == "--help") {
-      usage("");
-    } else if (!a.empty() && a[0] == '-') {
-      usage(("unknown option " + a).c_str());
     } else {
-      o.model = a;
+      return false;
     }
-  }
+    return true;
+  });
   if (quick) {  // smoke run: seconds
     o.n_prompts = 4;
     o.batches = {1, 4};
@@ -209,11 +192,11 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
       idx[engine.add_request(std::move(r))] = w0 + std::size_t(b);
     }
     for (bool prefill = true; engine.has_work(); prefill = false) {
-      const double c0 = cpu_now();
+      const double c0 = bench::cpu_now();
       const auto t0 = clk::now();
       auto outs = engine.step();
       const double wall = std::chrono::duration<double>(clk::now() - t0).count();
-      const double cpu = cpu_now() - c0;
+      const double cpu = bench::cpu_now() - c0;
       for (auto& o : outs) {
         if (o.finish == finish_reason::error) {
           std::fprintf(stderr, "request failed: %s\n", o.error.c_str());
@@ -274,9 +257,9 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
       }
     w.n_prefill = w.tokens.size();
     w.stop_exit = stop_exit;
-    const double c0 = cpu_now();
+    const double c0 = bench::cpu_now();
     walk.run(full, w, none);
-    best = std::min(best, cpu_now() - c0);
+    best = std::min(best, bench::cpu_now() - c0);
   }
   return best;
 }
@@ -289,7 +272,7 @@ int main(int argc, char** argv) {
   Model model(be, load_model(o.model));
   const Tokenizer tok = Tokenizer::load(o.model + "/tokenizer.json", model.config().vocab_size);
   const auto ps = held_out_prompts(o, model, tok);
-  const std::string load0 = loadavg();
+  const std::string load0 = bench::loadavg();
   std::printf("eexit-bench-spec: %s, %d layers, exits after", o.model.c_str(),
               model.config().n_layers);
   for (int l : model.exit_layers()) std::printf(" %d", l);
@@ -347,7 +330,7 @@ int main(int argc, char** argv) {
     rows.push_back(std::move(full));
     for (auto& r : cfg) rows.push_back(std::move(r));
   }
-  const std::string load1 = loadavg();
+  const std::string load1 = bench::loadavg();
 
   std::printf("\n%4s  %-14s %9s %7s %7s %8s %7s %8s %7s %7s\n", "B", "policy", "tok/s", "x full",
               "x cpu", "agree%", "accept%", "tok/pass", "draft%", "verify%");
