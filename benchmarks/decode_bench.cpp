@@ -83,51 +83,29 @@ struct Options {
   bool unfused = false;             // also f32 without the fused projections
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(
-      stderr,
-      "%s\nusage: eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
-      "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
-      "                          [--dtypes LIST] [--baseline-threads N] [--no-blas] "
-      "[--unfused]\n",
-      why);
-  std::exit(2);
-}
+constexpr const char* usage_lines =
+    "eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
+    "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
+    "                          [--dtypes LIST] [--baseline-threads N] [--no-blas] "
+    "[--unfused]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
-  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
-    if (a == "--threads")
-      o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompt")
-      o.prompt = std::stoi(val());
-    else if (a == "--new")
-      o.n_new = std::stoi(val());
-    else if (a == "--reps")
-      o.reps = std::stoi(val());
-    else if (a == "--decode-reps")
-      o.decode_reps = std::stoi(val());
-    else if (a == "--json")
-      o.json = true;
-    else if (a == "--no-blas")
-      o.blas = false;
-    else if (a == "--unfused")
-      o.unfused = true;
-    else if (a == "--baseline-threads")
-      o.baseline_threads = unsigned(std::stoul(val()));
-    else if (a == "--dtypes") {
-      for (const std::string& t : bench::split(val()))
-        if (t != "f32") o.dtypes.push_back(t);
-    } else if (a == "--batches")
-      o.batches = bench::parse_list<int>(val());
-    else
-      return false;
-    return true;
-  });
-  if (o.model.empty()) usage("MODEL is required");
+  const bench::Flag dtypes{"--dtypes", [&](const bench::Value& value) {
+                             for (const std::string& t : bench::split(value()))
+                               if (t != "f32") o.dtypes.push_back(t);
+                           }};
+  bench::parse_args(
+      argc, argv, usage_lines, o.model,
+      {dtypes, bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
+       bench::opt("--new", o.n_new), bench::opt("--reps", o.reps),
+       bench::opt("--decode-reps", o.decode_reps), bench::set("--json", o.json),
+       bench::set("--no-blas", o.blas, false), bench::set("--unfused", o.unfused),
+       bench::opt("--baseline-threads", o.baseline_threads), bench::opt("--batches", o.batches)});
+  if (o.model.empty()) bench::usage("MODEL is required");
   if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.decode_reps < 1 ||
       o.batches.empty())
-    usage("bad option value");
+    bench::usage("bad option value");
   return o;
 }
 
@@ -294,8 +272,9 @@ int main(int argc, char** argv) {
     const dtype t = base == "bf16"   ? dtype::bf16
                     : base == "f16"  ? dtype::f16
                     : base == "q8_0" ? dtype::q8_0
-                    : base == "q4_0" ? dtype::q4_0
-                                     : (usage(("unknown dtype " + name).c_str()), dtype::f32);
+                    : base == "q4_0"
+                        ? dtype::q4_0
+                        : (bench::usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
     Variant v{name,
@@ -324,7 +303,7 @@ int main(int argc, char** argv) {
     v.model->set_fused(false);
     variants.push_back(std::move(v));
   }
-  if (o.batches.size() > 16) usage("at most 16 batch sizes");
+  if (o.batches.size() > 16) bench::usage("at most 16 batch sizes");
   // Without --no-blas the weights are held twice (a 1B-shape f32 model is 4.4 GB each).
   LlamaModel<CpuBackend> ours(be_ours, o.blas ? ModelWeights(w) : std::move(w));
   std::unique_ptr<LlamaModel<CpuBackend>> blas;

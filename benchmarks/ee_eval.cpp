@@ -100,61 +100,38 @@ struct Options {
   bool quick = false;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
-               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
-               "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n"
-               "         [--policies all-confident,split,adaptive,split/deferred,"
-               "adaptive/deferred]\n",
-               why);
-  std::exit(2);
-}
+constexpr const char* usage_lines =
+    "eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
+    "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
+    "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n"
+    "         [--policies all-confident,split,adaptive,split/deferred,"
+    "adaptive/deferred]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
+  // --quick keeps the values given.
   bool set_prompts = false, set_thr = false, set_batches = false, set_reps = false;
-  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
-    if (a == "--data")
-      o.data = val();
-    else if (a == "--threads")
-      o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompts")
-      o.n_prompts = std::stoi(val()), set_prompts = true;
-    else if (a == "--prompt-len")
-      o.prompt_len = std::stoi(val());
-    else if (a == "--new")
-      o.n_new = std::stoi(val());
-    else if (a == "--batches")
-      o.batches = bench::parse_list<int>(val()), set_batches = true;
-    else if (a == "--thresholds")
-      o.thresholds = bench::parse_list<float>(val()), set_thr = true;
-    else if (a == "--policies")
-      o.policies = bench::split(val());
-    else if (a == "--no-config-thresholds")
-      o.config_thresholds = false;
-    else if (a == "--reps")
-      o.reps = std::stoi(val()), set_reps = true;
-    else if (a == "--csv")
-      o.csv = val();
-    else if (a == "--quick")
-      o.quick = true;
-    else
-      return false;
-    return true;
-  });
+  bench::parse_args(
+      argc, argv, usage_lines, o.model,
+      {bench::opt("--data", o.data), bench::opt("--threads", o.threads),
+       bench::opt("--prompts", o.n_prompts, &set_prompts), bench::opt("--prompt-len", o.prompt_len),
+       bench::opt("--new", o.n_new), bench::opt("--batches", o.batches, &set_batches),
+       bench::opt("--thresholds", o.thresholds, &set_thr), bench::opt("--policies", o.policies),
+       bench::set("--no-config-thresholds", o.config_thresholds, false),
+       bench::opt("--reps", o.reps, &set_reps), bench::opt("--csv", o.csv),
+       bench::set("--quick", o.quick)});
   if (o.quick) {  // smoke run: a few seconds
     if (!set_prompts) o.n_prompts = 8;
     if (!set_thr) o.thresholds = {0.3f, 0.9f, 1.01f};
     if (!set_batches) o.batches = {1, 4};
     if (!set_reps) o.reps = 1;
   }
-  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.model.empty()) bench::usage("MODEL_DIR is required");
   if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1 ||
       o.batches.empty() || o.thresholds.empty())
-    usage("bad option value");
+    bench::usage("bad option value");
   for (int B : o.batches)
-    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+    if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
 }
 

@@ -81,63 +81,46 @@ struct Options {
                               {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
-               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
-               "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n",
-               why);
-  std::exit(2);
-}
+constexpr const char* usage_lines =
+    "eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
+    "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
+    "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
   bool quick = false;
-  bench::parse_args(argc, argv, usage, o.model, [&](const std::string& a, auto& val) {
-    if (a == "--data") {
-      o.data = val();
-    } else if (a == "--threads") {
-      o.threads = unsigned(std::stoul(val()));
-    } else if (a == "--prompts") {
-      o.n_prompts = std::stoi(val());
-    } else if (a == "--prompt-len") {
-      o.prompt_len = std::stoi(val());
-    } else if (a == "--new") {
-      o.n_new = std::stoi(val());
-    } else if (a == "--reps") {
-      o.reps = std::stoi(val());
-    } else if (a == "--csv") {
-      o.csv = val();
-    } else if (a == "--batches") {
-      o.batches = bench::parse_list<int>(val());
-    } else if (a == "--configs") {
-      o.configs.clear();
-      for (const std::string& t : bench::split(val())) {
-        const auto f = bench::split(t, ':');
-        if (f.size() != 3 && f.size() != 4) usage("a config is L:K:T or L:K:T:nb");
-        o.configs.push_back(
-            {std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]), f.size() == 3 || f[3] != "nb"});
-      }
-    } else if (a == "--costs-only") {
-      o.costs_only = true;
-    } else if (a == "--quick") {
-      quick = true;
-    } else {
-      return false;
-    }
-    return true;
-  });
+  bench::parse_args(argc, argv, usage_lines, o.model,
+                    {bench::opt("--data", o.data),
+                     bench::opt("--threads", o.threads),
+                     bench::opt("--prompts", o.n_prompts),
+                     bench::opt("--prompt-len", o.prompt_len),
+                     bench::opt("--new", o.n_new),
+                     bench::opt("--reps", o.reps),
+                     bench::opt("--csv", o.csv),
+                     bench::opt("--batches", o.batches),
+                     bench::set("--costs-only", o.costs_only),
+                     bench::set("--quick", quick),
+                     {"--configs", [&](const bench::Value& value) {
+                        o.configs.clear();
+                        for (const std::string& t : bench::split(value())) {
+                          const auto f = bench::split(t, ':');
+                          if (f.size() != 3 && f.size() != 4)
+                            bench::usage("a config is L:K:T or L:K:T:nb");
+                          o.configs.push_back({std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]),
+                                               f.size() == 3 || f[3] != "nb"});
+                        }
+                      }}});
   if (quick) {  // smoke run: seconds
     o.n_prompts = 4;
     o.batches = {1, 4};
     o.reps = 1;
     o.n_new = 24;
   }
-  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.model.empty()) bench::usage("MODEL_DIR is required");
   if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1)
-    usage("bad option value");
+    bench::usage("bad option value");
   for (int B : o.batches)
-    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+    if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
 }
 
@@ -153,7 +136,7 @@ std::vector<std::vector<std::int32_t>> held_out_prompts(const Options& o, const 
   const std::string text = ss.str();
   const auto ids = tok.encode(std::string_view(text).substr(text.size() * 9 / 10), false);
   const std::size_t len = std::size_t(o.prompt_len - 1);
-  if (ids.size() < len + std::size_t(o.n_prompts)) usage("the held-out text is too short");
+  if (ids.size() < len + std::size_t(o.n_prompts)) bench::usage("the held-out text is too short");
   std::vector<std::vector<std::int32_t>> ps;
   for (int i = 0; i < o.n_prompts; ++i) {
     const std::size_t off = std::size_t(i) * (ids.size() - len) / std::size_t(o.n_prompts);
