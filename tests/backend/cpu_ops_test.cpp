@@ -120,12 +120,7 @@ TEST_CASE("matmul matches PyTorch, invariant and BLAS paths") {
 
 TEST_CASE("matmul is batch invariant: rows, slices and thread counts give identical bits") {
   std::mt19937 rng(1234);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  auto random = [&](std::size_t n) {
-    std::vector<float> v(n);
-    for (auto& e : v) e = u(rng);
-    return v;
-  };
+  auto random = [&](std::size_t n) { return eexit::test::random(rng, n); };
   constexpr std::size_t M = 37;
   eexit::CpuBackend one(1), two(2), three(3);
   eexit::CpuBackend blas(2, eexit::matmul_impl::blas);
@@ -350,12 +345,7 @@ TEST_CASE("swiglu, add and embed match PyTorch") {
 // batch). h is also the gate output, as the model passes it.
 TEST_CASE("matmul_qkv, matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
   std::mt19937 rng(99);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  auto random = [&](std::size_t n) {
-    std::vector<float> v(n);
-    for (auto& e : v) e = u(rng);
-    return v;
-  };
+  auto random = [&](std::size_t n) { return eexit::test::random(rng, n); };
   constexpr std::size_t in = 192, hidden = 264, out = 200;  // 264 and 200: partial tile groups
   eexit::CpuBackend one(1), two(2), three(3), blas(2, eexit::matmul_impl::blas);
   for (const eexit::dtype t :
