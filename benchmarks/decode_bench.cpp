@@ -49,10 +49,10 @@
 #include <cstring>
 #include <memory>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
 #include "eexit/engine/engine.hpp"
@@ -83,62 +83,29 @@ struct Options {
   bool unfused = false;             // also f32 without the fused projections
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(
-      stderr,
-      "%s\nusage: eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
-      "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
-      "                          [--dtypes LIST] [--baseline-threads N] [--no-blas] "
-      "[--unfused]\n",
-      why);
-  std::exit(2);
-}
+constexpr const char* usage_lines =
+    "eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64]\n"
+    "                          [--batches 1,4,16] [--reps 5] [--decode-reps 3] [--json]\n"
+    "                          [--dtypes LIST] [--baseline-threads N] [--no-blas] "
+    "[--unfused]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--threads")
-      o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompt")
-      o.prompt = std::stoi(val());
-    else if (a == "--new")
-      o.n_new = std::stoi(val());
-    else if (a == "--reps")
-      o.reps = std::stoi(val());
-    else if (a == "--decode-reps")
-      o.decode_reps = std::stoi(val());
-    else if (a == "--json")
-      o.json = true;
-    else if (a == "--no-blas")
-      o.blas = false;
-    else if (a == "--unfused")
-      o.unfused = true;
-    else if (a == "--baseline-threads")
-      o.baseline_threads = unsigned(std::stoul(val()));
-    else if (a == "--dtypes") {
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');)
-        if (t != "f32") o.dtypes.push_back(t);
-    } else if (a == "--batches") {
-      o.batches.clear();
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');) o.batches.push_back(std::stoi(t));
-    } else if (a == "-h" || a == "--help")
-      usage("");
-    else if (!a.empty() && a[0] == '-')
-      usage(("unknown option " + a).c_str());
-    else
-      o.model = a;
-  }
-  if (o.model.empty()) usage("MODEL is required");
+  const bench::Flag dtypes{"--dtypes", [&](const bench::Value& value) {
+                             for (const std::string& t : bench::split(value()))
+                               if (t != "f32") o.dtypes.push_back(t);
+                           }};
+  bench::parse_args(
+      argc, argv, usage_lines, o.model,
+      {dtypes, bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
+       bench::opt("--new", o.n_new), bench::opt("--reps", o.reps),
+       bench::opt("--decode-reps", o.decode_reps), bench::set("--json", o.json),
+       bench::set("--no-blas", o.blas, false), bench::set("--unfused", o.unfused),
+       bench::opt("--baseline-threads", o.baseline_threads), bench::opt("--batches", o.batches)});
+  if (o.model.empty()) bench::usage("MODEL is required");
   if (o.threads == 0 || o.prompt < 1 || o.n_new < 2 || o.reps < 1 || o.decode_reps < 1 ||
       o.batches.empty())
-    usage("bad option value");
+    bench::usage("bad option value");
   return o;
 }
 
@@ -305,8 +272,9 @@ int main(int argc, char** argv) {
     const dtype t = base == "bf16"   ? dtype::bf16
                     : base == "f16"  ? dtype::f16
                     : base == "q8_0" ? dtype::q8_0
-                    : base == "q4_0" ? dtype::q4_0
-                                     : (usage(("unknown dtype " + name).c_str()), dtype::f32);
+                    : base == "q4_0"
+                        ? dtype::q4_0
+                        : (bench::usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
     Variant v{name,
@@ -335,7 +303,7 @@ int main(int argc, char** argv) {
     v.model->set_fused(false);
     variants.push_back(std::move(v));
   }
-  if (o.batches.size() > 16) usage("at most 16 batch sizes");
+  if (o.batches.size() > 16) bench::usage("at most 16 batch sizes");
   // Without --no-blas the weights are held twice (a 1B-shape f32 model is 4.4 GB each).
   LlamaModel<CpuBackend> ours(be_ours, o.blas ? ModelWeights(w) : std::move(w));
   std::unique_ptr<LlamaModel<CpuBackend>> blas;

@@ -59,6 +59,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -75,8 +76,6 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
-using bench::cpu_now;
-using bench::loadavg;
 
 namespace {
 
@@ -101,79 +100,38 @@ struct Options {
   bool quick = false;
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
-               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
-               "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n"
-               "         [--policies all-confident,split,adaptive,split/deferred,"
-               "adaptive/deferred]\n",
-               why);
-  std::exit(2);
-}
-
-template <class T>
-std::vector<T> parse_list(const std::string& s) {
-  std::vector<T> v;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');) v.push_back(T(std::stod(t)));
-  return v;
-}
+constexpr const char* usage_lines =
+    "eexit-bench-ee MODEL_DIR [--data FILE] [--threads 2] [--prompts 64]\n"
+    "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--thresholds a,b,..]\n"
+    "         [--no-config-thresholds] [--reps 2] [--csv FILE] [--quick]\n"
+    "         [--policies all-confident,split,adaptive,split/deferred,"
+    "adaptive/deferred]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
+  // --quick keeps the values given.
   bool set_prompts = false, set_thr = false, set_batches = false, set_reps = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--data")
-      o.data = val();
-    else if (a == "--threads")
-      o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompts")
-      o.n_prompts = std::stoi(val()), set_prompts = true;
-    else if (a == "--prompt-len")
-      o.prompt_len = std::stoi(val());
-    else if (a == "--new")
-      o.n_new = std::stoi(val());
-    else if (a == "--batches")
-      o.batches = parse_list<int>(val()), set_batches = true;
-    else if (a == "--thresholds")
-      o.thresholds = parse_list<float>(val()), set_thr = true;
-    else if (a == "--policies") {
-      o.policies.clear();
-      std::stringstream ss(val());
-      for (std::string t; std::getline(ss, t, ',');) o.policies.push_back(t);
-    } else if (a == "--no-config-thresholds")
-      o.config_thresholds = false;
-    else if (a == "--reps")
-      o.reps = std::stoi(val()), set_reps = true;
-    else if (a == "--csv")
-      o.csv = val();
-    else if (a == "--quick")
-      o.quick = true;
-    else if (a == "-h" || a == "--help")
-      usage("");
-    else if (!a.empty() && a[0] == '-')
-      usage(("unknown option " + a).c_str());
-    else
-      o.model = a;
-  }
+  bench::parse_args(
+      argc, argv, usage_lines, o.model,
+      {bench::opt("--data", o.data), bench::opt("--threads", o.threads),
+       bench::opt("--prompts", o.n_prompts, &set_prompts), bench::opt("--prompt-len", o.prompt_len),
+       bench::opt("--new", o.n_new), bench::opt("--batches", o.batches, &set_batches),
+       bench::opt("--thresholds", o.thresholds, &set_thr), bench::opt("--policies", o.policies),
+       bench::set("--no-config-thresholds", o.config_thresholds, false),
+       bench::opt("--reps", o.reps, &set_reps), bench::opt("--csv", o.csv),
+       bench::set("--quick", o.quick)});
   if (o.quick) {  // smoke run: a few seconds
     if (!set_prompts) o.n_prompts = 8;
     if (!set_thr) o.thresholds = {0.3f, 0.9f, 1.01f};
     if (!set_batches) o.batches = {1, 4};
     if (!set_reps) o.reps = 1;
   }
-  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.model.empty()) bench::usage("MODEL_DIR is required");
   if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1 ||
       o.batches.empty() || o.thresholds.empty())
-    usage("bad option value");
+    bench::usage("bad option value");
   for (int B : o.batches)
-    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+    if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
 }
 
@@ -251,11 +209,11 @@ GenRun generate(Model& model, const P& policy, const std::vector<Window>& ws, in
     }
     bool prefill = true;
     while (engine.has_work()) {
-      const double c0 = cpu_now();
+      const double c0 = bench::cpu_now();
       const auto t0 = clk::now();
       auto out = engine.step();
       const auto t1 = clk::now();
-      const double c1 = cpu_now();
+      const double c1 = bench::cpu_now();
       std::int64_t n = 0;
       for (auto& r : out) {
         if (r.finish == finish_reason::error) {
@@ -466,7 +424,7 @@ Result evaluate(Model& model, const PolicySpec& spec, const std::vector<Window>&
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  const std::string load_start = loadavg();
+  const std::string load_start = bench::loadavg();
   const auto t_start = clk::now();
 
   ModelWeights w = load_model(o.model);
@@ -567,7 +525,7 @@ int main(int argc, char** argv) {
   bool full_same = true;
   for (int B : o.batches)
     full_same &= results[full_of[B]].best.tokens == results[full_of[o.batches[0]]].best.tokens;
-  const std::string load_end = loadavg();
+  const std::string load_end = bench::loadavg();
   const double total_s = seconds_since(t_start);
 
   // ---- table ----

@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -33,14 +34,16 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-#define EEXIT_BENCH_OPS(X)                                                                  \
-  X(matmul)                                                                                 \
-  X(matmul_qkv)                                                                             \
-  X(matmul_swiglu)                                                                          \
-  X(matmul_add)                                                                             \
-  X(rmsnorm)                                                                                \
-  X(rope) X(store_kv) X(attention) X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) \
-      X(sigmoid) X(fill_kv) X(exit_scores)
+#define EEXIT_BENCH_OPS(X) \
+  X(matmul)                \
+  X(matmul_qkv)            \
+  X(matmul_swiglu)         \
+  X(matmul_add)            \
+  X(rmsnorm)               \
+  X(rope)                  \
+  X(store_kv)              \
+  X(attention)             \
+  X(swiglu) X(add) X(embed) X(gather_rows) X(copy) X(fill) X(sigmoid) X(fill_kv) X(exit_scores)
 
 enum class op : int {
 #define X(name) name,
@@ -105,43 +108,18 @@ struct Options {
   bool unfused = false;
 };
 
-[[noreturn]] void usage(const char* msg) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] "
-               "[--batch 1] [--reps 3] [--unfused]\n",
-               msg);
-  std::exit(2);
-}
+constexpr const char* usage_lines =
+    "eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] "
+    "[--batch 1] [--reps 3] [--unfused]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--threads")
-      o.threads = unsigned(std::stoul(val()));
-    else if (a == "--prompt")
-      o.prompt = std::stoi(val());
-    else if (a == "--new")
-      o.n_new = std::stoi(val());
-    else if (a == "--batch")
-      o.batch = std::stoi(val());
-    else if (a == "--reps")
-      o.reps = std::stoi(val());
-    else if (a == "--unfused")
-      o.unfused = true;
-    else if (a == "-h" || a == "--help")
-      usage("");
-    else if (o.model.empty())
-      o.model = a;
-    else
-      usage(("unexpected argument " + a).c_str());
-  }
-  if (o.model.empty()) usage("missing MODEL_DIR");
-  if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) usage("need --new >= 2, --batch >= 1");
+  bench::parse_args(argc, argv, usage_lines, o.model,
+                    {bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
+                     bench::opt("--new", o.n_new), bench::opt("--batch", o.batch),
+                     bench::opt("--reps", o.reps), bench::set("--unfused", o.unfused)});
+  if (o.model.empty()) bench::usage("missing MODEL_DIR");
+  if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) bench::usage("need --new >= 2, --batch >= 1");
   return o;
 }
 

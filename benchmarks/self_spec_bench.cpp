@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "bench_clock.hpp"
 #include "eexit/backend/cpu.hpp"
 #include "eexit/cache/paged.hpp"
@@ -53,8 +54,6 @@
 
 using namespace eexit;
 using clk = std::chrono::steady_clock;
-using bench::cpu_now;
-using bench::loadavg;
 
 namespace {
 
@@ -82,79 +81,46 @@ struct Options {
                               {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "%s\nusage: eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
-               "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
-               "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n",
-               why);
-  std::exit(2);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, sep);) v.push_back(t);
-  return v;
-}
+constexpr const char* usage_lines =
+    "eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
+    "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
+    "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
   bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    if (a == "--data") {
-      o.data = val();
-    } else if (a == "--threads") {
-      o.threads = unsigned(std::stoul(val()));
-    } else if (a == "--prompts") {
-      o.n_prompts = std::stoi(val());
-    } else if (a == "--prompt-len") {
-      o.prompt_len = std::stoi(val());
-    } else if (a == "--new") {
-      o.n_new = std::stoi(val());
-    } else if (a == "--reps") {
-      o.reps = std::stoi(val());
-    } else if (a == "--csv") {
-      o.csv = val();
-    } else if (a == "--batches") {
-      o.batches.clear();
-      for (auto& t : split(val(), ',')) o.batches.push_back(std::stoi(t));
-    } else if (a == "--configs") {
-      o.configs.clear();
-      for (auto& t : split(val(), ',')) {
-        const auto f = split(t, ':');
-        if (f.size() != 3 && f.size() != 4) usage("a config is L:K:T or L:K:T:nb");
-        o.configs.push_back(
-            {std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]), f.size() == 3 || f[3] != "nb"});
-      }
-    } else if (a == "--costs-only") {
-      o.costs_only = true;
-    } else if (a == "--quick") {
-      quick = true;
-    } else if (a == "-h" || a == "--help") {
-      usage("");
-    } else if (!a.empty() && a[0] == '-') {
-      usage(("unknown option " + a).c_str());
-    } else {
-      o.model = a;
-    }
-  }
+  bench::parse_args(argc, argv, usage_lines, o.model,
+                    {bench::opt("--data", o.data),
+                     bench::opt("--threads", o.threads),
+                     bench::opt("--prompts", o.n_prompts),
+                     bench::opt("--prompt-len", o.prompt_len),
+                     bench::opt("--new", o.n_new),
+                     bench::opt("--reps", o.reps),
+                     bench::opt("--csv", o.csv),
+                     bench::opt("--batches", o.batches),
+                     bench::set("--costs-only", o.costs_only),
+                     bench::set("--quick", quick),
+                     {"--configs", [&](const bench::Value& value) {
+                        o.configs.clear();
+                        for (const std::string& t : bench::split(value())) {
+                          const auto f = bench::split(t, ':');
+                          if (f.size() != 3 && f.size() != 4)
+                            bench::usage("a config is L:K:T or L:K:T:nb");
+                          o.configs.push_back({std::stoi(f[0]), std::stoi(f[1]), std::stof(f[2]),
+                                               f.size() == 3 || f[3] != "nb"});
+                        }
+                      }}});
   if (quick) {  // smoke run: seconds
     o.n_prompts = 4;
     o.batches = {1, 4};
     o.reps = 1;
     o.n_new = 24;
   }
-  if (o.model.empty()) usage("MODEL_DIR is required");
+  if (o.model.empty()) bench::usage("MODEL_DIR is required");
   if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1)
-    usage("bad option value");
+    bench::usage("bad option value");
   for (int B : o.batches)
-    if (B < 1 || o.n_prompts % B) usage("every batch size must divide --prompts");
+    if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
 }
 
@@ -170,7 +136,7 @@ std::vector<std::vector<std::int32_t>> held_out_prompts(const Options& o, const 
   const std::string text = ss.str();
   const auto ids = tok.encode(std::string_view(text).substr(text.size() * 9 / 10), false);
   const std::size_t len = std::size_t(o.prompt_len - 1);
-  if (ids.size() < len + std::size_t(o.n_prompts)) usage("the held-out text is too short");
+  if (ids.size() < len + std::size_t(o.n_prompts)) bench::usage("the held-out text is too short");
   std::vector<std::vector<std::int32_t>> ps;
   for (int i = 0; i < o.n_prompts; ++i) {
     const std::size_t off = std::size_t(i) * (ids.size() - len) / std::size_t(o.n_prompts);
@@ -209,11 +175,11 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
       idx[engine.add_request(std::move(r))] = w0 + std::size_t(b);
     }
     for (bool prefill = true; engine.has_work(); prefill = false) {
-      const double c0 = cpu_now();
+      const double c0 = bench::cpu_now();
       const auto t0 = clk::now();
       auto outs = engine.step();
       const double wall = std::chrono::duration<double>(clk::now() - t0).count();
-      const double cpu = cpu_now() - c0;
+      const double cpu = bench::cpu_now() - c0;
       for (auto& o : outs) {
         if (o.finish == finish_reason::error) {
           std::fprintf(stderr, "request failed: %s\n", o.error.c_str());
@@ -274,9 +240,9 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
       }
     w.n_prefill = w.tokens.size();
     w.stop_exit = stop_exit;
-    const double c0 = cpu_now();
+    const double c0 = bench::cpu_now();
     walk.run(full, w, none);
-    best = std::min(best, cpu_now() - c0);
+    best = std::min(best, bench::cpu_now() - c0);
   }
   return best;
 }
@@ -289,7 +255,7 @@ int main(int argc, char** argv) {
   Model model(be, load_model(o.model));
   const Tokenizer tok = Tokenizer::load(o.model + "/tokenizer.json", model.config().vocab_size);
   const auto ps = held_out_prompts(o, model, tok);
-  const std::string load0 = loadavg();
+  const std::string load0 = bench::loadavg();
   std::printf("eexit-bench-spec: %s, %d layers, exits after", o.model.c_str(),
               model.config().n_layers);
   for (int l : model.exit_layers()) std::printf(" %d", l);
@@ -347,7 +313,7 @@ int main(int argc, char** argv) {
     rows.push_back(std::move(full));
     for (auto& r : cfg) rows.push_back(std::move(r));
   }
-  const std::string load1 = loadavg();
+  const std::string load1 = bench::loadavg();
 
   std::printf("\n%4s  %-14s %9s %7s %7s %8s %7s %8s %7s %7s\n", "B", "policy", "tok/s", "x full",
               "x cpu", "agree%", "accept%", "tok/pass", "draft%", "verify%");

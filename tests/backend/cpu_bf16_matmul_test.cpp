@@ -16,21 +16,13 @@
 
 #include "eexit/backend/cpu.hpp"
 #include "eexit/model/weights.hpp"
+#include "matmul_test_helpers.hpp"
 
 namespace {
 
 using eexit::detail::bf16_isa;
-
-bool bitwise_equal(const float* a, const float* b, std::size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
-}
-
-std::vector<float> random(std::mt19937& rng, std::size_t n) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& e : v) e = u(rng);
-  return v;
-}
+using eexit::test::bitwise_equal;
+using eexit::test::random;
 
 // Forces one kernel variant for its lifetime.
 struct ForceIsa {
@@ -173,7 +165,7 @@ TEST_CASE("bf16 kernel: flush to zero detects tininess after rounding, on every 
   }
 }
 
-#if defined(EEXIT_BF16_X86)
+#if defined(EEXIT_ISA_X86)
 // The activation rounding against the instruction it defines itself by.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void hw_round(
     const float* x, std::uint16_t* out) {
@@ -191,7 +183,7 @@ TEST_CASE("activation rounding: vcvtne2ps2bf16's results, specials included") {
   CHECK(round_bf16(-1e-40f) == 0x8000);  // of its sign
   CHECK((round_bf16(std::numeric_limits<float>::quiet_NaN()) & 0x7FC0) == 0x7FC0);
   CHECK(round_bf16(3.4e38f) == 0x7F80);  // rounds past the largest bf16
-#if defined(EEXIT_BF16_X86)
+#if defined(EEXIT_ISA_X86)
   if (!eexit::detail::cpu_has_bf16_isa(bf16_isa::avx512bf16)) {
     MESSAGE("no AVX-512 BF16 on this CPU: the hardware comparison is skipped");
     return;
@@ -222,34 +214,15 @@ TEST_CASE("bf16 activations: fused projections equal the unfused sequence bitwis
                       wk = weight(kv_out * in), wv = weight(kv_out * in);
   const eexit::WeightView g(t, wg.bytes()), up_w(t, wu.bytes()), d(t, wd.bytes()),
       kw(t, wk.bytes()), vw(t, wv.bytes());
+  // W_q (out, in): the first `out` rows of W_gate.
+  const eexit::test::FusedWeights w{in, hidden, out, kv_out, g, kw, vw, g, up_w, d};
   const auto bq = random(rng, out), bk = random(rng, kv_out);
   eexit::CpuBackend one(1), two(2);
   for (const std::size_t rows : {1u, 3u, 16u, 53u}) {
     CAPTURE(rows);
     const auto x = random(rng, rows * in), h_in = random(rng, rows * hidden),
                resid = random(rng, rows * out);
-    for (auto* be : {&one, &two}) {
-      std::vector<float> h(rows * hidden), up(rows * hidden), y(rows * out), xr = resid;
-      be->matmul(x.data(), rows, in, g, hidden, h.data());
-      be->matmul(x.data(), rows, in, up_w, hidden, up.data());
-      be->swiglu(h.data(), up.data(), h.data(), h.size());
-      be->matmul(h_in.data(), rows, hidden, d, out, y.data());
-      be->add(xr.data(), y.data(), xr.size());
-      std::vector<float> fh(rows * hidden), fup(rows * hidden), fy(rows * out), fx = resid;
-      be->matmul_swiglu(x.data(), rows, in, g, up_w, hidden, fh.data(), fup.data());
-      be->matmul_add(h_in.data(), rows, hidden, d, out, fy.data(), fx.data());
-      CHECK(bitwise_equal(fh.data(), h.data(), h.size()));
-      CHECK(bitwise_equal(fx.data(), xr.data(), xr.size()));
-      std::vector<float> q(rows * out), k(rows * kv_out), v(rows * kv_out);
-      be->matmul(x.data(), rows, in, g, out, q.data(), bq.data());
-      be->matmul(x.data(), rows, in, kw, kv_out, k.data(), bk.data());
-      be->matmul(x.data(), rows, in, vw, kv_out, v.data());
-      std::vector<float> fq(q.size()), fk(k.size()), fv(v.size());
-      be->matmul_qkv(x.data(), rows, in, g, kw, vw, out, kv_out, fq.data(), fk.data(), fv.data(),
-                     bq.data(), bk.data(), nullptr);
-      CHECK(bitwise_equal(fq.data(), q.data(), q.size()));
-      CHECK(bitwise_equal(fk.data(), k.data(), k.size()));
-      CHECK(bitwise_equal(fv.data(), v.data(), v.size()));
-    }
+    for (auto* be : {&one, &two})
+      eexit::test::check_fused(*be, w, rows, x, h_in, resid, bq.data(), bk.data());
   }
 }

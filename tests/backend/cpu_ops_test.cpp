@@ -19,6 +19,7 @@
 #include "eexit/core/kv_view.hpp"
 #include "eexit/model/config.hpp"
 #include "eexit/model/llama.hpp"
+#include "matmul_test_helpers.hpp"
 
 using nlohmann::json;
 
@@ -88,9 +89,7 @@ double max_dot_error(const std::vector<float>& got, const std::vector<float>& wa
   return worst;
 }
 
-bool bitwise_equal(const float* a, const float* b, std::size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
-}
+using eexit::test::bitwise_equal;
 
 }  // namespace
 
@@ -121,12 +120,7 @@ TEST_CASE("matmul matches PyTorch, invariant and BLAS paths") {
 
 TEST_CASE("matmul is batch invariant: rows, slices and thread counts give identical bits") {
   std::mt19937 rng(1234);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  auto random = [&](std::size_t n) {
-    std::vector<float> v(n);
-    for (auto& e : v) e = u(rng);
-    return v;
-  };
+  auto random = [&](std::size_t n) { return eexit::test::random(rng, n); };
   constexpr std::size_t M = 37;
   eexit::CpuBackend one(1), two(2), three(3);
   eexit::CpuBackend blas(2, eexit::matmul_impl::blas);
@@ -351,12 +345,7 @@ TEST_CASE("swiglu, add and embed match PyTorch") {
 // batch). h is also the gate output, as the model passes it.
 TEST_CASE("matmul_qkv, matmul_swiglu and matmul_add equal matmul, swiglu and add bitwise") {
   std::mt19937 rng(99);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  auto random = [&](std::size_t n) {
-    std::vector<float> v(n);
-    for (auto& e : v) e = u(rng);
-    return v;
-  };
+  auto random = [&](std::size_t n) { return eexit::test::random(rng, n); };
   constexpr std::size_t in = 192, hidden = 264, out = 200;  // 264 and 200: partial tile groups
   eexit::CpuBackend one(1), two(2), three(3), blas(2, eexit::matmul_impl::blas);
   for (const eexit::dtype t :
@@ -371,39 +360,17 @@ TEST_CASE("matmul_qkv, matmul_swiglu and matmul_add equal matmul, swiglu and add
     const eexit::Weight wk = eexit::Weight(random(kv_out * in)).converted(t),
                         wv = eexit::Weight(random(kv_out * in)).converted(t);
     const eexit::WeightView kw(t, wk.bytes()), vw(t, wv.bytes());
-    const auto bq = random(out), bk = random(kv_out), bv = random(kv_out);
+    // W_q (out, in): the first `out` rows of W_gate.
+    const eexit::test::FusedWeights w{in, hidden, out, kv_out, g, kw, vw, g, up_w, d};
+    const auto bq = random(out), bk = random(kv_out);
     for (const std::size_t rows : {1u, 2u, 5u, 16u, 53u}) {
       CAPTURE(rows);
       const auto x = random(rows * in), h_in = random(rows * hidden), resid = random(rows * out);
       for (auto* be : {&one, &two, &three, &blas}) {
         CAPTURE(be->threads());
         CAPTURE(be == &blas);
-        // Unfused: the sequence forward_layer issues with set_fused(false).
-        std::vector<float> h(rows * hidden), up(rows * hidden), y(rows * out), xr = resid;
-        be->matmul(x.data(), rows, in, g, hidden, h.data());
-        be->matmul(x.data(), rows, in, up_w, hidden, up.data());
-        be->swiglu(h.data(), up.data(), h.data(), h.size());
-        be->matmul(h_in.data(), rows, hidden, d, out, y.data());
-        be->add(xr.data(), y.data(), xr.size());
-        // Fused, into buffers poisoned with NaN.
-        const float nan = std::numeric_limits<float>::quiet_NaN();
-        std::vector<float> fh(rows * hidden, nan), fup(rows * hidden, nan), fy(rows * out, nan);
-        std::vector<float> fx = resid;
-        be->matmul_swiglu(x.data(), rows, in, g, up_w, hidden, fh.data(), fup.data());
-        be->matmul_add(h_in.data(), rows, hidden, d, out, fy.data(), fx.data());
-        CHECK(bitwise_equal(fh.data(), h.data(), h.size()));
-        CHECK(bitwise_equal(fx.data(), xr.data(), xr.size()));
-        // W_q (out, in): the first `out` rows of W_gate; V without a bias.
-        std::vector<float> q(rows * out), k(rows * kv_out), v(rows * kv_out);
-        be->matmul(x.data(), rows, in, g, out, q.data(), bq.data());
-        be->matmul(x.data(), rows, in, kw, kv_out, k.data(), bk.data());
-        be->matmul(x.data(), rows, in, vw, kv_out, v.data(), nullptr);
-        std::vector<float> fq(q.size(), nan), fk(k.size(), nan), fv(v.size(), nan);
-        be->matmul_qkv(x.data(), rows, in, g, kw, vw, out, kv_out, fq.data(), fk.data(), fv.data(),
-                       bq.data(), bk.data(), nullptr);
-        CHECK(bitwise_equal(fq.data(), q.data(), q.size()));
-        CHECK(bitwise_equal(fk.data(), k.data(), k.size()));
-        CHECK(bitwise_equal(fv.data(), v.data(), v.size()));
+        const auto [h, xr] =
+            eexit::test::check_fused(*be, w, rows, x, h_in, resid, bq.data(), bk.data());
         // Batch invariance of the fused ops: the last row alone.
         const std::size_t r = rows - 1;
         std::vector<float> h1(hidden), up1(hidden), y1(out),

@@ -14,21 +14,14 @@
 
 #include "eexit/backend/cpu.hpp"
 #include "eexit/model/weights.hpp"
+#include "matmul_test_helpers.hpp"
 
 using eexit::detail::quant_isa;
 
 namespace {
 
-std::vector<float> random(std::mt19937& rng, std::size_t n) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& e : v) e = u(rng);
-  return v;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using eexit::test::bitwise_equal;
+using eexit::test::random;
 
 // Restores the automatic choice even when a check fails.
 struct ForceIsa {

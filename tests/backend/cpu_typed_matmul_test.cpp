@@ -14,21 +14,10 @@
 
 #include "eexit/backend/cpu.hpp"
 #include "eexit/model/weights.hpp"
+#include "matmul_test_helpers.hpp"
 
-namespace {
-
-bool bitwise_equal(const float* a, const float* b, std::size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
-}
-
-std::vector<float> random(std::mt19937& rng, std::size_t n) {
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& e : v) e = u(rng);
-  return v;
-}
-
-}  // namespace
+using eexit::test::bitwise_equal;
+using eexit::test::random;
 
 TEST_CASE(
     "bf16 / f16 / Q8_0 / Q4_0 weight matmul: float64 reference, fp32-kernel bits, batch "

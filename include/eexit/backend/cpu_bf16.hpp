@@ -24,18 +24,13 @@
 // products per instruction). Which runs is chosen at run time by CPUID; the installed
 // headers assume no -march flags (each SIMD variant is compiled under a target pragma).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "eexit/backend/cpu_isa.hpp"
 #include "eexit/backend/cpu_kernels.hpp"  // bf16_t
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define EEXIT_BF16_X86 1
-#endif
 
 // 64-byte vectors by value (hsum16's vf16) "change the ABI" without AVX-512: moot for
 // inline helpers. GCC 12's AVX-512 casts and extracts use _mm512_undefined_*: false
@@ -53,45 +48,24 @@ namespace eexit::detail {
 // force one (tests compare them; a forced variant the CPU lacks falls back to scalar).
 enum class bf16_isa : std::uint8_t { best, scalar, avx2, avx512bf16 };
 
-inline std::atomic<bf16_isa>& bf16_isa_override() noexcept {
-  static std::atomic<bf16_isa> v{bf16_isa::best};
-  return v;
-}
-
-inline bool cpu_has_bf16_isa(bf16_isa t) noexcept {
-#if defined(EEXIT_BF16_X86)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool bf16 = avx2 && __builtin_cpu_supports("avx512bw") &&
-                           __builtin_cpu_supports("avx512vl") &&
-                           __builtin_cpu_supports("avx512bf16");
-  return t == bf16_isa::avx2 ? avx2 : t == bf16_isa::avx512bf16 ? bf16 : true;
-#else
-  return t == bf16_isa::scalar || t == bf16_isa::best;
-#endif
-}
-
-// The variant a call runs now (override, else the fastest available). All give the same
-// bits, so this choice never changes results; it is fixed per process in practice.
-inline bf16_isa bf16_isa_now() noexcept {
-  const bf16_isa o = bf16_isa_override().load(std::memory_order_relaxed);
-  if (o != bf16_isa::best) return cpu_has_bf16_isa(o) ? o : bf16_isa::scalar;
-  if (cpu_has_bf16_isa(bf16_isa::avx512bf16)) return bf16_isa::avx512bf16;
-  if (cpu_has_bf16_isa(bf16_isa::avx2)) return bf16_isa::avx2;
-  return bf16_isa::scalar;
-}
-
-inline const char* bf16_isa_name(bf16_isa t) noexcept {
-  switch (t) {
-    case bf16_isa::scalar:
-      return "scalar";
-    case bf16_isa::avx2:
-      return "avx2 (emulated dpbf16)";
-    case bf16_isa::avx512bf16:
-      return "avx512-bf16";
-    default:
-      return "best";
+template <>
+struct isa_traits<bf16_isa> {
+  static constexpr bf16_isa last = bf16_isa::avx512bf16;
+  static constexpr const char* names[] = {"best", "scalar", "avx2 (emulated dpbf16)",
+                                          "avx512-bf16"};
+  static bool supported(bf16_isa t) noexcept {
+    static const bool avx2 = EEXIT_CPU_SUPPORTS("avx2") && EEXIT_CPU_SUPPORTS("fma");
+    static const bool bf16 = avx2 && EEXIT_CPU_SUPPORTS("avx512bw") &&
+                             EEXIT_CPU_SUPPORTS("avx512vl") && EEXIT_CPU_SUPPORTS("avx512bf16");
+    return t == bf16_isa::avx512bf16 ? bf16 : t == bf16_isa::avx2 && avx2;
   }
-}
+};
+// The names tests and benchmarks use (cpu_isa.hpp has the one implementation). All variants
+// give the same bits, so the choice never changes results.
+inline constexpr auto& bf16_isa_override = isa_override<bf16_isa>;
+inline constexpr auto& cpu_has_bf16_isa = isa_supported<bf16_isa>;
+inline constexpr auto& bf16_isa_now = isa_now<bf16_isa>;
+inline constexpr auto& bf16_isa_name = isa_name<bf16_isa>;
 
 // Row length of the rounded activations: K rounded up to whole 32-element chunks.
 inline constexpr std::size_t bf16_padded(std::size_t K) noexcept {
@@ -171,19 +145,8 @@ inline void matmul_bf16act_scalar(const std::uint16_t* xb, std::size_t ldx, std:
 
 }  // namespace eexit::detail
 
-#if defined(EEXIT_BF16_X86)
-#define EEXIT_BF16_PRAGMA(x) _Pragma(#x)
-#define EEXIT_BF16_PRAGMA_X(x) EEXIT_BF16_PRAGMA(x)
-#if defined(__clang__)
-#define EEXIT_BF16_TARGET_BEGIN(t) \
-  EEXIT_BF16_PRAGMA_X(clang attribute push(__attribute__((target(t))), apply_to = function))
-#define EEXIT_BF16_TARGET_END _Pragma("clang attribute pop")
-#else
-#define EEXIT_BF16_TARGET_BEGIN(t) _Pragma("GCC push_options") EEXIT_BF16_PRAGMA_X(GCC target(t))
-#define EEXIT_BF16_TARGET_END _Pragma("GCC pop_options")
-#endif
-
-EEXIT_BF16_TARGET_BEGIN("avx2,fma")
+#if defined(EEXIT_ISA_X86)
+EEXIT_TARGET_BEGIN("avx2,fma")
 namespace eexit::detail::avx2b {
 
 // The 16 lanes of MR rows x NR outputs at output n, into lanes[i][j][0..15], under the
@@ -247,12 +210,8 @@ inline void tile(const std::uint16_t* xb, std::size_t ldx, const bf16_t* w, std:
   _mm_setcsr(csr | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6): vdpbf16ps's rules
   lanes<MR, NR>(xb, ldx, w, K, n, l);
   _mm_setcsr(csr);
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j) {
-      float s = hsum16_lanes(l[i][j]);
-      if (bias) s += bias[n + j];
-      y[i * ldy + n + j] = s;
-    }
+  store_tile<MR, NR>([&](std::size_t i, std::size_t j) { return hsum16_lanes(l[i][j]); }, n, y, ldy,
+                     bias);
 }
 
 // 16 registers: 1 x 4 tiles for one row, 2 x 2 otherwise (two accumulators each).
@@ -273,9 +232,9 @@ inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t
 }
 
 }  // namespace eexit::detail::avx2b
-EEXIT_BF16_TARGET_END
+EEXIT_TARGET_END
 
-EEXIT_BF16_TARGET_BEGIN("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")
+EEXIT_TARGET_BEGIN("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")
 namespace eexit::detail::avx512b {
 
 // hsum16's order on a register: halves, then quarters, then lanes 0 + 2 | 1 + 3, then 0 + 1.
@@ -347,12 +306,8 @@ inline void tile(const std::uint16_t* xb, std::size_t ldx, const bf16_t* w, std:
               y + i * ldy + n + j);
     return;
   }
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j) {
-      float s = hsum(acc[i][j]);
-      if (bias) s += bias[n + j];
-      y[i * ldy + n + j] = s;
-    }
+  store_tile<MR, NR>([&](std::size_t i, std::size_t j) { return hsum(acc[i][j]); }, n, y, ldy,
+                     bias);
 }
 
 // One tile of mr (1..6) rows x NR outputs.
@@ -420,9 +375,9 @@ inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t
 }
 
 }  // namespace eexit::detail::avx512b
-EEXIT_BF16_TARGET_END
+EEXIT_TARGET_END
 
-#endif  // EEXIT_BF16_X86
+#endif  // EEXIT_ISA_X86
 
 namespace eexit::detail {
 
@@ -433,7 +388,7 @@ inline void matmul_bf16act(const std::uint16_t* xb, std::size_t ldx, std::size_t
                            std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                            const float* bias) noexcept {
   switch (bf16_isa_now()) {
-#if defined(EEXIT_BF16_X86)
+#if defined(EEXIT_ISA_X86)
     case bf16_isa::avx512bf16:
       return avx512b::matmul_bf16act(xb, ldx, M, w, K, n0, n1, y, ldy, bias);
     case bf16_isa::avx2:

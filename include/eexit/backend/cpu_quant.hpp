@@ -22,19 +22,14 @@
 // (w + 128) · x - 128 · Σx for Q8_0, q · x - 8 · Σx for Q4_0's unsigned nibbles q, with the
 // offset terms from one vpdpbusd per activation block (shared by every output).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "eexit/backend/cpu_isa.hpp"
 #include "eexit/backend/cpu_kernels.hpp"  // block_q8_0, block_q4_0, f16_scale
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define EEXIT_QUANT_X86 1
-#endif
 
 namespace eexit::detail {
 
@@ -42,56 +37,28 @@ namespace eexit::detail {
 // force one (tests compare them; a forced variant the CPU lacks falls back to scalar).
 enum class quant_isa : std::uint8_t { best, scalar, avx2, vnni };
 
-inline std::atomic<quant_isa>& quant_isa_override() noexcept {
-  static std::atomic<quant_isa> v{quant_isa::best};
-  return v;
-}
-
-inline bool cpu_has_quant_isa(quant_isa t) noexcept {
-#if defined(EEXIT_QUANT_X86)
-  // clang 14's __builtin_cpu_supports knows no "f16c"; every AVX2 CPU has it.
+template <>
+struct isa_traits<quant_isa> {
+  static constexpr quant_isa last = quant_isa::vnni;
+  static constexpr const char* names[] = {"best", "scalar", "avx2", "avx512-vnni"};
+  static bool supported(quant_isa t) noexcept {
+    // clang 14's __builtin_cpu_supports knows no "f16c"; every AVX2 CPU has it.
 #if defined(__clang__)
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static const bool avx2 = EEXIT_CPU_SUPPORTS("avx2") && EEXIT_CPU_SUPPORTS("fma");
 #else
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                           __builtin_cpu_supports("f16c");
+    static const bool avx2 =
+        EEXIT_CPU_SUPPORTS("avx2") && EEXIT_CPU_SUPPORTS("fma") && EEXIT_CPU_SUPPORTS("f16c");
 #endif
-  static const bool vnni =
-      avx2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
-  switch (t) {
-    case quant_isa::avx2:
-      return avx2;
-    case quant_isa::vnni:
-      return vnni;
-    default:
-      return true;
+    static const bool vnni =
+        avx2 && EEXIT_CPU_SUPPORTS("avx512vnni") && EEXIT_CPU_SUPPORTS("avx512vl");
+    return t == quant_isa::vnni ? vnni : t == quant_isa::avx2 && avx2;
   }
-#else
-  return t == quant_isa::scalar || t == quant_isa::best;
-#endif
-}
-
-// The variant a call runs now (override, else the widest available).
-inline quant_isa quant_isa_now() noexcept {
-  const quant_isa o = quant_isa_override().load(std::memory_order_relaxed);
-  if (o != quant_isa::best) return cpu_has_quant_isa(o) ? o : quant_isa::scalar;
-  if (cpu_has_quant_isa(quant_isa::vnni)) return quant_isa::vnni;
-  if (cpu_has_quant_isa(quant_isa::avx2)) return quant_isa::avx2;
-  return quant_isa::scalar;
-}
-
-inline const char* quant_isa_name(quant_isa t) noexcept {
-  switch (t) {
-    case quant_isa::scalar:
-      return "scalar";
-    case quant_isa::avx2:
-      return "avx2";
-    case quant_isa::vnni:
-      return "avx512-vnni";
-    default:
-      return "best";
-  }
-}
+};
+// The names tests and benchmarks use (cpu_isa.hpp has the one implementation).
+inline constexpr auto& quant_isa_override = isa_override<quant_isa>;
+inline constexpr auto& cpu_has_quant_isa = isa_supported<quant_isa>;
+inline constexpr auto& quant_isa_now = isa_now<quant_isa>;
+inline constexpr auto& quant_isa_name = isa_name<quant_isa>;
 
 // One activation row x (K), K a multiple of 32, to Q8 blocks: qs (K) int8, d (K/32) fp32.
 // x = d * qs up to rounding. Non-finite inputs give garbage but no undefined behaviour.
@@ -311,18 +278,12 @@ inline void matmul_q8act_il_scalar(const std::int8_t* xq, const float* xd, std::
 
 }  // namespace eexit::detail
 
-#if defined(EEXIT_QUANT_X86)
-// The SIMD variants, each in a region compiled for its target (templates included).
-#define EEXIT_QUANT_PRAGMA(x) _Pragma(#x)
-#define EEXIT_QUANT_PRAGMA_X(x) EEXIT_QUANT_PRAGMA(x)
-#if defined(__clang__)
-#define EEXIT_QUANT_TARGET_BEGIN(t) \
-  EEXIT_QUANT_PRAGMA_X(clang attribute push(__attribute__((target(t))), apply_to = function))
-#define EEXIT_QUANT_TARGET_END _Pragma("clang attribute pop")
-#else
-#define EEXIT_QUANT_TARGET_BEGIN(t) _Pragma("GCC push_options") EEXIT_QUANT_PRAGMA_X(GCC target(t))
-#define EEXIT_QUANT_TARGET_END _Pragma("GCC pop_options")
-#endif
+#if defined(EEXIT_ISA_X86)
+// The SIMD variants, each in a region compiled for its target (templates included). Each
+// namespace's `kernel` tag names its tiles (found by argument-dependent lookup) for the
+// shared loops (matmul_q8act_tiles, matmul_q8act_il_tiles) and says its output tile widths.
+// Tiles are never inlined into those loops, so a tile's code does not depend on its caller
+// (inlined, as GCC does with -march=native, some tiles got other register allocations).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -332,7 +293,7 @@ inline void matmul_q8act_il_scalar(const std::int8_t* xq, const float* xd, std::
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
-EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c")
+EEXIT_TARGET_BEGIN("avx2,fma,f16c")
 namespace eexit::detail::avx2q {
 
 // A weight block as 32 signed bytes in element order.
@@ -377,10 +338,16 @@ inline void block(const std::int8_t* xq, const float* xd, const W* wr, std::size
   }
 }
 
+// 16 registers: 1 x 4 tiles for one row (two accumulators each), 4 x 2 for more.
+struct kernel {
+  static constexpr std::size_t nr1 = 4, nrm = 2;
+};
+
 // MR rows x NR outputs at output n: the weight blocks are loaded once for all MR rows.
 template <std::size_t MR, std::size_t NR, class W>
-inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t K, std::size_t n,
-                 float* y, std::size_t ldy, const float* bias) noexcept {
+[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w,
+                                   std::size_t K, std::size_t n, float* y, std::size_t ldy,
+                                   const float* bias) noexcept {
   const std::size_t nb = K / 32;
   __m256 even[MR][NR], odd[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
@@ -392,18 +359,15 @@ inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t
     block<MR, NR>(xq, xd, wr, K, b + 1, odd);
   }
   if (b < nb) block<MR, NR>(xq, xd, wr, K, b, even);
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j) {
-      float s = hsum8(_mm256_add_ps(even[i][j], odd[i][j]));
-      if (bias) s += bias[n + j];
-      y[i * ldy + n + j] = s;
-    }
+  store_tile<MR, NR>(
+      [&](std::size_t i, std::size_t j) { return hsum8(_mm256_add_ps(even[i][j], odd[i][j])); }, n,
+      y, ldy, bias);
 }
 
 }  // namespace eexit::detail::avx2q
-EEXIT_QUANT_TARGET_END
+EEXIT_TARGET_END
 
-EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+EEXIT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 namespace eexit::detail::vnniq {
 
 // Blocks b and b + 1 (or b alone: the upper half zero) of one weight row as unsigned bytes
@@ -471,9 +435,16 @@ inline void pair(const std::int8_t* xq, const float* xd, const W* wr, std::size_
   }
 }
 
+// 32 registers: 1 x 8 tiles for one row (decode: 8 weight rows stream at once), 4 x 4 for
+// more.
+struct kernel {
+  static constexpr std::size_t nr1 = 8, nrm = 4;
+};
+
 template <std::size_t MR, std::size_t NR, class W>
-inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t K, std::size_t n,
-                 float* y, std::size_t ldy, const float* bias) noexcept {
+[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w,
+                                   std::size_t K, std::size_t n, float* y, std::size_t ldy,
+                                   const float* bias) noexcept {
   const std::size_t nb = K / 32;
   __m512 acc[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
@@ -482,69 +453,23 @@ inline void tile(const std::int8_t* xq, const float* xd, const W* w, std::size_t
   std::size_t b = 0;
   for (; b + 2 <= nb; b += 2) pair<MR, NR>(xq, xd, wr, K, b, true, acc);
   if (b < nb) pair<MR, NR>(xq, xd, wr, K, b, false, acc);
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j) {
-      const __m256 t =
-          _mm256_add_ps(_mm512_castps512_ps256(acc[i][j]),
-                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j]), 1)));
-      float s = avx2q::hsum8(t);
-      if (bias) s += bias[n + j];
-      y[i * ldy + n + j] = s;
-    }
+  store_tile<MR, NR>(
+      [&](std::size_t i, std::size_t j) {
+        return avx2q::hsum8(_mm256_add_ps(
+            _mm512_castps512_ps256(acc[i][j]),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j]), 1))));
+      },
+      n, y, ldy, bias);
 }
 
 }  // namespace eexit::detail::vnniq
-EEXIT_QUANT_TARGET_END
-
-// The loops over rows and outputs, the same for both variants: each group of weight rows
-// is used by every row while it is in L1 (the quantized rows x, M * K bytes, stay in L2),
-// so W streams from memory once whatever M.
-#define EEXIT_QUANT_LOOPS(NS, TARGET, NR1, NRM)                                               \
-  EEXIT_QUANT_TARGET_BEGIN(TARGET)                                                            \
-  namespace eexit::detail::NS {                                                               \
-  template <std::size_t NR, class W>                                                          \
-  inline void column(const std::int8_t* xq, const float* xd, std::size_t M, const W* w,       \
-                     std::size_t K, std::size_t n, float* y, std::size_t ldy,                 \
-                     const float* bias) noexcept {                                            \
-    const std::size_t nb = K / 32;                                                            \
-    std::size_t m = 0;                                                                        \
-    for (; m + 4 <= M; m += 4)                                                                \
-      tile<4, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);                  \
-    switch (M - m) {                                                                          \
-      case 3:                                                                                 \
-        return tile<3, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
-      case 2:                                                                                 \
-        return tile<2, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
-      case 1:                                                                                 \
-        return tile<1, NR>(xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);         \
-      default:                                                                                \
-        return;                                                                               \
-    }                                                                                         \
-  }                                                                                           \
-  template <class W>                                                                          \
-  inline void matmul_q8act(const std::int8_t* xq, const float* xd, std::size_t M, const W* w, \
-                           std::size_t K, std::size_t n0, std::size_t n1, float* y,           \
-                           std::size_t ldy, const float* bias) noexcept {                     \
-    std::size_t n = n0;                                                                       \
-    if (M == 1)                                                                               \
-      for (; n + NR1 <= n1; n += NR1) column<NR1>(xq, xd, M, w, K, n, y, ldy, bias);          \
-    else                                                                                      \
-      for (; n + NRM <= n1; n += NRM) column<NRM>(xq, xd, M, w, K, n, y, ldy, bias);          \
-    for (; n < n1; ++n) column<1>(xq, xd, M, w, K, n, y, ldy, bias);                          \
-  }                                                                                           \
-  }                                                                                           \
-  EEXIT_QUANT_TARGET_END
-// AVX2 has 16 registers: 1 x 4 or 4 x 2 tiles (two accumulators each); VNNI has 32: 1 x 8
-// (decode: 8 weight rows stream at once) or 4 x 4.
-EEXIT_QUANT_LOOPS(avx2q, "avx2,fma,f16c", 4, 2)
-EEXIT_QUANT_LOOPS(vnniq, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", 8, 4)
-#undef EEXIT_QUANT_LOOPS
+EEXIT_TARGET_END
 
 // The SIMD variants on the interleaved layout. Register lane 2l + p of an output's
 // accumulators holds a[8p + l] of q_dot_scalar (VNNI: one zmm; AVX2: two ymm, l < 4 and
 // l >= 4), so a pair's scales are one 8-byte broadcast, and the final reduction is
 // q_hsum8's: adjacent lanes (t[l] = a[l] + a[l + 8]), then halves twice, then lanes 0 + 2.
-EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c")
+EEXIT_TARGET_BEGIN("avx2,fma,f16c")
 namespace eexit::detail::avx2l {
 
 inline __m256 pair_bcast(const void* p) noexcept {
@@ -593,11 +518,18 @@ inline __m256i dot(__m256i w, __m256i xv, __m256i corr, const block_q4_0*) noexc
                           corr);
 }
 
+// NR divides 8 and is even (a Q4_0 row pair is one load). 16 registers, two accumulators an
+// output: 1 x 4 tiles for one row, 4 x 2 for more.
+struct kernel {
+  static constexpr std::size_t nr1 = 4, nrm = 2;
+};
+
 // MR rows x NR outputs (rows j0.. of the group at g, output n): outputs in [n0, n1) written.
 template <std::size_t MR, std::size_t NR, class W>
-inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const unsigned char* g,
-                 std::size_t j0, std::size_t n, std::size_t n0, std::size_t n1, float* y,
-                 std::size_t ldy, const float* bias) noexcept {
+[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
+                                   const unsigned char* g, std::size_t j0, std::size_t n,
+                                   std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
+                                   const float* bias) noexcept {
   const W* tag = nullptr;
   __m256 acc[MR][NR][2];
   for (std::size_t i = 0; i < MR; ++i)
@@ -619,19 +551,15 @@ inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const u
       }
     }
   }
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j)
-      if (n + j >= n0 && n + j < n1) {
-        float s = reduce(acc[i][j][0], acc[i][j][1]);
-        if (bias) s += bias[n + j];
-        y[i * ldy + n + j] = s;
-      }
+  store_tile<MR, NR, true>(
+      [&](std::size_t i, std::size_t j) { return reduce(acc[i][j][0], acc[i][j][1]); }, n, y, ldy,
+      bias, n0, n1);
 }
 
 }  // namespace eexit::detail::avx2l
-EEXIT_QUANT_TARGET_END
+EEXIT_TARGET_END
 
-EEXIT_QUANT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
+EEXIT_TARGET_BEGIN("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 namespace eexit::detail::vnnil {
 
 inline __m512 pair_bcast(const void* p) noexcept {
@@ -653,10 +581,16 @@ inline __m512i wrow(const unsigned char* ch, std::size_t j, const block_q4_0*) n
   return _mm512_and_si512(j % 2 ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(15));
 }
 
+// 32 registers: 1 x 8 tiles for one row, 4 x 4 for more.
+struct kernel {
+  static constexpr std::size_t nr1 = 8, nrm = 4;
+};
+
 template <std::size_t MR, std::size_t NR, class W>
-inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const unsigned char* g,
-                 std::size_t j0, std::size_t n, std::size_t n0, std::size_t n1, float* y,
-                 std::size_t ldy, const float* bias) noexcept {
+[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
+                                   const unsigned char* g, std::size_t j0, std::size_t n,
+                                   std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
+                                   const float* bias) noexcept {
   const W* tag = nullptr;
   __m512 acc[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
@@ -681,80 +615,68 @@ inline void tile(const std::int8_t* xq, const float* xd, std::size_t np, const u
                                     _mm512_mul_ps(dw[j], dx), acc[i][j]);
     }
   }
-  for (std::size_t i = 0; i < MR; ++i)
-    for (std::size_t j = 0; j < NR; ++j)
-      if (n + j >= n0 && n + j < n1) {
-        float s = reduce(acc[i][j]);
-        if (bias) s += bias[n + j];
-        y[i * ldy + n + j] = s;
-      }
+  store_tile<MR, NR, true>([&](std::size_t i, std::size_t j) { return reduce(acc[i][j]); }, n, y,
+                           ldy, bias, n0, n1);
 }
 
 }  // namespace eexit::detail::vnnil
-EEXIT_QUANT_TARGET_END
-
-// The loops on the interleaved layout: group by group, NR of its 8 rows at a time, each
-// used by every activation row while in L1. Groups cut by [n0, n1) are computed whole and
-// written in part (the fused projections split at any output).
-#define EEXIT_QUANT_IL_LOOPS(NS, TARGET, NR1, NRM)                                              \
-  EEXIT_QUANT_TARGET_BEGIN(TARGET)                                                              \
-  namespace eexit::detail::NS {                                                                 \
-  template <std::size_t NR, class W>                                                            \
-  inline void column(const std::int8_t* xq, const float* xd, std::size_t M, std::size_t np,     \
-                     const unsigned char* g, std::size_t j0, std::size_t n, std::size_t n0,     \
-                     std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {   \
-    const std::size_t xs = 64 * np, ds = 2 * np;                                                \
-    std::size_t m = 0;                                                                          \
-    for (; m + 4 <= M; m += 4)                                                                  \
-      tile<4, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, bias);   \
-    switch (M - m) {                                                                            \
-      case 3:                                                                                   \
-        return tile<3, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
-                              bias);                                                            \
-      case 2:                                                                                   \
-        return tile<2, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
-                              bias);                                                            \
-      case 1:                                                                                   \
-        return tile<1, NR, W>(xq + m * xs, xd + m * ds, np, g, j0, n, n0, n1, y + m * ldy, ldy, \
-                              bias);                                                            \
-      default:                                                                                  \
-        return;                                                                                 \
-    }                                                                                           \
-  }                                                                                             \
-  template <std::size_t NR, class W>                                                            \
-  inline void groups(const std::int8_t* xq, const float* xd, std::size_t M,                     \
-                     const unsigned char* w, std::size_t np, std::size_t n0, std::size_t n1,    \
-                     float* y, std::size_t ldy, const float* bias) noexcept {                   \
-    for (std::size_t g = n0 / q_rows; g * q_rows < n1; ++g)                                     \
-      for (std::size_t j0 = 0; j0 < q_rows; j0 += NR) {                                         \
-        const std::size_t n = g * q_rows + j0;                                                  \
-        if (n + NR > n0 && n < n1)                                                              \
-          column<NR, W>(xq, xd, M, np, w + g * np * il_chunk<W>, j0, n, n0, n1, y, ldy, bias);  \
-      }                                                                                         \
-  }                                                                                             \
-  template <class W>                                                                            \
-  inline void matmul_q8act_il(const std::int8_t* xq, const float* xd, std::size_t M,            \
-                              const unsigned char* w, std::size_t K, std::size_t n0,            \
-                              std::size_t n1, float* y, std::size_t ldy,                        \
-                              const float* bias) noexcept {                                     \
-    const std::size_t np = (K / 32 + 1) / 2;                                                    \
-    if (M == 1)                                                                                 \
-      groups<NR1, W>(xq, xd, M, w, np, n0, n1, y, ldy, bias);                                   \
-    else                                                                                        \
-      groups<NRM, W>(xq, xd, M, w, np, n0, n1, y, ldy, bias);                                   \
-  }                                                                                             \
-  }                                                                                             \
-  EEXIT_QUANT_TARGET_END
-// NR divides 8 and is even (a Q4_0 row pair is one load). AVX2 (16 registers, two
-// accumulators an output): 1 x 4 and 4 x 2; VNNI (32): 1 x 8 and 4 x 4.
-EEXIT_QUANT_IL_LOOPS(avx2l, "avx2,fma,f16c", 4, 2)
-EEXIT_QUANT_IL_LOOPS(vnnil, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", 8, 4)
-#undef EEXIT_QUANT_IL_LOOPS
+EEXIT_TARGET_END
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-#endif  // EEXIT_QUANT_X86
+
+namespace eexit::detail {
+
+// The loops over rows and outputs of the stored layout, shared by the variants (Isa: their
+// `kernel` tag): each group of NR weight rows is used by every row while it is in L1 (the
+// quantized rows x, M * K bytes, stay in L2), so W streams from memory once whatever M.
+template <class Isa, class W>
+inline void matmul_q8act_tiles(const std::int8_t* xq, const float* xd, std::size_t M, const W* w,
+                               std::size_t K, std::size_t n0, std::size_t n1, float* y,
+                               std::size_t ldy, const float* bias) noexcept {
+  const std::size_t nb = K / 32;
+  const auto column = [&]<std::size_t NR>(std::size_t n) {
+    row_tiles(M, [&]<std::size_t MR>(std::size_t m) {
+      tile<MR, NR>(Isa{}, xq + m * K, xd + m * nb, w, K, n, y + m * ldy, ldy, bias);
+    });
+  };
+  std::size_t n = n0;
+  if (M == 1)
+    for (; n + Isa::nr1 <= n1; n += Isa::nr1) column.template operator()<Isa::nr1>(n);
+  else
+    for (; n + Isa::nrm <= n1; n += Isa::nrm) column.template operator()<Isa::nrm>(n);
+  for (; n < n1; ++n) column.template operator()<1>(n);
+}
+
+// The loops on the interleaved layout: group by group, NR of its 8 rows at a time, each used
+// by every activation row while in L1. Groups cut by [n0, n1) are computed whole and written
+// in part (the fused projections split at any output).
+template <class Isa, class W>
+inline void matmul_q8act_il_tiles(const std::int8_t* xq, const float* xd, std::size_t M,
+                                  const unsigned char* w, std::size_t K, std::size_t n0,
+                                  std::size_t n1, float* y, std::size_t ldy,
+                                  const float* bias) noexcept {
+  const std::size_t np = (K / 32 + 1) / 2, xs = 64 * np, ds = 2 * np;
+  const auto groups = [&]<std::size_t NR>() {
+    for (std::size_t g = n0 / q_rows; g * q_rows < n1; ++g)
+      for (std::size_t j0 = 0; j0 < q_rows; j0 += NR) {
+        const std::size_t n = g * q_rows + j0;
+        if (n + NR > n0 && n < n1)
+          row_tiles(M, [&]<std::size_t MR>(std::size_t m) {
+            tile<MR, NR, W>(Isa{}, xq + m * xs, xd + m * ds, np, w + g * np * il_chunk<W>, j0, n,
+                            n0, n1, y + m * ldy, ldy, bias);
+          });
+      }
+  };
+  if (M == 1)
+    groups.template operator()<Isa::nr1>();
+  else
+    groups.template operator()<Isa::nrm>();
+}
+
+}  // namespace eexit::detail
+#endif  // EEXIT_ISA_X86
 
 namespace eexit::detail {
 
@@ -765,11 +687,11 @@ inline void matmul_q8act(const std::int8_t* xq, const float* xd, std::size_t M, 
                          std::size_t K, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
                          const float* bias) noexcept {
   switch (quant_isa_now()) {
-#if defined(EEXIT_QUANT_X86)
+#if defined(EEXIT_ISA_X86)
     case quant_isa::vnni:
-      return vnniq::matmul_q8act(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+      return matmul_q8act_tiles<vnniq::kernel>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
     case quant_isa::avx2:
-      return avx2q::matmul_q8act(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+      return matmul_q8act_tiles<avx2q::kernel>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
 #endif
     default:
       return matmul_q8act_scalar(xq, xd, M, w, K, n0, n1, y, ldy, bias);
@@ -783,11 +705,11 @@ inline void matmul_q8act_il(const std::int8_t* xq, const float* xd, std::size_t 
                             const unsigned char* w, std::size_t K, std::size_t n0, std::size_t n1,
                             float* y, std::size_t ldy, const float* bias) noexcept {
   switch (quant_isa_now()) {
-#if defined(EEXIT_QUANT_X86)
+#if defined(EEXIT_ISA_X86)
     case quant_isa::vnni:
-      return vnnil::matmul_q8act_il<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+      return matmul_q8act_il_tiles<vnnil::kernel, W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
     case quant_isa::avx2:
-      return avx2l::matmul_q8act_il<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
+      return matmul_q8act_il_tiles<avx2l::kernel, W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
 #endif
     default:
       return matmul_q8act_il_scalar<W>(xq, xd, M, w, K, n0, n1, y, ldy, bias);
