@@ -11,6 +11,10 @@ inline std::string under(const char* dir, const std::string& rel) {
   p += rel;
   return p;
 }
-inline std::string shared(const std::string& rel) { return under(EEXIT_SHARED_DIR, rel); }
-inline std::string source(const std::string& rel) { return under(EEXIT_SOURCE_DIR, rel); }
+inline std::string shared(const std::string& rel) {
+  return under(EEXIT_SHARED_DIR, rel);
+}
+inline std::string source(const std::string& rel) {
+  return under(EEXIT_SOURCE_DIR, rel);
+}
 }  // namespace eexit::test
