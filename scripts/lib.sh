@@ -35,10 +35,10 @@ stages_summary() {
   local i total=0
   echo "[$_stage_prefix] ---- stage times (wall clock, load average now $(cut -d' ' -f1-3 /proc/loadavg)) ----"
   for i in "${!_stage_names[@]}"; do
-    printf '[%s]   %-34s %6d s\n' "$_stage_prefix" "${_stage_names[$i]}" "${_stage_secs[$i]}"
+    printf '[%s]   %-40s %6d s\n' "$_stage_prefix" "${_stage_names[$i]}" "${_stage_secs[$i]}"
     total=$((total + _stage_secs[i]))
   done
-  printf '[%s]   %-34s %6d s\n' "$_stage_prefix" "total" "$total"
+  printf '[%s]   %-40s %6d s\n' "$_stage_prefix" "total" "$total"
 }
 
 # A build folder configured earlier with another generator (Unix Makefiles, before the

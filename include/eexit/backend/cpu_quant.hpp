@@ -282,8 +282,10 @@ inline void matmul_q8act_il_scalar(const std::int8_t* xq, const float* xd, std::
 // The SIMD variants, each in a region compiled for its target (templates included). Each
 // namespace's `kernel` tag names its tiles (found by argument-dependent lookup) for the
 // shared loops (matmul_q8act_tiles, matmul_q8act_il_tiles) and says its output tile widths.
-// Tiles are never inlined into those loops, so a tile's code does not depend on its caller
-// (inlined, as GCC does with -march=native, some tiles got other register allocations).
+// With -march=native GCC inlines the tiles into those loops, as it did into the per-variant
+// loops they replaced (marked noinline, int8 decode at batch 1 ran 2-4% slower); built
+// without -march, the loops call them. Either way a tile does the same operations in the
+// same order, so the bits do not depend on it.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -345,9 +347,8 @@ struct kernel {
 
 // MR rows x NR outputs at output n: the weight blocks are loaded once for all MR rows.
 template <std::size_t MR, std::size_t NR, class W>
-[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w,
-                                   std::size_t K, std::size_t n, float* y, std::size_t ldy,
-                                   const float* bias) noexcept {
+inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w, std::size_t K,
+                 std::size_t n, float* y, std::size_t ldy, const float* bias) noexcept {
   const std::size_t nb = K / 32;
   __m256 even[MR][NR], odd[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
@@ -442,9 +443,8 @@ struct kernel {
 };
 
 template <std::size_t MR, std::size_t NR, class W>
-[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w,
-                                   std::size_t K, std::size_t n, float* y, std::size_t ldy,
-                                   const float* bias) noexcept {
+inline void tile(kernel, const std::int8_t* xq, const float* xd, const W* w, std::size_t K,
+                 std::size_t n, float* y, std::size_t ldy, const float* bias) noexcept {
   const std::size_t nb = K / 32;
   __m512 acc[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
@@ -526,10 +526,9 @@ struct kernel {
 
 // MR rows x NR outputs (rows j0.. of the group at g, output n): outputs in [n0, n1) written.
 template <std::size_t MR, std::size_t NR, class W>
-[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
-                                   const unsigned char* g, std::size_t j0, std::size_t n,
-                                   std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
-                                   const float* bias) noexcept {
+inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
+                 const unsigned char* g, std::size_t j0, std::size_t n, std::size_t n0,
+                 std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {
   const W* tag = nullptr;
   __m256 acc[MR][NR][2];
   for (std::size_t i = 0; i < MR; ++i)
@@ -587,10 +586,9 @@ struct kernel {
 };
 
 template <std::size_t MR, std::size_t NR, class W>
-[[gnu::noinline]] inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
-                                   const unsigned char* g, std::size_t j0, std::size_t n,
-                                   std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
-                                   const float* bias) noexcept {
+inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
+                 const unsigned char* g, std::size_t j0, std::size_t n, std::size_t n0,
+                 std::size_t n1, float* y, std::size_t ldy, const float* bias) noexcept {
   const W* tag = nullptr;
   __m512 acc[MR][NR];
   for (std::size_t i = 0; i < MR; ++i)
