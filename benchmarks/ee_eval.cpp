@@ -308,8 +308,7 @@ TfResult teacher_forced(Model& model, P policy, const std::vector<Window>& ws, i
         rows.tokens.push_back(wave[b].prompt[std::size_t(j)]);
         rows.rowkv.push_back(RowKv{bt, j});
       }
-      rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
-      rows.yield_slots.push_back(b);
+      rows.yield_last(b);
       truth[std::size_t(b)] = wave[b].truth[0];
     }
     rows.n_prefill = rows.tokens.size();

@@ -228,15 +228,13 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
         for (int j = 0; j + 1 < r; ++j) {
           w.push_late(std::int32_t(j + 3), RowKv{cache.block_table(b + 1), ctx + j}, late,
                       CpuBackend::data(state));
-          w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
-          w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+          w.yield_last(std::int32_t(w.tokens.size()) - 1);
         }
     for (int b = 0; b < B; ++b)
       for (int j = late > 0 ? r - 1 : 0; j < r; ++j) {
         w.tokens.push_back(std::int32_t(j + 3));
         w.rowkv.push_back(RowKv{cache.block_table(b + 1), ctx + j});
-        w.yield_rows.push_back(std::int32_t(w.tokens.size()) - 1);
-        w.yield_slots.push_back(std::int32_t(w.tokens.size()) - 1);
+        w.yield_last(std::int32_t(w.tokens.size()) - 1);
       }
     w.n_prefill = w.tokens.size();
     w.stop_exit = stop_exit;

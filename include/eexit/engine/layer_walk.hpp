@@ -108,6 +108,19 @@ struct WalkRows {
     start_hidden.push_back(hidden);
     ++n_prefill;
   }
+  // Marks the row appended last as yielding its token to the caller's slot.
+  void yield_last(std::int32_t slot) {
+    yield_rows.push_back(std::int32_t(tokens.size()) - 1);
+    yield_slots.push_back(slot);
+  }
+  // Appends a row that runs from layer 0, never exits and yields to slot (a draft pass's
+  // row, a bonus verify row); call before any decode row.
+  void push_yielding(std::int32_t token, RowKv kv, std::int32_t slot) {
+    tokens.push_back(token);
+    rowkv.push_back(kv);
+    ++n_prefill;
+    yield_last(slot);
+  }
   void clear() {
     tokens.clear();
     rowkv.clear();

@@ -69,10 +69,7 @@ void append_chunk_rows(Plan& plan, const Cache& cache, WalkRows& rows,
                        s.req.exit_threshold);
     } else {
       rows.n_prefill += std::size_t(ch.n);
-      if (ch.samples) {
-        rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
-        rows.yield_slots.push_back(std::int32_t(k));
-      }
+      if (ch.samples) rows.yield_last(std::int32_t(k));
     }
     s.n_computed += ch.n;
   }

@@ -114,10 +114,8 @@ class SpecStep {
       for (std::size_t e = 0; e < spec_.size(); ++e) {
         SpecRow& r = spec_[e];
         if (!r.drafting) continue;
-        draft_rows_.tokens.push_back(r.token(round));
-        draft_rows_.rowkv.push_back(RowKv{cache_->block_table(r.s->id), r.pos + round});
-        draft_rows_.yield_rows.push_back(std::int32_t(draft_rows_.n_prefill++));
-        draft_rows_.yield_slots.push_back(std::int32_t(e));
+        draft_rows_.push_yielding(
+            r.token(round), RowKv{cache_->block_table(r.s->id), r.pos + round}, std::int32_t(e));
       }
       if (draft_rows_.tokens.empty()) break;
       draft_rows_.stop_exit = draft_exit_;
@@ -139,17 +137,15 @@ class SpecStep {
       const std::int32_t* bt = cache_->block_table(r.s->id);
       for (int i = 0; i < r.rounds; ++i) {
         rows.push_late(r.token(i), RowKv{bt, r.pos + i}, late, draft_state(e, i));
-        yield(rows, base + std::int32_t(e) * (k_max_ + 1) + i);
+        rows.yield_last(base + std::int32_t(e) * (k_max_ + 1) + i);
       }
     }
     for (std::size_t e = 0; e < spec_.size(); ++e) {  // a last draft no pass has seen
       SpecRow& r = spec_[e];
       const int k = r.k();
       if (r.rounds > k || !cfg_.bonus_row) continue;
-      rows.tokens.push_back(r.drafts.back());
-      rows.rowkv.push_back(RowKv{cache_->block_table(r.s->id), r.pos + k});
-      ++rows.n_prefill;
-      yield(rows, base + std::int32_t(e) * (k_max_ + 1) + k);
+      rows.push_yielding(r.drafts.back(), RowKv{cache_->block_table(r.s->id), r.pos + k},
+                         base + std::int32_t(e) * (k_max_ + 1) + k);
     }
   }
 
@@ -214,11 +210,6 @@ class SpecStep {
     }
     throw error("self-spec", "draft layer " + std::to_string(s.draft_layer) +
                                  " is not an exit point of the model (exit layers: " + have + ")");
-  }
-
-  static void yield(WalkRows& rows, std::int32_t slot) {
-    rows.yield_rows.push_back(std::int32_t(rows.tokens.size()) - 1);
-    rows.yield_slots.push_back(slot);
   }
 
   float* draft_state(std::size_t e, int round) {
