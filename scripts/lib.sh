@@ -50,3 +50,26 @@ fresh_if_other_generator() {
     rm -rf "$1/CMakeCache.txt" "$1/CMakeFiles"
   fi
 }
+
+# CI's time budget (.ci/run): ci_budget SECONDS WARN_MIN FAIL_MIN prints how long the run
+# took; past FAIL_MIN minutes it says FAILED and returns 1, past WARN_MIN it prints a loud
+# warning and returns 0 (tests/scripts/ci_budget.sh checks all three cases).
+ci_budget() {
+  local secs=$1 warn_min=$2 fail_min=$3
+  local min=$((secs / 60))
+  echo "[ci] the whole run took ${secs} s (${min} min; budget: warn past ${warn_min} min, fail past ${fail_min} min; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+  if [ "$secs" -gt $((fail_min * 60)) ]; then
+    echo "[ci] FAILED: the run took ${min} min, past the ${fail_min}-minute budget (CI's limit is 90)." >&2
+    echo "[ci] See the stage times above for where it went; make the slow stage faster." >&2
+    return 1
+  elif [ "$secs" -gt $((warn_min * 60)) ]; then
+    cat >&2 <<WARN
+[ci] ##########################################################################
+[ci] WARNING: this CI run took ${min} min, past the ${warn_min}-minute warning line.
+[ci] It fails past ${fail_min} min, and CI's hard limit is 90. The stage times above
+[ci] say where the time went: cut it before the next heavy change lands.
+[ci] ##########################################################################
+WARN
+  fi
+  return 0
+}
