@@ -3,11 +3,20 @@
 
 usage: /usr/bin/python3 tools/make_random_model.py OUTDIR [--dim 768 --layers 12 --heads 12
        --kv-heads 12 --hidden 2048 --vocab 32000 --max-seq-len 2048 --seed 0]
+       [--preset llama-3.2-1b] [--tied] [--dtype f32|bf16] [--rope-llama3]
+       [--exit-layers 3,7]
 
 OUTDIR gets config.json (as transformers writes it for LlamaForCausalLM) and
-model.safetensors (F32, untied lm_head). Weights ~ N(0, 0.02), norms 1, all drawn from
-one seeded generator in a fixed order, so the same arguments give the same bytes.
-The default shape is GPT-2-small-like: ~110M parameters streamed per decode token.
+model.safetensors (F32 and an untied lm_head unless --dtype / --tied say otherwise).
+Weights ~ N(0, 0.02), norms 1, all drawn from one seeded generator in a fixed order, so
+the same arguments give the same bytes. The default shape is GPT-2-small-like: ~110M
+parameters streamed per decode token.
+
+--preset llama-3.2-1b is the config of meta-llama/Llama-3.2-1B and of
+facebook/layerskip-llama3.2-1B (dim 2048, 16 layers, 32/8 heads, hidden 8192, vocab
+128256, tied embeddings, rope_theta 500000 with "llama3" rope scaling, bf16); other flags
+given after it override its values. --exit-layers adds our "early_exit" block with no exit
+head weights, i.e. LayerSkip's recipe: each exit uses the final norm and the shared head.
 """
 import argparse
 import json
@@ -20,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
 
 
-def make(dim, layers, heads, kv_heads, hidden, vocab, seed):
+def make(dim, layers, heads, kv_heads, hidden, vocab, seed, tied=False, dtype=torch.float32):
     if dim % heads or heads % kv_heads:
         raise ValueError("heads must divide dim and kv_heads must divide heads")
     head_dim = dim // heads
@@ -43,18 +52,28 @@ def make(dim, layers, heads, kv_heads, hidden, vocab, seed):
         t[p + "mlp.up_proj.weight"] = normal(hidden, dim)
         t[p + "mlp.down_proj.weight"] = normal(dim, hidden)
     t["model.norm.weight"] = torch.ones(dim)
-    t["lm_head.weight"] = normal(vocab, dim)
-    return t
+    if not tied:
+        t["lm_head.weight"] = normal(vocab, dim)
+    return {k: v.to(dtype) for k, v in t.items()}
 
 
-def config(dim, layers, heads, kv_heads, hidden, vocab, max_seq_len):
+PRESETS = {
+    # meta-llama/Llama-3.2-1B's config.json (and facebook/layerskip-llama3.2-1B's).
+    "llama-3.2-1b": dict(dim=2048, layers=16, heads=32, kv_heads=8, hidden=8192, vocab=128256,
+                         max_seq_len=131072, tied=True, dtype="bf16", rope_llama3=True,
+                         rope_theta=500000.0, bos=128000, eos=128001),
+}
+
+
+def config(dim, layers, heads, kv_heads, hidden, vocab, max_seq_len, tied=False,
+           dtype="f32", rope_llama3=False, rope_theta=10000.0, bos=1, eos=2, exit_layers=None):
     # The keys transformers writes for LlamaForCausalLM (save_pretrained sorts them).
     return {
         "architectures": ["LlamaForCausalLM"],
         "attention_bias": False,
         "attention_dropout": 0.0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
         "head_dim": dim // heads,
         "hidden_act": "silu",
         "hidden_size": dim,
@@ -68,32 +87,54 @@ def config(dim, layers, heads, kv_heads, hidden, vocab, max_seq_len):
         "num_key_value_heads": kv_heads,
         "pretraining_tp": 1,
         "rms_norm_eps": 1e-05,
-        "rope_scaling": None,
-        "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+        if rope_llama3 else None,
+        "rope_theta": rope_theta,
+        "tie_word_embeddings": tied,
+        "torch_dtype": {"f32": "float32", "bf16": "bfloat16"}[dtype],
         "transformers_version": "4.44.2",
         "use_cache": True,
         "vocab_size": vocab,
-    }
+    } | ({"early_exit": {"exit_layers": exit_layers}} if exit_layers else {})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--kv-heads", type=int, default=None, help="default: --heads")
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--max-seq-len", type=int, default=2048)
+    ap.add_argument("--preset", choices=sorted(PRESETS))
+    ap.add_argument("--dim", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int, help="default: --heads")
+    ap.add_argument("--hidden", type=int)
+    ap.add_argument("--vocab", type=int)
+    ap.add_argument("--max-seq-len", type=int)
+    ap.add_argument("--tied", action="store_true", default=None, help="tie_word_embeddings")
+    ap.add_argument("--dtype", choices=["f32", "bf16"])
+    ap.add_argument("--rope-llama3", action="store_true", default=None,
+                    help='"llama3" rope_scaling as Llama 3.1/3.2 configure it')
+    ap.add_argument("--exit-layers", help="comma-separated layer indices, e.g. 3,7")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    kv_heads = a.kv_heads if a.kv_heads is not None else a.heads
+    o = dict(dim=768, layers=12, heads=12, kv_heads=None, hidden=2048, vocab=32000,
+             max_seq_len=2048, tied=False, dtype="f32", rope_llama3=False, rope_theta=10000.0,
+             bos=1, eos=2)
+    if a.preset:
+        o.update(PRESETS[a.preset])
+    for k in ("dim", "layers", "heads", "kv_heads", "hidden", "vocab", "max_seq_len", "tied",
+              "dtype", "rope_llama3"):
+        if getattr(a, k) is not None:
+            o[k] = getattr(a, k)
+    if o["kv_heads"] is None:
+        o["kv_heads"] = o["heads"]
+    exits = [int(x) for x in a.exit_layers.split(",")] if a.exit_layers else None
     os.makedirs(a.outdir, exist_ok=True)
-    tensors = make(a.dim, a.layers, a.heads, kv_heads, a.hidden, a.vocab, a.seed)
-    cfg = config(a.dim, a.layers, a.heads, kv_heads, a.hidden, a.vocab, a.max_seq_len)
+    tensors = make(o["dim"], o["layers"], o["heads"], o["kv_heads"], o["hidden"], o["vocab"],
+                   a.seed, o["tied"], {"f32": torch.float32, "bf16": torch.bfloat16}[o["dtype"]])
+    cfg = config(o["dim"], o["layers"], o["heads"], o["kv_heads"], o["hidden"], o["vocab"],
+                 o["max_seq_len"], o["tied"], o["dtype"], o["rope_llama3"], o["rope_theta"],
+                 o["bos"], o["eos"], exits)
     # Weights first, config last: a directory with a config.json is complete.
     tmp = os.path.join(a.outdir, "model.safetensors.tmp")
     n = safetensors_io.write(tmp, tensors, {"format": "pt"})
@@ -102,7 +143,7 @@ def main():
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write("\n")
     params = sum(x.numel() for x in tensors.values())
-    print(f"{a.outdir}: {params / 1e6:.1f}M parameters, {n / 2**20:.0f} MiB of F32 weights")
+    print(f"{a.outdir}: {params / 1e6:.1f}M parameters, {n / 2**20:.0f} MiB of {o['dtype']} weights")
 
 
 if __name__ == "__main__":
