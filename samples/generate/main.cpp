@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -14,6 +15,7 @@
 #include "../common/args.hpp"
 #include "../common/default_model.hpp"
 #include "../common/device.hpp"
+#include "../common/draft_vocab.hpp"
 #include "eexit/eexit.hpp"
 
 namespace {
@@ -45,6 +47,9 @@ exit. Several --prompt flags run as one continuously batched workload.
   --draft-tokens K        self-spec: at most K draft tokens per verify pass (default @K@)
   --draft-threshold X     self-spec: a row stops drafting at a draft whose confidence
                           (--measure) is under X (default @DRAFT_THRESHOLD@; 0 = always K)
+@DRAFT_VOCAB@  --rank-vocab CORPUS     count the model tokenizer's tokens over the text file CORPUS and
+                          print them most frequent first ("id count" lines: a ranking for
+                          --draft-vocab-file); no --prompt needed, nothing is generated
   --fill F                @FILLS@: how the K/V of the layers an exited
                           token skipped are written (default exit-state: projected from the
                           exit state; deferred: the skipped layers run for real in the next step)
@@ -176,6 +181,26 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
   return res;
 }
 
+// --rank-vocab: the tokens of the text file at path, most frequent first, as "id count"
+// lines on stdout (a ranking for --draft-vocab-file). Exit code for main.
+int rank_vocab(const Tokenizer& tok, int vocab, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(path, "cannot open the corpus");
+  // Whole, as one text: the tokens are the ones a prompt of this text would get.
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::int64_t> counts(std::size_t(vocab), 0);
+  std::int64_t total = 0;
+  for (const int t : tok.encode(text, false)) {
+    ++counts[std::size_t(t)];
+    ++total;
+  }
+  const auto ranking = rank_by_count(counts);
+  std::cout << "# eexit-generate --rank-vocab " << path << ": " << total << " tokens, "
+            << ranking.size() << " distinct of " << vocab << "; id count, most frequent first\n";
+  for (const auto& [t, c] : ranking) std::cout << t << ' ' << c << '\n';
+  return 0;
+}
+
 // kHelp with the policy and measure lists of policy/registry.hpp and the default model's
 // search list in place.
 std::string help_text() {
@@ -187,6 +212,7 @@ std::string help_text() {
         std::pair{std::string_view("@K@"), std::to_string(Speculation{}.max_draft)},
         std::pair{std::string_view("@DRAFT_THRESHOLD@"),
                   (std::ostringstream() << Speculation{}.threshold).str()},
+        std::pair{std::string_view("@DRAFT_VOCAB@"), std::string(samples::kDraftVocabHelp)},
         std::pair{std::string_view("@DEFAULT_MODEL@"),
                   samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
@@ -230,6 +256,9 @@ int main(int argc, char** argv) {
                                        "draft-exit",
                                        "draft-tokens",
                                        "draft-threshold",
+                                       "draft-vocab",
+                                       "draft-vocab-file",
+                                       "rank-vocab",
                                        "fill"},
                  std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
     if (args->has("help")) {
@@ -293,7 +322,8 @@ int main(int argc, char** argv) {
     spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
     spec.max_draft = int(args->integer("draft-tokens", spec.max_draft, 0, 64));
     spec.threshold = float(args->real("draft-threshold", spec.threshold, -1e6, 1e6));
-    if (!args->has("prompt")) throw usage_error("--prompt is required");
+    args->integer("draft-vocab", 0, 1, 1 << 24);
+    if (!args->has("prompt") && !args->has("rank-vocab")) throw usage_error("--prompt is required");
     device = samples::parse_device(*args);
   } catch (const usage_error& e) {
     std::cerr << "eexit-generate: " << e.what() << "\n(see eexit-generate --help)\n";
@@ -305,12 +335,15 @@ int main(int argc, char** argv) {
         device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
           const std::string model_path =
               args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          load_opt.draft_vocab = samples::draft_vocab_option(*args, model_path);
           LlamaModel<Backend> model(be, load_model(model_path, load_opt));
           const auto& cfg = model.config();
           const auto tok =
               Tokenizer::load(args->has("tokenizer") ? args->str("tokenizer")
                                                      : find_tokenizer(model_path, cfg.vocab_size),
                               cfg.vocab_size);
+          if (args->has("rank-vocab"))
+            return rank_vocab(tok, cfg.vocab_size, args->str("rank-vocab"));
           const bool has_exits = model.n_exits() > 1;
           const std::string policy = args->str(
               "policy",

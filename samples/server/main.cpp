@@ -13,6 +13,7 @@
 #include "../common/args.hpp"
 #include "../common/default_model.hpp"
 #include "../common/device.hpp"
+#include "../common/draft_vocab.hpp"
 #include "eexit/eexit.hpp"
 #include "eexit/serve/engine_service.hpp"
 #include "eexit/serve/http_server.hpp"
@@ -45,7 +46,7 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
   --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
   --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
-  --fill F                @FILLS@: K/V of skipped layers projected from
+@DRAFT_VOCAB@  --fill F                @FILLS@: K/V of skipped layers projected from
                           the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
                           detected from tokenizer_config.json's chat_template)
@@ -72,6 +73,7 @@ std::string help_text() {
        {std::pair{std::string_view("@POLICIES@"), eexit::policy_names_help()},
         std::pair{std::string_view("@MEASURES@"), eexit::measure_names_help()},
         std::pair{std::string_view("@FILLS@"), eexit::fill_names_help()},
+        std::pair{std::string_view("@DRAFT_VOCAB@"), std::string(eexit::samples::kDraftVocabHelp)},
         std::pair{std::string_view("@DEFAULT_MODEL@"),
                   eexit::samples::default_model_help("\n                          ")}})
     h.replace(h.find(key), key.size(), value);
@@ -127,7 +129,9 @@ int main(int argc, char** argv) {
                                        "shutdown-timeout",
                                        "draft-exit",
                                        "draft-tokens",
-                                       "draft-threshold"},
+                                       "draft-threshold",
+                                       "draft-vocab",
+                                       "draft-vocab-file"},
                  std::set<std::string>{"help", "calm-decay", "metrics-public"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
@@ -152,6 +156,7 @@ int main(int argc, char** argv) {
       style = chat_style_from_name(ct);
       if (!style) throw usage_error("--chat-template: unknown style '" + ct + "'");
     }
+    args->integer("draft-vocab", 0, 1, 1 << 24);
     args->integer("port", 8000, 0, 65535);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("max-running", 64, 1, 4096);
@@ -179,6 +184,7 @@ int main(int argc, char** argv) {
         device, unsigned(args->integer("threads", 0, 0, 1024)), [&]<class Backend>(Backend& be) {
           const std::string model_path =
               args->has("model") ? args->str("model") : samples::default_model(argv[0]);
+          load_opt.draft_vocab = samples::draft_vocab_option(*args, model_path);
           auto model = serve::load_serving_model<LlamaModel<Backend>>(be, model_path, load_opt);
           const auto& cfg = model->config();
           const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)

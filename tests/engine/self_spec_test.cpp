@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <tuple>
@@ -29,8 +31,9 @@ test::EmbeddedModel& shakespeare() {
 struct Stories {
   CpuBackend be{2};
   // An exit after layer 2, added as --exit-layers 2 adds it.
-  LlamaModel<CpuBackend> model{be, load_model(test::shared("models/stories260K/stories260K.bin"),
-                                              LoadOptions{.exit_layers = {2}, .weights = {}})};
+  LlamaModel<CpuBackend> model{
+      be, load_model(test::shared("models/stories260K/stories260K.bin"),
+                     LoadOptions{.exit_layers = {2}, .weights = {}, .draft_vocab = {}})};
 };
 Stories& stories() {
   static Stories s;
@@ -271,6 +274,20 @@ double chi_square_crit(int df) {
   return df * std::pow(1.0 - a + z * std::sqrt(a), 3.0);
 }
 
+// p_full(. | r.prompt, t1) as r's sampler processes it (penalties see the prompt and t1),
+// dense over the vocabulary.
+std::vector<float> second_token_dist(LlamaModel<CpuBackend>& m, const GenerateRequest& r, int t1) {
+  auto seq = r.prompt;
+  seq.push_back(t1);
+  Sampler probe(r.sampling, 0);
+  probe.set_prompt(r.prompt);
+  probe.accept(t1);
+  const auto lg = last_logits(m, seq);
+  std::vector<float> p(lg.size(), 0.0f);
+  for (const auto& tp : probe.distribution(lg)) p[std::size_t(tp.token)] = float(tp.prob);
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("self-spec sampling: the first draft position's tokens are distributed as full depth's") {
@@ -314,17 +331,7 @@ TEST_CASE("self-spec sampling: the first draft position's tokens are distributed
     REQUIRE(sp.tokens[std::size_t(i)][0] == t1);  // the same draw from the same stream
     REQUIRE(drafts.tokens[std::size_t(i)][0] == t1);
     auto [it, fresh] = p_of_first.try_emplace(t1);
-    if (fresh) {
-      auto seq = rs[0].prompt;
-      seq.push_back(t1);
-      Sampler probe(rs[0].sampling, 0);
-      probe.set_prompt(rs[0].prompt);
-      probe.accept(t1);
-      const auto lg = last_logits(m, seq);
-      it->second.assign(lg.size(), 0.0f);
-      for (const auto& tp : probe.distribution(lg))
-        it->second[std::size_t(tp.token)] = float(tp.prob);
-    }
+    if (fresh) it->second = second_token_dist(m, rs[0], t1);
     for (std::size_t t = 0; t < it->second.size(); ++t)
       if (it->second[t] > 0) expected[int(t)] += it->second[t];
     ++obs_spec[sp.tokens[std::size_t(i)][1]];
@@ -495,5 +502,189 @@ TEST_CASE("self-spec with logprobs asked: tokens, logprobs and top-k equal full 
         CHECK(spec[i].top_logprobs[t][j].logprob == full[i].top_logprobs[t][j].logprob);
       }
     }
+  }
+}
+
+// ---- draft vocabulary (issue 17 item 2) ---------------------------------------------------
+
+namespace {
+
+// The embedded model with a draft vocabulary: the n most frequent tokens of the first 200 KB
+// of tinyshakespeare (0: all that occur), ranked as eexit-generate --rank-vocab ranks them.
+struct DraftVocabModel {
+  CpuBackend be{2};
+  LlamaModel<CpuBackend> model;
+  explicit DraftVocabModel(std::size_t n)
+      : model(be, load_model(test::source("models/eexit-shakespeare"),
+                             LoadOptions{
+                                 .exit_layers = {}, .weights = {}, .draft_vocab = top_tokens(n)})) {
+  }
+  static std::vector<std::int32_t> top_tokens(std::size_t n) {
+    std::ifstream in(test::shared("data/tinyshakespeare.txt"));
+    std::string text(200000, '\0');
+    in.read(text.data(), std::streamsize(text.size()));
+    text.resize(std::size_t(in.gcount()));
+    auto& s = shakespeare();
+    std::vector<std::int64_t> counts(std::size_t(s.model.config().vocab_size), 0);
+    for (int t : s.tok.encode(text)) ++counts[std::size_t(t)];
+    std::vector<std::int32_t> ranking;
+    for (const auto& [t, c] : rank_by_count(counts)) ranking.push_back(t);
+    return draft_vocab_from_ranking(ranking, n, "test");
+  }
+};
+
+}  // namespace
+
+TEST_CASE("draft vocabulary: draft_logits are exit_logits' columns, bit for bit") {
+  auto& full = shakespeare().model;
+  DraftVocabModel dv(100);
+  const auto ids = dv.model.draft_vocab();
+  REQUIRE(ids.size() == 100);
+  const std::size_t dim = std::size_t(full.config().dim), V = std::size_t(full.config().vocab_size);
+  const std::size_t rows = 5;
+  std::vector<float> h(rows * dim);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = float(std::sin(0.37 * double(i)));
+  auto ws_full = full.make_workspace(rows);
+  auto ws_dv = dv.model.make_workspace(rows);
+  for (int exit = 0; exit + 1 < full.n_exits(); ++exit) {
+    CAPTURE(exit);
+    std::vector<float> a(rows * V), b(rows * ids.size());
+    full.exit_logits(exit, h.data(), rows, a.data(), ws_full);
+    dv.model.draft_logits(exit, h.data(), rows, b.data(), ws_dv);
+    int differ = 0;
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        differ += a[r * V + std::size_t(ids[i])] != b[r * ids.size() + i];
+    CHECK(differ == 0);
+  }
+  CHECK_THROWS_AS(dv.model.draft_logits(full.n_exits() - 1, h.data(), 1, h.data(), ws_dv), error);
+}
+
+TEST_CASE("draft vocabulary: self-spec greedy equals full depth for every subset size") {
+  auto& m = shakespeare().model;
+  for (int batch : {1, 8}) {
+    const auto rs = shakespeare_requests(batch);
+    const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+    const auto whole = run<Paged>(m, self_spec(1, 4, 0.0f), rs, 256);
+    for (std::size_t n : {1u, 32u, 256u, 0u}) {  // 0: every token of the text (765)
+      CAPTURE(batch);
+      CAPTURE(n);
+      DraftVocabModel dv(n);
+      for (int layer : {1, 3}) {
+        CAPTURE(layer);
+        const auto out = run<Paged>(dv.model, self_spec(layer, 4, 0.0f), rs, 256);
+        CHECK(out.tokens == full.tokens);
+        CHECK(out.stats.verify_passes > 0);
+        const auto thr = run<Contiguous>(dv.model, self_spec(layer, 3, 0.3f, false), rs, 8);
+        CHECK(thr.tokens == full.tokens);
+        if (n == 1) CHECK(out.stats.accepted_drafts < whole.stats.accepted_drafts);
+      }
+    }
+  }
+}
+
+TEST_CASE("draft vocabulary: sampled self-spec keeps full depth's distribution") {
+  // As the sampling test above, at the first draft position, with drafts drawn from a
+  // 48-token subset: q is zero outside it, and rejection sampling must still give p.
+  auto& s = shakespeare();
+  DraftVocabModel dv(48);
+  const int n = 2000;
+  std::vector<GenerateRequest> rs;
+  for (int i = 0; i < n; ++i) {
+    GenerateRequest r;
+    r.prompt = s.tok.encode("ROMEO:");
+    r.max_tokens = 4;
+    r.ignore_eos = true;
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 5000 + std::uint64_t(i);
+    rs.push_back(r);
+  }
+  EngineOptions opt{.max_batch_tokens = 512, .max_running = 64};
+  const auto sp = run<Paged>(dv.model, self_spec(1, 2), rs, 512, opt);
+  CHECK(sp.stats.draft_tokens > 0);
+  CHECK(sp.stats.accepted_drafts > 0);
+  std::map<int, std::vector<float>> p_of_first;
+  std::map<int, double> expected;
+  std::map<int, int> observed;
+  int outside = 0;  // second tokens outside the subset: only the residual can give them
+  const auto ids = dv.model.draft_vocab();
+  for (int i = 0; i < n; ++i) {
+    const int t1 = sp.tokens[std::size_t(i)][0];
+    auto [it, fresh] = p_of_first.try_emplace(t1);
+    if (fresh) it->second = second_token_dist(s.model, rs[0], t1);
+    for (std::size_t t = 0; t < it->second.size(); ++t)
+      if (it->second[t] > 0) expected[int(t)] += it->second[t];
+    const int t2 = sp.tokens[std::size_t(i)][1];
+    ++observed[t2];
+    outside += std::find(ids.begin(), ids.end(), t2) == ids.end();
+  }
+  const auto [x, df] = chi_square(expected, observed);
+  MESSAGE("draft vocabulary 48: chi-square " << x << " (df " << df << ", 1e-4 critical "
+                                             << chi_square_crit(df) << "), " << outside
+                                             << " second tokens outside the subset");
+  REQUIRE(df >= 10);
+  CHECK(x < chi_square_crit(df));
+  CHECK(outside > 0);  // the full distribution's tail outside the subset is still reached
+}
+
+TEST_CASE("draft vocabulary: bad rankings and ids are clear errors") {
+  const int V = shakespeare().model.config().vocab_size;
+  const std::vector<std::int32_t> ranking{5, 7, 9};
+  CHECK(draft_vocab_from_ranking(ranking, 2, "x") == std::vector<std::int32_t>{5, 7});
+  CHECK(draft_vocab_from_ranking(ranking, 0, "x") == ranking);
+  CHECK_THROWS_WITH_AS(draft_vocab_from_ranking(ranking, 4, "x"),
+                       doctest::Contains("ranking lists 3"), error);
+  CHECK_THROWS_WITH_AS(check_draft_vocab(std::vector<std::int32_t>{1, V}, V, "x"),
+                       doctest::Contains("outside the model's vocabulary"), error);
+  CHECK_THROWS_WITH_AS(check_draft_vocab(std::vector<std::int32_t>{3, 1, 3}, V, "x"),
+                       doctest::Contains("listed twice"), error);
+  CHECK_THROWS_WITH_AS(
+      load_model(test::source("models/eexit-shakespeare"),
+                 LoadOptions{.exit_layers = {}, .weights = {}, .draft_vocab = {0, V + 5}}),
+      doctest::Contains("outside the model's vocabulary"), error);
+  const auto dir = std::filesystem::temp_directory_path() / "eexit_draft_vocab_test";
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  };
+  CHECK(read_token_ranking(write("ok.txt", "# ranking\n12 900\n\n3\t40\r\n  8\n")) ==
+        std::vector<std::int32_t>{12, 3, 8});
+  CHECK_THROWS_WITH_AS(read_token_ranking(write("neg.txt", "12\n-3\n")),
+                       doctest::Contains("neg.txt:2"), error);
+  CHECK_THROWS_WITH_AS(read_token_ranking(write("word.txt", "12x 3\n")),
+                       doctest::Contains("expected a token id"), error);
+  CHECK_THROWS_WITH_AS(read_token_ranking(write("empty.txt", "# nothing\n")),
+                       doctest::Contains("lists no token"), error);
+  CHECK_THROWS_WITH_AS(read_token_ranking((dir / "missing.txt").string()),
+                       doctest::Contains("cannot open"), error);
+  CHECK(shipped_draft_vocab_path(dir.string()) == (dir / "draft_vocab.txt").string());
+  CHECK(shipped_draft_vocab_path((dir / "m.gguf").string()) == (dir / "draft_vocab.txt").string());
+  std::filesystem::remove_all(dir);
+  const std::vector<std::int64_t> counts{0, 5, 2, 5, 0, 9};
+  const auto r = rank_by_count(counts);
+  REQUIRE(r.size() == 4);
+  CHECK(r[0] == std::pair<std::int32_t, std::int64_t>{5, 9});
+  CHECK(r[1].first == 1);  // ties: lower id first
+  CHECK(r[2].first == 3);
+  CHECK(r[3].first == 2);
+}
+
+TEST_CASE("Weight::rows copies rows exactly for every stored type") {
+  const std::size_t cols = 64;
+  std::vector<float> v(6 * cols);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = float(std::cos(0.11 * double(i))) * 0.5f;
+  const std::vector<std::int32_t> ids{4, 0, 5};
+  for (dtype t : {dtype::f32, dtype::bf16, dtype::f16, dtype::q8_0, dtype::q4_0}) {
+    CAPTURE(dtype_name(t));
+    const Weight w = Weight(v).converted(t);
+    const Weight r = w.rows(ids, cols);
+    CHECK(r.type() == t);
+    REQUIRE(r.size() == ids.size() * cols);
+    const auto all = w.to_f32(), got = r.to_f32();
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      CHECK(std::equal(got.begin() + long(i * cols), got.begin() + long((i + 1) * cols),
+                       all.begin() + long(std::size_t(ids[i]) * cols)));
+    CHECK_THROWS_AS(w.rows(std::vector<std::int32_t>{6}, cols), error);
   }
 }

@@ -143,8 +143,11 @@ struct YieldedRows {
   const std::int32_t* slot = nullptr;       // (n) the caller's row ids
   const float* logits = nullptr;            // (head rows, vocab)
   const std::int32_t* logit_row = nullptr;  // (n) each row's row in logits
-  const std::int32_t* top1 = nullptr;       // (n) argmax where the exit computed scores, or null
-  const float* scores = nullptr;  // (n, 3) max prob, top-1 - top-2, entropy; stop_exit only
+  // A draft pass with a draft vocabulary (model/draft_vocab.hpp): the token id of each of the
+  // vocab logit columns (top1 holds token ids); null = column t is token t.
+  const std::int32_t* vocab_ids = nullptr;
+  const std::int32_t* top1 = nullptr;  // (n) argmax where the exit computed scores, or null
+  const float* scores = nullptr;       // (n, 3) max prob, top-1 - top-2, entropy; stop_exit only
   // (n, dim) the rows' hidden states the head read, backend memory, valid during the call
   // (a draft saves them to start its verify rows late).
   const float* hidden = nullptr;
@@ -391,7 +394,7 @@ class LayerWalk {
   template <class Sink>
   void final_head(WalkRows& w, std::size_t n_active, int stop, Sink& sink) {
     const auto& c = model_->config();
-    const std::size_t dim = std::size_t(c.dim), vocab = std::size_t(c.vocab_size);
+    const std::size_t dim = std::size_t(c.dim), full_vocab = std::size_t(c.vocab_size);
     const std::size_t np = w.n_prefill;
     y_row_.assign(w.yield_rows.begin(), w.yield_rows.end());
     y_slot_.assign(w.yield_slots.begin(), w.yield_slots.end());
@@ -403,7 +406,18 @@ class LayerWalk {
     if (ns == 0) return;
     auto& be = model_->backend();
     be.gather_rows(backend_t::data(x_), y_row_.data(), ns, dim, backend_t::data(h_));
+    // A draft pass (stopping before the last exit) reads only the draft vocabulary's
+    // columns when the model has one.
+    std::span<const std::int32_t> ids;
+    if constexpr (requires(const Model& m) { m.draft_vocab(); })
+      if (stop + 1 < model_->n_exits()) ids = model_->draft_vocab();
+    const std::size_t vocab = ids.empty() ? full_vocab : ids.size();
     timed(op_kind::head, stop, ns, [&] {
+      if constexpr (requires(const Model& m) { m.draft_vocab(); })
+        if (!ids.empty()) {
+          model_->draft_logits(stop, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
+          return;
+        }
       model_->exit_logits(stop, backend_t::data(h_), ns, backend_t::data(logits_), ws_);
     });
     for (std::size_t j = 0; j < ns; ++j) y_row_[j] = std::int32_t(j);
@@ -417,6 +431,12 @@ class LayerWalk {
                      backend_t::data(top1_));
       y.scores = be.host_view(backend_t::data(scores_), 3 * ns, stage_scores_);
       y.top1 = be.host_view(backend_t::data(top1_), ns, stage_top1_);
+      if (!ids.empty()) {  // columns -> token ids
+        y_top1_.assign(y.top1, y.top1 + ns);
+        for (auto& t : y_top1_) t = ids[std::size_t(t)];
+        y.top1 = y_top1_.data();
+        y.vocab_ids = ids.data();
+      }
     }
     y.vocab = vocab;
     y.slot = y_slot_.data();

@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -239,7 +241,7 @@ class SpecStep {
       SpecRow& r = spec_[std::size_t(y.slot[j])];
       be.copy(y.hidden + j * er.dim, draft_state(std::size_t(y.slot[j]), r.rounds), er.dim);
       ++r.rounds;
-      const auto q = r.sampler->distribution(y.row_logits(j));
+      const auto q = r.sampler->distribution(draft_row_logits(y, j));
       if (!(draft_conf_[j] >= cfg_.threshold)) {
         r.drafting = false;
         continue;
@@ -250,6 +252,19 @@ class SpecStep {
       r.sampler->accept(d);
       if (r.k() == r.cap) r.drafting = false;
     }
+  }
+
+  // Row j's draft logits over the whole vocabulary: as yielded, or, from a draft vocabulary's
+  // columns, -inf outside it (the sampler drops those tokens, so q is zero there and
+  // rejection sampling stays exact).
+  std::span<const float> draft_row_logits(const YieldedRows& y, std::size_t j) {
+    const auto cols = y.row_logits(j);
+    if (!y.vocab_ids) return cols;
+    full_logits_.assign(std::size_t(model_->config().vocab_size),
+                        -std::numeric_limits<float>::infinity());
+    for (std::size_t i = 0; i < cols.size(); ++i)
+      full_logits_[std::size_t(y.vocab_ids[i])] = cols[i];
+    return full_logits_;
   }
 
   // Accepts from one row's verify positions: draft i is kept by rejection sampling against
@@ -317,6 +332,7 @@ class SpecStep {
   std::vector<int> spec_of_chunk_;  // (chunks) each chunk's drafting row, -1 = none
   WalkRows draft_rows_;             // a draft pass's rows
   std::vector<float> draft_conf_;   // (draft pass rows) the policy's draft scores
+  std::vector<float> full_logits_;  // (vocab) a draft row's logits spread out (draft_row_logits)
   typename backend_type::template buffer<float> draft_hidden_;  // (max_running, K, dim)
 };
 

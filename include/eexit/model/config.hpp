@@ -32,6 +32,10 @@ struct ExitConfig {
   // Defaults a config.json may carry for the policy (API/CLI override them).
   std::string measure = "max-prob";
   std::vector<float> thresholds;  // one per listed exit point; empty = policy default
+  // Self-speculation's draft vocabulary (issue 17): the token ids a draft pass's head
+  // computes logits for, distinct, each < vocab_size; empty = the whole vocabulary. The
+  // verify pass and every other head stay full-vocabulary. Set by LoadOptions::draft_vocab.
+  std::vector<std::int32_t> draft_vocab;
 };
 
 struct ModelConfig {

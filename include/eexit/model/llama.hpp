@@ -112,6 +112,14 @@ class LlamaModel {
   // The last exit is the model's own final norm + LM head.
   void exit_logits(int exit, const float* h, std::size_t rows, float* logits, Workspace& ws);
 
+  // The draft vocabulary (ExitConfig::draft_vocab): the token id of each column of
+  // draft_logits; empty = none (draft passes use exit_logits).
+  std::span<const std::int32_t> draft_vocab() const noexcept { return cfg_.early_exit.draft_vocab; }
+  // logits (rows, draft_vocab().size()) of exit point `exit` (not the last) for hidden
+  // states h (rows, dim): exit_logits' columns draft_vocab(), from a copy of those head
+  // rows made at load (the weights' own bytes, so the same values).
+  void draft_logits(int exit, const float* h, std::size_t rows, float* logits, Workspace& ws);
+
   // Classifier confidence of exit `exit` (which must have one): out (rows) =
   // sigmoid(w · rmsnorm(h) + b), with the exit head's norm.
   void exit_classifier(int exit, const float* h, std::size_t rows, float* out, Workspace& ws);
@@ -201,7 +209,7 @@ class LlamaModel {
     bool has_bias = false;
   };
   struct Head {
-    Matrix proj;
+    Matrix proj, draft_proj;  // draft_proj: proj's draft-vocabulary rows (with a draft vocab)
     buffer<float> norm, classifier_w;
     buffer<float> classifier_b;  // (1)
     bool has_norm = false, has_proj = false, has_classifier = false;
@@ -321,6 +329,7 @@ class LlamaModel {
   Backend* be_;
   ModelConfig cfg_;
   Matrix tok_embedding_, lm_head_, fill_w_;
+  Matrix draft_head_;  // the LM head's draft-vocabulary rows (with a draft vocab and exits)
   buffer<float> final_norm_, inv_freq_, ones_, fill_b_;
   bool has_lm_head_ = false, has_fill_bias_ = false, fused_ = true;
   std::vector<KvLayerView> views_;
@@ -347,6 +356,13 @@ LlamaModel<Backend>::LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(st
   const std::size_t dim = std::size_t(cfg_.dim), qd = std::size_t(cfg_.q_dim()),
                     kvd = std::size_t(cfg_.kv_dim()), hid = std::size_t(cfg_.hidden_dim);
   const std::size_t voc = std::size_t(cfg_.vocab_size);
+  // The draft vocabulary's rows of the shared LM head, copied before it is uploaded (and the
+  // host copy freed); exits with a head of their own get theirs below.
+  const auto& dv = cfg_.early_exit.draft_vocab;
+  if (!dv.empty() && !cfg_.early_exit.exit_layers.empty()) {
+    Weight rows = (w.lm_head.empty() ? w.tok_embedding : w.lm_head).rows(dv, dim);
+    draft_head_ = upload_matrix(rows, dim, dv.size());
+  }
   // The embedding table is also the LM head when there is none (tied).
   tok_embedding_ = upload_matrix(w.tok_embedding, dim, w.lm_head.empty() ? voc : 0);
   layers_.reserve(w.layers.size());
@@ -381,6 +397,10 @@ LlamaModel<Backend>::LlamaModel(Backend& be, ModelWeights w) : be_(&be), cfg_(st
     H.has_norm = !h.norm.empty();
     if (H.has_norm) H.norm = up(h.norm);
     H.has_proj = !h.proj.empty();
+    if (H.has_proj && !dv.empty()) {
+      Weight rows = h.proj.rows(dv, dim);
+      H.draft_proj = upload_matrix(rows, dim, dv.size());
+    }
     if (H.has_proj) H.proj = upload_matrix(h.proj, dim, voc);
     H.has_classifier = !h.classifier_w.empty();
     if (H.has_classifier) {
@@ -448,6 +468,19 @@ void LlamaModel<Backend>::exit_logits(int exit, const float* h, std::size_t rows
   const WeightView proj = (!last && H.has_proj) ? H.proj.view() : lm_head();
   be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
   be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, std::size_t(cfg_.vocab_size), logits);
+}
+
+template <class Backend>
+void LlamaModel<Backend>::draft_logits(int exit, const float* h, std::size_t rows, float* logits,
+                                       Workspace& ws) {
+  const auto& dv = cfg_.early_exit.draft_vocab;
+  if (dv.empty() || exit < 0 || exit + 1 >= n_exits())
+    throw error("draft_logits", "needs a draft vocabulary and an exit point before the last");
+  const auto& H = heads_[std::size_t(exit)];
+  const float* norm = H.has_norm ? D(H.norm) : D(final_norm_);
+  const WeightView proj = H.has_proj ? H.draft_proj.view() : draft_head_.view();
+  be_->rmsnorm(h, norm, D(ws.xb), rows, std::size_t(cfg_.dim), cfg_.rms_eps);
+  be_->matmul(D(ws.xb), rows, std::size_t(cfg_.dim), proj, dv.size(), logits);
 }
 
 template <class Backend>

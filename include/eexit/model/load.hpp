@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "eexit/core/error.hpp"
+#include "eexit/model/draft_vocab.hpp"
 #include "eexit/model/gguf.hpp"
 #include "eexit/model/hf.hpp"
 #include "eexit/model/llama2c.hpp"
@@ -24,6 +25,9 @@ struct LoadOptions {
   // Precision the weight matrices are kept in: unset (auto) keeps each tensor's own
   // (fp32, bf16, f16, Q8_0, Q4_0 as stored); a dtype converts every matrix to it.
   std::optional<dtype> weights;
+  // Self-speculation's draft vocabulary (model/draft_vocab.hpp): token ids the draft head
+  // computes logits for; empty = the whole vocabulary. Checked against the loaded vocabulary.
+  std::vector<std::int32_t> draft_vocab;
 };
 
 // Adds extra shared-head exit points to m (merged with the checkpoint's, kept sorted).
@@ -114,6 +118,10 @@ inline ModelWeights load_model(const std::string& path) {
 inline ModelWeights load_model(const std::string& path, const LoadOptions& opt) {
   ModelWeights m = detail::load_any<>(path, opt.weights);
   add_exit_layers(m, opt.exit_layers);
+  if (!opt.draft_vocab.empty()) {
+    check_draft_vocab(opt.draft_vocab, m.config.vocab_size, "draft vocabulary");
+    m.config.early_exit.draft_vocab = opt.draft_vocab;
+  }
   return m;
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -123,6 +124,24 @@ class Weight {
       std::memcpy(b.data() + 2 * i, &h, 2);
     }
     return packed(t, v.size(), std::move(b));
+  }
+
+  // Rows ids of this (size() / cols, cols) matrix, in that order, as a (ids.size(), cols)
+  // matrix of the same type: the stored bytes copied, so exact for every type (a block type's
+  // rows are whole blocks). Throws eexit::error for an id out of range.
+  Weight rows(std::span<const std::int32_t> ids, std::size_t cols) const {
+    if (cols == 0 || size() % cols || (is_quantized(type_) && cols % quant_block))
+      throw error("weight", "rows: the row length does not divide the matrix");
+    const std::size_t n_rows = size() / cols, rb = row_bytes(type_, cols);
+    std::vector<unsigned char> out(ids.size() * rb);
+    const auto* src = static_cast<const unsigned char*>(bytes());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || std::size_t(ids[i]) >= n_rows)
+        throw error("weight", "rows: row " + std::to_string(ids[i]) + " of " +
+                                  std::to_string(n_rows) + " does not exist");
+      std::memcpy(out.data() + i * rb, src + std::size_t(ids[i]) * rb, rb);
+    }
+    return packed(type_, ids.size() * cols, std::move(out));
   }
 
   friend bool operator==(const Weight& a, const Weight& b) noexcept {
