@@ -30,14 +30,18 @@
 // machine is mostly other processes' time slices), min over many repetitions.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bench_args.hpp"
@@ -74,8 +78,14 @@ struct Config {
 struct Options {
   std::string model, data = "../shared/data/tinyshakespeare.txt", csv;
   unsigned threads = 1;
-  int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3;
+  int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3, cost_reps = 40;
   bool costs_only = false;
+  // Oracle-acceptance mechanics (--oracle-accept): acceptance rates, draft layers, K.
+  std::vector<float> oracle;
+  std::vector<int> draft_layers;
+  int oracle_k = 4;
+  std::string dtype_name, draft_vocab_file, k_modes = "fixed,adaptive";
+  int draft_vocab = 0;
   std::vector<int> batches{1, 4, 16, 64};
   std::vector<Config> configs{{1, 2, 0},    {1, 3, 0, false},    {3, 2, 0},   {3, 3, 0, false},
                               {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
@@ -84,7 +94,9 @@ struct Options {
 constexpr const char* usage_lines =
     "eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
     "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
-    "         [--reps 3] [--csv FILE] [--quick] [--costs-only]\n";
+    "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
+    "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]]\n"
+    "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--k-modes fixed,adaptive]]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -99,6 +111,14 @@ Options parse(int argc, char** argv) {
                      bench::opt("--csv", o.csv),
                      bench::opt("--batches", o.batches),
                      bench::set("--costs-only", o.costs_only),
+                     bench::opt("--cost-reps", o.cost_reps),
+                     bench::opt("--oracle-accept", o.oracle),
+                     bench::opt("--draft-layers", o.draft_layers),
+                     bench::opt("--k", o.oracle_k),
+                     bench::opt("--k-modes", o.k_modes),
+                     bench::opt("--dtype", o.dtype_name),
+                     bench::opt("--draft-vocab", o.draft_vocab),
+                     bench::opt("--draft-vocab-file", o.draft_vocab_file),
                      bench::set("--quick", quick),
                      {"--configs", [&](const bench::Value& value) {
                         o.configs.clear();
@@ -117,8 +137,13 @@ Options parse(int argc, char** argv) {
     o.n_new = 24;
   }
   if (o.model.empty()) bench::usage("MODEL_DIR is required");
-  if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1)
+  if (o.threads == 0 || o.n_prompts < 1 || o.prompt_len < 2 || o.n_new < 2 || o.reps < 1 ||
+      o.cost_reps < 1 || o.oracle_k < 1 || o.oracle_k > 16 || o.draft_vocab < 0)
     bench::usage("bad option value");
+  for (float a : o.oracle)
+    if (!(a >= 0.0f && a < 1.0f)) bench::usage("--oracle-accept: rates in [0, 1)");
+  if (!o.dtype_name.empty() && o.dtype_name != "f32" && o.dtype_name != "bf16")
+    bench::usage("--dtype: f32 or bf16");
   for (int B : o.batches)
     if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
@@ -154,9 +179,11 @@ struct Run {
   EngineStats stats;
 };
 
+// on_add(id, prompt index) is told each request's engine id as it is added (the oracle's
+// table).
 template <class P>
 Run generate(Model& model, const P& policy, const std::vector<std::vector<std::int32_t>>& ps, int B,
-             int n_new) {
+             int n_new, const std::function<void(request_id, std::size_t)>& on_add = {}) {
   const int per_seq = (int(ps[0].size()) + n_new + 16 + 15) / 16;
   Cache cache(model.backend(), model.config(), B * per_seq);
   EngineOptions eo;
@@ -172,7 +199,9 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
       r.prompt = ps[w0 + std::size_t(b)];
       r.max_tokens = n_new;
       r.ignore_eos = true;
-      idx[engine.add_request(std::move(r))] = w0 + std::size_t(b);
+      const request_id id = engine.add_request(std::move(r));
+      idx[id] = w0 + std::size_t(b);
+      if (on_add) on_add(id, w0 + std::size_t(b));
     }
     for (bool prefill = true; engine.has_work(); prefill = false) {
       const double c0 = bench::cpu_now();
@@ -245,12 +274,221 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
   return best;
 }
 
+// ---- oracle-acceptance mechanics (--oracle-accept) ---------------------------------------
+// The draft at each position is replaced: with probability A by the token full depth
+// produced there (from a full-depth run of the same prompts, greedy), else by another one,
+// decided by a hash of (prompt, position) so every configuration with the same A sees the
+// same right and wrong positions. Everything else (draft passes through layers 0..L and the
+// draft head, the verify walk, rollback) runs for real: A sets the acceptance, the engine's
+// mechanics set the speed. The model's own quality plays no part (a random model serves).
+
+struct OracleTable {
+  double accept = 0.8;
+  int vocab = 0;
+  const std::vector<std::vector<std::int32_t>>* truth = nullptr;  // per prompt, generated
+  const std::vector<std::vector<std::int32_t>>* prompts = nullptr;
+  std::unordered_map<request_id, std::size_t> prompt_of;
+};
+
+std::uint64_t mix(std::uint64_t x) {  // splitmix64's finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+struct OracleSpec : SelfSpeculative<> {
+  std::shared_ptr<OracleTable> t;
+  int oracle_draft(std::int64_t id, std::int32_t pos, int d) const {
+    const std::size_t i = t->prompt_of.at(id);
+    const auto g = std::int64_t(pos) - std::int64_t((*t->prompts)[i].size());
+    const auto& truth = (*t->truth)[i];
+    if (g < 0 || g >= std::int64_t(truth.size())) return d;
+    const std::uint64_t h = mix((std::uint64_t(i) << 32) ^ std::uint64_t(g));
+    const int right = truth[std::size_t(g)];
+    if (double(h >> 11) * 0x1p-53 < t->accept) return right;
+    return int((std::uint64_t(right) + 1 + mix(h) % std::uint64_t(t->vocab - 1)) %
+               std::uint64_t(t->vocab));
+  }
+};
+
+// Expected tokens a row emits per verify pass: k drafts, each kept with probability a given
+// the ones before, the bonus row verifying the last.
+double expected_tokens(double a, int k) {
+  return (1.0 - std::pow(a, k + 1)) / (1.0 - a);
+}
+
+int oracle_main(const Options& o, Model& model) {
+  const auto& c = model.config();
+  std::vector<std::vector<std::int32_t>> ps;
+  for (int i = 0; i < o.n_prompts; ++i) {  // random prompts: a random model reads no text
+    std::vector<std::int32_t> p{c.bos_id};
+    for (int j = 1; j < o.prompt_len; ++j)
+      p.push_back(std::int32_t(mix(std::uint64_t(i) * 7919 + std::uint64_t(j)) %
+                               std::uint64_t(c.vocab_size)));
+    ps.push_back(std::move(p));
+  }
+  std::vector<int> layers = o.draft_layers;
+  if (layers.empty())
+    for (int e = 0; e + 1 < model.n_exits(); ++e)
+      layers.push_back(model.exit_layers()[std::size_t(e)]);
+  std::vector<int> exit_of;
+  for (int l : layers) {
+    int e = -1;
+    for (int i = 0; i + 1 < model.n_exits(); ++i)
+      if (model.exit_layers()[std::size_t(i)] == l) e = i;
+    if (e < 0) bench::usage("--draft-layers: layer " + std::to_string(l) + " is not an exit point");
+    exit_of.push_back(e);
+  }
+  const auto modes = bench::split(o.k_modes);
+  for (const auto& m : modes)
+    if (m != "fixed" && m != "adaptive") bench::usage("--k-modes: fixed and/or adaptive");
+  const int K = o.oracle_k;
+  const std::string load0 = bench::loadavg();
+  std::printf(
+      "eexit-bench-spec --oracle-accept: %s (%s), dim %d, %d layers, vocab %d, draft "
+      "vocabulary %zu; %d prompts x %d random tokens, %d new, greedy; K %d; threads %u; "
+      "reps %d; load %s\n",
+      o.model.c_str(), o.dtype_name.empty() ? "as stored" : o.dtype_name.c_str(), c.dim, c.n_layers,
+      c.vocab_size, model.draft_vocab().size(), o.n_prompts, o.prompt_len, o.n_new, K, o.threads,
+      o.reps, load0.c_str());
+  std::FILE* csv = o.csv.empty() ? nullptr : std::fopen(o.csv.c_str(), "w");
+  if (csv)
+    std::fprintf(csv,
+                 "batch,accept,draft_layer,k_mode,k,tok_s,x_full,x_full_cpu,predicted,acceptance,"
+                 "drafts_per_pass,tokens_per_pass,agreement,full_ms,draft_ms,verify_ms,dim,"
+                 "n_layers,vocab,draft_vocab,load_start,load_end\n");
+  std::printf("\n%4s %5s %3s %-9s %9s %7s %7s %7s %6s %7s %7s %7s %6s\n", "B", "A", "L", "k",
+              "tok/s", "x full", "x cpu", "pred", "err%", "accept%", "dr/pass", "tok/pass",
+              "agree%");
+  for (int B : o.batches) {
+    // Step costs (process CPU time, min of --cost-reps): the prediction's inputs.
+    const double full1 = walk_cost(model, B, 1, -1, o.cost_reps);
+    std::vector<double> draft(layers.size());
+    std::vector<std::vector<double>> verify(layers.size(), std::vector<double>(std::size_t(K) + 1));
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+      draft[li] = walk_cost(model, B, 1, exit_of[li], o.cost_reps);
+      for (int k = 1; k <= K; ++k)
+        verify[li][std::size_t(k)] = walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1);
+    }
+    std::printf("  B %d step costs: full %.2f ms", B, full1 * 1e3);
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+      std::printf(" | L%d draft %.2f ms (%.2f of full), verify k=1..%d:", layers[li],
+                  draft[li] * 1e3, draft[li] / full1, K);
+      for (int k = 1; k <= K; ++k) std::printf(" %.2f", verify[li][std::size_t(k)] / full1);
+    }
+    std::printf("\n");
+    auto predict = [&](std::size_t li, double a, int k) {
+      return expected_tokens(a, k) * full1 / (k * draft[li] + verify[li][std::size_t(k)]);
+    };
+
+    struct Cfg {
+      double a;
+      std::size_t li;
+      bool adaptive;
+      Run best;
+      double best_cpu = 1e30;
+    };
+    std::vector<Cfg> cfgs;
+    for (float a : o.oracle)
+      for (std::size_t li = 0; li < layers.size(); ++li)
+        for (const auto& m : modes) cfgs.push_back({a, li, m == "adaptive", {}, 1e30});
+    Run full;
+    double full_cpu = 1e30;
+    auto keep = [](Run& best, double& best_cpu, Run&& x) {
+      best_cpu = std::min(best_cpu, x.cpu);
+      if (best.tokens == 0 || x.wall < best.wall) best = std::move(x);
+    };
+    // The truth: a full-depth run's tokens (greedy, the same in every run).
+    std::vector<std::vector<std::int32_t>> truth;
+    for (int rep = 0; rep < o.reps; ++rep) {
+      Run f = generate(model, FullDepth{}, ps, B, o.n_new);
+      if (truth.empty()) truth = f.out;
+      keep(full, full_cpu, std::move(f));
+      for (auto& cf : cfgs) {
+        auto table = std::make_shared<OracleTable>();
+        table->accept = cf.a;
+        table->vocab = c.vocab_size;
+        table->truth = &truth;
+        table->prompts = &ps;
+        OracleSpec p;
+        p.spec = {layers[cf.li], K, 0.0f, true, cf.adaptive};
+        p.t = table;
+        keep(cf.best, cf.best_cpu,
+             generate(model, p, ps, B, o.n_new,
+                      [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
+      }
+    }
+    const std::string load1 = bench::loadavg();
+    for (const auto& cf : cfgs) {
+      const Run& r = cf.best;
+      const double x = full.wall / r.wall * double(r.tokens) / double(full.tokens);
+      const double xc = full_cpu / cf.best_cpu * double(r.tokens) / double(full.tokens);
+      const auto& st = r.stats;
+      const double dpp = st.verify_passes ? double(st.draft_tokens) / double(st.verify_passes) : 0;
+      // Fixed k: the prediction at K; adaptive: at the best k (1 = plain decode's 1.0x).
+      double pred = 0;
+      int kp = K;
+      if (cf.adaptive) {
+        pred = 1.0;
+        for (int k = 1; k <= K; ++k)
+          if (predict(cf.li, cf.a, k) > pred) pred = predict(cf.li, cf.a, kp = k);
+      } else {
+        pred = predict(cf.li, cf.a, K);
+      }
+      std::size_t same = 0, total = 0;
+      for (std::size_t p = 0; p < ps.size(); ++p)
+        for (std::size_t j = 0; j < full.out[p].size(); ++j, ++total)
+          same += j < r.out[p].size() && r.out[p][j] == full.out[p][j];
+      const double agree = 100.0 * double(same) / double(total);
+      char kl[32];
+      std::snprintf(kl, sizeof kl, "%s%d", cf.adaptive ? "adapt<=" : "fixed ", K);
+      std::printf("%4d %5.2f %3d %-9s %9.2f %7.2f %7.2f %7.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
+                  cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred,
+                  100.0 * (x / pred - 1.0), 100.0 * st.acceptance_rate(), dpp,
+                  st.tokens_per_verify(), agree);
+      if (csv)
+        std::fprintf(csv,
+                     "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
+                     "%d,%d,%d,%zu,%s,%s\n",
+                     B, cf.a, layers[cf.li], cf.adaptive ? "adaptive" : "fixed", kp,
+                     double(r.tokens) / r.wall, x, xc, pred, st.acceptance_rate(), dpp,
+                     st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
+                     verify[cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
+                     model.draft_vocab().size(), load0.c_str(), load1.c_str());
+    }
+    std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.tokens) / full.wall);
+  }
+  if (csv) std::fclose(csv);
+  std::printf("load at end %s\n", bench::loadavg().c_str());
+  return 0;
+}
+
+// The model as the options say: --dtype converts the matrices; --draft-vocab N keeps the
+// first N ids of --draft-vocab-file's ranking, or ids 0..N-1 without one (with oracle
+// acceptance only N matters: it sets the draft head's cost).
+ModelWeights load(const Options& o) {
+  LoadOptions lo;
+  if (o.dtype_name == "f32") lo.weights = dtype::f32;
+  if (o.dtype_name == "bf16") lo.weights = dtype::bf16;
+  if (o.draft_vocab > 0) {
+    if (!o.draft_vocab_file.empty()) {
+      lo.draft_vocab = draft_vocab_from_ranking(read_token_ranking(o.draft_vocab_file),
+                                                std::size_t(o.draft_vocab), "--draft-vocab");
+    } else {
+      for (int i = 0; i < o.draft_vocab; ++i) lo.draft_vocab.push_back(i);
+    }
+  }
+  return load_model(o.model, lo);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
   CpuBackend be(o.threads);
-  Model model(be, load_model(o.model));
+  Model model(be, load(o));
+  if (!o.oracle.empty()) return oracle_main(o, model);
   const Tokenizer tok = Tokenizer::load(o.model + "/tokenizer.json", model.config().vocab_size);
   const auto ps = held_out_prompts(o, model, tok);
   const std::string load0 = bench::loadavg();
@@ -261,25 +499,25 @@ int main(int argc, char** argv) {
               o.n_prompts, o.prompt_len, o.n_new, o.threads, o.reps, load0.c_str());
 
   // Step costs first: they explain the ratios below.
-  std::printf("\nstep costs (LayerWalk alone, context 64, CPU time, min of 40):\n");
+  std::printf("\nstep costs (LayerWalk alone, context 64, CPU time, min of %d):\n", o.cost_reps);
   std::printf("  %4s  %9s  %s\n", "B", "full B",
               "full B*r / full B for r = 2 3 4 5 | draft/full | verify of k+1 / full, k = 2 3 4");
   const int n_exits = model.n_exits();
   for (int B : o.batches) {
-    const double one = walk_cost(model, B, 1, -1, 40);
+    const double one = walk_cost(model, B, 1, -1, o.cost_reps);
     std::printf("  %4d  %7.3fms ", B, one * 1e3);
-    for (int r : {2, 3, 4, 5}) std::printf(" %5.2f", walk_cost(model, B, r, -1, 40) / one);
+    for (int r : {2, 3, 4, 5}) std::printf(" %5.2f", walk_cost(model, B, r, -1, o.cost_reps) / one);
     std::printf("  |");
     for (int e = 0; e + 1 < n_exits; ++e)
       std::printf(" L%d %4.2f", model.exit_layers()[std::size_t(e)],
-                  walk_cost(model, B, 1, e, 40) / one);
+                  walk_cost(model, B, 1, e, o.cost_reps) / one);
     std::printf("  |");
     for (int e = 0; e + 1 < n_exits; ++e) {
       std::printf(" L%d", model.exit_layers()[std::size_t(e)]);
       for (int k : {2, 3, 4})
-        std::printf(
-            " %4.2f",
-            walk_cost(model, B, k + 1, -1, 40, model.exit_layers()[std::size_t(e)] + 1) / one);
+        std::printf(" %4.2f", walk_cost(model, B, k + 1, -1, o.cost_reps,
+                                        model.exit_layers()[std::size_t(e)] + 1) /
+                                  one);
     }
     std::printf("\n");
   }

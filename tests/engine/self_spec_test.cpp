@@ -688,3 +688,73 @@ TEST_CASE("Weight::rows copies rows exactly for every stored type") {
     CHECK_THROWS_AS(w.rows(std::vector<std::int32_t>{6}, cols), error);
   }
 }
+
+// ---- adaptive k and the benchmarks' draft oracle (issue 17 items 1 and 3) -----------------
+
+namespace {
+
+// A self-spec policy whose drafts an oracle replaces (draft_oracle): the token full depth
+// generates at that position (right) or another one (wrong). Engine request ids start at 1
+// and follow add order, so request i has id i + 1.
+struct OracleSpec : SelfSpeculative<> {
+  const std::vector<std::vector<std::int32_t>>* truth = nullptr;
+  const std::vector<GenerateRequest>* reqs = nullptr;
+  bool right = true;
+  int oracle_draft(std::int64_t id, std::int32_t pos, int d) const {
+    const auto i = std::size_t(id - 1);
+    const auto g = std::size_t(pos) - (*reqs)[i].prompt.size();
+    if (g >= (*truth)[i].size()) return d;
+    const int t = (*truth)[i][g];
+    return right ? t : (t + 1) % 1024;
+  }
+};
+static_assert(draft_oracle<OracleSpec>);
+
+}  // namespace
+
+TEST_CASE("draft oracle: an always-right oracle is always kept, an always-wrong one never") {
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(4);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  for (bool right : {true, false}) {
+    CAPTURE(right);
+    OracleSpec p;
+    p.spec = {1, 4, 0.0f, true};
+    p.truth = &full.tokens;
+    p.reqs = &rs;
+    p.right = right;
+    const auto out = run<Paged>(m, p, rs, 256);
+    CHECK(out.tokens == full.tokens);
+    REQUIRE(out.stats.draft_tokens > 0);
+    CHECK(out.stats.accepted_drafts == (right ? out.stats.draft_tokens : 0));
+  }
+}
+
+TEST_CASE("adaptive k: greedy equals full depth, and drafting stops where drafts are never kept") {
+  auto& m = shakespeare().model;
+  for (int batch : {1, 8}) {
+    CAPTURE(batch);
+    const auto rs = shakespeare_requests(batch, 60);
+    const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+    for (float thr : {0.0f, 0.4f}) {
+      auto p = self_spec(1, 4, thr);
+      p.spec.adaptive = true;
+      const auto out = run<Paged>(m, p, rs, 256);
+      CHECK(out.tokens == full.tokens);
+      const auto small = run<Paged>(m, p, rs, 14, EngineOptions{.max_batch_tokens = 12});
+      CHECK(small.tokens == full.tokens);
+    }
+    OracleSpec wrong;
+    wrong.spec = {1, 4, 0.0f, true, true};
+    wrong.truth = &full.tokens;
+    wrong.reqs = &rs;
+    wrong.right = false;
+    const auto out = run<Paged>(m, wrong, rs, 256);
+    CHECK(out.tokens == full.tokens);
+    // After the first steps (K drafts while the costs are unknown, then the acceptance
+    // estimate falling from its prior), one draft every 16th step at most.
+    MESSAGE("always-wrong drafts: " << out.stats.draft_tokens << " drafts in "
+                                    << out.stats.steps << " steps");
+    CHECK(out.stats.draft_tokens < out.stats.steps);
+  }
+}

@@ -190,7 +190,7 @@ class Engine {
     in_walk_ = true;
     try {
       if (spec_.k_max() > 0)
-        walk_.run(full_, rows_, sink);
+        walk_.run(spec_.walk_policy(), rows_, sink);
       else
         walk_.run(policy_, rows_, sink);
     } catch (...) {
@@ -288,7 +288,6 @@ class Engine {
   bool in_walk_ = false;                     // the walk is running: finish() delays removal
   std::vector<Sequence*> finished_in_walk_;  // removed from the scheduler when it ends
   WalkRows rows_;                            // this step's rows (the walk compacts its decode part)
-  FullDepth full_;                           // the verify walk's policy while speculating
   const Tokenizer* tok_ = nullptr;
   std::unordered_map<request_id, std::unique_ptr<Sequence>> seqs_;
   std::vector<request_id> pending_out_;  // finished, not yet reported

@@ -26,6 +26,7 @@
 #include "eexit/engine/scheduler.hpp"
 #include "eexit/engine/sequence.hpp"
 #include "eexit/engine/speculation.hpp"
+#include "eexit/policy/cost_model.hpp"
 #include "eexit/policy/exit_rows.hpp"
 #include "eexit/policy/full_depth.hpp"
 #include "eexit/policy/self_speculative.hpp"
@@ -44,6 +45,17 @@ Speculation speculation_of(const Policy& p) {
   }
 }
 
+// FullDepth that hands the walk's op timings to a CostModel when on: the policy of the draft
+// passes and of the verify walk while speculating (Speculation::adaptive learns from both).
+struct TimedFullDepth : FullDepth {
+  CostModel* costs = nullptr;
+  bool on = false;
+  bool wants_timings() const noexcept { return on; }
+  void observe(const WalkTimings& t) {
+    if (costs) costs->observe(t);
+  }
+};
+
 template <class Model, class Cache>
 requires exit_model<Model> && kv_cache<Cache> && fills_cache<Model, Cache>
 class SpecStep {
@@ -61,7 +73,17 @@ class SpecStep {
     if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
       draft_hidden_ = model.backend().template allocate<float>(max_running * std::size_t(k_max_) *
                                                                std::size_t(model.config().dim));
+    full_.costs = &costs_;
+    full_.on = cfg_.adaptive && k_max_ > 0;
   }
+
+  // The verify walk's policy (the engine's, while speculating): FullDepth, timed for the
+  // cost model when k is adaptive.
+  TimedFullDepth& walk_policy() noexcept { return full_; }
+  // The k this step's plan allowed each row (K unless adaptive), and the acceptance estimate
+  // it was chosen with.
+  int k_step() const noexcept { return k_step_; }
+  double acceptance_estimate() const noexcept { return kept_ / (kept_ + rejected_); }
 
   // The draft exit point index while self-speculating, -1 when not.
   int draft_exit() const noexcept { return draft_exit_; }
@@ -82,6 +104,7 @@ class SpecStep {
     spec_of_chunk_.assign(chunks.size(), -1);
     taken_ = false;
     if (k_max_ == 0) return;
+    k_step_ = cfg_.adaptive ? choose_k(chunks) : k_max_;
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       const Chunk& ch = chunks[k];
@@ -91,7 +114,7 @@ class SpecStep {
       // without (then a single draft would only re-derive the plain decode's token).
       const bool bonus = cfg_.bonus_row;
       const int least = bonus ? 1 : 2;
-      int cap = std::min({k_max_, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
+      int cap = std::min({k_step_, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
                           max_len - 1 - ch.start});
       while (cap >= least && !cache_->reserve(s.id, bonus ? cap : cap - 1)) --cap;
       if (cap < least) continue;
@@ -196,6 +219,48 @@ class SpecStep {
     }
   };
 
+  // Adaptive k: the k in [0, K] with the most predicted decode tokens per second for this
+  // step's rows. B decode rows that may draft, R0 other rows (prefill chunks); per-draft
+  // acceptance a (geometric: the i-th draft is kept with probability a given the ones
+  // before), so a row verified at v positions (v = k + 1 with the bonus row, else k) emits
+  // m = (1 - a^v) / (1 - a) tokens. Seconds, from the cost model (layer(rows), head(e, rows)),
+  // E + 1 layers up to the draft exit, L in all:
+  //   k = 0: L layer(R0 + B) + head(last, B)
+  //   k > 0: k [(E+1) layer(B) + head(E, B)]                  the draft passes
+  //          + (E+1) layer(R0 + B') + (L-E-1) layer(R0 + B v) + head(last, B v)
+  // (B' = B bonus rows from layer 0, or none).
+  // Until the costs are known it drafts K (and so measures); where k = 0 wins it still drafts
+  // one token every 16th step, so the acceptance estimate follows the text.
+  int choose_k(const std::vector<Chunk>& chunks) {
+    double B = 0, R0 = 0;
+    for (const Chunk& ch : chunks) {
+      if (ch.decode)
+        B += 1;
+      else
+        R0 += double(ch.n);
+    }
+    if (B == 0 || !costs_.layer.known()) return k_max_;
+    const int L = model_->config().n_layers, last = model_->n_exits() - 1;
+    const int E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
+    const double a = std::clamp(acceptance_estimate(), 0.0, 0.999);
+    auto layer = [&](double rows) { return costs_.layer_at(rows); };
+    double best_rate = B / (L * layer(R0 + B) + costs_.head_at(last, B));
+    int best = 0;
+    for (int k = 1; k <= k_max_; ++k) {
+      const double verified = cfg_.bonus_row ? k + 1 : k;
+      const double m = (1.0 - std::pow(a, verified)) / (1.0 - a);
+      const double t = k * (E1 * layer(B) + costs_.head_at(draft_exit_, B)) +
+                       E1 * layer(R0 + (cfg_.bonus_row ? B : 0)) +
+                       (L - E1) * layer(R0 + B * verified) + costs_.head_at(last, B * verified);
+      if (B * m / t > best_rate) {
+        best_rate = B * m / t;
+        best = k;
+      }
+    }
+    if (best == 0 && ++idle_steps_ % 16 == 0) return 1;
+    return best;
+  }
+
   // The exit point index drafts leave at; -1 = no speculation.
   static int draft_exit_of(const Model& m, const Speculation& s) {
     if (!s.enabled()) return -1;
@@ -246,9 +311,14 @@ class SpecStep {
         r.drafting = false;
         continue;
       }
-      const int d = spec::draw(q, r.s->spec_rng);
+      int d = spec::draw(q, r.s->spec_rng);
+      if constexpr (draft_oracle<Policy>) {  // benchmarks: the oracle's token, from a one-hot q
+        d = pol.oracle_draft(r.s->id, r.pos + r.rounds, d);
+        r.q.push_back({TokenProb{d, 1.0}});
+      } else {
+        r.q.emplace_back(q.begin(), q.end());
+      }
       r.drafts.push_back(d);
-      r.q.emplace_back(q.begin(), q.end());
       r.sampler->accept(d);
       if (r.k() == r.cap) r.drafting = false;
     }
@@ -298,8 +368,12 @@ class SpecStep {
       }
       accept_token(s, s.sampler.result_for(logits, spec::draw_residual(p, q, s.spec_rng)), last,
                    L - 1);
+      rejected_ += 1.0;
       break;
     }
+    kept_ += kept;  // the acceptance estimate: kept / (kept + rejections), decaying
+    kept_ *= decay;
+    rejected_ *= decay;
     // Every verified position ran all L layers (draft layers + the verify's).
     const std::int64_t layers =
         std::int64_t(r.rounds + (r.rounds == k && r.yrow[std::size_t(k)] >= 0)) * L;
@@ -323,15 +397,22 @@ class SpecStep {
   Model* model_;
   Cache* cache_;
   Speculation cfg_;
-  int draft_exit_;         // -1: no speculation
-  int k_max_;              // K, 0 without speculation
-  FullDepth full_;         // the draft walks' policy: the stop exit ends them, nothing leaves early
-  std::int32_t base_ = 0;  // this step's first verify slot
-  bool taken_ = false;     // take() saw a verify position since the last accept
-  std::vector<SpecRow> spec_;       // (drafting rows) this step's
-  std::vector<int> spec_of_chunk_;  // (chunks) each chunk's drafting row, -1 = none
-  WalkRows draft_rows_;             // a draft pass's rows
-  std::vector<float> draft_conf_;   // (draft pass rows) the policy's draft scores
+  int draft_exit_;  // -1: no speculation
+  int k_max_;       // K, 0 without speculation
+  // The draft walks' and the verify walk's policy: nothing leaves early (the stop exit
+  // ends a draft walk); timed into costs_ when adaptive.
+  TimedFullDepth full_;
+  CostModel costs_;                       // adaptive k: layer and head seconds by rows
+  int k_step_ = 0;                        // this step's k (K unless adaptive)
+  int idle_steps_ = 0;                    // adaptive steps that chose k = 0
+  static constexpr double decay = 0.995;  // of the acceptance counts, per verified row
+  double kept_ = 1.0, rejected_ = 1.0;    // decaying counts; the prior is a = 0.5
+  std::int32_t base_ = 0;                 // this step's first verify slot
+  bool taken_ = false;                    // take() saw a verify position since the last accept
+  std::vector<SpecRow> spec_;             // (drafting rows) this step's
+  std::vector<int> spec_of_chunk_;        // (chunks) each chunk's drafting row, -1 = none
+  WalkRows draft_rows_;                   // a draft pass's rows
+  std::vector<float> draft_conf_;         // (draft pass rows) the policy's draft scores
   std::vector<float> full_logits_;  // (vocab) a draft row's logits spread out (draft_row_logits)
   typename backend_type::template buffer<float> draft_hidden_;  // (max_running, K, dim)
 };

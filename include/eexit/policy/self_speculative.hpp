@@ -33,6 +33,16 @@ concept speculative_policy = policy<P> && requires(const P& cp, const ExitRows& 
   cp.draft_confidence(r, out);
 };
 
+// Benchmarks only (eexit-bench-spec --oracle-accept): a policy that can replace each draft,
+// given the request id, the position the draft is for and the drafted token. The engine then
+// treats the replacement as drawn from a one-hot q, so acceptance stays exact. Everything
+// else (draft passes, verify walk, rollback) runs for real: the oracle sets the acceptance
+// rate, the engine's mechanics set the speed.
+template <class P>
+concept draft_oracle = requires(const P& cp, std::int64_t id, std::int32_t pos, int d) {
+  { cp.oracle_draft(id, pos, d) } -> std::convertible_to<int>;
+};
+
 // The stock self-speculative policy: never exits early (every emitted token is verified
 // at full depth); drafts score with Measure, which may read only ExitRows::scores/top1.
 template <confidence_measure Measure = MaxProb>

@@ -8,8 +8,8 @@
 namespace eexit {
 
 struct Speculation {
-  int draft_layer = -1;    // the exit point after this layer drafts; -1 = the model's first
-  int max_draft = 4;       // K: most draft tokens per row and step; 0 = off (plain decode)
+  int draft_layer = -1;  // the exit point after this layer drafts; -1 = the model's first
+  int max_draft = 4;     // K: most draft tokens per row and step; 0 = off (plain decode)
   // A row stops drafting at a draft scored under this (0 = never: always K drafts). 0.5
   // (max-prob) was the best of those measured on the embedded model (benchmarks/RESULTS.md).
   float threshold = 0.5f;
@@ -18,6 +18,11 @@ struct Speculation {
   // models, GPUs); a full row of compute where it is compute-bound (small models on a CPU).
   // Without it a pass emits at most K tokens and the last draft starts the next pass.
   bool bonus_row = true;
+  // Choose k per step (issue 17 item 3): each step drafts the k in [0, K] that the measured
+  // costs (the walks' layer and head times as a function of rows, policy/cost_model.hpp)
+  // and the measured acceptance predict to give the most tokens per second; 0 where the
+  // rows are already compute-bound and a verify row costs as much as a step. Off: always K.
+  bool adaptive = false;
 
   bool enabled() const noexcept { return max_draft > 0; }
   // Throws eexit::error naming the field.
