@@ -28,6 +28,21 @@
 // k + 1 positions per sequence (k from layer L+1, one from layer 0), each over a full-depth
 // walk of B rows; process CPU time (wall time of a few-millisecond walk on a loaded
 // machine is mostly other processes' time slices), min over many repetitions.
+//
+// Oracle-acceptance mechanics (issue 17): --oracle-accept A,.. on any model with exit points
+// (a random one: tools/make_random_model.py --preset llama-3.2-1b --exit-layers 3,7), random
+// prompts. Each draft is replaced, with probability A, by the token a full-depth run of the
+// same prompts produced at that position, else by another token (a hash of prompt and
+// position decides, the same for every configuration); draft passes, verify walk and rollback
+// run for real. Per batch size: the step costs (a full walk, a draft walk to layer L, a verify
+// walk of k drafts with and without the bonus row; CPU time, min of --cost-reps), then per
+// A, draft layer L and k mode (fixed K, adaptive <= K, each with "-nb": no bonus row) the
+// measured speedup over full depth beside the prediction from those costs:
+//   m(A, k) x full / (k x draft + verify(k)),  m = (1 - A^(k+1)) / (1 - A)  (A^k without bonus)
+// (adaptive: the best k's prediction, or 1.0). --waves W runs W waves of B prompts per batch
+// size (prompts = W x the largest B); --dtype converts the weights; --draft-vocab N keeps the
+// draft head to N tokens (the first N of --draft-vocab-file, else ids 0..N-1: with an oracle
+// only N matters, as the draft head's cost).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -85,7 +100,7 @@ struct Options {
   std::vector<int> draft_layers;
   int oracle_k = 4;
   std::string dtype_name, draft_vocab_file, k_modes = "fixed,adaptive";
-  int draft_vocab = 0;
+  int draft_vocab = 0, waves = 0;  // waves: oracle mode's prompts per B = waves x B (0: all)
   std::vector<int> batches{1, 4, 16, 64};
   std::vector<Config> configs{{1, 2, 0},    {1, 3, 0, false},    {3, 2, 0},   {3, 3, 0, false},
                               {3, 4, 0.3f}, {3, 4, 0.3f, false}, {3, 6, 0.5f}};
@@ -96,7 +111,8 @@ constexpr const char* usage_lines =
     "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
     "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
     "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]]\n"
-    "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--k-modes fixed,adaptive]]\n";
+    "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W]\n"
+    "          [--k-modes fixed,adaptive,fixed-nb,adaptive-nb]]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -119,6 +135,7 @@ Options parse(int argc, char** argv) {
                      bench::opt("--dtype", o.dtype_name),
                      bench::opt("--draft-vocab", o.draft_vocab),
                      bench::opt("--draft-vocab-file", o.draft_vocab_file),
+                     bench::opt("--waves", o.waves),
                      bench::set("--quick", quick),
                      {"--configs", [&](const bench::Value& value) {
                         o.configs.clear();
@@ -144,6 +161,7 @@ Options parse(int argc, char** argv) {
     if (!(a >= 0.0f && a < 1.0f)) bench::usage("--oracle-accept: rates in [0, 1)");
   if (!o.dtype_name.empty() && o.dtype_name != "f32" && o.dtype_name != "bf16")
     bench::usage("--dtype: f32 or bf16");
+  if (o.waves > 0) o.n_prompts = o.waves * *std::max_element(o.batches.begin(), o.batches.end());
   for (int B : o.batches)
     if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
   return o;
@@ -230,8 +248,9 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
 // ---- step costs ----------------------------------------------------------------------
 // Min over reps of one walk of B sequences x r rows each at context 64 (stop_exit: a draft).
 // late > 0: a verify pass: the first r - 1 rows of each sequence start at layer `late` (from
-// a stand-in hidden state), the last from layer 0.
-double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late = 0) {
+// a stand-in hidden state), the last from layer 0 (bonus) or also late (!bonus).
+double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late = 0,
+                 bool bonus = true) {
   const int ctx = 64;
   Cache cache(model.backend(), model.config(), B * ((ctx + r + 15) / 16));
   LayerWalk<Model, Cache> walk(model, cache, std::size_t(B * (ctx + r)), std::size_t(B * r));
@@ -252,15 +271,16 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
   double best = 1e30;
   for (int i = 0; i < reps; ++i) {
     w.clear();
+    const int n_late = late > 0 ? (bonus ? r - 1 : r) : 0;
     if (late > 0)
       for (int b = 0; b < B; ++b)
-        for (int j = 0; j + 1 < r; ++j) {
+        for (int j = 0; j < n_late; ++j) {
           w.push_late(std::int32_t(j + 3), RowKv{cache.block_table(b + 1), ctx + j}, late,
                       CpuBackend::data(state));
           w.yield_last(std::int32_t(w.tokens.size()) - 1);
         }
     for (int b = 0; b < B; ++b)
-      for (int j = late > 0 ? r - 1 : 0; j < r; ++j) {
+      for (int j = n_late; j < r; ++j) {
         w.tokens.push_back(std::int32_t(j + 3));
         w.rowkv.push_back(RowKv{cache.block_table(b + 1), ctx + j});
         w.yield_last(std::int32_t(w.tokens.size()) - 1);
@@ -342,7 +362,8 @@ int oracle_main(const Options& o, Model& model) {
   }
   const auto modes = bench::split(o.k_modes);
   for (const auto& m : modes)
-    if (m != "fixed" && m != "adaptive") bench::usage("--k-modes: fixed and/or adaptive");
+    if (m != "fixed" && m != "adaptive" && m != "fixed-nb" && m != "adaptive-nb")
+      bench::usage("--k-modes: fixed, adaptive, fixed-nb, adaptive-nb");
   const int K = o.oracle_k;
   const std::string load0 = bench::loadavg();
   std::printf(
@@ -358,41 +379,61 @@ int oracle_main(const Options& o, Model& model) {
                  "batch,accept,draft_layer,k_mode,k,tok_s,x_full,x_full_cpu,predicted,acceptance,"
                  "drafts_per_pass,tokens_per_pass,agreement,full_ms,draft_ms,verify_ms,dim,"
                  "n_layers,vocab,draft_vocab,load_start,load_end\n");
-  std::printf("\n%4s %5s %3s %-9s %9s %7s %7s %7s %6s %7s %7s %7s %6s\n", "B", "A", "L", "k",
+  std::printf("\n%4s %5s %3s %-12s %9s %7s %7s %7s %6s %7s %7s %7s %6s\n", "B", "A", "L", "k",
               "tok/s", "x full", "x cpu", "pred", "err%", "accept%", "dr/pass", "tok/pass",
               "agree%");
+  const auto all_prompts = ps;
   for (int B : o.batches) {
+    if (o.waves > 0)  // the first waves x B prompts
+      ps.assign(all_prompts.begin(), all_prompts.begin() + std::ptrdiff_t(o.waves * B));
     // Step costs (process CPU time, min of --cost-reps): the prediction's inputs.
     const double full1 = walk_cost(model, B, 1, -1, o.cost_reps);
+    const bool any_nb = std::any_of(modes.begin(), modes.end(),
+                                    [](const std::string& m) { return m.ends_with("-nb"); });
     std::vector<double> draft(layers.size());
-    std::vector<std::vector<double>> verify(layers.size(), std::vector<double>(std::size_t(K) + 1));
+    // verify[nb][layer][k]: a verify walk of k drafts with (nb 0) or without (nb 1) the bonus row
+    std::vector<std::vector<std::vector<double>>> verify(
+        2,
+        std::vector<std::vector<double>>(layers.size(), std::vector<double>(std::size_t(K) + 1)));
     for (std::size_t li = 0; li < layers.size(); ++li) {
       draft[li] = walk_cost(model, B, 1, exit_of[li], o.cost_reps);
-      for (int k = 1; k <= K; ++k)
-        verify[li][std::size_t(k)] = walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1);
+      for (int k = 1; k <= K; ++k) {
+        verify[0][li][std::size_t(k)] = walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1);
+        if (any_nb)
+          verify[1][li][std::size_t(k)] =
+              walk_cost(model, B, k, -1, o.cost_reps, layers[li] + 1, false);
+      }
     }
     std::printf("  B %d step costs: full %.2f ms", B, full1 * 1e3);
     for (std::size_t li = 0; li < layers.size(); ++li) {
       std::printf(" | L%d draft %.2f ms (%.2f of full), verify k=1..%d:", layers[li],
                   draft[li] * 1e3, draft[li] / full1, K);
-      for (int k = 1; k <= K; ++k) std::printf(" %.2f", verify[li][std::size_t(k)] / full1);
+      for (int k = 1; k <= K; ++k) std::printf(" %.2f", verify[0][li][std::size_t(k)] / full1);
+      if (any_nb) {
+        std::printf(", without the bonus row:");
+        for (int k = 1; k <= K; ++k) std::printf(" %.2f", verify[1][li][std::size_t(k)] / full1);
+      }
     }
     std::printf("\n");
-    auto predict = [&](std::size_t li, double a, int k) {
-      return expected_tokens(a, k) * full1 / (k * draft[li] + verify[li][std::size_t(k)]);
+    // Predicted speedup: expected tokens per pass x full depth's seconds per token over the
+    // pass's seconds (k draft walks + the verify walk), all from the step costs above.
+    auto predict = [&](std::size_t li, double a, int k, bool nb) {
+      const double m = nb ? expected_tokens(a, k - 1) : expected_tokens(a, k);
+      return m * full1 / (k * draft[li] + verify[nb][li][std::size_t(k)]);
     };
 
     struct Cfg {
       double a;
       std::size_t li;
-      bool adaptive;
+      bool adaptive, nb;
       Run best;
       double best_cpu = 1e30;
     };
     std::vector<Cfg> cfgs;
     for (float a : o.oracle)
       for (std::size_t li = 0; li < layers.size(); ++li)
-        for (const auto& m : modes) cfgs.push_back({a, li, m == "adaptive", {}, 1e30});
+        for (const auto& m : modes)
+          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}, 1e30});
     Run full;
     double full_cpu = 1e30;
     auto keep = [](Run& best, double& best_cpu, Run&& x) {
@@ -412,7 +453,7 @@ int oracle_main(const Options& o, Model& model) {
         table->truth = &truth;
         table->prompts = &ps;
         OracleSpec p;
-        p.spec = {layers[cf.li], K, 0.0f, true, cf.adaptive};
+        p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
         p.t = table;
         keep(cf.best, cf.best_cpu,
              generate(model, p, ps, B, o.n_new,
@@ -432,9 +473,9 @@ int oracle_main(const Options& o, Model& model) {
       if (cf.adaptive) {
         pred = 1.0;
         for (int k = 1; k <= K; ++k)
-          if (predict(cf.li, cf.a, k) > pred) pred = predict(cf.li, cf.a, kp = k);
+          if (predict(cf.li, cf.a, k, cf.nb) > pred) pred = predict(cf.li, cf.a, kp = k, cf.nb);
       } else {
-        pred = predict(cf.li, cf.a, K);
+        pred = predict(cf.li, cf.a, K, cf.nb);
       }
       std::size_t same = 0, total = 0;
       for (std::size_t p = 0; p < ps.size(); ++p)
@@ -442,20 +483,23 @@ int oracle_main(const Options& o, Model& model) {
           same += j < r.out[p].size() && r.out[p][j] == full.out[p][j];
       const double agree = 100.0 * double(same) / double(total);
       char kl[32];
-      std::snprintf(kl, sizeof kl, "%s%d", cf.adaptive ? "adapt<=" : "fixed ", K);
-      std::printf("%4d %5.2f %3d %-9s %9.2f %7.2f %7.2f %7.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
+      std::snprintf(kl, sizeof kl, "%s%d%s", cf.adaptive ? "adapt<=" : "fixed ", K,
+                    cf.nb ? " nb" : "");
+      std::printf("%4d %5.2f %3d %-12s %9.2f %7.2f %7.2f %7.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
                   cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred,
                   100.0 * (x / pred - 1.0), 100.0 * st.acceptance_rate(), dpp,
                   st.tokens_per_verify(), agree);
       if (csv)
-        std::fprintf(csv,
-                     "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
-                     "%d,%d,%d,%zu,%s,%s\n",
-                     B, cf.a, layers[cf.li], cf.adaptive ? "adaptive" : "fixed", kp,
-                     double(r.tokens) / r.wall, x, xc, pred, st.acceptance_rate(), dpp,
-                     st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
-                     verify[cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
-                     model.draft_vocab().size(), load0.c_str(), load1.c_str());
+        std::fprintf(
+            csv,
+            "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
+            "%d,%d,%d,%zu,%s,%s\n",
+            B, cf.a, layers[cf.li],
+            cf.adaptive ? (cf.nb ? "adaptive-nb" : "adaptive") : (cf.nb ? "fixed-nb" : "fixed"), kp,
+            double(r.tokens) / r.wall, x, xc, pred, st.acceptance_rate(), dpp,
+            st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
+            verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
+            model.draft_vocab().size(), load0.c_str(), load1.c_str());
     }
     std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.tokens) / full.wall);
   }

@@ -47,6 +47,13 @@ if(TARGET eexit-generate)
             --draft-tokens 3 --json)
   set_tests_properties(samples/generate_self_spec PROPERTIES PASS_REGULAR_EXPRESSION
     "\"accepted_drafts\":[1-9][0-9]*.*\"draft_tokens\":[1-9].*\"generated_tokens\":24.*\"verify_passes\":[1-9]")
+  # The draft vocabulary from the CLI: --rank-vocab, --draft-vocab N --draft-vocab-file F
+  # equal to full depth, and its errors.
+  add_test(NAME samples/generate_draft_vocab
+    COMMAND ${CMAKE_COMMAND} -DGEN=$<TARGET_FILE:eexit-generate>
+            -DCORPUS=${EEXIT_SHARED_DIR}/data/tinyshakespeare.txt
+            -DWORK=${CMAKE_CURRENT_BINARY_DIR}/draft_vocab_cli
+            -P ${CMAKE_CURRENT_LIST_DIR}/draft_vocab_cli.cmake)
   add_test(NAME samples/generate_self_spec_bad_exit
     COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy self-spec --draft-exit 2)
   set_tests_properties(samples/generate_self_spec_bad_exit PROPERTIES PASS_REGULAR_EXPRESSION

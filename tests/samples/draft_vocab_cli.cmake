@@ -1,0 +1,56 @@
+# cmake -DGEN=<eexit-generate> -DCORPUS=<text file> -DWORK=<dir> -P draft_vocab_cli.cmake
+# The draft vocabulary end to end from the CLI, on the embedded model: --rank-vocab writes a
+# ranking of the corpus; self-spec with --draft-vocab 64 from it gives full depth's tokens;
+# --draft-vocab without a ranking, a ranking with a word in it, and an id outside the
+# vocabulary are errors that name the problem (exit code 1).
+file(MAKE_DIRECTORY ${WORK})
+set(rank ${WORK}/ranking.txt)
+execute_process(COMMAND ${GEN} --rank-vocab ${CORPUS} RESULT_VARIABLE rc OUTPUT_FILE ${rank}
+                ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "--rank-vocab: exit ${rc}: ${err}")
+endif()
+file(STRINGS ${rank} lines)
+list(LENGTH lines n)
+list(GET lines 0 header)
+list(GET lines 1 first)
+if(n LESS 100 OR NOT header MATCHES "^# eexit-generate --rank-vocab .* tokens" OR
+   NOT first MATCHES "^[0-9]+ [0-9]+$")
+  message(FATAL_ERROR "unexpected ranking (${n} lines): ${header} / ${first}")
+endif()
+function(ids out)
+  execute_process(COMMAND ${GEN} --prompt "ROMEO:" --prompt "JULIET:\nO Romeo" --max-tokens 40
+                          --json ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${ARGN}: exit ${rc}: ${e}")
+  endif()
+  string(REGEX MATCHALL "\"token_ids\":\\[[0-9,]*\\]" t "${o}")
+  list(LENGTH t nt)
+  if(NOT nt EQUAL 2)
+    message(FATAL_ERROR "${ARGN}: expected two token_ids lists in: ${o}")
+  endif()
+  set(${out} "${t}" PARENT_SCOPE)
+  set(${out}_json "${o}" PARENT_SCOPE)
+endfunction()
+ids(full --policy full)
+ids(spec --policy self-spec --draft-threshold 0 --draft-vocab 64 --draft-vocab-file ${rank})
+if(NOT full STREQUAL spec)
+  message(FATAL_ERROR "self-spec with a draft vocabulary differs from full depth:\n${full}\n${spec}")
+endif()
+if(NOT spec_json MATCHES "\"accepted_drafts\":[1-9]")
+  message(FATAL_ERROR "no draft was kept: ${spec_json}")
+endif()
+function(expect_error pattern)
+  execute_process(COMMAND ${GEN} --prompt x --max-tokens 2 --policy self-spec ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(NOT rc EQUAL 1 OR NOT e MATCHES "${pattern}")
+    message(FATAL_ERROR "${ARGN}: exit ${rc}, expected 1 and '${pattern}'; stderr: ${e}")
+  endif()
+endfunction()
+expect_error("--draft-vocab: needs a token ranking" --draft-vocab 8)
+file(WRITE ${WORK}/word.txt "12\nthe 5\n")
+expect_error("word.txt:2: expected a token id" --draft-vocab-file ${WORK}/word.txt)
+file(WRITE ${WORK}/big.txt "12\n99999\n")
+expect_error("token id 99999 is outside the model's vocabulary" --draft-vocab-file ${WORK}/big.txt)
+expect_error("asked for the 5000 most frequent tokens but the ranking lists"
+             --draft-vocab 5000 --draft-vocab-file ${rank})
