@@ -47,6 +47,8 @@ exit. Several --prompt flags run as one continuously batched workload.
   --draft-tokens K        self-spec: at most K draft tokens per verify pass (default @K@)
   --draft-threshold X     self-spec: a row stops drafting at a draft whose confidence
                           (--measure) is under X (default @DRAFT_THRESHOLD@; 0 = always K)
+  --draft-adaptive        self-spec: draft per step the k <= K that the measured costs and
+                          acceptance predict to be fastest (0 where rows are compute-bound)
 @DRAFT_VOCAB@  --rank-vocab CORPUS     count the model tokenizer's tokens over the text file CORPUS and
                           print them most frequent first ("id count" lines: a ranking for
                           --draft-vocab-file); no --prompt needed, nothing is generated
@@ -260,7 +262,8 @@ int main(int argc, char** argv) {
                                        "draft-vocab-file",
                                        "rank-vocab",
                                        "fill"},
-                 std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth"});
+                 std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth",
+                                       "draft-adaptive"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -322,6 +325,7 @@ int main(int argc, char** argv) {
     spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
     spec.max_draft = int(args->integer("draft-tokens", spec.max_draft, 0, 64));
     spec.threshold = float(args->real("draft-threshold", spec.threshold, -1e6, 1e6));
+    spec.adaptive = args->has("draft-adaptive");
     args->integer("draft-vocab", 0, 1, 1 << 24);
     if (!args->has("prompt") && !args->has("rank-vocab")) throw usage_error("--prompt is required");
     device = samples::parse_device(*args);

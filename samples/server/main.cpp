@@ -46,6 +46,7 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --draft-exit L          self-spec: draft from the exit after layer L (default: the first)
   --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
   --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
+  --draft-adaptive        self-spec: per step the k <= K the measured costs predict fastest
 @DRAFT_VOCAB@  --fill F                @FILLS@: K/V of skipped layers projected from
                           the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
@@ -132,7 +133,7 @@ int main(int argc, char** argv) {
                                        "draft-threshold",
                                        "draft-vocab",
                                        "draft-vocab-file"},
-                 std::set<std::string>{"help", "calm-decay", "metrics-public"});
+                 std::set<std::string>{"help", "calm-decay", "metrics-public", "draft-adaptive"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
       sp->spec.draft_layer = int(args->integer("draft-exit", -1, -1, 1 << 20));
       sp->spec.max_draft = int(args->integer("draft-tokens", sp->spec.max_draft, 0, 64));
       sp->spec.threshold = float(args->real("draft-threshold", sp->spec.threshold, -1e6, 1e6));
+      sp->spec.adaptive = args->has("draft-adaptive");
     }
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {
