@@ -187,7 +187,7 @@ def head(m, x):
     return rmsnorm(x, m.norm, m.cfg["eps"]) @ f64(m.lm_head).T  # (T, vocab)
 
 
-def forward(m, tokens, positions=None, trace=None, q_chunk=512):
+def forward(m, tokens, positions=None, trace=None, q_chunk=256):
     """Logits (T, vocab) for tokens at positions (default 0..T-1), causal over the sequence.
     trace: a dict that gets, per layer, "k" and "v" (T, n_kv_heads * head_dim; K after RoPE,
     as a cache holds them) and "h" (T, dim; the residual stream after the layer). Attention
