@@ -529,7 +529,9 @@ def from_hf(a):
             w.add("eexit.early_exit.measure", T_STR, ee["measure"])
     tok = os.path.join(a.input, "tokenizer.json")
     if os.path.exists(tok):
-        for kv in vocab_kv(tok, add_ids=False):
+        # Llama 3's pre-tokenizer (llama.cpp names it by hashing; its vocabulary size says it here)
+        pre = "llama-bpe" if c["vocab_size"] == 128256 else "gpt-2"
+        for kv in vocab_kv(tok, add_ids=False, pre=pre):
             w.add(*kv)
     eos = c.get("eos_token_id")
     if c.get("bos_token_id") is not None:
@@ -576,7 +578,7 @@ def from_hf(a):
     w.write(a.output)
 
 
-def vocab_kv(path, add_ids=True):
+def vocab_kv(path, add_ids=True, pre="gpt-2"):
     """tokenizer.ggml.* metadata of a byte-level BPE tokenizer.json, as llama.cpp lays it out
     (tokens, token_type, merges; bos/eos = the first special token when add_ids)."""
     j = json.load(open(path, encoding="utf-8"))
@@ -590,7 +592,7 @@ def vocab_kv(path, add_ids=True):
         tokens[t["id"]] = t["content"]
         types[t["id"]] = 3 if t.get("special") else 4
     merges = [x if isinstance(x, str) else " ".join(x) for x in m["merges"]]
-    kv = [("tokenizer.ggml.model", T_STR, "gpt2", None), ("tokenizer.ggml.pre", T_STR, "gpt-2", None),
+    kv = [("tokenizer.ggml.model", T_STR, "gpt2", None), ("tokenizer.ggml.pre", T_STR, pre, None),
           ("tokenizer.ggml.tokens", T_ARR, tokens, T_STR),
           ("tokenizer.ggml.token_type", T_ARR, types, T_I32),
           ("tokenizer.ggml.merges", T_ARR, merges, T_STR)]
