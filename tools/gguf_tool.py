@@ -21,6 +21,14 @@ code with the C++ reader it checks.
       are drawn in that order, so no permutation is applied), with the tokenizer.ggml.*
       metadata of VOCAB.gguf (e.g. ggml-vocab-llama-spm.gguf) so llama.cpp loads it. Scales
       keep the greedy tokens away from ties (see random_model): one file both engines read.
+  from-hf HF_DIR OUT.gguf [--type f32|bf16|f16]
+      A LlamaForCausalLM checkpoint (config.json + safetensors, sharded or not) as GGUF, laid
+      out as llama.cpp's convert_hf_to_gguf.py writes it: Q/K rows permuted back to
+      interleaved-pair RoPE order, 2-D weights as --type (default: as stored), norms F32,
+      no output.weight when tie_word_embeddings, and "llama3" rope_scaling as the tensor
+      rope_freqs.weight (head_dim/2 F32 divisors of the frequencies; llama.cpp writes no
+      rope.scaling.* key for it). config.json's early_exit block becomes
+      eexit.early_exit.*; a tokenizer.json beside it adds its tokens and merges.
   vocab TOKENIZER.json OUT.gguf
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
       the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
@@ -30,6 +38,7 @@ x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
 """
 import argparse
 import json
+import math
 import mmap
 import os
 import struct
@@ -187,7 +196,9 @@ def to_f32(t, raw):
         return np.frombuffer(raw, dtype=np.float32)
     if t == G_F16:
         return np.frombuffer(raw, dtype=np.float16).astype(np.float32)
-    raise ValueError("to_f32: only F32/F16 inputs")
+    if t == G_BF16:  # the high half of an f32: widening is exact
+        return (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    raise ValueError("to_f32: only F32/F16/BF16 inputs")
 
 
 def requantize(a):
@@ -408,8 +419,169 @@ def random_model(a):
     w.write(a.output)
 
 
-def vocab(a):
-    j = json.load(open(a.tokenizer, encoding="utf-8"))
+class Safetensors:
+    """The tensors of an HF directory (one file or shards), mapped: {name: (dtype, shape, raw)}."""
+
+    def __init__(self, d):
+        single = os.path.join(d, "model.safetensors")
+        if os.path.exists(single):
+            files = [single]
+        else:
+            with open(os.path.join(d, "model.safetensors.index.json")) as f:
+                files = [os.path.join(d, x) for x in sorted(set(json.load(f)["weight_map"].values()))]
+        self.t, self._maps = {}, []
+        for path in files:
+            with open(path, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps.append(m)
+            (n,) = struct.unpack_from("<Q", m, 0)
+            header = json.loads(m[8:8 + n])
+            header.pop("__metadata__", None)
+            for name, info in header.items():
+                b, e = info["data_offsets"]
+                self.t[name] = (info["dtype"], info["shape"], memoryview(m)[8 + n + b: 8 + n + e])
+
+    def f32(self, name):
+        """The tensor widened to float32 (exact from F16 / BF16), as (shape) numpy."""
+        dt, shape, raw = self.t[name]
+        if dt == "F32":
+            x = np.frombuffer(raw, dtype=np.float32)
+        elif dt == "F16":
+            x = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+        elif dt == "BF16":
+            x = (np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise ValueError("%s: dtype %s not supported (F32, F16, BF16)" % (name, dt))
+        return x.reshape(shape)
+
+
+def bf16_bits(x):
+    """float32 -> bf16 bits, rounded to nearest even (as llama.cpp's converter)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def llama3_rope_factors(c, head_dim):
+    """What llama.cpp's converter writes as rope_freqs.weight for rope_type "llama3":
+    frequencies theta^(-2i/d) in float32, each factor (a divisor of its frequency) 1 for a
+    wavelength under original_max_position_embeddings / high_freq_factor, factor above
+    original_max_position_embeddings / low_freq_factor, else 1 / ((1 - s) / factor + s) with
+    s = (original_max_position_embeddings / wavelength - low_freq_factor) /
+        (high_freq_factor - low_freq_factor)."""
+    rs = c["rope_scaling"]
+    base = np.float32(c.get("rope_theta", 10000.0))
+    freqs = np.float32(1.0) / base ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))
+    factor = float(rs.get("factor", 8.0))
+    lo, hi = float(rs.get("low_freq_factor", 1.0)), float(rs.get("high_freq_factor", 4.0))
+    old = float(rs.get("original_max_position_embeddings", 8192))
+    out = []
+    for f in freqs.tolist():
+        wavelen = 2 * math.pi / f
+        if wavelen < old / hi:
+            out.append(1.0)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            sm = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - sm) / factor + sm))
+    return np.array(out, dtype=np.float32)
+
+
+def from_hf(a):
+    with open(os.path.join(a.input, "config.json")) as f:
+        c = json.load(f)
+    arch = c.get("architectures", ["LlamaForCausalLM"])
+    if c.get("model_type", "llama") != "llama" or arch != ["LlamaForCausalLM"]:
+        raise SystemExit("from-hf: only LlamaForCausalLM checkpoints, not %s" % arch)
+    st = Safetensors(a.input)
+    n_head = c["num_attention_heads"]
+    n_kv = c.get("num_key_value_heads", n_head)
+    dim, n_layers = c["hidden_size"], c["num_hidden_layers"]
+    head_dim = c.get("head_dim") or dim // n_head
+    tied = bool(c.get("tie_word_embeddings", False))
+    stored = {x[0] for x in st.t.values()}
+    kind = a.type or ("bf16" if stored == {"BF16"} else "f16" if stored == {"F16"} else "f32")
+    w = Writer()
+    w.add("general.architecture", T_STR, "llama")
+    w.add("general.name", T_STR, os.path.basename(os.path.normpath(a.input)))
+    for k, v in (("block_count", n_layers), ("context_length", c["max_position_embeddings"]),
+                 ("embedding_length", dim), ("feed_forward_length", c["intermediate_size"]),
+                 ("attention.head_count", n_head), ("attention.head_count_kv", n_kv)):
+        w.add("llama." + k, T_U32, v)
+    w.add("llama.rope.freq_base", T_F32, float(c.get("rope_theta", 10000.0)))
+    w.add("llama.attention.layer_norm_rms_epsilon", T_F32, float(c.get("rms_norm_eps", 1e-5)))
+    if "head_dim" in c:  # newer converters write these when config.json has head_dim
+        w.add("llama.attention.key_length", T_U32, head_dim)
+        w.add("llama.attention.value_length", T_U32, head_dim)
+    w.add("general.file_type", T_U32, {"f32": 0, "f16": 1, "bf16": 32}[kind])  # LLAMA_FTYPE_*
+    w.add("llama.vocab_size", T_U32, c["vocab_size"])
+    w.add("llama.rope.dimension_count", T_U32, head_dim)
+    rs = c.get("rope_scaling") or {}
+    rope_type = rs.get("rope_type", rs.get("type"))
+    if rope_type not in (None, "default", "llama3"):
+        raise SystemExit("from-hf: rope_scaling type %r is not supported" % rope_type)
+    ee = c.get("early_exit") or {}
+    if ee.get("exit_layers"):
+        w.add("eexit.early_exit.exit_layers", T_ARR, [int(x) for x in ee["exit_layers"]], T_I32)
+        if ee.get("thresholds"):
+            w.add("eexit.early_exit.thresholds", T_ARR, [float(x) for x in ee["thresholds"]], T_F32)
+        if ee.get("measure"):
+            w.add("eexit.early_exit.measure", T_STR, ee["measure"])
+    tok = os.path.join(a.input, "tokenizer.json")
+    if os.path.exists(tok):
+        # Llama 3's pre-tokenizer (llama.cpp names it by hashing; its vocabulary size says it here)
+        pre = "llama-bpe" if c["vocab_size"] == 128256 else "gpt-2"
+        for kv in vocab_kv(tok, add_ids=False, pre=pre):
+            w.add(*kv)
+    eos = c.get("eos_token_id")
+    if c.get("bos_token_id") is not None:
+        w.add("tokenizer.ggml.bos_token_id", T_U32, int(c["bos_token_id"]))
+    if eos is not None:
+        w.add("tokenizer.ggml.eos_token_id", T_U32, int(eos[0] if isinstance(eos, list) else eos))
+
+    def permute(x, heads):  # HF's rotate_half rows -> Meta's interleaved pairs, per head
+        return x.reshape(heads, 2, x.shape[0] // heads // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    def add(gname, hfname, heads=None):
+        dt, shape, _ = st.t[hfname]
+        t = kind if len(shape) == 2 else "f32"  # 1-D tensors (norms) stay F32, as llama.cpp
+        g = {"f32": G_F32, "f16": G_F16, "bf16": G_BF16}[t]
+
+        def make():
+            if t == "bf16" and dt == "BF16" and heads is None:
+                return bytes(st.t[hfname][2])  # as stored: no rounding
+            x = st.f32(hfname)
+            if heads is not None:
+                x = permute(x, heads)
+            if t == "bf16":  # exact for bf16 input (a permutation of bf16 values)
+                return bf16_bits(x).tobytes()
+            return np.ascontiguousarray(x.astype(np.float16 if t == "f16" else np.float32)).tobytes()
+        w.tensor(gname, shape[::-1], g, make)
+
+    add("token_embd.weight", "model.embed_tokens.weight")
+    for l in range(n_layers):
+        p, h = "blk.%d." % l, "model.layers.%d." % l
+        add(p + "attn_norm.weight", h + "input_layernorm.weight")
+        add(p + "attn_q.weight", h + "self_attn.q_proj.weight", n_head)
+        add(p + "attn_k.weight", h + "self_attn.k_proj.weight", n_kv)
+        add(p + "attn_v.weight", h + "self_attn.v_proj.weight")
+        add(p + "attn_output.weight", h + "self_attn.o_proj.weight")
+        add(p + "ffn_norm.weight", h + "post_attention_layernorm.weight")
+        add(p + "ffn_gate.weight", h + "mlp.gate_proj.weight")
+        add(p + "ffn_down.weight", h + "mlp.down_proj.weight")
+        add(p + "ffn_up.weight", h + "mlp.up_proj.weight")
+    add("output_norm.weight", "model.norm.weight")
+    if not tied:
+        add("output.weight", "lm_head.weight")
+    if rope_type == "llama3":
+        w.tensor("rope_freqs.weight", [head_dim // 2], G_F32, llama3_rope_factors(c, head_dim).tobytes())
+    w.write(a.output)
+
+
+def vocab_kv(path, add_ids=True, pre="gpt-2"):
+    """tokenizer.ggml.* metadata of a byte-level BPE tokenizer.json, as llama.cpp lays it out
+    (tokens, token_type, merges; bos/eos = the first special token when add_ids)."""
+    j = json.load(open(path, encoding="utf-8"))
     m = j["model"]
     assert m["type"] == "BPE", "byte-level BPE tokenizer.json expected"
     n = max(list(m["vocab"].values()) + [t["id"] for t in j.get("added_tokens", [])]) + 1
@@ -420,21 +592,26 @@ def vocab(a):
         tokens[t["id"]] = t["content"]
         types[t["id"]] = 3 if t.get("special") else 4
     merges = [x if isinstance(x, str) else " ".join(x) for x in m["merges"]]
+    kv = [("tokenizer.ggml.model", T_STR, "gpt2", None), ("tokenizer.ggml.pre", T_STR, pre, None),
+          ("tokenizer.ggml.tokens", T_ARR, tokens, T_STR),
+          ("tokenizer.ggml.token_type", T_ARR, types, T_I32),
+          ("tokenizer.ggml.merges", T_ARR, merges, T_STR)]
+    specials = [t["id"] for t in j.get("added_tokens", []) if t.get("special")]
+    if specials and add_ids:
+        kv.append(("tokenizer.ggml.eos_token_id", T_U32, specials[0], None))
+        kv.append(("tokenizer.ggml.bos_token_id", T_U32, specials[0], None))
+    # As llama.cpp's converter: add_bos_token from tokenizer_config.json beside the file.
+    cfg = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer_config.json")
+    add_bos = os.path.exists(cfg) and bool(json.load(open(cfg)).get("add_bos_token", False))
+    kv.append(("tokenizer.ggml.add_bos_token", T_BOOL, add_bos, None))
+    return kv
+
+
+def vocab(a):
     w = Writer()
     w.add("general.architecture", T_STR, "llama")
-    w.add("tokenizer.ggml.model", T_STR, "gpt2")
-    w.add("tokenizer.ggml.pre", T_STR, "gpt-2")
-    w.add("tokenizer.ggml.tokens", T_ARR, tokens, T_STR)
-    w.add("tokenizer.ggml.token_type", T_ARR, types, T_I32)
-    w.add("tokenizer.ggml.merges", T_ARR, merges, T_STR)
-    specials = [t["id"] for t in j.get("added_tokens", []) if t.get("special")]
-    if specials:
-        w.add("tokenizer.ggml.eos_token_id", T_U32, specials[0])
-        w.add("tokenizer.ggml.bos_token_id", T_U32, specials[0])
-    # As llama.cpp's converter: add_bos_token from tokenizer_config.json beside the file.
-    cfg = os.path.join(os.path.dirname(os.path.abspath(a.tokenizer)), "tokenizer_config.json")
-    add_bos = os.path.exists(cfg) and bool(json.load(open(cfg)).get("add_bos_token", False))
-    w.add("tokenizer.ggml.add_bos_token", T_BOOL, add_bos)
+    for kv in vocab_kv(a.tokenizer):
+        w.add(*kv)
     w.write(a.output)
 
 
@@ -466,11 +643,16 @@ def main():
         r.add_argument("--" + k, type=int)
     r.add_argument("--context", type=int, default=2048)
     r.add_argument("--seed", type=int, default=0)
+    h = sub.add_parser("from-hf")
+    h.add_argument("input")
+    h.add_argument("output")
+    h.add_argument("--type", choices=["f32", "bf16", "f16"], help="2-D weights (default: as stored)")
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
     a = p.parse_args()
-    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab}[a.cmd](a)
+    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab,
+     "from-hf": from_hf}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ parameters streamed per decode token.
 --preset llama-3.2-1b is the config of meta-llama/Llama-3.2-1B and of
 facebook/layerskip-llama3.2-1B (dim 2048, 16 layers, 32/8 heads, hidden 8192, vocab
 128256, tied embeddings, rope_theta 500000 with "llama3" rope scaling, bf16); other flags
-given after it override its values. --exit-layers adds our "early_exit" block with no exit
+given after it override its values (a --vocab below its bos/eos ids moves them to the last
+two ids). --exit-layers adds our "early_exit" block with no exit
 head weights, i.e. LayerSkip's recipe: each exit uses the final norm and the shared head.
 """
 import argparse
@@ -128,6 +129,8 @@ def main():
             o[k] = getattr(a, k)
     if o["kv_heads"] is None:
         o["kv_heads"] = o["heads"]
+    if max(o["bos"], o["eos"]) >= o["vocab"]:  # a preset's ids past a smaller --vocab:
+        o["bos"], o["eos"] = o["vocab"] - 2, o["vocab"] - 1  # at its end, as Llama 3's are
     exits = [int(x) for x in a.exit_layers.split(",")] if a.exit_layers else None
     os.makedirs(a.outdir, exist_ok=True)
     tensors = make(o["dim"], o["layers"], o["heads"], o["kv_heads"], o["hidden"], o["vocab"],

@@ -608,11 +608,32 @@ TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") 
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) { s.tensor(q).name = "blk.0.attn_k.weight"; })),
                       "blk.0.attn_k.weight", "duplicate");
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) { s.tensor(q).name = "other"; })), q, "missing");
+    // Llama 3 scaling's per-frequency factors: head_size/2 of them, each finite and > 0.
+    CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) {
+                        s.tensors.push_back({"rope_freqs.weight", {3}, 0, f32_data(3, 1), {}});
+                      })),
+                      "rope_freqs.weight", "shape");
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) {
                         s.tensors.push_back({"rope_freqs.weight", {2}, 0, f32_data(2, 0), {}});
                       })),
-                      "rope_freqs.weight", "not supported");
+                      "rope_freqs.weight", "> 0");
   }
+}
+
+TEST_CASE("rope_freqs.weight (llama.cpp's Llama 3 scaling) divides the RoPE frequencies") {
+  Spec s = tiny_llama();
+  Bytes factors;
+  put(factors, 1.0f);
+  put(factors, 32.0f);
+  s.tensors.push_back({"rope_freqs.weight", {2}, 0, factors, {}});
+  const ModelWeights m = load_bytes(build(s));
+  REQUIRE(m.config.rope_freq_factors == std::vector<float>{1.0f, 32.0f});
+  ModelConfig plain = m.config;
+  plain.rope_freq_factors.clear();
+  const auto scaled = detail::rope_inv_freq(m.config), base = detail::rope_inv_freq(plain);
+  CHECK(scaled[0] == base[0]);
+  CHECK(scaled[1] == doctest::Approx(base[1] / 32.0f).epsilon(1e-7));
+  CHECK(load_bytes(build(tiny_llama())).config.rope_freq_factors.empty());
 }
 
 TEST_CASE("exit points from eexit.early_exit.* metadata, validated") {

@@ -58,3 +58,28 @@ if(TEST model/gguf_test)
     FIXTURES_REQUIRED eexit_gguf_fixtures
     ENVIRONMENT "EEXIT_GGUF_FIXTURE_DIR=${EEXIT_GGUF_FIXTURE_DIR}")
 endif()
+
+# A small variant of the Llama 3.2 1B config (facebook/layerskip-llama3.2-1B: llama3
+# rope_scaling, tied, GQA 4:1, head_dim 64, bf16) in its HF form and its GGUF forms (bf16,
+# f32; gguf_tool.py from-hf, laid out as llama.cpp's converter), and the float64 reference of
+# a 4160-token prompt (tools/reference_dump.py): llama3_forward_test compares our forward.
+set(EEXIT_L32_FIXTURE_DIR ${CMAKE_CURRENT_BINARY_DIR}/l32_fixture)
+set(_eexit_py /usr/bin/python3)
+add_test(NAME model/l32_fixture_make
+  COMMAND sh -c "${_eexit_py} ${PROJECT_SOURCE_DIR}/tools/make_random_model.py $0/hf \
+--preset llama-3.2-1b --dim 512 --heads 8 --kv-heads 2 --layers 2 --hidden 1024 --vocab 512 \
+--exit-layers 0 && ${_eexit_py} ${_eexit_gguf_tool} from-hf $0/hf $0/l32.bf16.gguf \
+&& ${_eexit_py} ${_eexit_gguf_tool} from-hf $0/hf $0/l32.f32.gguf --type f32"
+    ${EEXIT_L32_FIXTURE_DIR})
+set_tests_properties(model/l32_fixture_make PROPERTIES FIXTURES_SETUP eexit_l32_make)
+add_test(NAME model/l32_fixture_reference
+  COMMAND ${_eexit_py} ${PROJECT_SOURCE_DIR}/tools/reference_dump.py ${EEXIT_L32_FIXTURE_DIR}/hf
+          ${EEXIT_L32_FIXTURE_DIR}/reference.json --tokens 4160 --seed 1 --exit-layers 0
+          --check 0,1,2,3,100,1000,2047,2048,3000,4095,4096,4159)
+set_tests_properties(model/l32_fixture_reference PROPERTIES
+  FIXTURES_REQUIRED eexit_l32_make FIXTURES_SETUP eexit_l32)
+if(TEST model/llama3_forward_test)
+  set_tests_properties(model/llama3_forward_test PROPERTIES
+    FIXTURES_REQUIRED "eexit_l32_make;eexit_l32"
+    ENVIRONMENT "EEXIT_L32_FIXTURE_DIR=${EEXIT_L32_FIXTURE_DIR}")
+endif()

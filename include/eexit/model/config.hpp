@@ -51,6 +51,10 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   rope_style rope = rope_style::half;
   RopeScaling rope_scaling;
+  // GGUF's spelling of Llama 3 scaling (llama.cpp writes the tensor rope_freqs.weight):
+  // head_dim/2 per-frequency divisors, frequency i = theta^(-2i/head_dim) / factor[i].
+  // Empty = none. Applied on top of rope_scaling (a GGUF file sets only this one).
+  std::vector<float> rope_freq_factors;
   bool tied_embeddings = false;
   bool qkv_bias = false;  // Qwen2
   int bos_id = 1;

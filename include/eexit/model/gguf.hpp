@@ -780,9 +780,15 @@ inline ModelWeights load_gguf(const gguf::File& f) {
   ModelWeights m;
   m.config = gguf_config(f);
   const ModelConfig& c = m.config;
-  if (f.tensor("rope_freqs.weight"))
-    throw error(path + ": tensor 'rope_freqs.weight'",
-                "per-dimension RoPE frequency factors (Llama 3 scaling) are not supported");
+  // Llama 3 RoPE scaling as llama.cpp's converter writes it: head_dim/2 F32 divisors of the
+  // frequencies (rope_freqs.weight; llama.cpp divides each RoPE frequency by its factor).
+  if (f.tensor("rope_freqs.weight")) {
+    m.config.rope_freq_factors =
+        gguf::read_f32(f, "rope_freqs.weight", {std::int64_t(c.head_dim / 2)});
+    for (float x : m.config.rope_freq_factors)
+      if (!(std::isfinite(x) && x > 0))
+        throw error(path + ": tensor 'rope_freqs.weight'", "factors must be finite and > 0");
+  }
   const std::int64_t d = c.dim, h = c.hidden_dim, v = c.vocab_size, q = c.q_dim(), kv = c.kv_dim();
   m.tok_embedding = gguf::read_weight(f, "token_embd.weight", {v, d});
   m.layers.resize(std::size_t(c.n_layers));

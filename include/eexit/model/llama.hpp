@@ -19,7 +19,8 @@
 namespace eexit {
 
 namespace detail {
-// RoPE frequencies (head_dim/2), with Llama 3 scaling when configured.
+// RoPE frequencies (head_dim/2), with Llama 3 scaling when configured (config.json's
+// rope_scaling, or GGUF's per-frequency factors).
 inline std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const int half = c.head_dim / 2;
   std::vector<float> f(static_cast<std::size_t>(half));
@@ -38,6 +39,7 @@ inline std::vector<float> rope_inv_freq(const ModelConfig& c) {
         inv = (1.0 - smooth) * inv / s.factor + smooth * inv;
       }
     }
+    if (!c.rope_freq_factors.empty()) inv /= double(c.rope_freq_factors[std::size_t(i)]);
     f[std::size_t(i)] = float(inv);
   }
   return f;
