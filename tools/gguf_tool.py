@@ -21,9 +21,10 @@ code with the C++ reader it checks.
       are drawn in that order, so no permutation is applied), with the tokenizer.ggml.*
       metadata of VOCAB.gguf (e.g. ggml-vocab-llama-spm.gguf) so llama.cpp loads it. Scales
       keep the greedy tokens away from ties (see random_model): one file both engines read.
-  vocab TOKENIZER.json OUT.gguf
+  vocab TOKENIZER.json OUT.gguf [--pre gpt-2|llama-bpe] [--bos ID --eos ID --eot ID]
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
-      the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
+      the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos/eot;
+      bos and eos default to the first special token).
 
 Block layouts (ggml-common.h): Q8_0 = {f16 d; int8 q[32]}, x = d*q; Q4_0 = {f16 d; u8 q[16]},
 x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
@@ -423,14 +424,19 @@ def vocab(a):
     w = Writer()
     w.add("general.architecture", T_STR, "llama")
     w.add("tokenizer.ggml.model", T_STR, "gpt2")
-    w.add("tokenizer.ggml.pre", T_STR, "gpt-2")
+    w.add("tokenizer.ggml.pre", T_STR, a.pre)
     w.add("tokenizer.ggml.tokens", T_ARR, tokens, T_STR)
     w.add("tokenizer.ggml.token_type", T_ARR, types, T_I32)
     w.add("tokenizer.ggml.merges", T_ARR, merges, T_STR)
     specials = [t["id"] for t in j.get("added_tokens", []) if t.get("special")]
-    if specials:
-        w.add("tokenizer.ggml.eos_token_id", T_U32, specials[0])
-        w.add("tokenizer.ggml.bos_token_id", T_U32, specials[0])
+    bos = a.bos if a.bos is not None else (specials[0] if specials else None)
+    eos = a.eos if a.eos is not None else (specials[0] if specials else None)
+    if bos is not None:
+        w.add("tokenizer.ggml.bos_token_id", T_U32, bos)
+    if eos is not None:
+        w.add("tokenizer.ggml.eos_token_id", T_U32, eos)
+    if a.eot is not None:
+        w.add("tokenizer.ggml.eot_token_id", T_U32, a.eot)
     # As llama.cpp's converter: add_bos_token from tokenizer_config.json beside the file.
     cfg = os.path.join(os.path.dirname(os.path.abspath(a.tokenizer)), "tokenizer_config.json")
     add_bos = os.path.exists(cfg) and bool(json.load(open(cfg)).get("add_bos_token", False))
@@ -469,6 +475,9 @@ def main():
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
+    v.add_argument("--pre", default="gpt-2", help="tokenizer.ggml.pre (llama-bpe: Llama 3)")
+    for k in ("bos", "eos", "eot"):
+        v.add_argument("--" + k, type=int, help=f"tokenizer.ggml.{k}_token_id")
     a = p.parse_args()
     {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab}[a.cmd](a)
 
