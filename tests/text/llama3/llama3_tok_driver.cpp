@@ -6,6 +6,10 @@
 // Encoding adds the special tokens (BOS) as each file says; decode skips special tokens.
 // usage: llama3_tok_driver TOKENIZER.json VOCAB.gguf CASES   (CASES: one hex string a line,
 // the case's bytes, so that ill-formed UTF-8 passes through unchanged)
+//        llama3_tok_driver --chat TOKENIZER.json < CONVERSATIONS.json
+// --chat: for each conversation (a list of {role, content}) prints {"text": the prompt that
+// format_chat(ChatStyle::llama3) renders, "ids": its encoding with BOS}, one JSON line each:
+// what eexit-server feeds the model for /v1/chat/completions.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -13,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "eexit/text/chat_template.hpp"
 #include "eexit/text/tokenizer.hpp"
 
 namespace {
@@ -43,7 +48,27 @@ void ids_json(std::string& out, const std::vector<int>& ids) {
 
 }  // namespace
 
+int chat(const char* tokenizer) {
+  const eexit::Tokenizer tok = eexit::Tokenizer::load(tokenizer, 128256);
+  const auto convs = nlohmann::json::parse(std::cin);
+  for (const auto& conv : convs) {
+    std::vector<eexit::ChatMessage> msgs;
+    for (const auto& m : conv) msgs.push_back({m.at("role"), m.at("content")});
+    const std::string text = eexit::format_chat(eexit::ChatStyle::llama3, msgs);
+    std::cout << nlohmann::json{{"text", text}, {"ids", tok.encode(text, true)}}.dump() << "\n";
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--chat") {
+    try {
+      return chat(argv[2]);
+    } catch (const std::exception& e) {
+      std::cerr << "llama3_tok_driver: " << e.what() << "\n";
+      return 1;
+    }
+  }
   if (argc != 4) {
     std::cerr << "usage: llama3_tok_driver TOKENIZER.json VOCAB.gguf CASES\n";
     return 2;

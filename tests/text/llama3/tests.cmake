@@ -17,7 +17,7 @@ set_tests_properties(text/llama3_reference PROPERTIES FIXTURES_REQUIRED llama3 T
 if(TARGET eexit-server)
   add_test(NAME serve/llama3_chat
     COMMAND ${CMAKE_COMMAND} -E env EEXIT_SERVER=$<TARGET_FILE:eexit-server>
-            EEXIT_LLAMA3_DIR=${_l3_out} EEXIT_SOURCE_DIR=${PROJECT_SOURCE_DIR}
+            EEXIT_LLAMA3_DIR=${_l3_out} EEXIT_LLAMA3_DRIVER=$<TARGET_FILE:llama3_tok_driver>
             bash ${_l3}/run.sh chat ${_l3_out})
   set_tests_properties(serve/llama3_chat PROPERTIES FIXTURES_REQUIRED llama3 TIMEOUT 300)
 endif()
