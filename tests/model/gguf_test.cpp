@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -485,9 +486,10 @@ TEST_CASE("a tiny GGUF built here loads: GQA, rope base, eps, tied output") {
 TEST_CASE("Llama 3 GGUF: EOS ids from eos/eot/eom ids and the end-of-generation control tokens") {
   std::vector<std::string> toks(32);
   std::vector<std::int32_t> types(32, 1);
-  for (int i = 0; i < 32; ++i) {  // appended: GCC 12's false -Wstringop-overflow on "t" + ...
-    toks[std::size_t(i)] = "t";
-    toks[std::size_t(i)] += std::to_string(i);
+  for (int i = 0; i < 32; ++i) {  // snprintf: GCC 12 warns falsely on "t" + std::to_string(i)
+    char name[16];
+    std::snprintf(name, sizeof name, "t%d", i);
+    toks[std::size_t(i)] = name;
   }
   toks[5] = "<|end_of_text|>", toks[7] = "<|eot_id|>", toks[9] = "<|eom_id|>";
   types[5] = types[7] = 3;  // control; <|eom_id|> left normal: not an end of generation
