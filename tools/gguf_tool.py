@@ -29,9 +29,10 @@ code with the C++ reader it checks.
       rope_freqs.weight (head_dim/2 F32 divisors of the frequencies; llama.cpp writes no
       rope.scaling.* key for it). config.json's early_exit block becomes
       eexit.early_exit.*; a tokenizer.json beside it adds its tokens and merges.
-  vocab TOKENIZER.json OUT.gguf
+  vocab TOKENIZER.json OUT.gguf [--pre gpt-2|llama-bpe] [--bos ID --eos ID --eot ID]
       A vocab-only GGUF (tokenizer.ggml.model "gpt2") from a byte-level BPE tokenizer.json,
-      the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos).
+      the way llama.cpp's converter lays it out (tokens, token_type, merges, bos/eos/eot;
+      bos and eos default to the first special token).
 
 Block layouts (ggml-common.h): Q8_0 = {f16 d; int8 q[32]}, x = d*q; Q4_0 = {f16 d; u8 q[16]},
 x[j] = d*((q[j] & 15) - 8), x[j+16] = d*((q[j] >> 4) - 8).
@@ -610,8 +611,18 @@ def vocab_kv(path, add_ids=True, pre="gpt-2"):
 def vocab(a):
     w = Writer()
     w.add("general.architecture", T_STR, "llama")
-    for kv in vocab_kv(a.tokenizer):
+    for kv in vocab_kv(a.tokenizer, add_ids=False, pre=a.pre):
         w.add(*kv)
+    j = json.load(open(a.tokenizer, encoding="utf-8"))
+    specials = [t["id"] for t in j.get("added_tokens", []) if t.get("special")]
+    bos = a.bos if a.bos is not None else (specials[0] if specials else None)
+    eos = a.eos if a.eos is not None else (specials[0] if specials else None)
+    if bos is not None:
+        w.add("tokenizer.ggml.bos_token_id", T_U32, bos)
+    if eos is not None:
+        w.add("tokenizer.ggml.eos_token_id", T_U32, eos)
+    if a.eot is not None:
+        w.add("tokenizer.ggml.eot_token_id", T_U32, a.eot)
     w.write(a.output)
 
 
@@ -650,6 +661,9 @@ def main():
     v = sub.add_parser("vocab")
     v.add_argument("tokenizer")
     v.add_argument("output")
+    v.add_argument("--pre", default="gpt-2", help="tokenizer.ggml.pre (llama-bpe: Llama 3)")
+    for k in ("bos", "eos", "eot"):
+        v.add_argument("--" + k, type=int, help=f"tokenizer.ggml.{k}_token_id")
     a = p.parse_args()
     {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab,
      "from-hf": from_hf}[a.cmd](a)

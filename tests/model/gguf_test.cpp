@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -100,6 +101,14 @@ Bytes v_arr_i32(const std::vector<std::int32_t>& v) {
   put<std::uint32_t>(b, 5);
   put<std::uint64_t>(b, v.size());
   for (auto x : v) put(b, x);
+  return b;
+}
+Bytes v_arr_str(const std::vector<std::string>& v) {
+  Bytes b;
+  put<std::uint32_t>(b, 9);
+  put<std::uint32_t>(b, 8);
+  put<std::uint64_t>(b, v.size());
+  for (const auto& x : v) put_str(b, x);
   return b;
 }
 Bytes v_arr_f32(const std::vector<float>& v) {
@@ -472,6 +481,30 @@ TEST_CASE("a tiny GGUF built here loads: GQA, rope base, eps, tied output") {
   float v;
   std::memcpy(&v, e.data() + 4 * (3 * 16 + 5), 4);
   CHECK(m.layers[1].w_down[3 * 16 + 5] == v);
+}
+
+TEST_CASE("Llama 3 GGUF: EOS ids from eos/eot/eom ids and the end-of-generation control tokens") {
+  std::vector<std::string> toks(32);
+  std::vector<std::int32_t> types(32, 1);
+  for (int i = 0; i < 32; ++i) {  // snprintf: GCC 12 warns falsely on "t" + std::to_string(i)
+    char name[16];
+    std::snprintf(name, sizeof name, "t%d", i);
+    toks[std::size_t(i)] = name;
+  }
+  toks[5] = "<|end_of_text|>", toks[7] = "<|eot_id|>", toks[9] = "<|eom_id|>";
+  types[5] = types[7] = 3;  // control; <|eom_id|> left normal: not an end of generation
+  Spec s = tiny_llama();
+  s.set("tokenizer.ggml.tokens", v_arr_str(toks))
+      .set("tokenizer.ggml.token_type", v_arr_i32(types))
+      .set("tokenizer.ggml.eos_token_id", v_u32(5));
+  CHECK(load_bytes(build(s)).config.eos_ids == std::vector<int>{5, 7});
+  // An Instruct GGUF: eos = <|eot_id|>; eot/eom ids named too; no duplicates.
+  types[9] = 3;
+  s.set("tokenizer.ggml.token_type", v_arr_i32(types))
+      .set("tokenizer.ggml.eos_token_id", v_u32(7))
+      .set("tokenizer.ggml.eot_token_id", v_u32(7))
+      .set("tokenizer.ggml.eom_token_id", v_u32(9));
+  CHECK(load_bytes(build(s)).config.eos_ids == std::vector<int>{7, 9, 5});
 }
 
 TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") {

@@ -555,6 +555,23 @@ TEST_CASE("safetensors::File reads tensors and checks name, shape and dtype") {
 
 // ---- HF config ------------------------------------------------------------------------
 
+TEST_CASE("generation_config.json's eos_token_id joins the config's EOS ids") {
+  auto c = eexit::parse_hf_config(tiny_config(), "config.json");  // eos [2, 3]
+  // Llama 3.x Instruct: config.json names 128001, generation_config.json lists three ids.
+  eexit::add_generation_eos({{"eos_token_id", {3, 5, 7}}, {"temperature", 0.6}},
+                            "generation_config.json", c);
+  CHECK(c.eos_ids == std::vector<int>{2, 3, 5, 7});
+  eexit::add_generation_eos({{"eos_token_id", 6}}, "g", c);
+  CHECK(c.eos_ids == std::vector<int>{2, 3, 5, 7, 6});
+  eexit::add_generation_eos({{"eos_token_id", nullptr}}, "g", c);
+  eexit::add_generation_eos(nlohmann::json::object(), "g", c);
+  CHECK(c.eos_ids.size() == 5u);
+  CHECK_EEXIT_ERROR(eexit::add_generation_eos({{"eos_token_id", {1, 8}}}, "g.json", c), "g.json",
+                    "eos_token_id", "outside vocab");
+  CHECK_EEXIT_ERROR(eexit::add_generation_eos({{"eos_token_id", "x"}}, "g.json", c), "g.json",
+                    "must be an integer");
+}
+
 TEST_CASE("parse_hf_config reads Llama, Qwen2 and Mistral fields") {
   auto j = tiny_config();
   auto c = eexit::parse_hf_config(j, "config.json");

@@ -28,6 +28,12 @@ TEST_CASE("chat templates: detected from the Jinja text, formatted per family") 
   CHECK(format_chat(ChatStyle::llama3, {{"user", "Hi"}}) ==
         "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  // Meta's Llama 3 template trims each message (| trim); tests/text/llama3 renders it with
+  // @huggingface/jinja and compares.
+  CHECK(format_chat(ChatStyle::llama3, {{"user", " \n Hi \t\n"}, {"assistant", "  "}}) ==
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n");
   CHECK(format_chat(ChatStyle::llama2, ms) ==
         "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST]");
   CHECK(format_chat(ChatStyle::zephyr, {{"system", "S"}, {"user", "Hi"}}) ==

@@ -61,8 +61,8 @@ Vectors ggml_vectors() {
 // temp folder would let other programs' files change what these tests see.
 std::string tmp_path(const std::string& name) {
   static const auto dir = [] {
-    auto d = std::filesystem::temp_directory_path() /
-             ("eexit_tok_test_" + std::to_string(::getpid()));
+    auto d =
+        std::filesystem::temp_directory_path() / ("eexit_tok_test_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     return d;
   }();
@@ -251,7 +251,9 @@ TEST_CASE("pre-tokenizer splits match the GPT-2 and Llama 3 regexes") {
     std::vector<std::string> pieces;
   };
   // Expected pieces from Python's `regex` module running the two patterns quoted in
-  // pretokenize.hpp. (Scripts with \p{M} vowel signs, e.g. Khmer, are a known difference.)
+  // pretokenize.hpp; the Unicode-class cases at the end from JavaScript's regex engine (\p{L},
+  // \p{N}; \s spelled out as Unicode White_Space, as the Rust engines of HF tokenizers and
+  // tiktoken have it). tests/text/llama3 compares whole tokenizations with npm references.
   const std::vector<Case> cases = {
       {"I'll  go", SplitRule::gpt2, {"I", "'ll", " ", " go"}},
       {"I'll  go", SplitRule::llama3, {"I", "'ll", " ", " go"}},
@@ -298,6 +300,19 @@ TEST_CASE("pre-tokenizer splits match the GPT-2 and Llama 3 regexes") {
         "!"}},
       {" \n \n\n   \t\t x", SplitRule::gpt2, {" \n \n\n   \t\t", " x"}},
       {" \n \n\n   \t\t x", SplitRule::llama3, {" \n \n\n", "   \t\t", " x"}},
+      // Found by tests/text/llama3 (the old hand-made classes called these letters): a Hebrew
+      // accent (U+05A2, \p{Mn}) is punctuation-like; Telugu fraction digits (U+0C7A, \p{No})
+      // and Malayalam digits (U+0D6B.., \p{Nd}) are numbers, in groups of three.
+      {"B\u05A2@a", SplitRule::llama3, {"B", "\u05A2@", "a"}},
+      {"x \u0C7A", SplitRule::llama3, {"x", " ", "\u0C7A"}},
+      {"x \u0D6B\u0D6C\u0D6D\u0D6E", SplitRule::llama3, {"x", " ", "\u0D6B\u0D6C\u0D6D", "\u0D6E"}},
+      // Devanagari: the virama and vowel sign are marks, not letters.
+      {"\u0928\u092E\u0938\u094D\u0924\u0947",
+       SplitRule::llama3,
+       {"\u0928\u092E\u0938", "\u094D\u0924", "\u0947"}},
+      // U+0085 is White_Space (JavaScript's \s lacks it), U+FEFF is not (JavaScript's has it).
+      {"a \u0085b", SplitRule::llama3, {"a", " ", "\u0085b"}},
+      {"a \uFEFFb", SplitRule::llama3, {"a", " \uFEFF", "b"}},
   };
   for (const Case& c : cases) {
     CAPTURE(c.text);

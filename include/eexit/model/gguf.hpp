@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -579,7 +580,7 @@ inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::s
 // A tensor as ModelWeights holds it today: shape-checked and dequantized to fp32 through
 // dequantize(). shape is in row-major order (outermost first), i.e. ne reversed.
 inline const TensorInfo& checked_tensor(const File& f, const std::string& name,
-                                       std::initializer_list<std::int64_t> shape) {
+                                        std::initializer_list<std::int64_t> shape) {
   const TensorInfo* t = f.tensor(name);
   const std::string w = f.where() + ": tensor '" + name + "'";
   if (!t) throw error(w, "missing");
@@ -614,11 +615,20 @@ inline Weight read_weight(const File& f, const std::string& name,
   const TensorInfo& t = checked_tensor(f, name, shape);
   std::optional<dtype> kept;
   switch (t.type) {
-    case tensor_type::f16: kept = dtype::f16; break;
-    case tensor_type::bf16: kept = dtype::bf16; break;
-    case tensor_type::q8_0: kept = dtype::q8_0; break;
-    case tensor_type::q4_0: kept = dtype::q4_0; break;
-    default: break;
+    case tensor_type::f16:
+      kept = dtype::f16;
+      break;
+    case tensor_type::bf16:
+      kept = dtype::bf16;
+      break;
+    case tensor_type::q8_0:
+      kept = dtype::q8_0;
+      break;
+    case tensor_type::q4_0:
+      kept = dtype::q4_0;
+      break;
+    default:
+      break;
   }
   if (!kept) return Weight(read_f32(f, name, shape));
   const std::int64_t row = *(shape.end() - 1);
@@ -765,9 +775,27 @@ inline ModelConfig gguf_config(const gguf::File& f) {
                                                       std::to_string(c.vocab_size));
   c.bos_id = int(f.integer("tokenizer.ggml.bos_token_id", 0, c.vocab_size - 1).value_or(1));
   c.eos_ids = {int(f.integer("tokenizer.ggml.eos_token_id", 0, c.vocab_size - 1).value_or(2))};
-  if (const auto eot = f.integer("tokenizer.ggml.eot_token_id", 0, c.vocab_size - 1);
-      eot && int(*eot) != c.eos_ids[0])
-    c.eos_ids.push_back(int(*eot));
+  const auto add_eos = [&](int id) {
+    if (std::find(c.eos_ids.begin(), c.eos_ids.end(), id) == c.eos_ids.end())
+      c.eos_ids.push_back(id);
+  };
+  if (const auto eot = f.integer("tokenizer.ggml.eot_token_id", 0, c.vocab_size - 1))
+    add_eos(int(*eot));
+  if (const auto eom = f.integer("tokenizer.ggml.eom_token_id", 0, c.vocab_size - 1))
+    add_eos(int(*eom));
+  // Llama 3's end-of-generation tokens, by their text, as llama.cpp finds them: a base
+  // model's GGUF names only <|end_of_text|>, an Instruct one only <|eot_id|>, yet a chat reply
+  // ends with <|eot_id|> and a tool call with <|eom_id|>. Control tokens only.
+  if (tokens) {
+    const gguf::Value* types = f.find("tokenizer.ggml.token_type");
+    for (std::size_t i = 0; i < tokens->strings.size(); ++i) {
+      const std::string& t = tokens->strings[i];
+      if (t.size() < 10 || t[0] != '<' || t[1] != '|') continue;
+      if (t != "<|end_of_text|>" && t != "<|eot_id|>" && t != "<|eom_id|>") continue;
+      if (types && types->is_array() && i < types->ints.size() && types->ints[i] == 3)
+        add_eos(int(i));
+    }
+  }
   c.tied_embeddings = f.tensor("output.weight") == nullptr;
   parse_early_exit(f, c);
   return c;

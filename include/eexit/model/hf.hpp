@@ -2,6 +2,7 @@
 // Hugging Face checkpoints: config.json (LlamaForCausalLM, Qwen2ForCausalLM,
 // MistralForCausalLM, plus our optional "early_exit" block) and safetensors weights, in one
 // file or sharded with model.safetensors.index.json.
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -338,6 +339,28 @@ class TensorSource {
 
 }  // namespace detail::hf
 
+// generation_config.json's eos_token_id (an id or a list: Llama 3.x Instruct lists
+// <|end_of_text|>, <|eom_id|>, <|eot_id|> = 128001, 128008, 128009 where config.json names
+// one) joins the config's EOS ids, as transformers' generate() stops at all of them.
+inline void add_generation_eos(const nlohmann::json& j, std::string_view where, ModelConfig& c) {
+  using namespace detail::hf;
+  if (!j.is_object()) throw error(where, "not a JSON object");
+  const json* eos = opt(j, "eos_token_id");
+  if (!eos || eos->is_null()) return;
+  const auto add = [&](const json& v) {
+    const std::int64_t id = as_int(v, where, "eos_token_id");
+    if (id < 0 || id >= c.vocab_size)
+      throw error(field(where, "eos_token_id"), "id " + std::to_string(id) + " outside vocab");
+    if (std::find(c.eos_ids.begin(), c.eos_ids.end(), int(id)) == c.eos_ids.end())
+      c.eos_ids.push_back(int(id));
+  };
+  if (eos->is_array()) {
+    for (const auto& v : *eos) add(v);
+  } else {
+    add(*eos);
+  }
+}
+
 // Loads an HF checkpoint. path: a directory with config.json and model.safetensors or
 // model.safetensors.index.json; or a .safetensors / .index.json file with config.json beside
 // it; or the config.json itself.
@@ -375,6 +398,8 @@ inline ModelWeights load_hf(const std::string& path, std::optional<dtype> as = {
   const fs::path config_path = dir / "config.json";
   ModelWeights m;
   m.config = parse_hf_config(detail::hf::read_json(config_path), config_path.string());
+  if (const fs::path gen = dir / "generation_config.json"; fs::is_regular_file(gen, ec))
+    add_generation_eos(detail::hf::read_json(gen), gen.string(), m.config);
   const ModelConfig& c = m.config;
   TensorSource src(weights);
   src.as = as;

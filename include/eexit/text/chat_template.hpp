@@ -52,6 +52,17 @@ struct ChatMessage {
   std::string role, content;
 };
 
+namespace detail {
+// Jinja's trim for the whitespace that matters in chat text: ASCII space, \t \n \v \f \r
+// (Python's str.strip also strips Unicode spaces such as U+3000; they are kept here).
+inline std::string_view trim_ascii_space(std::string_view s) {
+  constexpr std::string_view ws = " \t\n\v\f\r";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+}  // namespace detail
+
 // The prompt text for `messages`, ending where the assistant's reply begins. The BOS token
 // is not written: the tokenizer adds it (add_special). bos/eos: the tokenizer's strings.
 inline std::string format_chat(ChatStyle style, const std::vector<ChatMessage>& messages,
@@ -67,8 +78,10 @@ inline std::string format_chat(ChatStyle style, const std::vector<ChatMessage>& 
       out += "<|im_start|>assistant\n";
       break;
     case ChatStyle::llama3:
+      // Meta's template writes message['content'] | trim.
       for (const auto& m : messages)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" +
+               std::string(detail::trim_ascii_space(m.content)) + "<|eot_id|>";
       out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       break;
     case ChatStyle::zephyr:

@@ -3,7 +3,9 @@
 //  - HF tokenizer.json, SentencePiece-style BPE (Llama 2, TinyLlama): normalizer Prepend "▁" +
 //    Replace " "->"▁" (or a Metaspace pre-tokenizer), BPE by merge rank, byte fallback <0xXX>.
 //  - HF tokenizer.json, byte-level BPE (GPT-2, Llama 3, our own): GPT-2 or Llama 3 split rules
-//    (hand-written, see pretokenize.hpp for the Unicode approximation) and bytes-to-unicode.
+//    (hand-written scanners over generated Unicode tables, see pretokenize.hpp) and
+//    bytes-to-unicode. Llama 3: ids equal to two npm implementations on tinyshakespeare and
+//    Unicode strings (tests/text/llama3).
 //    decode(encode(s)) == s for every valid UTF-8 s.
 //  - llama2.c tokenizer.bin: encoded exactly like run.c (dummy prefix space, per-codepoint
 //    lookup with <0xXX> fallback, then greedy merging of the best-scoring adjacent pair).
