@@ -6,12 +6,9 @@
 #   l32-1b  --preset llama-3.2-1b --exit-layers 3,7  (Llama 3.2 1B: dim 2048, 16 layers,
 #           32/8 heads, hidden 8192, vocab 128256, tied, bf16; exits after 4 and 8 layers)
 #   r110m   the 110M shape of run_decode.sh (f32) with --exit-layers 3,7
-# Runs (each eexit-bench-spec --oracle-accept, 2 threads, results in benchmarks/results/):
-#   oracle_1b_bf16.csv      A 0.6-0.9, L 3 and 7, k fixed/adaptive/fixed-nb, B 1,4,16,
-#                           draft vocabulary 8192 (the draft head's cost; ids 0..8191)
-#   oracle_1b_bf16_fullvocab.csv  the same at A 0.8, L 3, without the draft vocabulary
-#   oracle_1b_f32.csv       f32 weights, A 0.8, L 3, B 1 and 16
-#   oracle_110m.csv         the 110M shape, as the first run
+# Runs (each eexit-bench-spec --oracle-accept, 2 threads, results in benchmarks/results/
+# oracle_*.csv / .txt; the draft vocabulary is 8192 ids, 0..8191: with an oracle only its
+# size matters, as the draft head's cost): see the run lines below.
 # --quick: a smoke run (seconds per configuration, not for figures).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,15 +37,25 @@ run() {  # name, then options
   echo "== $name: $*" >&2
   "$bench" "$@" --csv "$out/$name.csv" | tee "$out/$name.txt"
 }
-run oracle_1b_bf16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 \
-  --k-modes fixed,adaptive,fixed-nb --batches 1,4,16 --waves 1 --new 32 --reps 2 --cost-reps 3 \
+# 1B bf16, draft vocabulary 8192: every A at B 1 and 4 with E = 4 (k fixed, without the
+# bonus row, adaptive), at B 1 with E = 8 (fixed, without bonus); B 16 with the modes meant
+# for it. Step costs in wall time (run it on a quiet machine).
+run oracle_1b_bf16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,4 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall \
   --draft-vocab 8192 "$@"
+run oracle_1b_bf16_e8 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 7 \
+  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall \
+  --draft-vocab 8192 "$@"
+run oracle_1b_bf16_b16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
+  --k-modes adaptive,fixed-nb --batches 16 --waves 1 --new 32 --reps 2 --cost-reps 4 --cost-clock wall \
+  --draft-vocab 8192 "$@"
+# The draft vocabulary's effect: the same at A 0.8 with the full 128k head.
 run oracle_1b_bf16_fullvocab "$models/l32-1b" $common --oracle-accept 0.8 --draft-layers 3 \
-  --k-modes fixed,fixed-nb --batches 1,16 --waves 1 --new 32 --reps 2 --cost-reps 3 "$@"
+  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall "$@"
 run oracle_1b_f32 "$models/l32-1b" $common --dtype f32 --oracle-accept 0.8 --draft-layers 3 \
-  --k-modes fixed,adaptive,fixed-nb --batches 1,16 --waves 1 --new 32 --reps 2 --cost-reps 3 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,16 --waves 1 --new 32 --reps 2 --cost-reps 4 --cost-clock wall \
   --draft-vocab 8192 "$@"
 run oracle_110m "$models/r110m" $common --oracle-accept 0.6,0.7,0.8,0.9 \
-  --k-modes fixed,adaptive,fixed-nb --batches 1,4,16 --waves 2 --new 48 --reps 2 --cost-reps 10 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,4,16 --waves 2 --new 48 --reps 2 --cost-reps 10 --cost-clock wall \
   --draft-vocab 8192 "$@"
 "$python" "$root/benchmarks/plot_oracle.py" "$out/oracle_1b_bf16.csv" "$out/oracle_1b_bf16.png" || true

@@ -35,7 +35,7 @@
 // same prompts produced at that position, else by another token (a hash of prompt and
 // position decides, the same for every configuration); draft passes, verify walk and rollback
 // run for real. Per batch size: the step costs (a full walk, a draft walk to layer L, a verify
-// walk of k drafts with and without the bonus row; CPU time, min of --cost-reps), then per
+// walk of k drafts with and without the bonus row; min of --cost-reps, --cost-clock), then per
 // A, draft layer L and k mode (fixed K, adaptive <= K, each with "-nb": no bonus row) the
 // measured speedup over full depth beside the prediction from those costs:
 //   m(A, k) x full / (k x draft + verify(k)),  m = (1 - A^(k+1)) / (1 - A)  (A^k without bonus)
@@ -79,6 +79,11 @@ namespace {
 using Model = LlamaModel<CpuBackend>;
 using Cache = PagedCache<CpuBackend, 16>;
 
+// Which clock walk_cost reads: process CPU time (default: a shared machine's other load does
+// not inflate it) or wall time (--cost-clock wall, on a quiet machine: what the speedups are
+// measured in; CPU time also counts a worker thread waiting for the other).
+bool cost_clock_wall = false;
+
 struct Config {
   int layer = 1, k = 4;
   float threshold = 0.0f;
@@ -110,7 +115,7 @@ constexpr const char* usage_lines =
     "eexit-bench-spec MODEL_DIR [--data FILE] [--threads 1] [--prompts 64]\n"
     "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
     "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
-    "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]]\n"
+    "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]] [--cost-clock cpu]\n"
     "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W]\n"
     "          [--k-modes fixed,adaptive,fixed-nb,adaptive-nb]]\n";
 
@@ -136,6 +141,12 @@ Options parse(int argc, char** argv) {
                      bench::opt("--draft-vocab", o.draft_vocab),
                      bench::opt("--draft-vocab-file", o.draft_vocab_file),
                      bench::opt("--waves", o.waves),
+                     {"--cost-clock",
+                      [&](const bench::Value& value) {
+                        const std::string v = value();
+                        if (v != "cpu" && v != "wall") bench::usage("--cost-clock: cpu or wall");
+                        cost_clock_wall = v == "wall";
+                      }},
                      bench::set("--quick", quick),
                      {"--configs", [&](const bench::Value& value) {
                         o.configs.clear();
@@ -246,6 +257,7 @@ Run generate(Model& model, const P& policy, const std::vector<std::vector<std::i
 }
 
 // ---- step costs ----------------------------------------------------------------------
+
 // Min over reps of one walk of B sequences x r rows each at context 64 (stop_exit: a draft).
 // late > 0: a verify pass: the first r - 1 rows of each sequence start at layer `late` (from
 // a stand-in hidden state), the last from layer 0 (bonus) or also late (!bonus).
@@ -288,8 +300,10 @@ double walk_cost(Model& model, int B, int r, int stop_exit, int reps, int late =
     w.n_prefill = w.tokens.size();
     w.stop_exit = stop_exit;
     const double c0 = bench::cpu_now();
+    const auto t0 = clk::now();
     walk.run(full, w, none);
-    best = std::min(best, bench::cpu_now() - c0);
+    best = std::min(best, cost_clock_wall ? std::chrono::duration<double>(clk::now() - t0).count()
+                                          : bench::cpu_now() - c0);
   }
   return best;
 }
@@ -375,13 +389,20 @@ int oracle_main(const Options& o, Model& model) {
       o.reps, load0.c_str());
   std::FILE* csv = o.csv.empty() ? nullptr : std::fopen(o.csv.c_str(), "w");
   if (csv)
-    std::fprintf(csv,
-                 "batch,accept,draft_layer,k_mode,k,tok_s,x_full,x_full_cpu,predicted,acceptance,"
-                 "drafts_per_pass,tokens_per_pass,agreement,full_ms,draft_ms,verify_ms,dim,"
-                 "n_layers,vocab,draft_vocab,load_start,load_end\n");
-  std::printf("\n%4s %5s %3s %-12s %9s %7s %7s %7s %6s %7s %7s %7s %6s\n", "B", "A", "L", "k",
-              "tok/s", "x full", "x cpu", "pred", "err%", "accept%", "dr/pass", "tok/pass",
-              "agree%");
+    std::fprintf(
+        csv,
+        "batch,accept,draft_layer,k_mode,k,tok_s,x_full,x_full_cpu,predicted,predicted_run,"
+        "acceptance,"
+        "drafts_per_pass,tokens_per_pass,agreement,full_ms,draft_ms,verify_ms,dim,"
+        "n_layers,vocab,draft_vocab,load_start,load_end\n");
+  std::printf("step costs: %s time, min of %d\n", cost_clock_wall ? "wall" : "process CPU",
+              o.cost_reps);
+  std::printf(
+      "\n(pred A: predicted at the nominal A; pred run: from the run's own acceptance,"
+      " drafts and plain steps; err%%: measured x full vs pred run)\n");
+  std::printf("%4s %5s %3s %-12s %9s %7s %7s %7s %8s %6s %7s %7s %7s %6s\n", "B", "A", "L", "k",
+              "tok/s", "x full", "x cpu", "pred A", "pred run", "err%", "accept%", "dr/pass",
+              "tok/pass", "agree%");
   const auto all_prompts = ps;
   for (int B : o.batches) {
     if (o.waves > 0)  // the first waves x B prompts
@@ -420,6 +441,19 @@ int oracle_main(const Options& o, Model& model) {
     auto predict = [&](std::size_t li, double a, int k, bool nb) {
       const double m = nb ? expected_tokens(a, k - 1) : expected_tokens(a, k);
       return m * full1 / (k * draft[li] + verify[nb][li][std::size_t(k)]);
+    };
+    // The same from what a run did (its realized acceptance, drafts and plain decode steps):
+    // V verify passes of d drafts on average, S tokens from them, P tokens from plain decode
+    // steps; full depth spends full1 per token. verify(d) is interpolated between whole k
+    // (verify(0) = a plain step).
+    auto predict_run = [&](std::size_t li, bool nb, const Run& r) {
+      const auto& st = r.stats;
+      const double V = double(st.verify_passes), P = double(r.tokens - st.speculative_tokens);
+      const double d = V > 0 ? double(st.draft_tokens) / V : 0.0;
+      const int k0 = std::min(int(d), K - 1);
+      const double v0 = k0 == 0 ? full1 : verify[nb][li][std::size_t(k0)];
+      const double v = v0 + (d - k0) * (verify[nb][li][std::size_t(k0) + 1] - v0);
+      return double(r.tokens) * full1 / (V * (d * draft[li] + v) + P * full1);
     };
 
     struct Cfg {
@@ -485,18 +519,20 @@ int oracle_main(const Options& o, Model& model) {
       char kl[32];
       std::snprintf(kl, sizeof kl, "%s%d%s", cf.adaptive ? "adapt<=" : "fixed ", K,
                     cf.nb ? " nb" : "");
-      std::printf("%4d %5.2f %3d %-12s %9.2f %7.2f %7.2f %7.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
-                  cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred,
-                  100.0 * (x / pred - 1.0), 100.0 * st.acceptance_rate(), dpp,
-                  st.tokens_per_verify(), agree);
+      const double pred_run = predict_run(cf.li, cf.nb, r);
+      std::printf(
+          "%4d %5.2f %3d %-12s %9.2f %7.2f %7.2f %7.2f %8.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
+          cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred, pred_run,
+          100.0 * (x / pred_run - 1.0), 100.0 * st.acceptance_rate(), dpp, st.tokens_per_verify(),
+          agree);
       if (csv)
         std::fprintf(
             csv,
-            "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
+            "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
             "%d,%d,%d,%zu,%s,%s\n",
             B, cf.a, layers[cf.li],
             cf.adaptive ? (cf.nb ? "adaptive-nb" : "adaptive") : (cf.nb ? "fixed-nb" : "fixed"), kp,
-            double(r.tokens) / r.wall, x, xc, pred, st.acceptance_rate(), dpp,
+            double(r.tokens) / r.wall, x, xc, pred, pred_run, st.acceptance_rate(), dpp,
             st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
             verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
             model.draft_vocab().size(), load0.c_str(), load1.c_str());
@@ -543,7 +579,8 @@ int main(int argc, char** argv) {
               o.n_prompts, o.prompt_len, o.n_new, o.threads, o.reps, load0.c_str());
 
   // Step costs first: they explain the ratios below.
-  std::printf("\nstep costs (LayerWalk alone, context 64, CPU time, min of %d):\n", o.cost_reps);
+  std::printf("\nstep costs (LayerWalk alone, context 64, %s time, min of %d):\n",
+              cost_clock_wall ? "wall" : "CPU", o.cost_reps);
   std::printf("  %4s  %9s  %s\n", "B", "full B",
               "full B*r / full B for r = 2 3 4 5 | draft/full | verify of k+1 / full, k = 2 3 4");
   const int n_exits = model.n_exits();

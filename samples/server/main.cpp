@@ -34,7 +34,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --tokenizer PATH        tokenizer.json or GGUF (default: beside the model; a GGUF model's own)
   --exit-layers L[,M...]  add shared-head exit points after these layers (0-based) to any
                           checkpoint (HF, llama2.c .bin, GGUF)
-  --served-model-name N   the model id clients use (default: the model directory's name)
+  --served-model-name N   the model id clients use (default: the model directory's name, or
+                          the model file's without its extension)
   --host H                address to bind (default 127.0.0.1)
   --port P                port (default 8000; 0 = any free port, printed at start)
   --api-key KEY           require "Authorization: Bearer KEY" on /v1/*
@@ -189,8 +190,12 @@ int main(int argc, char** argv) {
           load_opt.draft_vocab = samples::draft_vocab_option(*args, model_path);
           auto model = serve::load_serving_model<LlamaModel<Backend>>(be, model_path, load_opt);
           const auto& cfg = model->config();
-          const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path)
-                                                            : fs::path(model_path).parent_path();
+          // A model file given by its bare name ("x.gguf") lies in the working directory.
+          const fs::path mp(model_path);
+          const bool model_dir = fs::is_directory(mp);
+          const fs::path dir = model_dir            ? mp
+                               : mp.has_parent_path() ? mp.parent_path()
+                                                      : fs::path(".");
           const auto tok =
               Tokenizer::load(args->has("tokenizer")          ? args->str("tokenizer")
                               : model_path.ends_with(".gguf") ? model_path
@@ -209,10 +214,12 @@ int main(int argc, char** argv) {
           hc.bos_text = chat.bos_text;
           hc.eos_text = chat.eos_text;
           if (style) hc.chat_style = *style;
-          hc.limits.model_name =
-              args->str("served-model-name", fs::absolute(dir).filename().string());
-          if (hc.limits.model_name.empty() || hc.limits.model_name == ".")
-            hc.limits.model_name = fs::absolute(dir).parent_path().filename().string();
+          // The model id: a file's name without its extension (as llama-server: x.gguf -> x),
+          // else the directory's name.
+          fs::path abs_dir = fs::absolute(dir).lexically_normal();
+          if (abs_dir.filename().empty()) abs_dir = abs_dir.parent_path();  // "dir/"
+          hc.limits.model_name = args->str(
+              "served-model-name", model_dir ? abs_dir.filename().string() : mp.stem().string());
           hc.limits.context = cfg.max_seq_len;
           hc.limits.server_policy = policy.rule;
           hc.api_key = args->str("api-key");
