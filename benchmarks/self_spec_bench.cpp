@@ -520,11 +520,20 @@ int oracle_main(const Options& o, Model& model) {
       std::snprintf(kl, sizeof kl, "%s%d%s", cf.adaptive ? "adapt<=" : "fixed ", K,
                     cf.nb ? " nb" : "");
       const double pred_run = predict_run(cf.li, cf.nb, r);
+      // Where a run's time went: the draft walks', the verify walks' (the engine's stats) and
+      // the rest (scheduling, sampling, accepting, plain decode steps), per verify pass.
+      const double per_pass = st.verify_passes ? double(B) / double(st.verify_passes) : 0.0;
       std::printf(
           "%4d %5.2f %3d %-12s %9.2f %7.2f %7.2f %7.2f %8.2f %6.1f %7.1f %7.2f %7.2f %6.1f\n", B,
           cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred, pred_run,
           100.0 * (x / pred_run - 1.0), 100.0 * st.acceptance_rate(), dpp, st.tokens_per_verify(),
           agree);
+      std::printf(
+          "%38s step time per pass: draft walks %.1f ms, verify walk %.1f ms, other %.1f "
+          "ms (full depth: %.1f ms a step)\n",
+          "", st.draft_time_s * per_pass * 1e3, st.verify_time_s * per_pass * 1e3,
+          (r.wall - st.draft_time_s - st.verify_time_s) * per_pass * 1e3,
+          full.wall / double(full.tokens) * B * 1e3);
       if (csv)
         std::fprintf(
             csv,
