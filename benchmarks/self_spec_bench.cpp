@@ -208,6 +208,30 @@ struct Run {
   EngineStats stats;
 };
 
+// One configuration over interleaved repetitions: the run with the least wall time, and the
+// least CPU time of any of them.
+struct Best {
+  Run run;
+  double cpu = 1e30;
+  void keep(Run&& x) {
+    cpu = std::min(cpu, x.cpu);
+    if (run.tokens == 0 || x.wall < run.wall) run = std::move(x);
+  }
+  // Tokens per second (wall, or CPU time) over full depth's.
+  double x_over(const Best& full, bool cpu_time) const {
+    const double per = double(run.tokens) / double(full.run.tokens);
+    return (cpu_time ? full.cpu / cpu : full.run.wall / run.wall) * per;
+  }
+  // Percent of full depth's tokens this run generated too, position by position.
+  double agreement(const Best& full) const {
+    std::size_t same = 0, total = 0;
+    for (std::size_t p = 0; p < full.run.out.size(); ++p)
+      for (std::size_t j = 0; j < full.run.out[p].size(); ++j, ++total)
+        same += j < run.out[p].size() && run.out[p][j] == full.run.out[p][j];
+    return 100.0 * double(same) / double(total);
+  }
+};
+
 // on_add(id, prompt index) is told each request's engine id as it is added (the oracle's
 // table).
 template <class P>
@@ -460,26 +484,20 @@ int oracle_main(const Options& o, Model& model) {
       double a;
       std::size_t li;
       bool adaptive, nb;
-      Run best;
-      double best_cpu = 1e30;
+      Best best;
     };
     std::vector<Cfg> cfgs;
     for (float a : o.oracle)
       for (std::size_t li = 0; li < layers.size(); ++li)
         for (const auto& m : modes)
-          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}, 1e30});
-    Run full;
-    double full_cpu = 1e30;
-    auto keep = [](Run& best, double& best_cpu, Run&& x) {
-      best_cpu = std::min(best_cpu, x.cpu);
-      if (best.tokens == 0 || x.wall < best.wall) best = std::move(x);
-    };
+          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}});
+    Best full;
     // The truth: a full-depth run's tokens (greedy, the same in every run).
     std::vector<std::vector<std::int32_t>> truth;
     for (int rep = 0; rep < o.reps; ++rep) {
       Run f = generate(model, FullDepth{}, ps, B, o.n_new);
       if (truth.empty()) truth = f.out;
-      keep(full, full_cpu, std::move(f));
+      full.keep(std::move(f));
       for (auto& cf : cfgs) {
         auto table = std::make_shared<OracleTable>();
         table->accept = cf.a;
@@ -489,16 +507,14 @@ int oracle_main(const Options& o, Model& model) {
         OracleSpec p;
         p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
         p.t = table;
-        keep(cf.best, cf.best_cpu,
-             generate(model, p, ps, B, o.n_new,
-                      [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
+        cf.best.keep(generate(model, p, ps, B, o.n_new,
+                              [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
       }
     }
     const std::string load1 = bench::loadavg();
     for (const auto& cf : cfgs) {
-      const Run& r = cf.best;
-      const double x = full.wall / r.wall * double(r.tokens) / double(full.tokens);
-      const double xc = full_cpu / cf.best_cpu * double(r.tokens) / double(full.tokens);
+      const Run& r = cf.best.run;
+      const double x = cf.best.x_over(full, false), xc = cf.best.x_over(full, true);
       const auto& st = r.stats;
       const double dpp = st.verify_passes ? double(st.draft_tokens) / double(st.verify_passes) : 0;
       // Fixed k: the prediction at K; adaptive: at the best k (1 = plain decode's 1.0x).
@@ -511,11 +527,7 @@ int oracle_main(const Options& o, Model& model) {
       } else {
         pred = predict(cf.li, cf.a, K, cf.nb);
       }
-      std::size_t same = 0, total = 0;
-      for (std::size_t p = 0; p < ps.size(); ++p)
-        for (std::size_t j = 0; j < full.out[p].size(); ++j, ++total)
-          same += j < r.out[p].size() && r.out[p][j] == full.out[p][j];
-      const double agree = 100.0 * double(same) / double(total);
+      const double agree = cf.best.agreement(full);
       char kl[32];
       std::snprintf(kl, sizeof kl, "%s%d%s", cf.adaptive ? "adapt<=" : "fixed ", K,
                     cf.nb ? " nb" : "");
@@ -533,7 +545,7 @@ int oracle_main(const Options& o, Model& model) {
           "ms (full depth: %.1f ms a step)\n",
           "", st.draft_time_s * per_pass * 1e3, st.verify_time_s * per_pass * 1e3,
           (r.wall - st.draft_time_s - st.verify_time_s) * per_pass * 1e3,
-          full.wall / double(full.tokens) * B * 1e3);
+          full.run.wall / double(full.run.tokens) * B * 1e3);
       if (csv)
         std::fprintf(
             csv,
@@ -546,7 +558,7 @@ int oracle_main(const Options& o, Model& model) {
             verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
             model.draft_vocab().size(), load0.c_str(), load1.c_str());
     }
-    std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.tokens) / full.wall);
+    std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.run.tokens) / full.run.wall);
   }
   if (csv) std::fclose(csv);
   std::printf("load at end %s\n", bench::loadavg().c_str());
@@ -616,24 +628,19 @@ int main(int argc, char** argv) {
   struct Row {
     int B;
     std::string label;
-    Run best;
-    double best_cpu = 1e30;
+    Best best;
   };
   std::vector<Row> rows;
   for (int B : o.batches) {
-    Row full{B, "full", {}, 1e30};
+    Row full{B, "full", {}};
     std::vector<Row> cfg;
-    for (auto& c : o.configs) cfg.push_back({B, c.label(), {}, 1e30});
-    auto keep = [](Row& r, Run&& x) {
-      r.best_cpu = std::min(r.best_cpu, x.cpu);
-      if (r.best.tokens == 0 || x.wall < r.best.wall) r.best = std::move(x);
-    };
+    for (auto& c : o.configs) cfg.push_back({B, c.label(), {}});
     for (int rep = 0; rep < o.reps; ++rep) {
-      keep(full, generate(model, FullDepth{}, ps, B, o.n_new));
+      full.best.keep(generate(model, FullDepth{}, ps, B, o.n_new));
       for (std::size_t i = 0; i < o.configs.size(); ++i) {
         SelfSpeculative<> p;
         p.spec = {o.configs[i].layer, o.configs[i].k, o.configs[i].threshold, o.configs[i].bonus};
-        keep(cfg[i], generate(model, p, ps, B, o.n_new));
+        cfg[i].best.keep(generate(model, p, ps, B, o.n_new));
       }
     }
     rows.push_back(std::move(full));
@@ -652,27 +659,21 @@ int main(int argc, char** argv) {
     const Row* full = nullptr;
     for (const auto& f : rows)
       if (f.B == r.B && f.label == "full") full = &f;
-    const double tps = double(r.best.tokens) / r.best.wall;
-    const double x =
-        full->best.wall / r.best.wall * double(r.best.tokens) / double(full->best.tokens);
-    const double xc =
-        full->best_cpu / r.best_cpu * double(r.best.tokens) / double(full->best.tokens);
-    std::size_t same = 0, total = 0;
-    for (std::size_t p = 0; p < ps.size(); ++p)
-      for (std::size_t j = 0; j < full->best.out[p].size(); ++j, ++total)
-        same += j < r.best.out[p].size() && r.best.out[p][j] == full->best.out[p][j];
-    const auto& st = r.best.stats;
-    const double agree = 100.0 * double(same) / double(total);
+    const Run& run = r.best.run;
+    const double tps = double(run.tokens) / run.wall;
+    const double x = r.best.x_over(full->best, false), xc = r.best.x_over(full->best, true);
+    const auto& st = run.stats;
+    const double agree = r.best.agreement(full->best);
     const double spec_s = st.draft_time_s + st.verify_time_s;
     std::printf("%4d  %-14s %9.1f %7.2f %7.2f %8.2f %7.1f %8.2f %7.1f %7.1f\n", r.B,
                 r.label.c_str(), tps, x, xc, agree, 100.0 * st.acceptance_rate(),
-                st.tokens_per_verify(), spec_s > 0 ? 100.0 * st.draft_time_s / r.best.wall : 0.0,
-                spec_s > 0 ? 100.0 * st.verify_time_s / r.best.wall : 0.0);
+                st.tokens_per_verify(), spec_s > 0 ? 100.0 * st.draft_time_s / run.wall : 0.0,
+                spec_s > 0 ? 100.0 * st.verify_time_s / run.wall : 0.0);
     if (csv)
       std::fprintf(csv, "%d,%s,%.2f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%lld,%d,%s,%s\n", r.B,
                    r.label.c_str(), tps, x, xc, agree, st.acceptance_rate(), st.tokens_per_verify(),
-                   st.draft_time_s / r.best.wall, st.verify_time_s / r.best.wall,
-                   (long long)r.best.tokens, o.reps, load0.c_str(), load1.c_str());
+                   st.draft_time_s / run.wall, st.verify_time_s / run.wall, (long long)run.tokens,
+                   o.reps, load0.c_str(), load1.c_str());
   }
   if (csv) std::fclose(csv);
   std::printf("load at end %s\n", load1.c_str());

@@ -80,10 +80,6 @@ class SpecStep {
   // The verify walk's policy (the engine's, while speculating): FullDepth, timed for the
   // cost model when k is adaptive.
   TimedFullDepth& walk_policy() noexcept { return full_; }
-  // The k this step's plan allowed each row (K unless adaptive), and the acceptance estimate
-  // it was chosen with.
-  int k_step() const noexcept { return k_step_; }
-  double acceptance_estimate() const noexcept { return kept_ / (kept_ + rejected_); }
 
   // The draft exit point index while self-speculating, -1 when not.
   int draft_exit() const noexcept { return draft_exit_; }
@@ -104,7 +100,7 @@ class SpecStep {
     spec_of_chunk_.assign(chunks.size(), -1);
     taken_ = false;
     if (k_max_ == 0) return;
-    k_step_ = cfg_.adaptive ? choose_k(chunks) : k_max_;
+    const int k_step = cfg_.adaptive ? choose_k(chunks) : k_max_;
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       const Chunk& ch = chunks[k];
@@ -114,7 +110,7 @@ class SpecStep {
       // without (then a single draft would only re-derive the plain decode's token).
       const bool bonus = cfg_.bonus_row;
       const int least = bonus ? 1 : 2;
-      int cap = std::min({k_step_, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
+      int cap = std::min({k_step, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
                           max_len - 1 - ch.start});
       while (cap >= least && !cache_->reserve(s.id, bonus ? cap : cap - 1)) --cap;
       if (cap < least) continue;
@@ -242,7 +238,7 @@ class SpecStep {
     if (B == 0 || !costs_.layer.known()) return k_max_;
     const int L = model_->config().n_layers, last = model_->n_exits() - 1;
     const int E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
-    const double a = std::clamp(acceptance_estimate(), 0.0, 0.999);
+    const double a = std::clamp(kept_ / (kept_ + rejected_), 0.0, 0.999);
     auto layer = [&](double rows) { return costs_.layer_at(rows); };
     double best_rate = B / (L * layer(R0 + B) + costs_.head_at(last, B));
     int best = 0;
@@ -403,7 +399,6 @@ class SpecStep {
   // ends a draft walk); timed into costs_ when adaptive.
   TimedFullDepth full_;
   CostModel costs_;                       // adaptive k: layer and head seconds by rows
-  int k_step_ = 0;                        // this step's k (K unless adaptive)
   int idle_steps_ = 0;                    // adaptive steps that chose k = 0
   static constexpr double decay = 0.995;  // of the acceptance counts, per verified row
   double kept_ = 1.0, rejected_ = 1.0;    // decaying counts; the prior is a = 0.5

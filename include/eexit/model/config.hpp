@@ -1,5 +1,6 @@
 #pragma once
 // Hyper-parameters of a Llama-family decoder and of its exit points.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,6 +62,10 @@ struct ModelConfig {
   std::vector<int> eos_ids{2};
   ExitConfig early_exit;
 
+  // Adds a token id that ends generation, unless it is one already.
+  void add_eos(int id) {
+    if (std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) eos_ids.push_back(id);
+  }
   int q_dim() const noexcept { return n_heads * head_dim; }
   int kv_dim() const noexcept { return n_kv_heads * head_dim; }
 };

@@ -775,14 +775,10 @@ inline ModelConfig gguf_config(const gguf::File& f) {
                                                       std::to_string(c.vocab_size));
   c.bos_id = int(f.integer("tokenizer.ggml.bos_token_id", 0, c.vocab_size - 1).value_or(1));
   c.eos_ids = {int(f.integer("tokenizer.ggml.eos_token_id", 0, c.vocab_size - 1).value_or(2))};
-  const auto add_eos = [&](int id) {
-    if (std::find(c.eos_ids.begin(), c.eos_ids.end(), id) == c.eos_ids.end())
-      c.eos_ids.push_back(id);
-  };
   if (const auto eot = f.integer("tokenizer.ggml.eot_token_id", 0, c.vocab_size - 1))
-    add_eos(int(*eot));
+    c.add_eos(int(*eot));
   if (const auto eom = f.integer("tokenizer.ggml.eom_token_id", 0, c.vocab_size - 1))
-    add_eos(int(*eom));
+    c.add_eos(int(*eom));
   // Llama 3's end-of-generation tokens, by their text, as llama.cpp finds them: a base
   // model's GGUF names only <|end_of_text|>, an Instruct one only <|eot_id|>, yet a chat reply
   // ends with <|eot_id|> and a tool call with <|eom_id|>. Control tokens only.
@@ -793,7 +789,7 @@ inline ModelConfig gguf_config(const gguf::File& f) {
       if (t.size() < 10 || t[0] != '<' || t[1] != '|') continue;
       if (t != "<|end_of_text|>" && t != "<|eot_id|>" && t != "<|eom_id|>") continue;
       if (types && types->is_array() && i < types->ints.size() && types->ints[i] == 3)
-        add_eos(int(i));
+        c.add_eos(int(i));
     }
   }
   c.tied_embeddings = f.tensor("output.weight") == nullptr;

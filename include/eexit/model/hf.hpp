@@ -179,6 +179,22 @@ inline void parse_early_exit(const json& j, std::string_view where, ModelConfig&
   }
 }
 
+// eos_token_id of a config.json or generation_config.json (an id or a list): each id,
+// checked against the vocabulary, joins c's EOS ids.
+inline void add_eos_ids(const json& eos, std::string_view where, ModelConfig& c) {
+  const auto add = [&](const json& v) {
+    const std::int64_t id = as_int(v, where, "eos_token_id");
+    if (id < 0 || id >= c.vocab_size)
+      throw error(field(where, "eos_token_id"), "id " + std::to_string(id) + " outside vocab");
+    c.add_eos(int(id));
+  };
+  if (eos.is_array()) {
+    for (const auto& v : eos) add(v);
+  } else {
+    add(eos);
+  }
+}
+
 }  // namespace detail::hf
 
 // config.json -> ModelConfig. where names the file in errors.
@@ -237,17 +253,7 @@ inline ModelConfig parse_hf_config(const nlohmann::json& j, std::string_view whe
   c.bos_id = int_in(j, where, "bos_token_id", 1, 0, c.vocab_size - 1);
   if (const json* eos = opt(j, "eos_token_id")) {
     c.eos_ids.clear();
-    const auto add = [&](const json& v) {
-      const std::int64_t id = as_int(v, where, "eos_token_id");
-      if (id < 0 || id >= c.vocab_size)
-        throw error(field(where, "eos_token_id"), "id " + std::to_string(id) + " outside vocab");
-      c.eos_ids.push_back(int(id));
-    };
-    if (eos->is_array()) {
-      for (const auto& v : *eos) add(v);
-    } else {
-      add(*eos);
-    }
+    add_eos_ids(*eos, where, c);
   }
   // The default EOS id (2, SentencePiece's) must exist: a tiny vocabulary has to name its own.
   for (int id : c.eos_ids)
@@ -346,19 +352,7 @@ inline void add_generation_eos(const nlohmann::json& j, std::string_view where, 
   using namespace detail::hf;
   if (!j.is_object()) throw error(where, "not a JSON object");
   const json* eos = opt(j, "eos_token_id");
-  if (!eos || eos->is_null()) return;
-  const auto add = [&](const json& v) {
-    const std::int64_t id = as_int(v, where, "eos_token_id");
-    if (id < 0 || id >= c.vocab_size)
-      throw error(field(where, "eos_token_id"), "id " + std::to_string(id) + " outside vocab");
-    if (std::find(c.eos_ids.begin(), c.eos_ids.end(), int(id)) == c.eos_ids.end())
-      c.eos_ids.push_back(int(id));
-  };
-  if (eos->is_array()) {
-    for (const auto& v : *eos) add(v);
-  } else {
-    add(*eos);
-  }
+  if (eos && !eos->is_null()) add_eos_ids(*eos, where, c);
 }
 
 // Loads an HF checkpoint. path: a directory with config.json and model.safetensors or
