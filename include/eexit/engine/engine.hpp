@@ -199,6 +199,7 @@ class Engine {
     }
     end_walk();
     if (spec_.active()) stats_.verify_time_s += detail::seconds_since(t0);
+    spec_.end_step();  // adaptive k: what the step took against its prediction
     stats_.take_walk(walk_.stats());
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);

@@ -10,7 +10,9 @@
 // through what each call is given (the walk, the policy's draft_confidence, the engine's
 // accept function for each emitted token and its EngineStats).
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -100,12 +102,14 @@ class SpecStep {
     spec_of_chunk_.assign(chunks.size(), -1);
     taken_ = false;
     if (k_max_ == 0) return;
-    const int k_step = cfg_.adaptive ? choose_k(chunks) : k_max_;
+    step_t0_ = std::chrono::steady_clock::now();
+    std::size_t max_rows = chunks.size();  // most rows that draft
+    const int k_step = cfg_.adaptive ? choose_k(chunks, max_rows) : k_max_;
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       const Chunk& ch = chunks[k];
       Sequence& s = *ch.seq;
-      if (!ch.decode) continue;
+      if (!ch.decode || spec_.size() == max_rows) continue;
       // Slots past pos a pass may write: pos+1..pos+cap with the bonus row, one fewer
       // without (then a single draft would only re-derive the plain decode's token).
       const bool bonus = cfg_.bonus_row;
@@ -170,6 +174,18 @@ class SpecStep {
     }
   }
 
+  // After the step's walks (adaptive k): what the step took, against what choose_k
+  // predicted for the kind of step it turned out to be (some row drafted or none), corrects
+  // that kind's later predictions.
+  void end_step() {
+    if (!full_.on) return;
+    const bool drafted = active();
+    const double predicted = drafted ? predicted_[1] : predicted_[0];
+    predicted_ = {0.0, 0.0};
+    if (!(predicted > 0)) return;
+    step_scale_[drafted].observe(detail::seconds_since(step_t0_) / predicted);
+  }
+
   // In the walk's sink, for each yielded row j: true if its slot is a verify position
   // (recorded for accept), false if it is the caller's.
   bool take(std::int32_t slot, std::size_t j) {
@@ -225,9 +241,19 @@ class SpecStep {
   //   k > 0: k [(E+1) layer(B) + head(E, B)]                  the draft passes
   //          + (E+1) layer(R0 + B') + (L-E-1) layer(R0 + B v) + head(last, B v)
   // (B' = B bonus rows from layer 0, or none).
+  // For a step where only D of the B rows draft, B - D plain rows join R0 and the drafting
+  // terms count D.
+  // Each prediction is scaled by what steps of its kind (plain / drafting) took against
+  // their prediction (StepScale): the walk costs leave out what a step does around them
+  // (sampling, acceptance, rollback, drafts spread to the whole vocabulary), and a drafting
+  // step's share of it differs from a plain step's. At batch 16 an unscaled k = 1 looked a
+  // few percent faster than k = 0 and ran slower.
   // Until the costs are known it drafts K (and so measures); where k = 0 wins it still drafts
-  // one token every 16th step, so the acceptance estimate follows the text.
-  int choose_k(const std::vector<Chunk>& chunks) {
+  // one token in one row every 16th step, so the acceptance estimate and the drafting
+  // steps' scale follow the text and the machine (at batch 16 a step where every row
+  // drafts one token costs 1.8 plain steps; one row drafting costs ~1.1). max_rows: set to
+  // the most rows that may draft.
+  int choose_k(const std::vector<Chunk>& chunks, std::size_t& max_rows) {
     double B = 0, R0 = 0;
     for (const Chunk& ch : chunks) {
       if (ch.decode)
@@ -240,22 +266,45 @@ class SpecStep {
     const int E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
     const double a = std::clamp(kept_ / (kept_ + rejected_), 0.0, 0.999);
     auto layer = [&](double rows) { return costs_.layer_at(rows); };
-    double best_rate = B / (L * layer(R0 + B) + costs_.head_at(last, B));
+    auto drafting = [&](int k, double D) {  // predicted seconds of D rows drafting k each
+      const double verified = cfg_.bonus_row ? k + 1 : k, plain = R0 + B - D;
+      return k * (E1 * layer(D) + costs_.head_at(draft_exit_, D)) +
+             E1 * layer(plain + (cfg_.bonus_row ? D : 0)) + (L - E1) * layer(plain + D * verified) +
+             costs_.head_at(last, B - D + D * verified);
+    };
+    predicted_[0] = L * layer(R0 + B) + costs_.head_at(last, B);
+    double best_rate = B / (step_scale_[0].value * predicted_[0]);
     int best = 0;
     for (int k = 1; k <= k_max_; ++k) {
       const double verified = cfg_.bonus_row ? k + 1 : k;
       const double m = (1.0 - std::pow(a, verified)) / (1.0 - a);
-      const double t = k * (E1 * layer(B) + costs_.head_at(draft_exit_, B)) +
-                       E1 * layer(R0 + (cfg_.bonus_row ? B : 0)) +
-                       (L - E1) * layer(R0 + B * verified) + costs_.head_at(last, B * verified);
-      if (B * m / t > best_rate) {
-        best_rate = B * m / t;
+      const double t = drafting(k, B);
+      if (B * m / (step_scale_[1].value * t) > best_rate) {
+        best_rate = B * m / (step_scale_[1].value * t);
         best = k;
       }
     }
-    if (best == 0 && ++idle_steps_ % 16 == 0) return 1;
+    double D = B;
+    if (best == 0 && ++idle_steps_ % 16 == 0) {
+      best = 1;
+      D = 1;
+      max_rows = 1;
+    }
+    predicted_[1] = best > 0 ? drafting(best, D) : 0.0;
     return best;
   }
+
+  // Measured / predicted seconds of one kind of step: a moving average from 1. It corrects
+  // a bias of some percent, so one step moves it a tenth of the way (one slow step, e.g.
+  // while the cache's pages are first touched, does not set it), and a step off
+  // by more than 2x, predicted from row counts the cost model had not seen yet (the first
+  // decode step after a prefill), teaches nothing about the bias.
+  struct StepScale {
+    double value = 1.0;
+    void observe(double r) {
+      if (r >= 0.5 && r <= 2.0) value = 0.9 * value + 0.1 * r;
+    }
+  };
 
   // The exit point index drafts leave at; -1 = no speculation.
   static int draft_exit_of(const Model& m, const Speculation& s) {
@@ -398,8 +447,11 @@ class SpecStep {
   // The draft walks' and the verify walk's policy: nothing leaves early (the stop exit
   // ends a draft walk); timed into costs_ when adaptive.
   TimedFullDepth full_;
-  CostModel costs_;                       // adaptive k: layer and head seconds by rows
-  int idle_steps_ = 0;                    // adaptive steps that chose k = 0
+  CostModel costs_;                                  // adaptive k: layer and head seconds by rows
+  int idle_steps_ = 0;                               // adaptive steps that chose k = 0
+  std::chrono::steady_clock::time_point step_t0_{};  // when this step's plan began
+  std::array<double, 2> predicted_{};     // this step's predicted seconds: plain, drafting
+  std::array<StepScale, 2> step_scale_;   // measured / predicted: plain, drafting steps
   static constexpr double decay = 0.995;  // of the acceptance counts, per verified row
   double kept_ = 1.0, rejected_ = 1.0;    // decaying counts; the prior is a = 0.5
   std::int32_t base_ = 0;                 // this step's first verify slot
