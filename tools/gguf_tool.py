@@ -11,9 +11,15 @@ code with the C++ reader it checks.
   tiny OUT.gguf [--type q8_0|q4_0|f16|bf16|f32] [--vocab llama|gpt2] [--seed N]
       A random tiny llama (dim 32, 2 layers, GQA 4/2, MLP 64) with a small vocabulary of
       that kind: the fuzzer's seed corpus (tests/fuzz/seeds/gguf).
-  q4k OUT.gguf EXPECTED.gguf [--seed N]
-      A tensor of random Q4_K super-blocks (no quantizer: random scales, mins and nibbles)
-      and its numpy dequantization per ggml's dequantize_row_q4_K, as F32.
+  q4k | q5k | q6k OUT.gguf EXPECTED.gguf [--seed N]
+      A (3, 512) tensor of random Q4_K / Q5_K / Q6_K super-blocks (no quantizer: random
+      scales, mins and bits; the first blocks' scales are the f16 edge cases: zeros of both
+      signs, subnormals) and its numpy dequantization per ggml's dequantize_row_q*_K, as F32.
+  kmix OUT.gguf [EXPECTED.gguf] [--dim 256 --hidden 256 --layers 2] [--seed N]
+      A random tiny tied llama in llama.cpp's Q4_K_M mix (Q4_K, Q5_K, Q6_K; Q5_0 / Q5_1 /
+      Q8_0 / F16 where a row is not whole super-blocks, as llama.cpp falls back), and the same
+      model all F32 as numpy dequantizes it. --dim 256 --hidden 32 --layers 1 is the fuzz
+      seed (under 64 KB).
   random OUT.gguf --vocab-from VOCAB.gguf [--shape 110m|1b] [--dim D --layers L --heads H
          --kv-heads K --hidden F] [--seed N]
       A random Llama of a benchmark shape, F32, in the layout llama.cpp's converter writes
@@ -51,7 +57,9 @@ T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I6
 _SCALAR = {T_U8: "<B", T_I8: "<b", T_U16: "<H", T_I16: "<h", T_U32: "<I", T_I32: "<i",
            T_F32: "<f", T_BOOL: "<?", T_U64: "<Q", T_I64: "<q", T_F64: "<d"}
 G_F32, G_F16, G_Q4_0, G_Q8_0, G_BF16 = 0, 1, 2, 8, 30
-_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18), 12: (256, 144)}  # 12 = Q4_K
+G_Q5_0, G_Q5_1, G_Q4_K, G_Q5_K, G_Q6_K = 6, 7, 12, 13, 14
+_GEOM = {G_F32: (1, 4), G_F16: (1, 2), G_BF16: (1, 2), G_Q8_0: (32, 34), G_Q4_0: (32, 18),
+         G_Q5_0: (32, 22), G_Q5_1: (32, 24), G_Q4_K: (256, 144), G_Q5_K: (256, 176), G_Q6_K: (256, 210)}
 
 
 class Reader:
@@ -307,32 +315,160 @@ def q4k_scale_min(j, q):
     return (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
 
 
-def q4k(a):
-    """Q4_K = {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]} per 256 elements."""
+# Random blocks of the types a llama.cpp Q4_K_M / Q5_K_M / Q6_K file holds (K-quants and their
+# fallbacks for rows that are not whole 256-element super-blocks), each field drawn at random
+# (no quantizer) and dequantized here element by element from ggml-common.h's layouts:
+#   Q5_0 = {f16 d; u8 qh[4]; u8 qs[16]}: q = nibble | bit e of qh (as a u32) << 4, x = d*(q-16),
+#          element e < 16 in qs[e]'s low nibble, e >= 16 in qs[e-16]'s high nibble
+#   Q5_1 = {f16 d; f16 m; u8 qh[4]; u8 qs[16]}: the same q, x = d*q + m
+#   Q4_K = {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}: 8 sub-blocks s of 32 with 6-bit scale
+#          and min (q4k_scale_min), element e = 64k + 32h + l in qs[32k + l]'s nibble h,
+#          x = d*scale_s*q - dmin*min_s
+#   Q5_K = {f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}: Q4_K plus bit s of qh[l]
+#          as the fifth bit
+#   Q6_K = {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}: element e = 128t + 32g + l has its
+#          low 4 bits in ql[64t + 32(g&1) + l] (nibble g>>1), its top 2 in qh[32t + l] bits
+#          2g..2g+1, scale scales[8t + 2g + l/16]; x = d*scale*(q-32)
+# The products are evaluated in float32 in the order ggml writes them ((d*scale)*q - dmin*min).
+_E = np.arange(256)
+_QMAX = {G_Q8_0: 127, G_Q5_0: 16, G_Q5_1: 31, G_Q4_K: 63 * 15, G_Q5_K: 63 * 31, G_Q6_K: 127 * 32}
+
+
+def _f16_scales(rng, n, amp, edge):
+    """n f16 scales ~ amp * N(0, 1); with edge, the first ones are the edge cases a file may
+    hold: zero, negative zero, the smallest subnormal, a negative subnormal."""
+    d = (rng.standard_normal(n) * amp).astype(np.float16)
+    if edge:
+        special = np.array([0x0000, 0x8000, 0x0001, 0x83FF], dtype=np.uint16).view(np.float16)
+        d[:min(n, 4)] = special[:min(n, 4)]
+    return d
+
+
+def _k_scale_min(sc):
+    """(n, 12) packed 6-bit scales and mins of Q4_K / Q5_K -> two (n, 8) arrays."""
+    pairs = [q4k_scale_min(j, sc.T) for j in range(8)]
+    return (np.stack([p[0] for p in pairs], axis=1).astype(np.float32),
+            np.stack([p[1] for p in pairs], axis=1).astype(np.float32))
+
+
+def random_blocks(g, rng, n, amp=0.01, edge=False):
+    """n random blocks of ggml type g -> (raw bytes, (n * block) float32 dequantized)."""
+    u8 = lambda k: rng.integers(0, 256, (n, k), dtype=np.uint8)
+    b = lambda x: np.ascontiguousarray(x).view(np.uint8).reshape(n, -1)
+    d = _f16_scales(rng, n, amp / _QMAX[g], edge)
+    d32 = d.astype(np.float32)[:, None]
+    if g == G_Q8_0:
+        q = u8(32)
+        raw = [b(d), q]
+        x = d32 * q.view(np.int8).astype(np.float32)
+    elif g in (G_Q5_0, G_Q5_1):
+        m = _f16_scales(rng, n, amp, edge)
+        qh, qs = u8(4), u8(16)
+        e = np.arange(32)
+        nib = (qs[:, e % 16] >> (4 * (e // 16))) & 15
+        bits = qh.astype(np.uint32) << np.array([0, 8, 16, 24], dtype=np.uint32)
+        hi = ((bits[:, 0] | bits[:, 1] | bits[:, 2] | bits[:, 3])[:, None] >> e.astype(np.uint32)) & 1
+        q = (nib.astype(np.int32) | (hi.astype(np.int32) << 4)).astype(np.float32)
+        if g == G_Q5_0:
+            raw, x = [b(d), qh, qs], d32 * (q - np.float32(16))
+        else:
+            raw, x = [b(d), b(m), qh, qs], d32 * q + m.astype(np.float32)[:, None]
+    elif g in (G_Q4_K, G_Q5_K):
+        dmin = _f16_scales(rng, n, amp / 63 / 4, edge)
+        sc, qs = u8(12), u8(128)
+        qh = u8(32) if g == G_Q5_K else None
+        scale, mn = _k_scale_min(sc)
+        k, h, l, s = _E // 64, (_E // 32) % 2, _E % 32, _E // 32
+        q = ((qs[:, 32 * k + l] >> (4 * h)) & 15).astype(np.int32)
+        if qh is not None:
+            q |= ((qh[:, l] >> s) & 1).astype(np.int32) << 4
+        x = (d32 * scale)[:, s] * q.astype(np.float32) - (dmin.astype(np.float32)[:, None] * mn)[:, s]
+        raw = [b(d), b(dmin), sc] + ([qh] if qh is not None else []) + [qs]
+    elif g == G_Q6_K:
+        ql, qh, sc = u8(128), u8(64), u8(16)
+        t, gq, l = _E // 128, (_E // 32) % 4, _E % 32
+        lo = (ql[:, 64 * t + 32 * (gq & 1) + l] >> (4 * (gq >> 1))) & 15
+        top = (qh[:, 32 * t + l] >> (2 * gq)) & 3
+        q = (lo.astype(np.int32) | (top.astype(np.int32) << 4)) - 32
+        scale = sc.view(np.int8).astype(np.float32)[:, 8 * t + 2 * gq + l // 16]
+        x = (d32 * scale) * q.astype(np.float32)
+        raw = [ql, qh, sc, b(d)]
+    else:
+        raise ValueError("random_blocks: type %d" % g)
+    raw = np.concatenate(raw, axis=1)
+    assert raw.shape[1] == _GEOM[g][1]
+    return raw.tobytes(), x.astype(np.float32).reshape(-1)
+
+
+def kfixture(a, g, name):
+    """A (3, 512) tensor of random blocks of type g and its numpy dequantization as F32."""
     rng = np.random.default_rng(a.seed)
     rows, cols = 3, 512
-    raw, out = bytearray(), []
-    for _ in range(rows * cols // 256):
-        d, dmin = (rng.standard_normal(2) * 0.01).astype(np.float16)
-        sc = rng.integers(0, 256, 12, dtype=np.uint8)
-        qs = rng.integers(0, 256, 128, dtype=np.uint8)
-        raw += d.tobytes() + dmin.tobytes() + sc.tobytes() + qs.tobytes()
-        d32, m32 = np.float32(d), np.float32(dmin)
-        for k in range(4):  # 64 elements per pair of sub-blocks, low nibbles first
-            q = qs[32 * k: 32 * k + 32]
-            s0, n0 = q4k_scale_min(2 * k, sc)
-            s1, n1 = q4k_scale_min(2 * k + 1, sc)
-            d0, o0 = d32 * np.float32(s0), m32 * np.float32(n0)
-            d1, o1 = d32 * np.float32(s1), m32 * np.float32(n1)
-            out.append(d0 * (q & 0xF).astype(np.float32) - o0)
-            out.append(d1 * (q >> 4).astype(np.float32) - o1)
+    raw, x = random_blocks(g, rng, rows * cols // _GEOM[g][0], edge=True)
     w, e = Writer(), Writer()
-    for x in (w, e):
-        x.add("general.architecture", T_STR, "llama")
-    w.tensor("q4k", [cols, rows], 12, bytes(raw))
-    e.tensor("q4k", [cols, rows], G_F32, np.concatenate(out).astype(np.float32).tobytes())
+    for f in (w, e):
+        f.add("general.architecture", T_STR, "llama")
+    w.tensor(name, [cols, rows], g, raw)
+    e.tensor(name, [cols, rows], G_F32, x.tobytes())
     w.write(a.output)
     e.write(a.expected)
+
+
+_FALLBACK = {G_Q4_K: G_Q5_0, G_Q5_K: G_Q5_1, G_Q6_K: G_Q8_0}
+
+
+def kmix(a):
+    """A random tiny tied llama in the mix of llama.cpp's Q4_K_M (token embedding, attn_v and
+    ffn_down Q6_K, ffn_up Q5_K, the rest Q4_K; a row that is not whole super-blocks falls
+    back as llama.cpp's: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, else F16), norms F32, and
+    EXPECTED: the same model with every tensor F32, as numpy dequantizes the blocks."""
+    rng = np.random.default_rng(a.seed)
+    d, hid, n_l, n_h, n_kv, hd, voc = a.dim, a.hidden, a.layers, 2, 1, 16, 32
+    w, e = Writer(), Writer()
+    for f in (w, e):
+        f.add("general.architecture", T_STR, "llama")
+        for k, v in (("context_length", 64), ("embedding_length", d), ("feed_forward_length", hid),
+                     ("block_count", n_l), ("attention.head_count", n_h),
+                     ("attention.head_count_kv", n_kv), ("attention.key_length", hd),
+                     ("attention.value_length", hd), ("rope.dimension_count", hd),
+                     ("vocab_size", voc)):
+            f.add("llama." + k, T_U32, v)
+        f.add("llama.attention.layer_norm_rms_epsilon", T_F32, 1e-5)
+        f.add("llama.rope.freq_base", T_F32, 10000.0)
+
+    def mat(name, ne, g, amp):
+        if ne[0] % 256:
+            g = _FALLBACK[g] if ne[0] % 32 == 0 else G_F16
+        n = ne[0] * ne[1]
+        if g == G_F16:
+            h = (rng.standard_normal(n) * amp).astype(np.float16)
+            raw, x = h.tobytes(), h.astype(np.float32)
+        else:
+            raw, x = random_blocks(g, rng, n // _GEOM[g][0], amp)
+        w.tensor(name, ne, g, raw)
+        e.tensor(name, ne, G_F32, x.tobytes())
+
+    def norm(name):
+        x = (1 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+        w.tensor(name, [d], G_F32, x.tobytes())
+        e.tensor(name, [d], G_F32, x.tobytes())
+
+    mat("token_embd.weight", [d, voc], G_Q6_K, 1.0)
+    for i in range(n_l):
+        p = "blk.%d." % i
+        norm(p + "attn_norm.weight")
+        mat(p + "attn_q.weight", [d, n_h * hd], G_Q4_K, 2 * d ** -0.5)
+        mat(p + "attn_k.weight", [d, n_kv * hd], G_Q4_K, 2 * d ** -0.5)
+        mat(p + "attn_v.weight", [d, n_kv * hd], G_Q6_K, 2 * d ** -0.5)
+        mat(p + "attn_output.weight", [n_h * hd, d], G_Q4_K if i % 2 else G_Q5_K, 2 * (n_h * hd) ** -0.5)
+        norm(p + "ffn_norm.weight")
+        mat(p + "ffn_gate.weight", [d, hid], G_Q4_K, 2 * d ** -0.5)
+        mat(p + "ffn_down.weight", [hid, d], G_Q6_K, 2 * hid ** -0.5)
+        mat(p + "ffn_up.weight", [d, hid], G_Q5_K, 2 * d ** -0.5)
+    norm("output_norm.weight")
+    w.write(a.output)
+    if a.expected:
+        e.write(a.expected)
 
 
 def bytes_to_unicode():
@@ -642,10 +778,18 @@ def main():
     t.add_argument("--type", default="f32", choices=["q8_0", "q4_0", "f16", "bf16", "f32"])
     t.add_argument("--vocab", default="llama", choices=["llama", "gpt2"])
     t.add_argument("--seed", type=int, default=0)
-    k = sub.add_parser("q4k")
-    k.add_argument("output")
-    k.add_argument("expected")
-    k.add_argument("--seed", type=int, default=0)
+    for name in ("q4k", "q5k", "q6k"):
+        k = sub.add_parser(name)
+        k.add_argument("output")
+        k.add_argument("expected")
+        k.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("kmix")
+    m.add_argument("output")
+    m.add_argument("expected", nargs="?")
+    m.add_argument("--dim", type=int, default=256)
+    m.add_argument("--hidden", type=int, default=256)
+    m.add_argument("--layers", type=int, default=2)
+    m.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("random")
     r.add_argument("output")
     r.add_argument("--vocab-from", required=True)
@@ -665,8 +809,9 @@ def main():
     for k in ("bos", "eos", "eot"):
         v.add_argument("--" + k, type=int, help=f"tokenizer.ggml.{k}_token_id")
     a = p.parse_args()
-    {"requantize": requantize, "tiny": tiny, "q4k": q4k, "random": random_model, "vocab": vocab,
-     "from-hf": from_hf}[a.cmd](a)
+    {"requantize": requantize, "tiny": tiny, "random": random_model, "vocab": vocab,
+     "from-hf": from_hf, "kmix": kmix, "q4k": lambda a: kfixture(a, G_Q4_K, "q4k"),
+     "q5k": lambda a: kfixture(a, G_Q5_K, "q5k"), "q6k": lambda a: kfixture(a, G_Q6_K, "q6k")}[a.cmd](a)
 
 
 if __name__ == "__main__":

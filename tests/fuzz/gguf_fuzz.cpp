@@ -3,10 +3,12 @@
 // (built, then encoding and decoding a fixed text). The only acceptable outcomes are
 // results that satisfy the invariants below, or eexit::error; anything else (a crash, a
 // sanitizer report, another exception, an out-of-range id) is a bug.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <span>
+#include <vector>
 
 #include "eexit/core/error.hpp"
 #include "eexit/model/gguf.hpp"
@@ -51,6 +53,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           t.n_bytes != t.n_elements / tt.blck * tt.type_size)
         std::abort();
     }
+    // No two tensors share a byte (each size matches its type and shape).
+    std::vector<const eexit::gguf::TensorInfo*> by_start;
+    for (const auto& t : f.tensors()) by_start.push_back(&t);
+    std::sort(by_start.begin(), by_start.end(),
+              [](const auto* a, const auto* b) { return a->data.data() < b->data.data(); });
+    for (std::size_t i = 1; i < by_start.size(); ++i)
+      if (by_start[i - 1]->data.data() + by_start[i - 1]->n_bytes > by_start[i]->data.data())
+        std::abort();
     try {
       check_weights(eexit::load_gguf(f));
     } catch (const eexit::error&) {

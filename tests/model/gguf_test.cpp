@@ -360,22 +360,122 @@ TEST_CASE("quantized GGUF files dequantize to numpy's reference values, bit for 
   }
 }
 
-TEST_CASE("Q4_K super-blocks dequantize as numpy reads ggml's layout") {
+TEST_CASE("Q4_K, Q5_K and Q6_K super-blocks dequantize as numpy reads ggml's layout") {
   if (fixture("x").empty()) {
     MESSAGE("EEXIT_GGUF_FIXTURE_DIR not set (run through ctest): skipped");
     return;
   }
-  const auto q = gguf::File::open(fixture("q4_k.gguf"));
-  const auto e = gguf::File::open(fixture("q4_k.expected.gguf"));
-  REQUIRE(q.tensor("q4k")->type == gguf::tensor_type::q4_k);
-  CHECK(q.tensor("q4k")->n_bytes == 6u * 144u);
-  const auto got = gguf::read_f32(q, "q4k", {3, 512});
-  const auto want = gguf::read_f32(e, "q4k", {3, 512});
-  REQUIRE(got.size() == want.size());
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i)  // a compiler may fuse d*q - m into one FMA
-    bad += std::fabs(got[i] - want[i]) > 1e-6f * std::max(1.0f, std::fabs(want[i]));
-  CHECK(bad == 0);
+  // tools/gguf_tool.py q4k / q5k / q6k: random blocks (the first with zero and subnormal
+  // scales) and numpy's element-by-element dequantization, as F32.
+  struct Case {
+    const char* name;
+    gguf::tensor_type type;
+    std::uint64_t block_bytes;
+  };
+  for (const Case& k :
+       {Case{"q4k", gguf::tensor_type::q4_k, 144}, Case{"q5k", gguf::tensor_type::q5_k, 176},
+        Case{"q6k", gguf::tensor_type::q6_k, 210}}) {
+    CAPTURE(k.name);
+    const std::string base = std::string(k.name).insert(2, "_");  // q4_k
+    const auto q = gguf::File::open(fixture(base + ".gguf"));
+    const auto e = gguf::File::open(fixture(base + ".expected.gguf"));
+    REQUIRE(q.tensor(k.name)->type == k.type);
+    CHECK(q.tensor(k.name)->n_bytes == 6u * k.block_bytes);
+    const auto got = gguf::read_f32(q, k.name, {3, 512});
+    const auto want = gguf::read_f32(e, k.name, {3, 512});
+    REQUIRE(got.size() == want.size());
+    std::size_t bad = 0, exact = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {  // a compiler may fuse d*q - m into one FMA
+      bad += !(std::fabs(got[i] - want[i]) <= 1e-6f * std::max(1.0f, std::fabs(want[i])));
+      exact += std::memcmp(&got[i], &want[i], sizeof(float)) == 0;
+    }
+    CHECK(bad == 0);
+    if (k.type == gguf::tensor_type::q6_k) CHECK(exact == got.size());  // (d*scale)*q: no FMA
+  }
+}
+
+// The K-quant files people download are llama.cpp's mixes (Q4_K_M: Q4_K with Q6_K for the
+// token embedding / output, attn_v and ffn_down; Q5_K_M likewise; rows that are not whole
+// super-blocks fall back to Q5_0 / Q5_1 / Q8_0). gguf_tool.py kmix writes such a tiny tied
+// llama and its twin with every tensor F32 as numpy dequantizes it.
+TEST_CASE("a Q4_K_M-style mixed GGUF loads every tensor in its type and runs as its F32 twin") {
+  if (fixture("x").empty()) {
+    MESSAGE("EEXIT_GGUF_FIXTURE_DIR not set (run through ctest): skipped");
+    return;
+  }
+  const std::string qpath = fixture("kmix.gguf"), epath = fixture("kmix.expected.gguf");
+  const auto f = gguf::File::open(qpath);
+  using tt = gguf::tensor_type;
+  CHECK(f.tensor("token_embd.weight")->type == tt::q6_k);
+  CHECK(f.tensor("blk.0.attn_q.weight")->type == tt::q4_k);
+  CHECK(f.tensor("blk.0.attn_v.weight")->type == tt::q6_k);
+  CHECK(f.tensor("blk.0.attn_output.weight")->type == tt::q5_1);  // rows of 32
+  CHECK(f.tensor("blk.1.attn_output.weight")->type == tt::q5_0);
+  CHECK(f.tensor("blk.0.ffn_up.weight")->type == tt::q5_k);
+  CHECK(f.tensor("blk.1.ffn_down.weight")->type == tt::q6_k);
+  CHECK(f.tensor("output_norm.weight")->type == tt::f32);
+
+  const ModelWeights q = load_model(qpath), e = load_model(epath);
+  // Weight for weight, within an FMA's rounding of d*q - m.
+  auto close = [](const Weight& a, const Weight& b) {
+    const auto x = a.to_f32(), y = b.to_f32();
+    if (x.size() != y.size()) return false;
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (!(std::fabs(x[i] - y[i]) <= 1e-6f * std::max(1.0f, std::fabs(y[i])))) return false;
+    return true;
+  };
+  CHECK(close(q.tok_embedding, e.tok_embedding));
+  for (std::size_t l = 0; l < q.layers.size(); ++l) {
+    CAPTURE(l);
+    const auto &a = q.layers[l], &b = e.layers[l];
+    CHECK(a.attn_norm == b.attn_norm);
+    for (auto [x, y] : {std::pair{&a.wq, &b.wq},
+                        {&a.wk, &b.wk},
+                        {&a.wv, &b.wv},
+                        {&a.wo, &b.wo},
+                        {&a.w_gate, &b.w_gate},
+                        {&a.w_up, &b.w_up},
+                        {&a.w_down, &b.w_down}})
+      CHECK(close(*x, *y));
+  }
+  // The same logits at every position of a prompt (within float rounding), the same greedy
+  // tokens.
+  auto prefill_logits = [](const std::string& path) {
+    CpuBackend be(2);
+    LlamaModel<CpuBackend> m(be, load_model(path));
+    const std::vector<std::int32_t> tokens = {1, 7, 30, 2, 19, 11};
+    const std::size_t n = tokens.size(), dim = std::size_t(m.config().dim);
+    PagedCache<CpuBackend, 16> cache(be, m.config(), 4);
+    REQUIRE(cache.reserve(0, std::int32_t(n)));
+    std::vector<RowKv> rk;
+    for (std::int32_t p = 0; p < std::int32_t(n); ++p) rk.push_back(RowKv{cache.block_table(0), p});
+    auto ws = m.make_workspace(n);
+    std::vector<float> x(n * dim), logits(n * std::size_t(m.config().vocab_size));
+    m.embed(tokens.data(), n, x.data());
+    for (int l = 0; l < m.n_layers(); ++l)
+      m.forward_layer(l, x.data(), n, rk.data(), cache.view(l), ws);
+    m.exit_logits(m.n_exits() - 1, x.data(), n, logits.data(), ws);
+    return logits;
+  };
+  const auto lq = prefill_logits(qpath), le = prefill_logits(epath);
+  REQUIRE(lq.size() == le.size());
+  double worst = 0, scale = 0;
+  for (std::size_t i = 0; i < lq.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(lq[i] - le[i])));
+    scale = std::max(scale, double(std::fabs(le[i])));
+  }
+  MESSAGE("K-mix vs its F32 twin, logits: max|a-b| = " << worst << ", max|logit| = " << scale);
+  CHECK(scale > 0.1);
+  CHECK(worst <= 1e-5 * scale);
+  CHECK(generate(load_model(qpath), 24) == generate(load_model(epath), 24));
+
+  // A NaN scale in one block of a file llama.cpp could have written: refused, named.
+  Bytes b = read_bytes(qpath);
+  const gguf::TensorInfo* up = f.tensor("blk.1.ffn_up.weight");
+  const std::size_t at = std::size_t(f.data_offset() + up->offset) + 3 * 176 + 2;  // block 3's dmin
+  b[at] = 0x00, b[at + 1] = 0x7E;
+  CHECK_EEXIT_ERROR(load_gguf(gguf::File::parse(b, "kmix.gguf")),
+                    "kmix.gguf: tensor 'blk.1.ffn_up.weight'", "Q5_K block 3", "dmin", "NaN");
 }
 
 TEST_CASE("GGUF tokenizer of ggml-vocab-llama-spm.gguf reproduces llama.cpp's test vectors") {
@@ -576,6 +676,56 @@ TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") 
                         "general.alignment");
     }
   }
+  SUBCASE("K-quant and Q5 tensors") {
+    // One tensor 'w' of the given type and bytes, then an F32 one (so that a size mismatch
+    // shows as an overlap or a gap, as in a model file).
+    auto file = [](std::uint32_t type, std::vector<std::uint64_t> ne, Bytes data) {
+      Spec s;
+      s.set("general.architecture", v_str("llama"));
+      s.tensors.push_back({"w", std::move(ne), type, std::move(data), {}});
+      s.tensors.push_back({"next", {128}, 0, f32_data(128, 0), {}});
+      return build(s);
+    };
+    auto parse = [](const Bytes& b) { return gguf::File::parse(b, "mem.gguf"); };
+    // Rows that are not whole super-blocks (llama.cpp would have fallen back to Q5_0 etc.).
+    CHECK_EEXIT_ERROR(parse(file(14, {128, 2}, Bytes(210))), "mem.gguf: tensor 'w'",
+                      "row length 128", "Q6_K block size 256");
+    CHECK_EEXIT_ERROR(parse(file(13, {96, 8}, Bytes(528))), "tensor 'w'", "row length 96", "Q5_K");
+    // A byte size that does not match type x elements: one block short, F32 bytes retyped.
+    CHECK_EEXIT_ERROR(parse(file(13, {256, 2}, Bytes(176))), "mem.gguf: tensor 'w'",
+                      "512 Q5_K elements take 352 bytes", "'next'", "overlap");
+    CHECK_EEXIT_ERROR(parse(file(14, {256, 1}, Bytes(1024))), "mem.gguf: tensor 'w'",
+                      "256 Q6_K elements take 210 bytes", "a gap");
+    {
+      Spec s;
+      s.tensors.push_back({"w", {256, 2}, 12, Bytes(144), {}});  // the last tensor, cut short
+      CHECK_EEXIT_ERROR(parse(build(s)), "tensor 'w'", "outside");
+    }
+    // f16 scales that are inf or NaN: refused with the tensor, block and field named.
+    struct Scale {
+      std::uint32_t type;
+      std::uint64_t blck, size, at;
+      const char* field;
+    };
+    for (const Scale& c :
+         {Scale{12, 256, 144, 0, "d"}, Scale{12, 256, 144, 2, "dmin"}, Scale{13, 256, 176, 0, "d"},
+          Scale{13, 256, 176, 2, "dmin"}, Scale{14, 256, 210, 208, "d"}, Scale{6, 32, 22, 0, "d"},
+          Scale{7, 32, 24, 2, "m"}, Scale{8, 32, 34, 0, "d"}}) {
+      for (std::uint16_t bits : {std::uint16_t(0x7C00), std::uint16_t(0xFC00),
+                                 std::uint16_t(0x7E00), std::uint16_t(0xFFFF)}) {
+        CAPTURE(c.type);
+        CAPTURE(c.field);
+        CAPTURE(bits);
+        Bytes data(3 * c.size, 0);  // three blocks of zeros (scales 0: finite), the last bad
+        data[2 * c.size + c.at] = std::uint8_t(bits), data[2 * c.size + c.at + 1] = bits >> 8;
+        const Bytes b = file(c.type, {3 * c.blck}, data);
+        const auto f = parse(b);
+        const std::int64_t n = std::int64_t(3 * c.blck);
+        CHECK_EEXIT_ERROR(gguf::read_f32(f, "w", {n}), "mem.gguf: tensor 'w'", "block 2",
+                          std::string("scale ") + c.field + " is ", (bits & 0x3FF) ? "NaN" : "inf");
+      }
+    }
+  }
   SUBCASE("llama metadata") {
     CHECK_EEXIT_ERROR(load_bytes(build(tiny_llama().erase("llama.block_count"))),
                       "llama.block_count", "missing");
@@ -636,8 +786,17 @@ TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") 
                       q, "outside");
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) {
                         s.tensor(q).ne = {8, 4};
+                        s.tensor(q).data.resize(8 * 4 * 4);
                       })),
                       q, "shape", "(4, 8)", "(8, 8)");
+    // Data that does not match the type and shape: it runs into the next tensor, or leaves
+    // a gap before it (a tensor retyped without being rewritten).
+    CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) {
+                        s.tensor(q).ne = {8, 16};
+                      })),
+                      q, "128 F32 elements take 512 bytes", "blk.0.attn_k.weight", "overlap");
+    CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) { s.tensor(q).type = 1; })), q,
+                      "64 F16 elements take 128 bytes", "a gap", "type and shape");
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) { s.tensor(q).name = "blk.0.attn_k.weight"; })),
                       "blk.0.attn_k.weight", "duplicate");
     CHECK_EEXIT_ERROR(load_bytes(with([&](Spec& s) { s.tensor(q).name = "other"; })), q, "missing");

@@ -47,11 +47,21 @@ add_test(NAME model/gguf_fixture_vocab
   COMMAND /usr/bin/python3 ${_eexit_gguf_tool} vocab
           ${PROJECT_SOURCE_DIR}/models/eexit-shakespeare/tokenizer.json
           ${EEXIT_GGUF_FIXTURE_DIR}/shakespeare_vocab.gguf)
-add_test(NAME model/gguf_fixture_q4k
-  COMMAND /usr/bin/python3 ${_eexit_gguf_tool} q4k ${EEXIT_GGUF_FIXTURE_DIR}/q4_k.gguf
-          ${EEXIT_GGUF_FIXTURE_DIR}/q4_k.expected.gguf)
+# K-quants: random super-blocks of each type and numpy's dequantization; kmix: a tiny llama in
+# llama.cpp's Q4_K_M mix (Q4_K/Q5_K/Q6_K, Q5_0/Q5_1 fallbacks) and its all-F32 twin.
+foreach(_eexit_k q4k q5k q6k)
+  string(REPLACE "k" "_k" _eexit_kname ${_eexit_k})
+  add_test(NAME model/gguf_fixture_${_eexit_k}
+    COMMAND /usr/bin/python3 ${_eexit_gguf_tool} ${_eexit_k}
+            ${EEXIT_GGUF_FIXTURE_DIR}/${_eexit_kname}.gguf
+            ${EEXIT_GGUF_FIXTURE_DIR}/${_eexit_kname}.expected.gguf)
+  list(APPEND _eexit_gguf_fixtures model/gguf_fixture_${_eexit_k})
+endforeach()
+add_test(NAME model/gguf_fixture_kmix
+  COMMAND /usr/bin/python3 ${_eexit_gguf_tool} kmix ${EEXIT_GGUF_FIXTURE_DIR}/kmix.gguf
+          ${EEXIT_GGUF_FIXTURE_DIR}/kmix.expected.gguf)
 list(APPEND _eexit_gguf_fixtures model/gguf_fixture_exit model/gguf_fixture_vocab
-  model/gguf_fixture_q4k)
+  model/gguf_fixture_kmix)
 set_tests_properties(${_eexit_gguf_fixtures} PROPERTIES FIXTURES_SETUP eexit_gguf_fixtures)
 if(TEST model/gguf_test)
   set_tests_properties(model/gguf_test PROPERTIES

@@ -22,6 +22,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -62,8 +63,12 @@ enum class tensor_type : std::uint32_t {
   f32 = 0,
   f16 = 1,
   q4_0 = 2,
+  q5_0 = 6,
+  q5_1 = 7,
   q8_0 = 8,
   q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
   bf16 = 30,
 };
 
@@ -85,8 +90,16 @@ inline TypeTraits traits(tensor_type t) noexcept {
       return {"Q8_0", 32, 34};  // f16 d, int8 q[32]
     case tensor_type::q4_0:
       return {"Q4_0", 32, 18};  // f16 d, u8 q[16] (two nibbles each)
+    case tensor_type::q5_0:
+      return {"Q5_0", 32, 22};  // f16 d, u8 qh[4] (bit 4 of each q), qs[16]
+    case tensor_type::q5_1:
+      return {"Q5_1", 32, 24};  // f16 d, m, u8 qh[4], qs[16]
     case tensor_type::q4_k:
       return {"Q4_K", 256, 144};  // f16 d, dmin, u8 scales[12], q[128]
+    case tensor_type::q5_k:
+      return {"Q5_K", 256, 176};  // f16 d, dmin, u8 scales[12], qh[32], qs[128]
+    case tensor_type::q6_k:
+      return {"Q6_K", 256, 210};  // u8 ql[128], qh[64], i8 scales[16], f16 d
   }
   return {};
 }
@@ -487,6 +500,29 @@ class File {
                         ") lies outside the file's data section");
       t.data = bytes_.subspan(std::size_t(data_offset_ + t.offset), std::size_t(t.n_bytes));
     }
+    // Tensors lie one after the other, each padded to the alignment (llama.cpp refuses any
+    // other layout): as the type and element count fix a tensor's size, bytes that run into
+    // the next tensor, or a gap before it, mean a type, shape or offset that does not match
+    // the data (e.g. a tensor retyped without being rewritten).
+    std::vector<const TensorInfo*> by_offset;
+    by_offset.reserve(tensors_.size());
+    for (const TensorInfo& t : tensors_) by_offset.push_back(&t);
+    std::stable_sort(
+        by_offset.begin(), by_offset.end(),
+        [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+    for (std::size_t i = 1; i < by_offset.size(); ++i) {
+      const TensorInfo &a = *by_offset[i - 1], &b = *by_offset[i];
+      // In the file, so no overflow: offset + n_bytes <= size.
+      const std::uint64_t end = (a.offset + a.n_bytes + alignment_ - 1) / alignment_ * alignment_;
+      if (end != b.offset)
+        throw error(where_ + ": tensor '" + a.name + "'",
+                    std::to_string(a.n_elements) + " " + std::string(traits(a.type).name) +
+                        " elements take " + std::to_string(a.n_bytes) + " bytes from offset " +
+                        std::to_string(a.offset) + ", but the next tensor, '" + b.name +
+                        "', starts at " + std::to_string(b.offset) +
+                        (end > b.offset ? " (overlap)" : " (a gap)") +
+                        ": the data does not match the tensor's type and shape");
+    }
   }
 
   std::string where_;
@@ -507,7 +543,23 @@ inline float f16_at(const std::uint8_t* p) noexcept {
   return f16_to_f32(std::uint16_t(p[0] | p[1] << 8));
 }
 
-// Q4_K's 6-bit sub-block scale and min j (0..7) from its 12 packed bytes.
+// A block's f16 scale (d, dmin or m) at p, refused when it is inf or NaN: it would make
+// the whole block's weights inf/NaN (0 * inf too), hence NaN logits, with no error.
+inline float f16_scale(const std::uint8_t* p, std::size_t block, std::string_view field,
+                       tensor_type t, std::string_view where) {
+  const auto h = std::uint16_t(p[0] | p[1] << 8);
+  if ((h & 0x7C00) == 0x7C00) {
+    char bits[8];
+    std::snprintf(bits, sizeof bits, "0x%04X", unsigned(h));
+    throw error(std::string(where), std::string(traits(t).name) + " block " +
+                                        std::to_string(block) + ": scale " + std::string(field) +
+                                        " is " + ((h & 0x3FF) ? "NaN" : "inf") + " (f16 " + bits +
+                                        ")");
+  }
+  return f16_to_f32(h);
+}
+
+// The 6-bit sub-block scale and min j (0..7) of Q4_K and Q5_K from their 12 packed bytes.
 inline void q4_k_scale_min(int j, const std::uint8_t* q, int& sc, int& m) noexcept {
   if (j < 4) {
     sc = q[j] & 63;
@@ -522,14 +574,20 @@ inline void q4_k_scale_min(int j, const std::uint8_t* q, int& sc, int& m) noexce
 
 // THE per-tensor conversion: raw tensor bytes of type t -> out.size() floats, in the file's
 // element order. data must hold exactly out.size() / blck blocks (TensorInfo guarantees it).
-inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::span<float> out) {
+// A block whose f16 scale is inf or NaN throws, with `where` (the file and tensor) in the
+// message.
+inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::span<float> out,
+                       std::string_view where = "gguf::dequantize") {
   const TypeTraits tt = traits(t);
   if (tt.blck == 0 || out.size() % tt.blck != 0 ||
       data.size() != out.size() / tt.blck * tt.type_size)
-    throw error("gguf::dequantize", "data size does not match the element count");
+    throw error(std::string(where), "data size does not match the element count");
   const std::uint8_t* p = data.data();
   float* y = out.data();
   const std::size_t nb = out.size() / tt.blck;
+  auto scale = [&](const std::uint8_t* at, std::size_t b, std::string_view field) {
+    return detail::f16_scale(at, b, field, t, where);
+  };
   switch (t) {
     case tensor_type::f32:
       convert_to_f32(dtype::f32, p, y, out.size());
@@ -542,35 +600,93 @@ inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::s
       return;
     case tensor_type::q8_0:
       for (std::size_t b = 0; b < nb; ++b, p += 34, y += 32) {
-        const float d = detail::f16_at(p);
+        const float d = scale(p, b, "d");
         for (int j = 0; j < 32; ++j) y[j] = d * float(std::int8_t(p[2 + j]));
       }
       return;
     case tensor_type::q4_0:
       // Low nibbles are elements 0..15, high nibbles 16..31; both offset by 8.
       for (std::size_t b = 0; b < nb; ++b, p += 18, y += 32) {
-        const float d = detail::f16_at(p);
+        const float d = scale(p, b, "d");
         for (int j = 0; j < 16; ++j) {
           y[j] = d * float((p[2 + j] & 0xF) - 8);
           y[j + 16] = d * float((p[2 + j] >> 4) - 8);
         }
       }
       return;
+    case tensor_type::q5_0:
+    case tensor_type::q5_1: {
+      // As Q4_0/Q4_1 with a fifth bit per element: bit j of the u32 qh is element j's.
+      // Q5_0: x = d*(q - 16); Q5_1: x = d*q + m.
+      const bool q51 = t == tensor_type::q5_1;
+      const std::size_t hdr = q51 ? 4 : 2;
+      for (std::size_t b = 0; b < nb; ++b, p += tt.type_size, y += 32) {
+        const float d = scale(p, b, "d"), m = q51 ? scale(p + 2, b, "m") : 0.0f;
+        const std::uint8_t* h = p + hdr;
+        const std::uint32_t qh = std::uint32_t(h[0]) | std::uint32_t(h[1]) << 8 |
+                                 std::uint32_t(h[2]) << 16 | std::uint32_t(h[3]) << 24;
+        const std::uint8_t* qs = h + 4;
+        const int off = q51 ? 0 : 16;
+        for (int j = 0; j < 16; ++j) {
+          const int x0 = int((qs[j] & 0xF) | ((qh >> j) & 1) << 4) - off;
+          const int x1 = int((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - off;
+          y[j] = q51 ? d * float(x0) + m : d * float(x0);
+          y[j + 16] = q51 ? d * float(x1) + m : d * float(x1);
+        }
+      }
+      return;
+    }
     case tensor_type::q4_k:
+    case tensor_type::q5_k: {
       // 8 sub-blocks of 32: x = d*scale_j*q - dmin*min_j; 32 bytes of nibbles per pair of
-      // sub-blocks (low nibbles first).
-      for (std::size_t b = 0; b < nb; ++b, p += 144) {
-        const float d = detail::f16_at(p), dmin = detail::f16_at(p + 2);
+      // sub-blocks (low nibbles first). Q5_K adds a fifth bit: qh[l] bit 2k is element l's
+      // of sub-block 2k, bit 2k+1 of sub-block 2k+1.
+      const bool q5 = t == tensor_type::q5_k;
+      for (std::size_t b = 0; b < nb; ++b, p += tt.type_size) {
+        const float d = scale(p, b, "d"), dmin = scale(p + 2, b, "dmin");
         const std::uint8_t* sc = p + 4;
-        const std::uint8_t* q = p + 16;
+        const std::uint8_t* qh = p + 16;
+        const std::uint8_t* q = q5 ? p + 48 : p + 16;
         for (int j = 0; j < 8; j += 2, q += 32) {
           int s0, m0, s1, m1;
           detail::q4_k_scale_min(j, sc, s0, m0);
           detail::q4_k_scale_min(j + 1, sc, s1, m1);
           const float d0 = d * float(s0), n0 = dmin * float(m0);
           const float d1 = d * float(s1), n1 = dmin * float(m1);
-          for (int l = 0; l < 32; ++l) *y++ = d0 * float(q[l] & 0xF) - n0;
-          for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] >> 4) - n1;
+          if (q5) {
+            for (int l = 0; l < 32; ++l)
+              *y++ = d0 * float((q[l] & 0xF) | ((qh[l] >> j) & 1) << 4) - n0;
+            for (int l = 0; l < 32; ++l)
+              *y++ = d1 * float((q[l] >> 4) | ((qh[l] >> (j + 1)) & 1) << 4) - n1;
+          } else {
+            for (int l = 0; l < 32; ++l) *y++ = d0 * float(q[l] & 0xF) - n0;
+            for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] >> 4) - n1;
+          }
+        }
+      }
+      return;
+    }
+    case tensor_type::q6_k:
+      // 16 sub-blocks of 16 with int8 scales: x = d*scale*(q - 32), q of 6 bits. Each half
+      // (128 elements) takes 64 bytes of ql (low nibbles: elements 0..63, high: 64..127) and
+      // 32 of qh (bits 2i..2i+1 of qh[l]: the top two bits of element l + 32i).
+      for (std::size_t b = 0; b < nb; ++b, p += 210) {
+        const float d = scale(p + 208, b, "d");
+        const std::uint8_t* ql = p;
+        const std::uint8_t* qh = p + 128;
+        const auto* sc = reinterpret_cast<const std::int8_t*>(p + 192);
+        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, sc += 8, y += 128) {
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0xF) | ((qh[l] >> 0) & 3) << 4) - 32;
+            const int q2 = ((ql[l + 32] & 0xF) | ((qh[l] >> 2) & 3) << 4) - 32;
+            const int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+            y[l] = d * float(sc[is]) * float(q1);
+            y[l + 32] = d * float(sc[is + 2]) * float(q2);
+            y[l + 64] = d * float(sc[is + 4]) * float(q3);
+            y[l + 96] = d * float(sc[is + 6]) * float(q4);
+          }
         }
       }
       return;
@@ -603,13 +719,14 @@ inline std::vector<float> read_f32(const File& f, const std::string& name,
                                    std::initializer_list<std::int64_t> shape) {
   const TensorInfo& t = checked_tensor(f, name, shape);
   std::vector<float> out(std::size_t(t.n_elements));
-  dequantize(t.type, t.data, out);
+  dequantize(t.type, t.data, out, f.where() + ": tensor '" + name + "'");
   return out;
 }
 
 // A weight matrix kept as stored where the CPU kernels take its type (F32, F16, BF16,
 // Q8_0, Q4_0: the bytes are copied out of the mapping as they are), else dequantized to
-// fp32 (Q4_K). A block-quantized matrix must have rows of whole blocks.
+// fp32 (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: llama.cpp's Q4_K_M / Q5_K_M / Q6_K mixes and their
+// fallbacks). A block-quantized matrix must have rows of whole blocks.
 inline Weight read_weight(const File& f, const std::string& name,
                           std::initializer_list<std::int64_t> shape) {
   const TensorInfo& t = checked_tensor(f, name, shape);
