@@ -35,7 +35,7 @@
 // same prompts produced at that position, else by another token (a hash of prompt and
 // position decides, the same for every configuration); draft passes, verify walk and rollback
 // run for real. Per batch size: the step costs (a full walk, a draft walk to layer L, a verify
-// walk of k drafts with and without the bonus row; min of --cost-reps, --cost-clock), then per
+// walk of k drafts with and without the bonus row; min of --cost-reps before each rep), then per
 // A, draft layer L and k mode (fixed K, adaptive <= K, each with "-nb": no bonus row) the
 // measured speedup over full depth beside the prediction from those costs:
 //   m(A, k) x full / (k x draft + verify(k)),  m = (1 - A^(k+1)) / (1 - A)  (A^k without bonus)
@@ -431,22 +431,62 @@ int oracle_main(const Options& o, Model& model) {
   for (int B : o.batches) {
     if (o.waves > 0)  // the first waves x B prompts
       ps.assign(all_prompts.begin(), all_prompts.begin() + std::ptrdiff_t(o.waves * B));
-    // Step costs (process CPU time, min of --cost-reps): the prediction's inputs.
-    const double full1 = walk_cost(model, B, 1, -1, o.cost_reps);
+    // Step costs (min of --cost-reps walks, --cost-clock): the prediction's inputs. They are
+    // measured again before every rep's runs and the min over all kept, so costs and runs
+    // sample the same minutes (this guest's memory bandwidth drifts over minutes; costs
+    // timed once before every run could be off by 10-30% from them).
     const bool any_nb = std::any_of(modes.begin(), modes.end(),
                                     [](const std::string& m) { return m.ends_with("-nb"); });
-    std::vector<double> draft(layers.size());
+    double full1 = 1e30;
+    std::vector<double> draft(layers.size(), 1e30);
     // verify[nb][layer][k]: a verify walk of k drafts with (nb 0) or without (nb 1) the bonus row
     std::vector<std::vector<std::vector<double>>> verify(
-        2,
-        std::vector<std::vector<double>>(layers.size(), std::vector<double>(std::size_t(K) + 1)));
-    for (std::size_t li = 0; li < layers.size(); ++li) {
-      draft[li] = walk_cost(model, B, 1, exit_of[li], o.cost_reps);
-      for (int k = 1; k <= K; ++k) {
-        verify[0][li][std::size_t(k)] = walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1);
-        if (any_nb)
-          verify[1][li][std::size_t(k)] =
-              walk_cost(model, B, k, -1, o.cost_reps, layers[li] + 1, false);
+        2, std::vector<std::vector<double>>(layers.size(),
+                                            std::vector<double>(std::size_t(K) + 1, 1e30)));
+    auto measure_costs = [&] {
+      full1 = std::min(full1, walk_cost(model, B, 1, -1, o.cost_reps));
+      for (std::size_t li = 0; li < layers.size(); ++li) {
+        draft[li] = std::min(draft[li], walk_cost(model, B, 1, exit_of[li], o.cost_reps));
+        for (int k = 1; k <= K; ++k) {
+          double& v0 = verify[0][li][std::size_t(k)];
+          v0 = std::min(v0, walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1));
+          if (any_nb) {
+            double& v1 = verify[1][li][std::size_t(k)];
+            v1 = std::min(v1, walk_cost(model, B, k, -1, o.cost_reps, layers[li] + 1, false));
+          }
+        }
+      }
+    };
+    struct Cfg {
+      double a;
+      std::size_t li;
+      bool adaptive, nb;
+      Best best;
+    };
+    std::vector<Cfg> cfgs;
+    for (float a : o.oracle)
+      for (std::size_t li = 0; li < layers.size(); ++li)
+        for (const auto& m : modes)
+          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}});
+    Best full;
+    // The truth: a full-depth run's tokens (greedy, the same in every run).
+    std::vector<std::vector<std::int32_t>> truth;
+    for (int rep = 0; rep < o.reps; ++rep) {
+      measure_costs();
+      Run f = generate(model, FullDepth{}, ps, B, o.n_new);
+      if (truth.empty()) truth = f.out;
+      full.keep(std::move(f));
+      for (auto& cf : cfgs) {
+        auto table = std::make_shared<OracleTable>();
+        table->accept = cf.a;
+        table->vocab = c.vocab_size;
+        table->truth = &truth;
+        table->prompts = &ps;
+        OracleSpec p;
+        p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
+        p.t = table;
+        cf.best.keep(generate(model, p, ps, B, o.n_new,
+                              [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
       }
     }
     std::printf("  B %d step costs: full %.2f ms", B, full1 * 1e3);
@@ -480,37 +520,6 @@ int oracle_main(const Options& o, Model& model) {
       return double(r.tokens) * full1 / (V * (d * draft[li] + v) + P * full1);
     };
 
-    struct Cfg {
-      double a;
-      std::size_t li;
-      bool adaptive, nb;
-      Best best;
-    };
-    std::vector<Cfg> cfgs;
-    for (float a : o.oracle)
-      for (std::size_t li = 0; li < layers.size(); ++li)
-        for (const auto& m : modes)
-          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}});
-    Best full;
-    // The truth: a full-depth run's tokens (greedy, the same in every run).
-    std::vector<std::vector<std::int32_t>> truth;
-    for (int rep = 0; rep < o.reps; ++rep) {
-      Run f = generate(model, FullDepth{}, ps, B, o.n_new);
-      if (truth.empty()) truth = f.out;
-      full.keep(std::move(f));
-      for (auto& cf : cfgs) {
-        auto table = std::make_shared<OracleTable>();
-        table->accept = cf.a;
-        table->vocab = c.vocab_size;
-        table->truth = &truth;
-        table->prompts = &ps;
-        OracleSpec p;
-        p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
-        p.t = table;
-        cf.best.keep(generate(model, p, ps, B, o.n_new,
-                              [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
-      }
-    }
     const std::string load1 = bench::loadavg();
     for (const auto& cf : cfgs) {
       const Run& r = cf.best.run;
