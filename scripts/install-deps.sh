@@ -5,12 +5,13 @@
 #   bash scripts/install-deps.sh --tests   also the test set: doctest, python3-torch and
 #                                          python3-numpy (reference computations and fixtures),
 #                                          python3-matplotlib (benchmark plot), nodejs (the
-#                                          server's end-to-end client tests)
+#                                          server's end-to-end client tests), haproxy and
+#                                          curl (the replica test, docs/DEPLOY.md)
 set -euo pipefail
 pkgs=(g++ cmake make ninja-build libboost-dev libopenblas-dev nlohmann-json3-dev)
 case "${1:-}" in
   "") ;;
-  --tests) pkgs+=(doctest-dev python3-torch python3-numpy python3-matplotlib nodejs) ;;
+  --tests) pkgs+=(doctest-dev python3-torch python3-numpy python3-matplotlib nodejs haproxy curl) ;;
   *) echo "usage: install-deps.sh [--tests]" >&2; exit 2 ;;
 esac
 missing=()

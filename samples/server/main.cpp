@@ -26,7 +26,8 @@ constexpr const char* kHelp = R"(usage: eexit-server [options]
 
 Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device):
   POST /v1/completions, POST /v1/chat/completions (stream: true for SSE),
-  GET /v1/models, GET /health, GET /metrics (Prometheus).
+  GET /v1/models, GET /health (liveness), GET /ready (readiness: 503 while
+  draining), GET /metrics (Prometheus).
 
   --model PATH            HF model directory (config.json, model.safetensors,
                           tokenizer.json); default: the embedded eexit-shakespeare,
@@ -60,9 +61,11 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --timeout S             idle/slow client timeout in seconds (default 30)
   --max-connections N     open connections; one more gets 503 (default: the open-file
                           limit less 64)
-  --shutdown-timeout S    on SIGTERM/SIGINT: stop accepting, let running requests finish
-                          for up to S seconds, then end them with an error (default 10)
-  --metrics-public        serve /metrics without the API key (/health is always open)
+  --shutdown-timeout S    on SIGTERM/SIGINT: /ready fails, new generation requests get
+                          503, running requests finish for up to S seconds, then end
+                          with an error (default 10); exits once none is left
+  --metrics-public        serve /metrics without the API key (/health and /ready are
+                          always open)
   --threads N             CPU threads for the engine (default: all cores)
   --help                  this text
 )";
@@ -193,7 +196,7 @@ int main(int argc, char** argv) {
           // A model file given by its bare name ("x.gguf") lies in the working directory.
           const fs::path mp(model_path);
           const bool model_dir = fs::is_directory(mp);
-          const fs::path dir = model_dir            ? mp
+          const fs::path dir = model_dir              ? mp
                                : mp.has_parent_path() ? mp.parent_path()
                                                       : fs::path(".");
           const auto tok =

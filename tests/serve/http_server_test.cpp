@@ -11,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -68,29 +69,42 @@ std::pair<unsigned, std::string> exchange(unsigned short port, http::verb verb,
   return {res.get().result_int(), res.get().body()};
 }
 
+// The embedded model served on a loopback port by an HttpServer whose tokenizer is gated
+// (above), its io_context running on io_thread.
+struct GatedServer {
+  CpuBackend be{2};
+  std::unique_ptr<LlamaModel<CpuBackend>> model = serve::load_serving_model<LlamaModel<CpuBackend>>(
+      be, test::source("models/eexit-shakespeare"));
+  Tokenizer tok = Tokenizer::load(test::source("models/eexit-shakespeare/tokenizer.json"),
+                                  model->config().vocab_size);
+  Cache cache{be, model->config(), 64};
+  Eng engine{*model, cache};
+  Service svc{engine};
+  std::promise<void> entered, release;
+  GatedTokenizer gated{&tok, &entered, release.get_future().share()};
+  asio::io_context io{1};
+  serve::HttpServer<Service, GatedTokenizer> server{io, svc, gated, config()};
+  unsigned short port = listen();
+  std::thread io_thread{[this] { io.run(); }};
+
+  serve::HttpConfig config() const {
+    serve::HttpConfig cfg;
+    cfg.limits.model_name = "m";
+    cfg.limits.context = model->config().max_seq_len;
+    cfg.max_body_bytes = 4 << 20;
+    return cfg;
+  }
+  unsigned short listen() {
+    server.listen({asio::ip::make_address("127.0.0.1"), 0});
+    return server.port();
+  }
+};
+
 }  // namespace
 
 TEST_CASE("/health answers while a 1 MiB prompt is being tokenized") {
-  CpuBackend be(2);
-  auto model = serve::load_serving_model<LlamaModel<CpuBackend>>(
-      be, test::source("models/eexit-shakespeare"));
-  const auto tok = Tokenizer::load(test::source("models/eexit-shakespeare/tokenizer.json"),
-                                   model->config().vocab_size);
-  Cache cache(be, model->config(), 64);
-  Eng engine(*model, cache);
-  Service svc(engine);
-
-  std::promise<void> entered, release;
-  GatedTokenizer gated{&tok, &entered, release.get_future().share()};
-  serve::HttpConfig cfg;
-  cfg.limits.model_name = "m";
-  cfg.limits.context = model->config().max_seq_len;
-  cfg.max_body_bytes = 4 << 20;
-  asio::io_context io(1);
-  serve::HttpServer<Service, GatedTokenizer> server(io, svc, gated, cfg);
-  server.listen({asio::ip::make_address("127.0.0.1"), 0});
-  const auto port = server.port();
-  std::thread io_thread([&] { io.run(); });
+  GatedServer g;
+  const auto port = g.port;
 
   // 1 MiB of text: the engine would refuse it (longer than the context), but only once it
   // is tokenized, and tokenizing waits for `release`.
@@ -99,7 +113,7 @@ TEST_CASE("/health answers while a 1 MiB prompt is being tokenized") {
   auto big_answer = std::async(
       std::launch::async, [&] { return exchange(port, http::verb::post, "/v1/completions", big); });
   const bool tokenizing =
-      entered.get_future().wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+      g.entered.get_future().wait_for(std::chrono::seconds(60)) == std::future_status::ready;
   REQUIRE(tokenizing);
 
   // The events, in order: tokenizing has begun and not ended; /health is answered; only
@@ -112,7 +126,7 @@ TEST_CASE("/health answers while a 1 MiB prompt is being tokenized") {
   const bool big_pending =
       big_answer.wait_for(std::chrono::seconds(0)) == std::future_status::timeout;
   CHECK(big_pending);
-  release.set_value();
+  g.release.set_value();
   if (answered) {
     const auto [status, body] = health.get();
     CHECK(status == 200);
@@ -123,6 +137,49 @@ TEST_CASE("/health answers while a 1 MiB prompt is being tokenized") {
   CHECK(body.find("context_length_exceeded") != std::string::npos);
   if (!answered) health.get();
 
-  asio::post(io, [&] { server.shutdown(std::chrono::milliseconds(0)); });
-  io_thread.join();  // every connection closed: the io_context ran out of work
+  asio::post(g.io, [&] { g.server.shutdown(std::chrono::milliseconds(0)); });
+  g.io_thread.join();  // every connection closed: the io_context ran out of work
+}
+
+TEST_CASE("drain: /ready fails while /health passes; new generation gets 503; then it ends") {
+  GatedServer g;
+  const auto port = g.port;
+
+  CHECK(exchange(port, http::verb::get, "/ready") ==
+        std::pair<unsigned, std::string>{200, "{\"status\":\"ready\"}"});
+  CHECK(exchange(port, http::verb::post, "/ready").first == 405);
+
+  // A request that runs (held in the tokenizer) keeps the drain open: the events are in
+  // order, not timed.
+  const std::string big = "{\"model\":\"m\",\"max_tokens\":1,\"prompt\":\"" +
+                          std::string(std::size_t(1) << 17, 'a') + "\"}";
+  auto running = std::async(
+      std::launch::async, [&] { return exchange(port, http::verb::post, "/v1/completions", big); });
+  REQUIRE(g.entered.get_future().wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+  std::promise<void> draining;
+  asio::post(g.io, [&] {
+    g.server.shutdown(std::chrono::seconds(600));
+    draining.set_value();
+  });
+  draining.get_future().wait();
+
+  CHECK(exchange(port, http::verb::get, "/health") ==
+        std::pair<unsigned, std::string>{200, "{\"status\":\"ok\"}"});
+  CHECK(exchange(port, http::verb::get, "/ready") ==
+        std::pair<unsigned, std::string>{503, "{\"status\":\"draining\"}"});
+  const auto [status, body] = exchange(port, http::verb::post, "/v1/completions",
+                                       "{\"model\":\"m\",\"max_tokens\":1,\"prompt\":\"a\"}");
+  CHECK(status == 503);
+  CHECK(body.find("shutting_down") != std::string::npos);
+
+  // The running request gets its answer; the listener closes with the last connection and
+  // the io_context runs out of work.
+  g.release.set_value();
+  CHECK(running.get().first == 400);  // context_length_exceeded, once tokenized
+  g.io_thread.join();
+  asio::io_context probe;
+  asio::ip::tcp::socket sock(probe);
+  boost::system::error_code ec;
+  sock.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  CHECK(ec);  // refused: nothing listens any more
 }

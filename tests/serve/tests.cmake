@@ -46,3 +46,21 @@ if(TARGET eexit-server)
   add_test(NAME serve/server_missing_model COMMAND eexit-server --model /nonexistent --port 0)
   set_tests_properties(serve/server_missing_model PROPERTIES WILL_FAIL TRUE)
 endif()
+
+# Two replicas behind HAProxy (deploy/haproxy.cfg), one SIGKILLed under streaming load
+# (tests/scripts/replica_test.sh, docs/DEPLOY.md). Needs haproxy, python3 and curl: a Debian
+# package each, which scripts/install-deps.sh --tests installs.
+if(TARGET eexit-server)
+  find_program(EEXIT_HAPROXY haproxy PATHS /usr/sbin)
+  find_program(EEXIT_PYTHON3 python3)
+  find_program(EEXIT_CURL curl)
+  if(EEXIT_HAPROXY AND EEXIT_PYTHON3 AND EEXIT_CURL)
+    add_test(NAME serve/replicas_haproxy
+      COMMAND ${CMAKE_COMMAND} -E env PATH=$ENV{PATH}:/usr/sbin
+              bash ${CMAKE_CURRENT_LIST_DIR}/../scripts/replica_test.sh $<TARGET_FILE:eexit-server>)
+    set_tests_properties(serve/replicas_haproxy PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+  else()
+    message(STATUS "haproxy/python3/curl not found: serve/replicas_haproxy is not registered "
+                   "(bash scripts/install-deps.sh --tests installs them)")
+  endif()
+endif()

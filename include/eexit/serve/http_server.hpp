@@ -13,8 +13,13 @@
 // - The I/O thread never parses, formats or tokenizes a request body: that runs on a small
 //   worker pool (a 1 MiB prompt takes a while with some tokenizers), so /health and the
 //   other clients are answered meanwhile.
-// - shutdown(): stop accepting, close idle connections, let running requests finish until
-//   a deadline, then stop the service (they end with an error event and [DONE]).
+// - /health is liveness (200 while the process serves), /ready readiness (200 once the
+//   model is loaded, which is before listen(); 503 from the start of a drain).
+// - shutdown(): close idle connections, let running requests finish until a deadline, then
+//   stop the service (they end with an error event and [DONE]). Meanwhile new connections
+//   still get /health (200) and /ready (503), so that a load balancer or a Kubernetes probe
+//   sees "alive, not ready"; new generation requests get 503 shutting_down. The listener
+//   closes once the last running request is done.
 //
 // Run the io_context on ONE thread: sessions share no strand.
 #include <netinet/in.h>
@@ -149,12 +154,14 @@ class HttpServer {
     acceptor_.close(ec);
   }
 
-  // Graceful stop (call on the I/O thread, e.g. from a signal_set handler): no new
-  // connections, idle ones close, requests that run go on and their connections close after
-  // their answer. After `timeout`, what still runs is stopped through the service (streams
-  // end with an error event and [DONE], others get 503); `grace` later, every connection
-  // left is closed. on_drained runs once no connection is left (the server then holds no
-  // work on the io_context). A second call does nothing.
+  // Graceful stop (call on the I/O thread, e.g. from a signal_set handler): /ready fails
+  // from now on, idle connections close, requests that run go on and their connections
+  // close after their answer. New connections are still accepted, each for one request
+  // (probes: /health 200, /ready 503; generation: 503 shutting_down). After `timeout`, what
+  // still runs is stopped through the service (streams end with an error event and [DONE],
+  // others get 503); `grace` later, every connection left is closed. Once no connection is
+  // left the listener closes and on_drained runs (the server then holds no work on the
+  // io_context). A second call does nothing.
   void shutdown(std::chrono::milliseconds timeout,
                 std::chrono::milliseconds grace = std::chrono::milliseconds(2000),
                 std::function<void()> on_drained = {}) {
@@ -162,7 +169,6 @@ class HttpServer {
     draining_ = true;
     grace_ = grace;
     on_drained_ = std::move(on_drained);
-    close();
     for (auto& c : conns_)
       if (!c.busy) c.stream->cancel();  // waiting for a next request: none will be read
     if (conns_.empty()) {
@@ -183,6 +189,7 @@ class HttpServer {
   // Ends everything now (a second signal): the service stops, every connection closes.
   void shutdown_now() {
     shutdown(std::chrono::milliseconds(0), std::chrono::milliseconds(0));
+    close();
     drain_timer_.cancel();
     svc_.stop();
     for (auto& c : conns_) c.stream->close();
@@ -195,8 +202,10 @@ class HttpServer {
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
   using Stream = boost::beast::tcp_stream;
 
-  // The last connection of a drain has ended (posted: it runs outside any session).
+  // The last connection of a drain has ended: the listener closes, on_drained runs (posted:
+  // outside any session).
   void drained() {
+    close();
     if (auto f = std::exchange(on_drained_, nullptr)) asio::post(io_, std::move(f));
   }
 
@@ -234,7 +243,7 @@ class HttpServer {
         continue;
       }
       pause = std::chrono::milliseconds(0);
-      if (draining_) continue;  // closes it
+      if (draining_ && !acceptor_.is_open()) continue;  // drained: closes it
       if (cfg_.max_connections && std::size_t(counters_.connections_open) >= cfg_.max_connections) {
         ++counters_.connections_refused;
         asio::co_spawn(io_, refuse(std::move(sock)), asio::detached);
@@ -295,14 +304,16 @@ class HttpServer {
     } unregister{this, self};
     boost::beast::flat_buffer buf;
     bool unread_body = false;  // an error answered a request whose body we did not read
+    // Accepted during a drain: one request (a probe), read within the drain's grace.
+    const bool late = draining_;
     try {
-      while (!draining_) {
+      for (bool first = true; first || !draining_; first = false) {
         http::request_parser<http::string_body> parser;
         parser.body_limit(cfg_.max_body_bytes);
         parser.header_limit(64 * 1024);
         error_code ec;
         self->busy = false;
-        stream.expires_after(cfg_.idle_timeout);
+        stream.expires_after(late ? std::min(cfg_.idle_timeout, grace_) : cfg_.idle_timeout);
         co_await http::async_read(stream, buf, parser,
                                   asio::redirect_error(asio::use_awaitable, ec));
         stream.expires_never();
@@ -381,11 +392,17 @@ class HttpServer {
     auto not_allowed = [&] {
       return error(openai::make_error(405, "method not allowed", "", "method_not_allowed"));
     };
-    // /health stays open for load balancers; /metrics tells request counts and the model's
-    // shape, so it needs the key unless metrics_public.
+    // /health and /ready stay open for load balancers and probes; /metrics tells request
+    // counts and the model's shape, so it needs the key unless metrics_public.
     if (target == "/health") {
       if (!is_get) return not_allowed();
       return Simple{200, "{\"status\":\"ok\"}"};
+    }
+    // Readiness: the model is loaded before the server listens, so only a drain fails it.
+    if (target == "/ready") {
+      if (!is_get) return not_allowed();
+      if (draining_) return Simple{503, "{\"status\":\"draining\"}"};
+      return Simple{200, "{\"status\":\"ready\"}"};
     }
     const bool needs_key =
         target.rfind("/v1/", 0) == 0 || (target == "/metrics" && !cfg_.metrics_public);
@@ -412,6 +429,9 @@ class HttpServer {
     }
     if (target == "/v1/completions" || target == "/v1/chat/completions") {
       if (!is_post) return not_allowed();
+      if (draining_)
+        return error(openai::make_error(503, "the server is shutting down", std::string(),
+                                        std::string("shutting_down"), std::string("server_error")));
       Simple g;
       g.generate = true;
       g.chat = target == "/v1/chat/completions";

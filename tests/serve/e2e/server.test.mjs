@@ -120,8 +120,11 @@ describe('completions and chat', () => {
   before(async () => { s = await startServer(); });
   after(async () => { assert.equal(await s.stop(), 0); });
 
-  test('GET /health, /v1/models', async () => {
+  test('GET /health, /ready, /v1/models', async () => {
     assert.equal((await fetch(`${s.base}/health`)).status, 200);
+    const ready = await fetch(`${s.base}/ready`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: 'ready' });
     const models = await s.client().models.list();
     assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
   });
@@ -572,7 +575,7 @@ describe('SIGTERM', () => {
     return { bodies: (await Promise.all(done)).map((t) => finalResponse(t).body), exited };
   }
 
-  test('drains: running streams finish, new connections are refused, exit 0', async () => {
+  test('drains: running streams finish, exit 0, then nothing listens', async () => {
     const s = await startServer();
     const { bodies, exited } = await streamsThenSigterm(s, 3, 48);
     for (const b of bodies) {
@@ -580,8 +583,8 @@ describe('SIGTERM', () => {
       assert.match(b, /"finish_reason":"length"/);
       assert.match(b, /data: \[DONE\]/);
     }
-    await assert.rejects(fetch(`${s.base}/health`)); // no longer accepting
     assert.equal(await exited, 0);
+    await assert.rejects(fetch(`${s.base}/health`)); // no longer accepting
   });
 
   test('past --shutdown-timeout: the rest end with an error event and [DONE], exit 0', async () => {
