@@ -47,7 +47,7 @@ run oracle_1b_bf16_e8 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 -
   --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall \
   --draft-vocab 8192 "$@"
 run oracle_1b_bf16_b16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
-  --k-modes adaptive,fixed-nb --batches 16 --waves 1 --new 32 --reps 2 --cost-reps 4 --cost-clock wall \
+  --k-modes adaptive,fixed-nb --batches 16 --waves 2 --new 48 --reps 3 --cost-reps 3 --cost-clock wall \
   --draft-vocab 8192 "$@"
 # The draft vocabulary's effect: the same at A 0.8 with the full 128k head.
 run oracle_1b_bf16_fullvocab "$models/l32-1b" $common --oracle-accept 0.8 --draft-layers 3 \
