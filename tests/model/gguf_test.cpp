@@ -710,7 +710,7 @@ TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") 
     for (const Scale& c :
          {Scale{12, 256, 144, 0, "d"}, Scale{12, 256, 144, 2, "dmin"}, Scale{13, 256, 176, 0, "d"},
           Scale{13, 256, 176, 2, "dmin"}, Scale{14, 256, 210, 208, "d"}, Scale{6, 32, 22, 0, "d"},
-          Scale{7, 32, 24, 2, "m"}, Scale{8, 32, 34, 0, "d"}}) {
+          Scale{7, 32, 24, 2, "m"}, Scale{8, 32, 34, 0, "d"}, Scale{2, 32, 18, 0, "d"}}) {
       for (std::uint16_t bits : {std::uint16_t(0x7C00), std::uint16_t(0xFC00),
                                  std::uint16_t(0x7E00), std::uint16_t(0xFFFF)}) {
         CAPTURE(c.type);
@@ -722,6 +722,9 @@ TEST_CASE("malformed GGUF files throw eexit::error naming the field or tensor") 
         const auto f = parse(b);
         const std::int64_t n = std::int64_t(3 * c.blck);
         CHECK_EEXIT_ERROR(gguf::read_f32(f, "w", {n}), "mem.gguf: tensor 'w'", "block 2",
+                          std::string("scale ") + c.field + " is ", (bits & 0x3FF) ? "NaN" : "inf");
+        // As a weight: Q8_0 and Q4_0 are kept packed, the others dequantized; both refuse.
+        CHECK_EEXIT_ERROR(gguf::read_weight(f, "w", {n}), "mem.gguf: tensor 'w'", "block 2",
                           std::string("scale ") + c.field + " is ", (bits & 0x3FF) ? "NaN" : "inf");
       }
     }

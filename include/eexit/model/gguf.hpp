@@ -752,6 +752,12 @@ inline Weight read_weight(const File& f, const std::string& name,
   if (is_quantized(*kept) && row % std::int64_t(quant_block) != 0)
     throw error(f.where() + ": tensor '" + name + "'",
                 "rows of " + std::to_string(row) + " weights are not whole 32-weight blocks");
+  if (is_quantized(*kept)) {  // kept packed: its block scales checked as dequantize checks them
+    const std::size_t bytes = traits(t.type).type_size;
+    const std::string where = f.where() + ": tensor '" + name + "'";
+    for (std::size_t b = 0; b * bytes < t.data.size(); ++b)
+      detail::f16_scale(t.data.data() + b * bytes, b, "d", t.type, where);
+  }
   return Weight::packed(*kept, std::size_t(t.n_elements),
                         std::vector<unsigned char>(t.data.begin(), t.data.end()));
 }
