@@ -102,8 +102,8 @@ class SpecStep {
     spec_of_chunk_.assign(chunks.size(), -1);
     taken_ = false;
     if (k_max_ == 0) return;
-    step_t0_ = std::chrono::steady_clock::now();
-    std::size_t max_rows = chunks.size();  // most rows that draft
+    if (full_.on) step_t0_ = std::chrono::steady_clock::now();  // for end_step
+    std::size_t max_rows = chunks.size();                       // most rows that draft
     const int k_step = cfg_.adaptive ? choose_k(chunks, max_rows) : k_max_;
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {

@@ -539,10 +539,6 @@ class File {
 
 namespace detail {
 
-inline float f16_at(const std::uint8_t* p) noexcept {
-  return f16_to_f32(std::uint16_t(p[0] | p[1] << 8));
-}
-
 // A block's f16 scale (d, dmin or m) at p, refused when it is inf or NaN: it would make
 // the whole block's weights inf/NaN (0 * inf too), hence NaN logits, with no error.
 inline float f16_scale(const std::uint8_t* p, std::size_t block, std::string_view field,
