@@ -79,6 +79,7 @@ SelfSpeculative<> self_spec(int draft_layer, int k, float threshold = 0.0f, bool
 struct Result {
   std::vector<std::vector<std::int32_t>> tokens;
   std::vector<finish_reason> finish;
+  std::vector<RequestStats> req;  // each request's
   EngineStats stats;
 };
 
@@ -97,6 +98,7 @@ Result run(M& model, P policy, const std::vector<GenerateRequest>& rs, std::int3
     INFO(c.error);
     out.tokens.push_back(c.tokens);
     out.finish.push_back(c.finish);
+    out.req.push_back(c.stats);
   }
   out.stats = engine.stats();
   if constexpr (requires { cache.blocks_used(); }) CHECK(cache.blocks_used() == 0);
@@ -703,12 +705,13 @@ struct OracleSpec : SelfSpeculative<> {
   const std::vector<std::vector<std::int32_t>>* truth = nullptr;
   const std::vector<GenerateRequest>* reqs = nullptr;
   bool right = true;
+  bool alternate = false;  // right for even request indices, wrong for odd ones
   int oracle_draft(std::int64_t id, std::int32_t pos, int d) const {
     const auto i = std::size_t(id - 1);
     const auto g = std::size_t(pos) - (*reqs)[i].prompt.size();
     if (g >= (*truth)[i].size()) return d;
     const int t = (*truth)[i][g];
-    return right ? t : (t + 1) % 1024;
+    return (alternate ? i % 2 == 0 : right) ? t : (t + 1) % 1024;
   }
 };
 static_assert(draft_oracle<OracleSpec>);
@@ -764,4 +767,76 @@ TEST_CASE("adaptive k: greedy equals full depth, and drafting stops where drafts
                                     << out.stats.steps << " steps");
     CHECK(out.stats.draft_tokens < out.stats.steps);
   }
+}
+
+namespace {
+
+// Given costs for adaptive k (Speculation::costs): a layer costs `fixed` + `per_row` seconds
+// per row, a head a hundredth of that, a fill nothing.
+CostModel given_costs(int n_exits, double fixed, double per_row) {
+  CostModel c;
+  c.resize(std::size_t(n_exits));
+  for (std::size_t rows = 1; rows <= 1024; rows *= 2) {
+    const double t = fixed + per_row * double(rows);
+    c.layer.set(rows, t);
+    for (auto& h : c.head) h.set(rows, t / 100);
+    for (auto& f : c.fill) f.set(rows, 0.0);
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("adaptive k with given costs: where a verify row costs a step, one row explores") {
+  // Compute-bound costs (seconds in proportion to rows): a drafting step cannot pay, even
+  // at the prior acceptance, so k = 0 wins every step. Every 16th such step one row (in
+  // turn) drafts one token. Given costs are not timed, so the counts are exact.
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(8, 60);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  const CostModel compute = given_costs(m.n_exits(), 0.0, 1e-4);
+  OracleSpec p;
+  p.spec = {1, 4, 0.0f, true, true, &compute};
+  p.truth = &full.tokens;
+  p.reqs = &rs;
+  p.right = true;  // even drafts that would all be kept
+  const auto out = run<Paged>(m, p, rs, 256);
+  CHECK(out.tokens == full.tokens);
+  MESSAGE(out.stats.draft_tokens << " drafts, " << out.stats.verify_passes << " verified rows in "
+                                 << out.stats.steps << " steps");
+  CHECK(out.stats.verify_passes > 0);
+  CHECK(out.stats.draft_tokens == out.stats.verify_passes);  // one token each
+  CHECK(out.stats.verify_passes <= out.stats.steps / 16);
+  int rows_explored = 0;  // the turns reach more than one row
+  for (const auto& r : out.req) rows_explored += r.draft_tokens > 0;
+  CHECK(rows_explored > 1);
+}
+
+TEST_CASE("adaptive k with given costs: k per row, drafting where drafts are kept") {
+  // A step mostly weight-bound (a layer's fixed cost is 50 rows' worth): drafting pays
+  // for rows whose drafts are kept, not for rows whose drafts never are. Requests 0, 2, 4,
+  // 6 get the right token as their draft, 1, 3, 5, 7 a wrong one.
+  auto& m = shakespeare().model;
+  const auto rs = shakespeare_requests(8, 60);
+  const auto full = run<Paged>(m, FullDepth{}, rs, 256);
+  const CostModel mixed = given_costs(m.n_exits(), 1e-3, 2e-5);
+  OracleSpec p;
+  p.spec = {1, 4, 0.0f, true, true, &mixed};
+  p.truth = &full.tokens;
+  p.reqs = &rs;
+  p.alternate = true;
+  const auto out = run<Paged>(m, p, rs, 256);
+  CHECK(out.tokens == full.tokens);
+  std::int64_t kept_rows = 0, wrong_rows = 0;
+  for (std::size_t i = 0; i < out.req.size(); ++i) {
+    CAPTURE(i);
+    (i % 2 ? wrong_rows : kept_rows) += out.req[i].draft_tokens;
+    if (i % 2) CHECK(out.req[i].accepted_drafts == 0);
+  }
+  MESSAGE("drafts in rows whose drafts are kept: " << kept_rows
+                                                   << ", in the others: " << wrong_rows);
+  // One k for the whole step would draft as much in the wrong rows as in the others. Per
+  // row, the wrong rows draft while their estimate falls from the prior (the first steps).
+  CHECK(kept_rows > 4 * wrong_rows);
+  CHECK(kept_rows > 4 * 40);  // more than one draft per step and row, on average
 }

@@ -75,8 +75,9 @@ class SpecStep {
     if (k_max_ > 0)  // (max_running, K, dim) each drafting row's layer-E states, by round
       draft_hidden_ = model.backend().template allocate<float>(max_running * std::size_t(k_max_) *
                                                                std::size_t(model.config().dim));
+    if (cfg_.costs) costs_ = *cfg_.costs;  // given: never timed, never corrected
     full_.costs = &costs_;
-    full_.on = cfg_.adaptive && k_max_ > 0;
+    full_.on = cfg_.adaptive && k_max_ > 0 && !cfg_.costs;
   }
 
   // The verify walk's policy (the engine's, while speculating): FullDepth, timed for the
@@ -93,29 +94,33 @@ class SpecStep {
   // of append_chunk_rows).
   const std::vector<int>& of_chunk() const noexcept { return spec_of_chunk_; }
 
-  // Which decode rows draft, and how much: as many of K as the request can still use and
-  // the cache can reserve now (never preempting for it); k = 0 decodes plainly. Logprobs
-  // of speculated tokens come from their verify position's full-depth logits. chunks are
-  // ordered (order_chunks); without speculation nothing drafts.
+  // Which decode rows draft, and how much: each the k adaptive k chose for it (or K), as
+  // many of those as the request can still use and the cache can reserve now (never
+  // preempting for it); k = 0 decodes plainly. Logprobs of speculated tokens come from
+  // their verify position's full-depth logits. chunks are ordered (order_chunks); without
+  // speculation nothing drafts.
   void plan(const std::vector<Chunk>& chunks) {
     spec_.clear();
     spec_of_chunk_.assign(chunks.size(), -1);
     taken_ = false;
     if (k_max_ == 0) return;
     if (full_.on) step_t0_ = std::chrono::steady_clock::now();  // for end_step
-    std::size_t max_rows = chunks.size();                       // most rows that draft
-    const int k_step = cfg_.adaptive ? choose_k(chunks, max_rows) : k_max_;
+    if (cfg_.adaptive)
+      choose_k(chunks);
+    else
+      k_of_chunk_.assign(chunks.size(), k_max_);
     const std::int32_t max_len = model_->config().max_seq_len;
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       const Chunk& ch = chunks[k];
       Sequence& s = *ch.seq;
-      if (!ch.decode || spec_.size() == max_rows) continue;
+      if (!ch.decode || k_of_chunk_[k] == 0) continue;
       // Slots past pos a pass may write: pos+1..pos+cap with the bonus row, one fewer
       // without (then a single draft would only re-derive the plain decode's token).
       const bool bonus = cfg_.bonus_row;
       const int least = bonus ? 1 : 2;
-      int cap = std::min({k_step, s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
-                          max_len - 1 - ch.start});
+      int cap =
+          std::min({k_of_chunk_[k], s.req.max_tokens - s.stats.generated_tokens - (bonus ? 1 : 0),
+                    max_len - 1 - ch.start});
       while (cap >= least && !cache_->reserve(s.id, bonus ? cap : cap - 1)) --cap;
       if (cap < least) continue;
       spec_of_chunk_[k] = int(spec_.size());
@@ -231,67 +236,140 @@ class SpecStep {
     }
   };
 
-  // Adaptive k: the k in [0, K] with the most predicted decode tokens per second for this
-  // step's rows. B decode rows that may draft, R0 other rows (prefill chunks); per-draft
-  // acceptance a (geometric: the i-th draft is kept with probability a given the ones
-  // before), so a row verified at v positions (v = k + 1 with the bonus row, else k) emits
-  // m = (1 - a^v) / (1 - a) tokens. Seconds, from the cost model (layer(rows), head(e, rows)),
-  // E + 1 layers up to the draft exit, L in all:
-  //   k = 0: L layer(R0 + B) + head(last, B)
-  //   k > 0: k [(E+1) layer(B) + head(E, B)]                  the draft passes
-  //          + (E+1) layer(R0 + B') + (L-E-1) layer(R0 + B v) + head(last, B v)
-  // (B' = B bonus rows from layer 0, or none).
-  // For a step where only D of the B rows draft, B - D plain rows join R0 and the drafting
-  // terms count D.
+  // Adaptive k, per row and step: the k_i in [0, K] for each decode row i that give the
+  // most predicted decode tokens per second for this step's rows. B decode rows, R0 other
+  // rows (prefill chunks). Row i's acceptance a_i is per draft (geometric: the j-th draft
+  // is kept with probability a_i given the ones before), so verified at v_i positions
+  // (v_i = k_i + 1 with the bonus row, else k_i) it emits m_i = (1 - a_i^v_i) / (1 - a_i)
+  // tokens; a_i is the sequence's own decaying count of kept and rejected drafts, with
+  // `prior` pseudo-counts at the acceptance of every row (so a new sequence starts there).
+  // Seconds, from the cost model (layer(rows), head(e, rows)), E + 1 layers up to the draft
+  // exit, L in all, D drafting rows, D_r of them with k_i > r:
+  //   sum over r < K of [(E+1) layer(D_r) + head(E, D_r)]            the draft passes
+  //   + (E+1) layer(R0 + B - D + D') + (L-E-1) layer(R0 + B - D + sum v_i)
+  //   + head(last, B - D + sum v_i)                                  the verify walk
+  // (D' = D bonus rows from layer 0, or none; with D = 0 it is a plain step).
+  // The search: every "the n most accepting rows draft k" (n <= B, k <= K), then single-row
+  // steps of k up or down from the best of those while they gain. It drafts only where that
+  // beats a plain step by `margin`: the prediction's own error is some percent, and a plain
+  // step is what full depth costs.
   // Each prediction is scaled by what steps of its kind (plain / drafting) took against
   // their prediction (StepScale): the walk costs leave out what a step does around them
   // (sampling, acceptance, rollback, drafts spread to the whole vocabulary), and a drafting
   // step's share of it differs from a plain step's. At batch 16 an unscaled k = 1 looked a
   // few percent faster than k = 0 and ran slower.
-  // Until the costs are known it drafts K (and so measures); where k = 0 wins it still drafts
-  // one token in one row every 16th step, so the acceptance estimate and the drafting
-  // steps' scale follow the text and the machine (at batch 16 a step where every row
-  // drafts one token costs 1.8 plain steps; one row drafting costs ~1.1). max_rows: set to
-  // the most rows that may draft.
-  int choose_k(const std::vector<Chunk>& chunks, std::size_t& max_rows) {
-    double B = 0, R0 = 0;
-    for (const Chunk& ch : chunks) {
-      if (ch.decode)
-        B += 1;
-      else
-        R0 += double(ch.n);
-    }
-    if (B == 0 || !costs_.layer.known()) return k_max_;
-    const int L = model_->config().n_layers, last = model_->n_exits() - 1;
-    const int E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
-    const double a = std::clamp(kept_ / (kept_ + rejected_), 0.0, 0.999);
-    auto layer = [&](double rows) { return costs_.layer_at(rows); };
-    auto drafting = [&](int k, double D) {  // predicted seconds of D rows drafting k each
-      const double verified = cfg_.bonus_row ? k + 1 : k, plain = R0 + B - D;
-      return k * (E1 * layer(D) + costs_.head_at(draft_exit_, D)) +
-             E1 * layer(plain + (cfg_.bonus_row ? D : 0)) + (L - E1) * layer(plain + D * verified) +
-             costs_.head_at(last, B - D + D * verified);
-    };
-    predicted_[0] = L * layer(R0 + B) + costs_.head_at(last, B);
-    double best_rate = B / (step_scale_[0].value * predicted_[0]);
-    int best = 0;
-    for (int k = 1; k <= k_max_; ++k) {
-      const double verified = cfg_.bonus_row ? k + 1 : k;
-      const double m = (1.0 - std::pow(a, verified)) / (1.0 - a);
-      const double t = drafting(k, B);
-      if (B * m / (step_scale_[1].value * t) > best_rate) {
-        best_rate = B * m / (step_scale_[1].value * t);
-        best = k;
+  // Until the costs are known every row drafts K (and so measures); where k = 0 wins, one row
+  // in turn still drafts one token every 16th step, so the acceptance estimates and the
+  // drafting steps' scale follow the text and the machine (at batch 16 a step where every
+  // row drafts one token costs 1.8 plain steps; one row drafting costs ~1.1).
+  void choose_k(const std::vector<Chunk>& chunks) {
+    k_of_chunk_.assign(chunks.size(), 0);
+    rows_.clear();
+    double R0 = 0;
+    const double a_all = kept_ / (kept_ + rejected_);
+    for (std::size_t c = 0; c < chunks.size(); ++c) {
+      if (!chunks[c].decode) {
+        R0 += double(chunks[c].n);
+        continue;
       }
+      const Sequence& s = *chunks[c].seq;
+      const double a = (s.spec_kept + prior * a_all) / (s.spec_kept + s.spec_rejected + prior);
+      rows_.push_back({c, std::clamp(a, 0.0, 0.999)});
     }
-    double D = B;
-    if (best == 0 && ++idle_steps_ % 16 == 0) {
-      best = 1;
-      D = 1;
-      max_rows = 1;
+    const std::size_t B = rows_.size();
+    if (B == 0) return;
+    if (!costs_.layer.known()) {
+      for (const auto& r : rows_) k_of_chunk_[r.chunk] = k_max_;
+      return;
     }
-    predicted_[1] = best > 0 ? drafting(best, D) : 0.0;
-    return best;
+    std::stable_sort(rows_.begin(), rows_.end(),
+                     [](const RowAcc& x, const RowAcc& y) { return x.a > y.a; });
+    const double L = model_->config().n_layers;
+    const int last = model_->n_exits() - 1;
+    const double E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
+    const int bonus = cfg_.bonus_row ? 1 : 0;
+    auto layer = [&](double rows) { return costs_.layer_at(rows); };
+    auto emitted = [&](std::size_t i, int k) {  // m_i
+      if (k == 0) return 1.0;
+      const double a = rows_[i].a;
+      return (1.0 - std::pow(a, k + bonus)) / (1.0 - a);
+    };
+    KPlan& p = kplan_;
+    p.k.assign(B, 0);
+    p.at_least.assign(std::size_t(k_max_), 0);
+    p.verified = 0;
+    p.tokens = double(B);
+    auto set = [&](KPlan& q, std::size_t i, int k) {  // row i drafts k
+      const int old = q.k[i];
+      const int sign = k > old ? 1 : -1;
+      for (int r = std::min(old, k); r < std::max(old, k); ++r) q.at_least[std::size_t(r)] += sign;
+      q.verified += (k ? k + bonus : 0) - (old ? old + bonus : 0);
+      q.tokens += emitted(i, k) - emitted(i, old);
+      q.k[i] = k;
+    };
+    auto seconds = [&](const KPlan& q) {  // predicted, before the step-time correction
+      const double D = q.at_least.empty() ? 0 : q.at_least[0], plain = R0 + double(B) - D;
+      double t = 0;
+      for (int n : q.at_least)
+        if (n > 0) t += E1 * layer(n) + costs_.head_at(draft_exit_, n);
+      return t + E1 * layer(plain + bonus * D) + (L - E1) * layer(plain + q.verified) +
+             costs_.head_at(last, double(B) - D + q.verified);
+    };
+    auto rate = [&](const KPlan& q) {
+      return q.tokens / (step_scale_[q.at_least[0] > 0].value * seconds(q));
+    };
+    predicted_[0] = seconds(p);
+    const double plain_rate = rate(p);
+    // The best "n most accepting rows draft k".
+    double best_rate = 0;
+    int best_k = 0;
+    std::size_t best_n = 0;
+    for (int k = 1; k <= k_max_; ++k) {
+      for (std::size_t n = 0; n < B; ++n) {
+        set(p, n, k);
+        if (const double r = rate(p); r > best_rate) {
+          best_rate = r;
+          best_k = k;
+          best_n = n + 1;
+        }
+      }
+      for (std::size_t n = 0; n < B; ++n) set(p, n, 0);
+    }
+    for (std::size_t n = 0; n < best_n; ++n) set(p, n, best_k);
+    // Single-row steps while one gains (each strictly raises the rate: it ends).
+    for (std::size_t it = 0; it < B * std::size_t(k_max_) * 2; ++it) {
+      std::size_t bi = B;
+      int bk = 0;
+      for (std::size_t i = 0; i < B; ++i)
+        for (int k : {p.k[i] - 1, p.k[i] + 1}) {
+          if (k < 0 || k > k_max_) continue;
+          const int old = p.k[i];
+          set(p, i, k);
+          if (const double r = rate(p); r > best_rate * (1 + 1e-9)) {
+            best_rate = r;
+            bi = i;
+            bk = k;
+          }
+          set(p, i, old);
+        }
+      if (bi == B) break;
+      set(p, bi, bk);
+    }
+    if (best_rate > plain_rate * (1 + margin)) {
+      for (std::size_t i = 0; i < B; ++i) k_of_chunk_[rows_[i].chunk] = p.k[i];
+      predicted_[1] = seconds(p);
+      return;
+    }
+    predicted_[1] = 0.0;
+    if (++idle_steps_ % 16 != 0) return;
+    // Explore: one row drafts one token, the rows taking turns in chunk order.
+    const std::size_t turn = std::size_t(idle_steps_ / 16) % B;
+    std::size_t j = 0;
+    for (std::size_t c = 0; c < chunks.size(); ++c)
+      if (chunks[c].decode && j++ == turn) k_of_chunk_[c] = 1;
+    for (std::size_t i = 0; i < B; ++i) set(p, i, 0);
+    set(p, 0, 1);  // the same cost whichever row it is
+    predicted_[1] = seconds(p);
   }
 
   // Measured / predicted seconds of one kind of step: a moving average from 1. It corrects
@@ -414,11 +492,16 @@ class SpecStep {
       accept_token(s, s.sampler.result_for(logits, spec::draw_residual(p, q, s.spec_rng)), last,
                    L - 1);
       rejected_ += 1.0;
+      s.spec_rejected += 1.0;
       break;
     }
-    kept_ += kept;  // the acceptance estimate: kept / (kept + rejections), decaying
+    // The acceptance estimates, every row's and this sequence's: kept / (kept + rejections),
+    // decaying.
+    kept_ += kept;
     kept_ *= decay;
     rejected_ *= decay;
+    s.spec_kept = (s.spec_kept + kept) * row_decay;
+    s.spec_rejected *= row_decay;
     // Every verified position ran all L layers (draft layers + the verify's).
     const std::int64_t layers =
         std::int64_t(r.rounds + (r.rounds == k && r.yrow[std::size_t(k)] >= 0)) * L;
@@ -447,19 +530,35 @@ class SpecStep {
   // The draft walks' and the verify walk's policy: nothing leaves early (the stop exit
   // ends a draft walk); timed into costs_ when adaptive.
   TimedFullDepth full_;
-  CostModel costs_;                                  // adaptive k: layer and head seconds by rows
-  int idle_steps_ = 0;                               // adaptive steps that chose k = 0
+  CostModel costs_;     // adaptive k: layer and head seconds by rows
+  int idle_steps_ = 0;  // adaptive steps that chose k = 0
+  struct RowAcc {
+    std::size_t chunk;  // the decode row's chunk
+    double a;           // its acceptance estimate
+  };
+  std::vector<RowAcc> rows_;  // (decode rows) choose_k's, by acceptance, highest first
+  struct KPlan {              // choose_k's: a k per row of rows_
+    std::vector<int> k;
+    std::vector<int> at_least;  // (K) rows with k > r: the rows of draft pass r
+    double verified = 0;        // verify rows from the draft layer on
+    double tokens = 0;          // expected tokens emitted
+  };
+  KPlan kplan_;
+  std::vector<int> k_of_chunk_;  // (chunks) this step's k per chunk (0: plain or not decode)
   std::chrono::steady_clock::time_point step_t0_{};  // when this step's plan began
-  std::array<double, 2> predicted_{};     // this step's predicted seconds: plain, drafting
-  std::array<StepScale, 2> step_scale_;   // measured / predicted: plain, drafting steps
-  static constexpr double decay = 0.995;  // of the acceptance counts, per verified row
-  double kept_ = 1.0, rejected_ = 1.0;    // decaying counts; the prior is a = 0.5
-  std::int32_t base_ = 0;                 // this step's first verify slot
-  bool taken_ = false;                    // take() saw a verify position since the last accept
-  std::vector<SpecRow> spec_;             // (drafting rows) this step's
-  std::vector<int> spec_of_chunk_;        // (chunks) each chunk's drafting row, -1 = none
-  WalkRows draft_rows_;                   // a draft pass's rows
-  std::vector<float> draft_conf_;         // (draft pass rows) the policy's draft scores
+  std::array<double, 2> predicted_{};        // this step's predicted seconds: plain, drafting
+  std::array<StepScale, 2> step_scale_;      // measured / predicted: plain, drafting steps
+  static constexpr double decay = 0.995;     // of the acceptance counts, per verified row
+  static constexpr double row_decay = 0.95;  // of a sequence's, per verified row of it
+  static constexpr double prior = 1.0;       // a sequence's pseudo-counts at every row's rate
+  static constexpr double margin = 0.02;     // drafting must beat a plain step by this
+  double kept_ = 1.0, rejected_ = 1.0;       // decaying counts; the prior is a = 0.5
+  std::int32_t base_ = 0;                    // this step's first verify slot
+  bool taken_ = false;                       // take() saw a verify position since the last accept
+  std::vector<SpecRow> spec_;                // (drafting rows) this step's
+  std::vector<int> spec_of_chunk_;           // (chunks) each chunk's drafting row, -1 = none
+  WalkRows draft_rows_;                      // a draft pass's rows
+  std::vector<float> draft_conf_;            // (draft pass rows) the policy's draft scores
   std::vector<float> full_logits_;  // (vocab) a draft row's logits spread out (draft_row_logits)
   typename backend_type::template buffer<float> draft_hidden_;  // (max_running, K, dim)
 };

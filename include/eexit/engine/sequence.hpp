@@ -62,6 +62,9 @@ struct Sequence {
   // its own, so that they are independent of the sampler's and the output depends only on
   // the seed.
   Rng spec_rng;
+  // Self-speculation's acceptance in this sequence (adaptive k per row): decaying counts of
+  // kept drafts and of rejections.
+  double spec_kept = 0.0, spec_rejected = 0.0;
   std::optional<StreamDecoder> detok;
   std::string text;           // decoded so far (for stop strings)
   std::size_t text_sent = 0;  // bytes of text already reported

@@ -7,6 +7,8 @@
 
 namespace eexit {
 
+struct CostModel;  // policy/cost_model.hpp
+
 struct Speculation {
   int draft_layer = -1;  // the exit point after this layer drafts; -1 = the model's first
   int max_draft = 4;     // K: most draft tokens per row and step; 0 = off (plain decode)
@@ -23,6 +25,9 @@ struct Speculation {
   // and the measured acceptance predict to give the most tokens per second; 0 where the
   // rows are already compute-bound and a verify row costs as much as a step. Off: always K.
   bool adaptive = false;
+  // Adaptive k's costs given rather than measured (tests, what-if studies): used as they
+  // are, never learned from timings, and no step-time correction. Must outlive the engine.
+  const CostModel* costs = nullptr;
 
   bool enabled() const noexcept { return max_draft > 0; }
   // Throws eexit::error naming the field.
