@@ -64,3 +64,15 @@ if(TARGET eexit-server)
                    "(bash scripts/install-deps.sh --tests installs them)")
   endif()
 endif()
+
+# The serving benchmark's load generator against a real server (tests/scripts/
+# serve_bench_test.sh): every dataset, every request complete with max_tokens tokens.
+if(TARGET eexit-server)
+  find_program(EEXIT_PYTHON3 python3)
+  if(EEXIT_PYTHON3)
+    add_test(NAME serve/serve_bench_smoke
+      COMMAND ${CMAKE_COMMAND} -E env EEXIT_PYTHON=${EEXIT_PYTHON3}
+              bash ${CMAKE_CURRENT_LIST_DIR}/../scripts/serve_bench_test.sh $<TARGET_FILE:eexit-server>)
+    set_tests_properties(serve/serve_bench_smoke PROPERTIES TIMEOUT 120)
+  endif()
+endif()
