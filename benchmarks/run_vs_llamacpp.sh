@@ -4,12 +4,15 @@
 # usage: benchmarks/run_vs_llamacpp.sh [LLAMACPP_BUILD] [options]
 #   LLAMACPP_BUILD        a llama.cpp CMake build directory (or env LLAMACPP_BUILD) holding
 #                         bin/llama-batched-bench, bin/llama-quantize and bin/llama-completion
+#                         (an older build's bin/llama-cli serves instead of llama-completion)
 #   --eexit-build DIR     our build (default build/release; env EEXIT_BUILD): needs
 #                         benchmarks/eexit-bench-decode and samples/generate/eexit-generate
 #   --work DIR            where the model files go (default DIR/vs-llamacpp of --eexit-build;
 #                         kept between runs: ~0.5 GB per 110M-shape dtype, 4.4 GB for 1B f32)
 #   --reps N              interleaved repetitions per configuration (default 3; 1 = quick)
-#   --dtypes LIST         default f32,bf16,f16,q8_0,q4_0
+#   --dtypes LIST         default f32,bf16,f16,q8_0,q4_0; also q4_k_m, q5_k_m, q6_k
+#                         (llama.cpp's mixed presets, made WITHOUT --pure: Q4_K_M is Q4_K
+#                         with Q6_K for the output and some attn_v / ffn_down tensors)
 #   --batches LIST        decode batch sizes (parallel sequences; default 1,4,16)
 #   --prompt N --new N    prompt tokens per sequence (default 128), tokens generated (64)
 #   --threads N           default 2
@@ -39,7 +42,8 @@
 #    layers, 32/8 heads, hidden 5632), vocab 32000 with the llama SPM tokenizer of
 #    ../shared/models/tokenizers/ggml-vocab-llama-spm.gguf, F32. llama.cpp's own
 #    llama-quantize --pure makes F16, BF16, Q8_0 and Q4_0 from it (--pure: every matrix in
-#    that type, no Q6_K output tensor). Both engines read each file as it is (ours keeps the
+#    that type, no Q6_K output tensor); the K-quant presets (q4_k_m, q5_k_m, q6_k) are made
+#    as users download them, without --pure. Both engines read each file as it is (ours keeps the
 #    file's precision: --dtype auto).
 # 2. Gate: the same prompt text through llama-completion (greedy, llama.cpp's tokenizer,
 #    the llama.cpp settings of the timing runs) and eexit-generate (greedy, our GGUF
@@ -106,7 +110,9 @@ done
 
 [ -n "$llama_build" ] || die "no llama.cpp build given: pass its build directory or set LLAMACPP_BUILD
 (this script's header says how to make one)"
-for t in llama-batched-bench llama-quantize llama-completion; do
+completion=$llama_build/bin/llama-completion
+[ -x "$completion" ] || completion=$llama_build/bin/llama-cli  # builds before llama-completion
+for t in llama-batched-bench llama-quantize $(basename "$completion"); do
   [ -x "$llama_build/bin/$t" ] || die "$llama_build/bin/$t is missing: build it with
   cmake --build $llama_build -j 2 --target llama-batched-bench llama-quantize llama-completion"
 done
@@ -155,10 +161,12 @@ model() {
   [ "$dt" = f32 ] && { echo "$f32"; return; }
   local q=$work/random-$shape-$dt.gguf
   if [ ! -s "$q" ]; then
-    local ftype
+    local ftype pure=--pure
     ftype=$(echo "$dt" | tr '[:lower:]' '[:upper:]')
-    echo "llama-quantize --pure $f32 -> $ftype ..." >&2
-    "$llama_build/bin/llama-quantize" --pure "$f32" "$q.tmp" "$ftype" >"$out/quantize-$shape-$dt.log" 2>&1 ||
+    case $dt in q*_k*) pure="" ;; esac  # the K-quant mixes as llama.cpp's presets make them
+    echo "llama-quantize $pure $f32 -> $ftype ..." >&2
+    # shellcheck disable=SC2086
+    "$llama_build/bin/llama-quantize" $pure "$f32" "$q.tmp" "$ftype" >"$out/quantize-$shape-$dt.log" 2>&1 ||
       die "llama-quantize failed: see $out/quantize-$shape-$dt.log"
     mv "$q.tmp" "$q"
   fi
@@ -180,7 +188,7 @@ gate() {
   # llama-completion: greedy (--temp 0) with the llama.cpp settings of the timing runs;
   # --verbose-prompt prints its prompt ids (the reference's input).
   # shellcheck disable=SC2086
-  "$llama_build/bin/llama-completion" -m "$f" -n "$n" -p "$gate_prompt" -no-cnv --temp 0 \
+  "$completion" -m "$f" -n "$n" -p "$gate_prompt" -no-cnv --temp 0 \
     -t "$threads" --verbose-prompt --no-warmup ${LLAMACPP_ARGS:-} </dev/null \
     >"$g.llama.txt" 2>"$g.llama.log" || die "llama-completion failed on $f: see $g.llama.log"
   "$gen" --model "$f" --prompt "$gate_prompt" --max-tokens "$n" --threads "$threads" \
