@@ -19,6 +19,9 @@
 #                        there is no core to spare, so both float and the load is noted)
 #   --ctx N              context per slot for llama-server (default 2048)
 #   env LLAMA_SERVER_ARGS extra llama-server arguments; EEXIT_SERVER_ARGS extra ours
+#   env OMP_WAIT_POLICY   passive on a SHARED machine (llama.cpp's OpenMP threads spin at
+#                         every barrier and lose 5-10x when another process holds a core;
+#                         benchmarks/run_vs_llamacpp.sh measured it); unset on a quiet one
 #
 # A model file: tools/gguf_tool.py random writes a random Llama of the 110M shape with the
 # llama SPM vocabulary (see benchmarks/run_vs_llamacpp.sh, step 1), and llama-quantize makes
