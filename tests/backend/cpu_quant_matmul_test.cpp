@@ -23,11 +23,7 @@ namespace {
 using eexit::test::bitwise_equal;
 using eexit::test::random;
 
-// Restores the automatic choice even when a check fails.
-struct ForceIsa {
-  explicit ForceIsa(quant_isa t) { eexit::detail::quant_isa_override() = t; }
-  ~ForceIsa() { eexit::detail::quant_isa_override() = quant_isa::best; }
-};
+using ForceIsa = eexit::test::ForceQuantIsa;
 
 struct Case {
   std::size_t M, N, K;
@@ -178,20 +174,13 @@ struct Repacked {
   eexit::WeightView view() const { return {t, buf.data(), interleave}; }
 };
 
-std::vector<quant_isa> isas_here() {
-  std::vector<quant_isa> v = {quant_isa::scalar};
-  for (const quant_isa t : {quant_isa::avx2, quant_isa::vnni})
-    if (eexit::detail::cpu_has_quant_isa(t)) v.push_back(t);
-  return v;
-}
-
 }  // namespace
 
 TEST_CASE(
     "interleaved Q8_0 / Q4_0 weights: the row layout's bits, every variant and thread count") {
   std::mt19937 rng(23);
   eexit::CpuBackend one(1), two(2);
-  const auto isas = isas_here();
+  const auto isas = eexit::test::quant_isas_here();
   for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0}) {
     CAPTURE(eexit::dtype_name(t));
     std::size_t mismatched = 0, runs = 0;
@@ -236,7 +225,7 @@ TEST_CASE("int8 fused projections: one quantization, the unfused sequence's bits
   constexpr std::size_t K = 96, Q = 37, KV = 13, H = 45;  // splits inside groups of 8
   for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0})
     for (const bool interleaved : {false, true})
-      for (const quant_isa isa : isas_here()) {
+      for (const quant_isa isa : eexit::test::quant_isas_here()) {
         CAPTURE(eexit::dtype_name(t));
         CAPTURE(interleaved);
         CAPTURE(eexit::detail::quant_isa_name(isa));

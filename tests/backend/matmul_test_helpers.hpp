@@ -21,6 +21,22 @@ inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>&
   return a.size() == b.size() && bitwise_equal(a.data(), b.data(), a.size());
 }
 
+// Forces one int8 dot-product variant (cpu_quant.hpp) while alive; restores the automatic
+// choice even when a check fails.
+struct ForceQuantIsa {
+  explicit ForceQuantIsa(detail::quant_isa t) { detail::quant_isa_override() = t; }
+  ~ForceQuantIsa() { detail::quant_isa_override() = detail::quant_isa::best; }
+  ForceQuantIsa(const ForceQuantIsa&) = delete;
+  ForceQuantIsa& operator=(const ForceQuantIsa&) = delete;
+};
+// The int8 variants this CPU has (scalar first).
+inline std::vector<detail::quant_isa> quant_isas_here() {
+  std::vector<detail::quant_isa> v = {detail::quant_isa::scalar};
+  for (const detail::quant_isa t : {detail::quant_isa::avx2, detail::quant_isa::vnni})
+    if (detail::cpu_has_quant_isa(t)) v.push_back(t);
+  return v;
+}
+
 // n values uniform in [-1, 1).
 inline std::vector<float> random(std::mt19937& rng, std::size_t n) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
