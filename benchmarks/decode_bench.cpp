@@ -93,7 +93,7 @@ Options parse(int argc, char** argv) {
   Options o;
   const bench::Flag dtypes{"--dtypes", [&](const bench::Value& value) {
                              for (const std::string& t : bench::split(value()))
-                               if (t != "f32") o.dtypes.push_back(t);
+                               o.dtypes.push_back(t);
                            }};
   bench::parse_args(
       argc, argv, usage_lines, o.model,
@@ -269,7 +269,8 @@ int main(int argc, char** argv) {
     const std::string base = f32act ? name.substr(0, name.size() - 7)
                              : rows ? name.substr(0, name.size() - 5)
                                     : name;
-    const dtype t = base == "bf16"   ? dtype::bf16
+    const dtype t = base == "f32"    ? dtype::f32
+                    : base == "bf16" ? dtype::bf16
                     : base == "f16"  ? dtype::f16
                     : base == "q8_0" ? dtype::q8_0
                     : base == "q4_0"
