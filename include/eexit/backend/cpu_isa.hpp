@@ -27,18 +27,6 @@
 #define EEXIT_TARGET_BEGIN(t) _Pragma("GCC push_options") EEXIT_ISA_PRAGMA_X(GCC target(t))
 #define EEXIT_TARGET_END _Pragma("GCC pop_options")
 #endif
-// Around the SIMD regions: GCC's -Wpsabi notes on vector arguments, and its false
-// (maybe-)uninitialized warnings on the _mm512_undefined_* inside AVX-512 casts and extracts.
-#if defined(__GNUC__) && !defined(__clang__)
-#define EEXIT_SIMD_WARNINGS_BEGIN                                              \
-  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wpsabi\"") \
-      _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")              \
-          _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
-#define EEXIT_SIMD_WARNINGS_END _Pragma("GCC diagnostic pop")
-#else
-#define EEXIT_SIMD_WARNINGS_BEGIN
-#define EEXIT_SIMD_WARNINGS_END
-#endif
 // CPUID feature test f (a string literal), for isa_traits::supported.
 #define EEXIT_CPU_SUPPORTS(f) __builtin_cpu_supports(f)
 #else

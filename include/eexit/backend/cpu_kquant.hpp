@@ -218,7 +218,12 @@ inline void matmul_kq_raw(const std::int8_t* xq, const float* xd, std::size_t M,
 }  // namespace eexit::detail
 
 #if defined(EEXIT_ISA_X86)
-EEXIT_SIMD_WARNINGS_BEGIN
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 // The SIMD variants: avx2l's and vnnil's register lanes (lane 2l + p of an output's
 // accumulators holds a[8p + l]), their reductions and broadcasts; the shared loop is
@@ -375,7 +380,9 @@ inline void tile(kernel, const std::int8_t* xq, const float* xd, std::size_t np,
 }  // namespace eexit::detail::vnnik
 EEXIT_TARGET_END
 
-EEXIT_SIMD_WARNINGS_END
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif  // EEXIT_ISA_X86
 
 namespace eexit::detail {
