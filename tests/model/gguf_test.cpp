@@ -496,6 +496,13 @@ TEST_CASE("a Q4_K_M-style mixed GGUF loads every tensor in its type and runs as 
   b[at] = 0x00, b[at + 1] = 0x7E;
   CHECK_EEXIT_ERROR(load_gguf(gguf::File::parse(b, "kmix.gguf")),
                     "kmix.gguf: tensor 'blk.1.ffn_up.weight'", "Q5_K block 3", "dmin", "NaN");
+  // and an inf d in a Q6_K matrix (its d sits at the end of the block), kept quantized too
+  Bytes c = read_bytes(qpath);
+  const gguf::TensorInfo* down = f.tensor("blk.0.ffn_down.weight");
+  const std::size_t at6 = std::size_t(f.data_offset() + down->offset) + 2 * 210 + 208;
+  c[at6] = 0x00, c[at6 + 1] = 0x7C;
+  CHECK_EEXIT_ERROR(load_gguf(gguf::File::parse(c, "kmix.gguf")),
+                    "kmix.gguf: tensor 'blk.0.ffn_down.weight'", "Q6_K block 2", "scale d", "inf");
 }
 
 TEST_CASE("GGUF tokenizer of ggml-vocab-llama-spm.gguf reproduces llama.cpp's test vectors") {
