@@ -158,18 +158,7 @@ TEST_CASE("K-quant int8 matmul is batch invariant over rows and threads") {
       const auto x = random(rng, 16 * K), bias = random(rng, N);
       const eexit::Weight w = random_kquant(rng, t, N * K);
       const Repacked il(one, t, w, N, K);
-      std::vector<float> alone(16 * N);
-      for (std::size_t m = 0; m < 16; ++m)
-        one.matmul(x.data() + m * K, 1, K, il.view(), N, alone.data() + m * N, bias.data());
-      std::size_t bad = 0;
-      for (eexit::CpuBackend* be : {&one, &two})
-        for (const std::size_t rows : {1, 3, 16})
-          for (std::size_t m0 = 0; m0 + rows <= 16; m0 += rows) {
-            std::vector<float> y(rows * N);
-            be->matmul(x.data() + m0 * K, rows, K, il.view(), N, y.data(), bias.data());
-            bad += std::memcmp(y.data(), alone.data() + m0 * N, y.size() * sizeof(float)) != 0;
-          }
-      CHECK(bad == 0);
+      CHECK(eexit::test::batch_variant_runs(one, two, x, K, il.view(), N, bias.data()) == 0);
     }
 }
 
