@@ -29,7 +29,9 @@
 // int8 activations and bf16 with bf16 ones (the backend's defaults); bf16-f32act /
 // q8_0-f32act / q4_0-f32act with fp32 ones (bf16_act::f32 / quant_act::f32: the weights
 // widened or dequantized into the fp32 kernel); q8_0-rows / q4_0-rows with int8 ones on the
-// blocks as stored, not repacked at load (CpuBackend::set_repack(false)).
+// blocks as stored, not repacked at load (CpuBackend::set_repack(false)); f32 every matrix
+// widened to fp32 (for a file in other types, e.g. a K-quant mix: what loading it cost
+// before its types had kernels).
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
 // --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
@@ -93,7 +95,7 @@ Options parse(int argc, char** argv) {
   Options o;
   const bench::Flag dtypes{"--dtypes", [&](const bench::Value& value) {
                              for (const std::string& t : bench::split(value()))
-                               if (t != "f32") o.dtypes.push_back(t);
+                               o.dtypes.push_back(t);
                            }};
   bench::parse_args(
       argc, argv, usage_lines, o.model,
@@ -269,7 +271,8 @@ int main(int argc, char** argv) {
     const std::string base = f32act ? name.substr(0, name.size() - 7)
                              : rows ? name.substr(0, name.size() - 5)
                                     : name;
-    const dtype t = base == "bf16"   ? dtype::bf16
+    const dtype t = base == "f32"    ? dtype::f32
+                    : base == "bf16" ? dtype::bf16
                     : base == "f16"  ? dtype::f16
                     : base == "q8_0" ? dtype::q8_0
                     : base == "q4_0"

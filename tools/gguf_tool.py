@@ -15,7 +15,9 @@ code with the C++ reader it checks.
       A (3, 512) tensor of random Q4_K / Q5_K / Q6_K super-blocks (no quantizer: random
       scales, mins and bits; the first blocks' scales are the f16 edge cases: zeros of both
       signs, subnormals) and its numpy dequantization per ggml's dequantize_row_q*_K, as F32.
-  kmix OUT.gguf [EXPECTED.gguf] [--dim 256 --hidden 256 --layers 2] [--seed N]
+  kmix OUT.gguf [EXPECTED.gguf] [--dim 256 --hidden 256 --layers 2 --heads 2 --kv-heads 1
+       --vocab 32 --context 64] [--seed N]   (the 110M shape: --dim 768 --hidden 2048
+       --layers 12 --heads 12 --kv-heads 12 --vocab 32000 --context 2048)
       A random tiny tied llama in llama.cpp's Q4_K_M mix (Q4_K, Q5_K, Q6_K; Q5_0 / Q5_1 /
       Q8_0 / F16 where a row is not whole super-blocks, as llama.cpp falls back), and the same
       model all F32 as numpy dequantizes it. --dim 256 --hidden 32 --layers 1 is the fuzz
@@ -423,11 +425,12 @@ def kmix(a):
     back as llama.cpp's: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, else F16), norms F32, and
     EXPECTED: the same model with every tensor F32, as numpy dequantizes the blocks."""
     rng = np.random.default_rng(a.seed)
-    d, hid, n_l, n_h, n_kv, hd, voc = a.dim, a.hidden, a.layers, 2, 1, 16, 32
+    d, hid, n_l, n_h, n_kv, voc = a.dim, a.hidden, a.layers, a.heads, a.kv_heads, a.vocab
+    hd = 16 if a.heads == 2 else d // n_h  # (the test fixture's 2 heads of 16)
     w, e = Writer(), Writer()
     for f in (w, e):
         f.add("general.architecture", T_STR, "llama")
-        for k, v in (("context_length", 64), ("embedding_length", d), ("feed_forward_length", hid),
+        for k, v in (("context_length", a.context), ("embedding_length", d), ("feed_forward_length", hid),
                      ("block_count", n_l), ("attention.head_count", n_h),
                      ("attention.head_count_kv", n_kv), ("attention.key_length", hd),
                      ("attention.value_length", hd), ("rope.dimension_count", hd),
@@ -789,6 +792,10 @@ def main():
     m.add_argument("--dim", type=int, default=256)
     m.add_argument("--hidden", type=int, default=256)
     m.add_argument("--layers", type=int, default=2)
+    m.add_argument("--heads", type=int, default=2)
+    m.add_argument("--kv-heads", type=int, default=1)
+    m.add_argument("--vocab", type=int, default=32)
+    m.add_argument("--context", type=int, default=64)
     m.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("random")
     r.add_argument("output")

@@ -23,11 +23,7 @@ namespace {
 using eexit::test::bitwise_equal;
 using eexit::test::random;
 
-// Restores the automatic choice even when a check fails.
-struct ForceIsa {
-  explicit ForceIsa(quant_isa t) { eexit::detail::quant_isa_override() = t; }
-  ~ForceIsa() { eexit::detail::quant_isa_override() = quant_isa::best; }
-};
+using ForceIsa = eexit::test::ForceQuantIsa;
 
 struct Case {
   std::size_t M, N, K;
@@ -142,24 +138,14 @@ TEST_CASE("int8-activation Q8_0 / Q4_0 matmul is batch invariant over rows and t
     const auto x = random(rng, 16 * K), bias = random(rng, N);
     const eexit::Weight w = eexit::Weight(random(rng, N * K)).converted(t);
     const eexit::WeightView wv(t, w.bytes());
-    // Each row alone on one thread is the reference.
-    std::vector<float> alone(16 * N);
-    for (std::size_t m = 0; m < 16; ++m)
-      one.matmul(x.data() + m * K, 1, K, wv, N, alone.data() + m * N, bias.data());
-    std::size_t bad = 0;
-    for (eexit::CpuBackend* be : {&one, &two})
-      for (const std::size_t rows : {1, 3, 16})
-        for (std::size_t m0 = 0; m0 + rows <= 16; m0 += rows) {
-          std::vector<float> y(rows * N);
-          be->matmul(x.data() + m0 * K, rows, K, wv, N, y.data(), bias.data());
-          bad += std::memcmp(y.data(), alone.data() + m0 * N, y.size() * sizeof(float)) != 0;
-        }
-    CHECK(bad == 0);
+    CHECK(eexit::test::batch_variant_runs(one, two, x, K, wv, N, bias.data()) == 0);
     // And the int8 path really differs from the fp32-activation one (it quantizes x).
     eexit::CpuBackend f32act(1, eexit::matmul_impl::invariant, eexit::quant_act::f32);
     std::vector<float> yf(N);
     f32act.matmul(x.data(), 1, K, wv, N, yf.data(), bias.data());
-    CHECK(std::memcmp(yf.data(), alone.data(), N * sizeof(float)) != 0);
+    std::vector<float> y8(N);
+    one.matmul(x.data(), 1, K, wv, N, y8.data(), bias.data());
+    CHECK(!bitwise_equal(yf, y8));
   }
 }
 
@@ -178,20 +164,13 @@ struct Repacked {
   eexit::WeightView view() const { return {t, buf.data(), interleave}; }
 };
 
-std::vector<quant_isa> isas_here() {
-  std::vector<quant_isa> v = {quant_isa::scalar};
-  for (const quant_isa t : {quant_isa::avx2, quant_isa::vnni})
-    if (eexit::detail::cpu_has_quant_isa(t)) v.push_back(t);
-  return v;
-}
-
 }  // namespace
 
 TEST_CASE(
     "interleaved Q8_0 / Q4_0 weights: the row layout's bits, every variant and thread count") {
   std::mt19937 rng(23);
   eexit::CpuBackend one(1), two(2);
-  const auto isas = isas_here();
+  const auto isas = eexit::test::quant_isas_here();
   for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0}) {
     CAPTURE(eexit::dtype_name(t));
     std::size_t mismatched = 0, runs = 0;
@@ -236,7 +215,7 @@ TEST_CASE("int8 fused projections: one quantization, the unfused sequence's bits
   constexpr std::size_t K = 96, Q = 37, KV = 13, H = 45;  // splits inside groups of 8
   for (const eexit::dtype t : {eexit::dtype::q8_0, eexit::dtype::q4_0})
     for (const bool interleaved : {false, true})
-      for (const quant_isa isa : isas_here()) {
+      for (const quant_isa isa : eexit::test::quant_isas_here()) {
         CAPTURE(eexit::dtype_name(t));
         CAPTURE(interleaved);
         CAPTURE(eexit::detail::quant_isa_name(isa));

@@ -21,6 +21,42 @@ inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>&
   return a.size() == b.size() && bitwise_equal(a.data(), b.data(), a.size());
 }
 
+// Forces one int8 dot-product variant (cpu_quant.hpp) while alive; restores the automatic
+// choice even when a check fails.
+struct ForceQuantIsa {
+  explicit ForceQuantIsa(detail::quant_isa t) { detail::quant_isa_override() = t; }
+  ~ForceQuantIsa() { detail::quant_isa_override() = detail::quant_isa::best; }
+  ForceQuantIsa(const ForceQuantIsa&) = delete;
+  ForceQuantIsa& operator=(const ForceQuantIsa&) = delete;
+};
+// The int8 variants this CPU has (scalar first).
+inline std::vector<detail::quant_isa> quant_isas_here() {
+  std::vector<detail::quant_isa> v = {detail::quant_isa::scalar};
+  for (const detail::quant_isa t : {detail::quant_isa::avx2, detail::quant_isa::vnni})
+    if (detail::cpu_has_quant_isa(t)) v.push_back(t);
+  return v;
+}
+
+// Batch invariance of one (N, K) matrix w over the 16 rows of x (16, K): each row alone on
+// `one` is the reference; batches of 1, 3 and 16 rows on `one` and `two` (a backend of more
+// threads) must give its bits. Returns the batches that did not.
+inline std::size_t batch_variant_runs(CpuBackend& one, CpuBackend& two, const std::vector<float>& x,
+                                      std::size_t K, WeightView w, std::size_t N,
+                                      const float* bias) {
+  std::vector<float> alone(16 * N);
+  for (std::size_t m = 0; m < 16; ++m)
+    one.matmul(x.data() + m * K, 1, K, w, N, alone.data() + m * N, bias);
+  std::size_t bad = 0;
+  for (CpuBackend* be : {&one, &two})
+    for (const std::size_t rows : {1, 3, 16})
+      for (std::size_t m0 = 0; m0 + rows <= 16; m0 += rows) {
+        std::vector<float> y(rows * N);
+        be->matmul(x.data() + m0 * K, rows, K, w, N, y.data(), bias);
+        bad += !bitwise_equal(y.data(), alone.data() + m0 * N, y.size());
+      }
+  return bad;
+}
+
 // n values uniform in [-1, 1).
 inline std::vector<float> random(std::mt19937& rng, std::size_t n) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);

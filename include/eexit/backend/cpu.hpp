@@ -21,6 +21,7 @@
 #include "eexit/backend/cpu_bf16.hpp"
 #include "eexit/backend/cpu_exit_scores.hpp"
 #include "eexit/backend/cpu_kernels.hpp"
+#include "eexit/backend/cpu_kquant.hpp"
 #include "eexit/backend/cpu_quant.hpp"
 #include "eexit/core/dtype.hpp"
 #include "eexit/core/error.hpp"
@@ -188,7 +189,7 @@ struct CpuBackend {
   // The weight precisions matmul and embed take as stored (the model converts others).
   static constexpr bool accepts_weights(dtype t) noexcept {
     return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16 || t == dtype::q8_0 ||
-           t == dtype::q4_0;
+           t == dtype::q4_0 || is_kquant(t);
   }
 
   // The load-time hook (LlamaModel::upload_matrix): stores the (rows, cols) matrix of
@@ -198,9 +199,22 @@ struct CpuBackend {
   // activations are repacked into groups of detail::q_rows rows (cpu_quant.hpp, the
   // interleaved layout); slice_rows: the row offsets the caller will take views at
   // (WeightView::rows_from) are multiples of it (rows or more: the matrix is used whole);
-  // 0: the matrix is only an embedding table, kept as stored.
+  // 0: the matrix is only an embedding table, kept as stored. Q4_K / Q5_K / Q6_K are
+  // repacked likewise (cpu_kquant.hpp) whatever the activations (they always take int8 ones).
   std::uint8_t repack_weights(buffer<std::uint16_t>& dst, dtype t, const void* src,
                               std::size_t rows, std::size_t cols, std::size_t slice_rows) {
+    if (is_kquant(t)) {
+      if (!repack_ || cols % kquant_block || slice_rows == 0 ||
+          (slice_rows < rows && slice_rows % detail::q_rows))
+        return 0;
+      detail::with_kq(t, [&]<class K>(K) {
+        dst = allocate<std::uint16_t>(detail::il_bytes<K>(rows, cols) / 2);  // il_chunk is even
+        detail::repack_kq<K>(static_cast<const unsigned char*>(src), rows, cols,
+                             reinterpret_cast<unsigned char*>(dst.data()));
+      });
+      ++repacked_;
+      return std::uint8_t(detail::q_rows);
+    }
     if (!repack_ || qa_ != quant_act::int8 || !is_quantized(t) || cols % quant_block ||
         slice_rows == 0 || (slice_rows < rows && slice_rows % detail::q_rows))
       return 0;
@@ -239,6 +253,9 @@ struct CpuBackend {
         return matmul_t(x, rows, in, static_cast<const detail::f16_t*>(w.data), out, y, bias);
       case dtype::q8_0:
       case dtype::q4_0:
+      case dtype::q4_k:
+      case dtype::q5_k:
+      case dtype::q6_k:
         return matmul_q(x, rows, in, w, out, y, bias);
       case dtype::f32:
         break;
@@ -464,6 +481,10 @@ struct CpuBackend {
       const auto* il = static_cast<const unsigned char*>(table.data);
       if (table.interleave == 0)
         convert_to_f32(table.type, table.rows_from(t, dim).data, out + r * dim, dim);
+      else if (is_kquant(table.type))
+        detail::with_kq(table.type, [&]<class K>(K) {
+          detail::dequantize_row_kq<K>(il, dim, t, out + r * dim);
+        });
       else if (table.type == dtype::q8_0)
         detail::dequantize_row_il<detail::block_q8_0>(il, dim, t, out + r * dim);
       else
@@ -537,9 +558,10 @@ struct CpuBackend {
 
   // Q8_0 / Q4_0 weights (in a multiple of 32): int8 activations unless the backend was
   // made with quant_act::f32 (which reads the layout as stored: nothing is repacked then).
+  // Q4_K / Q5_K / Q6_K (in a multiple of 256): int8 activations always.
   void matmul_q(const float* x, std::size_t rows, std::size_t in, WeightView w, std::size_t out,
                 float* y, const float* bias) {
-    if (qa_ == quant_act::f32) {
+    if (qa_ == quant_act::f32 && !is_kquant(w.type)) {
       if (w.interleave)
         throw error("CpuBackend::matmul", "interleaved weights need int8 activations");
       if (w.type == dtype::q8_0)
@@ -578,7 +600,12 @@ struct CpuBackend {
     const std::int8_t* qx = qx_.data();
     const float* qd = qd_.data();
     const auto* il = static_cast<const unsigned char*>(w.data);
-    if (w.interleave && w.type == dtype::q8_0)
+    if (is_kquant(w.type))
+      detail::with_kq(w.type, [&]<class K>(K) {
+        (w.interleave ? detail::matmul_kq_il<K> : detail::matmul_kq_raw<K>)(qx, qd, rows, il, in,
+                                                                            n0, n1, y, out, bias);
+      });
+    else if (w.interleave && w.type == dtype::q8_0)
       detail::matmul_q8act_il<detail::block_q8_0>(qx, qd, rows, il, in, n0, n1, y, out, bias);
     else if (w.interleave)
       detail::matmul_q8act_il<detail::block_q4_0>(qx, qd, rows, il, in, n0, n1, y, out, bias);
@@ -589,11 +616,13 @@ struct CpuBackend {
       detail::matmul_q8act(qx, qd, rows, static_cast<const detail::block_q4_0*>(w.data), in, n0, n1,
                            y, out, bias);
   }
-  // Whether a and b run as one fused int8 product (one quantize_x for both): Q8_0 / Q4_0,
-  // int8 activations, the same layout (the quantized x's order follows it).
+  // Whether a and b run as one fused int8 product (one quantize_x for both): Q8_0 / Q4_0
+  // with int8 activations or K-quants, the same layout (the quantized x's order follows it).
   bool quant_fusable(WeightView a, WeightView b) const noexcept {
-    return qa_ == quant_act::int8 && is_quantized(a.type) && is_quantized(b.type) &&
-           (a.interleave != 0) == (b.interleave != 0);
+    const auto int8 = [&](dtype t) {
+      return is_kquant(t) || (qa_ == quant_act::int8 && is_quantized(t));
+    };
+    return int8(a.type) && int8(b.type) && (a.interleave != 0) == (b.interleave != 0);
   }
   // h = silu(h) ⊙ up on outputs [n0, n1) of each of the rows (rows, hidden): swiglu's arithmetic.
   static void silu_mul(float* h, const float* up, std::size_t rows, std::size_t hidden,

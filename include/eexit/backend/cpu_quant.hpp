@@ -111,17 +111,26 @@ inline float q_dot_scalar(const std::int8_t* xq, const float* xd, const W* w,
   return q_hsum8(t);
 }
 
+// y[m, n] = dot(m, n) (+ bias[n]) for m < M, n in [n0, n1): the scalar variants' loops.
+template <class Dot>
+inline void scalar_outputs(std::size_t M, std::size_t n0, std::size_t n1, float* y, std::size_t ldy,
+                           const float* bias, const Dot& dot) noexcept {
+  for (std::size_t m = 0; m < M; ++m)
+    for (std::size_t n = n0; n < n1; ++n) {
+      float s = dot(m, n);
+      if (bias) s += bias[n];
+      y[m * ldy + n] = s;
+    }
+}
+
 template <class W>
 inline void matmul_q8act_scalar(const std::int8_t* xq, const float* xd, std::size_t M, const W* w,
                                 std::size_t K, std::size_t n0, std::size_t n1, float* y,
                                 std::size_t ldy, const float* bias) noexcept {
   const std::size_t nb = K / 32;
-  for (std::size_t m = 0; m < M; ++m)
-    for (std::size_t n = n0; n < n1; ++n) {
-      float s = q_dot_scalar(xq + m * K, xd + m * nb, w + n * nb, nb);
-      if (bias) s += bias[n];
-      y[m * ldy + n] = s;
-    }
+  scalar_outputs(M, n0, n1, y, ldy, bias, [&](std::size_t m, std::size_t n) {
+    return q_dot_scalar(xq + m * K, xd + m * nb, w + n * nb, nb);
+  });
 }
 
 // ---- The interleaved layout (repacked at load: CpuBackend::repack_weights) -----------
@@ -267,13 +276,10 @@ inline void matmul_q8act_il_scalar(const std::int8_t* xq, const float* xd, std::
                                    std::size_t n1, float* y, std::size_t ldy,
                                    const float* bias) noexcept {
   const std::size_t nb = K / 32, np = (nb + 1) / 2;
-  for (std::size_t m = 0; m < M; ++m)
-    for (std::size_t n = n0; n < n1; ++n) {
-      float s = q_dot_il_scalar<W>(xq + m * 64 * np, xd + m * 2 * np,
-                                   w + n / q_rows * np * il_chunk<W>, n % q_rows, nb);
-      if (bias) s += bias[n];
-      y[m * ldy + n] = s;
-    }
+  scalar_outputs(M, n0, n1, y, ldy, bias, [&](std::size_t m, std::size_t n) {
+    return q_dot_il_scalar<W>(xq + m * 64 * np, xd + m * 2 * np, w + n / q_rows * np * il_chunk<W>,
+                              n % q_rows, nb);
+  });
 }
 
 }  // namespace eexit::detail

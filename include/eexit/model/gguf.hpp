@@ -555,17 +555,6 @@ inline float f16_scale(const std::uint8_t* p, std::size_t block, std::string_vie
   return f16_to_f32(h);
 }
 
-// The 6-bit sub-block scale and min j (0..7) of Q4_K and Q5_K from their 12 packed bytes.
-inline void q4_k_scale_min(int j, const std::uint8_t* q, int& sc, int& m) noexcept {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 }  // namespace detail
 
 // THE per-tensor conversion: raw tensor bytes of type t -> out.size() floats, in the file's
@@ -645,8 +634,8 @@ inline void dequantize(tensor_type t, std::span<const std::uint8_t> data, std::s
         const std::uint8_t* q = q5 ? p + 48 : p + 16;
         for (int j = 0; j < 8; j += 2, q += 32) {
           int s0, m0, s1, m1;
-          detail::q4_k_scale_min(j, sc, s0, m0);
-          detail::q4_k_scale_min(j + 1, sc, s1, m1);
+          eexit::detail::q4_k_scale_min(j, sc, s0, m0);
+          eexit::detail::q4_k_scale_min(j + 1, sc, s1, m1);
           const float d0 = d * float(s0), n0 = dmin * float(m0);
           const float d1 = d * float(s1), n1 = dmin * float(m1);
           if (q5) {
@@ -720,9 +709,10 @@ inline std::vector<float> read_f32(const File& f, const std::string& name,
 }
 
 // A weight matrix kept as stored where the CPU kernels take its type (F32, F16, BF16,
-// Q8_0, Q4_0: the bytes are copied out of the mapping as they are), else dequantized to
-// fp32 (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K: llama.cpp's Q4_K_M / Q5_K_M / Q6_K mixes and their
-// fallbacks). A block-quantized matrix must have rows of whole blocks.
+// Q8_0, Q4_0, and Q4_K / Q5_K / Q6_K with rows of whole super-blocks: llama.cpp's Q4_K_M /
+// Q5_K_M / Q6_K mixes; the bytes are copied out of the mapping as they are), else
+// dequantized to fp32 (Q5_0, Q5_1: the mixes' fallbacks; a K-quant whose rows are not whole
+// super-blocks). A block-quantized matrix must have rows of whole blocks.
 inline Weight read_weight(const File& f, const std::string& name,
                           std::initializer_list<std::int64_t> shape) {
   const TensorInfo& t = checked_tensor(f, name, shape);
@@ -740,19 +730,34 @@ inline Weight read_weight(const File& f, const std::string& name,
     case tensor_type::q4_0:
       kept = dtype::q4_0;
       break;
+    case tensor_type::q4_k:
+      kept = dtype::q4_k;
+      break;
+    case tensor_type::q5_k:
+      kept = dtype::q5_k;
+      break;
+    case tensor_type::q6_k:
+      kept = dtype::q6_k;
+      break;
     default:
       break;
   }
-  if (!kept) return Weight(read_f32(f, name, shape));
   const std::int64_t row = *(shape.end() - 1);
+  if (kept && is_kquant(*kept) && row % std::int64_t(kquant_block) != 0) kept.reset();
+  if (!kept) return Weight(read_f32(f, name, shape));
   if (is_quantized(*kept) && row % std::int64_t(quant_block) != 0)
     throw error(f.where() + ": tensor '" + name + "'",
                 "rows of " + std::to_string(row) + " weights are not whole 32-weight blocks");
-  if (is_quantized(*kept)) {  // kept packed: its block scales checked as dequantize checks them
+  if (is_quantized(*kept) || is_kquant(*kept)) {
+    // kept packed: its block scales checked as dequantize checks them
     const std::size_t bytes = traits(t.type).type_size;
     const std::string where = f.where() + ": tensor '" + name + "'";
-    for (std::size_t b = 0; b * bytes < t.data.size(); ++b)
-      detail::f16_scale(t.data.data() + b * bytes, b, "d", t.type, where);
+    const bool dmin = *kept == dtype::q4_k || *kept == dtype::q5_k;
+    const std::size_t d_at = *kept == dtype::q6_k ? 208 : 0;
+    for (std::size_t b = 0; b * bytes < t.data.size(); ++b) {
+      detail::f16_scale(t.data.data() + b * bytes + d_at, b, "d", t.type, where);
+      if (dmin) detail::f16_scale(t.data.data() + b * bytes + 2, b, "dmin", t.type, where);
+    }
   }
   return Weight::packed(*kept, std::size_t(t.n_elements),
                         std::vector<unsigned char>(t.data.begin(), t.data.end()));

@@ -246,7 +246,8 @@ class LlamaModel {
         }
       }
     }
-    const dtype t = w.layers[0].wk.type();
+    // K-quant K/V weights fold into Q8_0 (there is no K-quant quantizer here).
+    const dtype t = is_kquant(w.layers[0].wk.type()) ? dtype::q8_0 : w.layers[0].wk.type();
     Weight fw(std::move(f));
     if (!is_quantized(t) || dim % quant_block == 0) fw = fw.converted(t);
     fill_w_ = upload_matrix(fw, dim, 2 * kvd);  // kv_fill takes views at layer boundaries

@@ -1,8 +1,9 @@
 #pragma once
 // Host-side weights as every loader produces them: row-major, nn.Linear layout
 // (out_features, in_features). Norms and biases are fp32; the matrices are Weights, kept
-// in the precision they were stored in (fp32, bf16, f16, Q8_0, Q4_0), so that a bf16 checkpoint
-// costs bf16 bytes in memory and per decode step. A backend uploads them once into its own buffers.
+// in the precision they were stored in (fp32, bf16, f16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), so that a
+// bf16 checkpoint costs bf16 bytes in memory and per decode step. A backend uploads them once into
+// its own buffers.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -56,7 +57,7 @@ class Weight {
   }
   // n elements of type t (not f32) as their little-endian bytes.
   static Weight packed(dtype t, std::size_t n, std::vector<unsigned char> bytes) {
-    if (bytes.size() != row_bytes(t, n) || (is_quantized(t) && n % quant_block))
+    if (bytes.size() != row_bytes(t, n) || n % block_weights(t))
       throw error("weight", "packed size does not match its type");
     if (t == dtype::f32) {
       std::vector<float> v(n);
@@ -107,6 +108,8 @@ class Weight {
   // a multiple of 32 and the rows whole blocks: the caller knows the row length).
   Weight converted(dtype t) const {
     if (t == type_) return *this;
+    if (is_kquant(t))  // (no quantizer here: K-quant weights come from files as they are)
+      throw error("weight", "cannot convert to " + std::string(dtype_name(t)));
     std::vector<float> v = to_f32();
     if (t == dtype::f32) return Weight(std::move(v));
     if (is_quantized(t)) {
@@ -130,7 +133,7 @@ class Weight {
   // matrix of the same type: the stored bytes copied, so exact for every type (a block type's
   // rows are whole blocks). Throws eexit::error for an id out of range.
   Weight rows(std::span<const std::int32_t> ids, std::size_t cols) const {
-    if (cols == 0 || size() % cols || (is_quantized(type_) && cols % quant_block))
+    if (cols == 0 || size() % cols || cols % block_weights(type_))
       throw error("weight", "rows: the row length does not divide the matrix");
     const std::size_t n_rows = size() / cols, rb = row_bytes(type_, cols);
     std::vector<unsigned char> out(ids.size() * rb);
