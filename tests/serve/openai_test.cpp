@@ -6,8 +6,6 @@
 
 #include "eexit/serve/metrics.hpp"
 
-#include <doctest/doctest.h>
-
 using namespace eexit;
 using namespace eexit::serve;
 using openai::json;
@@ -149,7 +147,13 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   m.exit_layers = {1, 3, 5};
   m.exit_histogram = {2, 0, 1};
   m.step_time_counts[0] = 4;
+  m.prompt_tokens = 10;
+  m.prefix_cached_tokens = 30;
+  m.kv_blocks_cached = 2;
   const auto text = prometheus_text(m);
+  CHECK(text.find("eexit_prefix_cache_hit_tokens_total 30\n") != std::string::npos);
+  CHECK(text.find("eexit_prefix_cache_hit_rate 0.75\n") != std::string::npos);
+  CHECK(text.find("eexit_kv_blocks_cached 2\n") != std::string::npos);
   CHECK(text.find("eexit_kv_blocks_used 3\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_bucket{le=\"3\"} 2\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_count 3\n") != std::string::npos);
