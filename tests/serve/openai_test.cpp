@@ -127,12 +127,14 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   step.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
   step.text = "ab";
   step.finish = finish_reason::length;
+  step.stats.cached_tokens = 2;
   CompletionAccumulator acc;
   const Completion c = acc.add(step);
   openai::TokenTexts tt{[](int id) { return id == 6 ? std::string("\xff") : std::string("t"); }};
   auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
   CHECK(j["usage"]["prompt_tokens"] == 3);
   CHECK(j["usage"]["completion_tokens"] == 2);
+  CHECK(j["usage"]["prompt_tokens_details"]["cached_tokens"] == 2);
   CHECK(j["choices"][0]["exit_layers"] == json::array({1, 5}));
   CHECK(j["choices"][0]["finish_reason"] == "length");
   CHECK(j["choices"][0]["logprobs"]["token_logprobs"].size() == 2);
