@@ -6,8 +6,11 @@
 //     (a shared slot read before it was written would poison the logits): the output with
 //     prefix caching equals the output without it, token for token and exit for exit, for
 //     every policy, when requests sharing a long prefix arrive together and one after
-//     another; and the hits really happen (cached tokens > 0, exactly that many fewer
-//     prefill rows);
+//     another, and in a conversation whose prompts hold earlier turns' generated tokens
+//     (sharing those blocks, whose K/V may be exit-filled, fails it for the exit-state
+//     fill); and the hits really happen (cached tokens > 0, exactly that many fewer
+//     prefill rows). Requests admitted in the same step do not hit each other: a block
+//     becomes shareable once the walk that computes it has run;
 //   - under preemption (a small cache): the same for the policies whose output does not
 //     depend on the schedule (full depth, self-speculation). An early-exit policy's output
 //     does (a recomputed token's K/V are full depth where its first pass filled them from
@@ -258,10 +261,10 @@ SelfSpeculative<> self_spec(int draft_layer, int k) {
 
 // The scenarios every policy runs with prefix caching off and on: rounds that share a
 // prefix, the first round filling the cache, each later round (together, or one request
-// per round) hitting it. Checks equality, and that the hits happened and saved prefill.
+// per round) hitting it, and a conversation. Checks equality, and that the hits happened
+// and saved prefill. exits_early: the policy must exit some tokens early in these runs (the
+// point of the test is exit-filled K/V next to shared blocks).
 template <class P>
-// exits_early: the policy must exit some tokens early in these runs (the point of the test
-// is exit-filled K/V next to shared blocks).
 void same_with_and_without(const P& policy, bool exits_early = false) {
   SUBCASE("requests arriving together, then again together") {
     const std::vector<std::vector<GenerateRequest>> rounds{family(5, 0), family(5, 1)};
