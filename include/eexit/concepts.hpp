@@ -75,6 +75,18 @@ concept kv_cache = backend<typename C::backend_type> &&
   { c.view(layer) } -> std::same_as<KvLayerView>;
 };
 
+// A KV cache with automatic prefix caching (PagedCache): a new sequence starts on the
+// cached blocks of its prompt's longest known prefix; prefill rows' blocks become known.
+// Optional: the scheduler and the engine check it with if constexpr.
+template <class C>
+concept prefix_caching_cache = kv_cache<C> &&
+    requires(C& c, const C& cc, typename C::seq_id s, std::span<const std::int32_t> tokens,
+             std::int32_t n) {
+  { c.match_prefix(s, tokens) } -> std::convertible_to<std::int32_t>;
+  c.commit_full_depth(s, tokens, n);
+  { cc.blocks_cached() } -> std::convertible_to<std::int32_t>;
+};
+
 // A model the engine can run layer by layer and exit from.
 template <class M>
 concept exit_model = requires(M& m, const M& cm, typename M::Workspace& ws, const std::int32_t* ids,

@@ -21,6 +21,7 @@
 namespace eexit {
 static_assert(backend<CpuBackend>);
 static_assert(kv_cache<PagedCache<CpuBackend, 16>>);
+static_assert(prefix_caching_cache<PagedCache<CpuBackend, 16>>);
 static_assert(kv_cache<ContiguousCache<CpuBackend>>);
 static_assert(exit_model<LlamaModel<CpuBackend>>);
 static_assert(policy<FullDepth>);

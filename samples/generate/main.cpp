@@ -73,6 +73,8 @@ exit. Several --prompt flags run as one continuously batched workload.
                           32-weight blocks, others stay as they are)
   --max-batch-tokens N    rows per engine step (default 256)
   --kv-blocks N           KV cache blocks of 16 tokens (default: enough for every prompt)
+  --no-prefix-cache       compute every prompt in full (default: a prompt reuses the cached
+                          KV blocks of a prefix an earlier prompt computed)
   --json                  print one JSON object per request instead of streaming text
   --help                  this text
 )";
@@ -163,6 +165,7 @@ RunResult run(LlamaModel<Backend>& model, Backend& be, const Tokenizer& tok,
           {"exit_histogram", st.exit_histogram},
           {"layers_computed", st.layers_computed},
           {"preemptions", st.preemptions},
+          {"cached_tokens", st.cached_tokens},
           {"verify_passes", st.verify_passes},
           {"draft_tokens", st.draft_tokens},
           {"accepted_drafts", st.accepted_drafts},
@@ -263,7 +266,7 @@ int main(int argc, char** argv) {
                                        "rank-vocab",
                                        "fill"},
                  std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth",
-                                       "draft-adaptive"});
+                                       "draft-adaptive", "no-prefix-cache"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -384,6 +387,7 @@ int main(int argc, char** argv) {
                   1, 1 << 26)));
           EngineOptions opt;
           opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
+          opt.prefix_cache = !args->has("no-prefix-cache");
 
           const bool stream = !json && reqs.size() == 1;
           auto run_policy = [&](bool streaming) {
@@ -426,6 +430,10 @@ int main(int argc, char** argv) {
               std::cerr << "[eexit] exit heads computed at " << st.exit_heads << " exit points ("
                         << st.exit_head_rows << " rows); deferred fill: " << st.deferred_rows
                         << " rows, " << st.deferred_layers << " layers\n";
+            if (st.prefix_cached_tokens)
+              std::cerr << "[eexit] prefix cache: " << st.prefix_cached_tokens << " of "
+                        << st.prefix_cached_tokens + st.prompt_tokens << " prompt tokens cached ("
+                        << 100.0 * st.prefix_hit_rate() << "%)\n";
             if (res.adaptive)
               std::cerr << "[eexit] adaptive: " << res.adaptive->exits_evaluated
                         << " exit points evaluated (" << res.adaptive->chose_all

@@ -56,6 +56,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --max-batch-tokens N    rows per engine step (default 256)
   --max-running N         sequences in the running batch (default 64)
   --kv-blocks N           KV cache blocks of 16 tokens (default 1024)
+  --no-prefix-cache       compute every prompt in full (default: prompts that share a
+                          prefix with an earlier one reuse its cached KV blocks)
   --max-pending N         requests in flight before 429 (default 256)
   --max-body-bytes N      request body limit (default 1048576)
   --timeout S             idle/slow client timeout in seconds (default 30)
@@ -137,7 +139,8 @@ int main(int argc, char** argv) {
                                        "draft-threshold",
                                        "draft-vocab",
                                        "draft-vocab-file"},
-                 std::set<std::string>{"help", "calm-decay", "metrics-public", "draft-adaptive"});
+                 std::set<std::string>{"help", "calm-decay", "metrics-public", "draft-adaptive",
+                                       "no-prefix-cache"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -250,6 +253,7 @@ int main(int argc, char** argv) {
           EngineOptions eo;
           eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
           eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));
+          eo.prefix_cache = !args->has("no-prefix-cache");
           Eng engine(*model, cache, policy, eo);
           engine.set_tokenizer(&tok);
           serve::EngineService<Eng> svc(

@@ -197,3 +197,55 @@ TEST_CASE("scheduler: a sequence that cannot fit even alone is handed back to fi
   CHECK(s.running().empty());
   CHECK(cache.free_tokens() == 8);
 }
+
+TEST_CASE("scheduler: prefix caching starts a sequence on cached blocks, or gives them back") {
+  Fixture f;
+  Cache cache(f.be, tiny(), 4);
+  Scheduler<Cache> s(cache, {64, 8, true});
+  // a's 9-token prompt: 2 full blocks computed, named as the engine would after the walk.
+  Sequence& a = f.make(1, 9);
+  s.add(a);
+  Plan p1 = s.schedule();
+  REQUIRE(p1.chunks.size() == 1);
+  CHECK(p1.cached_tokens == 0);
+  ran(p1, cache);
+  cache.commit_full_depth(a.id, a.tokens, 9);
+  s.remove(a);  // finished: its 2 full blocks stay cached
+  CHECK(cache.blocks_cached() == 2);
+
+  SUBCASE("a sequence with the same prompt computes only what is past the cached blocks") {
+    Sequence& b = f.make(2, 9);
+    s.add(b);
+    Plan p = s.schedule();
+    REQUIRE(p.chunks.size() == 1);
+    CHECK(p.cached_tokens == 8);
+    CHECK(b.stats.cached_tokens == 8);
+    CHECK(p.chunks[0].start == 8);
+    CHECK(p.chunks[0].n == 1);
+    CHECK_FALSE(p.chunks[0].decode);  // a prompt token: a prefill row, full depth
+    CHECK(cache.blocks_cached() == 0);
+    CHECK(cache.blocks_used() == 3);
+  }
+  SUBCASE("when the rest does not fit, the shared blocks go back to the cache") {
+    Sequence& c = f.make(3, 6);  // other tokens: holds 2 blocks, none cached to share
+    std::fill(c.tokens.begin(), c.tokens.end(), 9);
+    s.add(c);
+    Plan pc = s.schedule();
+    REQUIRE(pc.chunks.size() == 1);
+    CHECK(pc.cached_tokens == 0);
+    ran(pc, cache);
+    // d shares a's 2 blocks but needs 2 more for its 13 tokens: only the 2 cached blocks
+    // are not held, so it waits, and those stay cached.
+    Sequence& d = f.make(4, 13);
+    s.add(d);
+    Plan pd = s.schedule();
+    REQUIRE(pd.chunks.size() == 1);  // c's decode row only
+    CHECK(pd.chunks[0].seq == &c);
+    CHECK(pd.cached_tokens == 0);
+    CHECK(d.n_computed == 0);
+    CHECK(d.stats.cached_tokens == 0);
+    CHECK(cache.length(d.id) == 0);
+    CHECK(cache.blocks_cached() == 2);
+    CHECK(s.waiting().size() == 1);
+  }
+}

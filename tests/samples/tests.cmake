@@ -58,6 +58,20 @@ if(TARGET eexit-generate)
     COMMAND ${_gen} --prompt "ROMEO:" --max-tokens 4 --policy self-spec --draft-exit 2)
   set_tests_properties(samples/generate_self_spec_bad_exit PROPERTIES PASS_REGULAR_EXPRESSION
     "draft layer 2 is not an exit point of the model \\(exit layers: 1,3\\)")
+  # Prefix caching (on by default): the same long prompt twice under a 16-row budget; the
+  # second is admitted after the first's prefill, and starts on its cached blocks.
+  set(_long "Once upon a time there was a little girl named Lily. She liked to play outside.")
+  string(REPEAT "${_long} " 3 _long)
+  add_test(NAME samples/generate_prefix_cache
+    COMMAND ${_gen} --model ${_m} --tokenizer ${_t} --prompt "${_long}" --prompt "${_long}"
+      --max-tokens 4 --max-batch-tokens 16 --json)
+  set_tests_properties(samples/generate_prefix_cache PROPERTIES PASS_REGULAR_EXPRESSION
+    "\"cached_tokens\":0,[^\n]*\n[^\n]*\"cached_tokens\":[1-9][0-9]+,")
+  add_test(NAME samples/generate_no_prefix_cache
+    COMMAND ${_gen} --model ${_m} --tokenizer ${_t} --prompt "${_long}" --prompt "${_long}"
+      --max-tokens 4 --max-batch-tokens 16 --json --no-prefix-cache)
+  set_tests_properties(samples/generate_no_prefix_cache PROPERTIES
+    PASS_REGULAR_EXPRESSION "\"cached_tokens\":0,[^\n]*\n[^\n]*\"cached_tokens\":0,")
   add_test(NAME samples/generate_help COMMAND ${_gen} --help)
   set_tests_properties(samples/generate_help PROPERTIES
     PASS_REGULAR_EXPRESSION "<exe>/../share/eexit/models.*full \\| all-confident \\| split"

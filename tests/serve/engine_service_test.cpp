@@ -328,3 +328,39 @@ TEST_CASE("RuntimePolicy: split with per-row thresholds; full-depth threshold ne
   r2.exit_threshold = full_depth_threshold;
   CHECK(alone(r2, p) == alone(r));
 }
+
+TEST_CASE("metrics: prefix-cache hits of a repeated prompt, and the blocks kept for them") {
+  Cache cache{sh().be, sh().model.config(), 64};
+  EngineOptions opt;
+  opt.prefix_cache = true;
+  Eng engine{sh().model, cache, RuntimePolicy{}, opt};
+  serve::EngineService<Eng> svc{engine};
+  // 3 full blocks and more: the second run takes the first 3 from the cache.
+  auto r = request(
+      "ROMEO:\nBut soft, what light through yonder window breaks? It is the east, "
+      "and Juliet is the sun. Arise, fair sun, and kill the envious moon, who is "
+      "already sick and pale with grief.",
+      4);
+  REQUIRE(r.prompt.size() > 49);
+  const auto first = serve::async_generate(
+                         svc, r, [](const RequestOutput&) {}, asio::use_future)
+                         .get();
+  const auto second = serve::async_generate(
+                          svc, r, [](const RequestOutput&) {}, asio::use_future)
+                          .get();
+  CHECK(first.stats.cached_tokens == 0);
+  CHECK(second.stats.cached_tokens >= 48);
+  CHECK(second.tokens == first.tokens);
+  serve::ServiceMetrics m;
+  REQUIRE(eventually([&] {
+    m = svc.metrics();
+    // Cached once the second request has let go of them (the refresh after its last step).
+    return m.prefix_cached_tokens == second.stats.cached_tokens && m.kv_blocks_cached >= 3;
+  }));
+  const auto text = serve::prometheus_text(m);
+  CHECK(text.find("eexit_prefix_cache_hit_tokens_total " +
+                  std::to_string(second.stats.cached_tokens) + "\n") != std::string::npos);
+  CHECK(text.find("eexit_prefix_cache_hit_rate 0.") != std::string::npos);
+  CHECK(text.find("eexit_kv_blocks_cached ") != std::string::npos);
+  svc.stop();
+}

@@ -6,8 +6,6 @@
 
 #include "eexit/serve/metrics.hpp"
 
-#include <doctest/doctest.h>
-
 using namespace eexit;
 using namespace eexit::serve;
 using openai::json;
@@ -129,12 +127,14 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   step.tokens = {TokenEvent{5, 1, -0.5f, {{5, -0.5f}}}, TokenEvent{6, 5, -1.0f, {{7, -0.9f}}}};
   step.text = "ab";
   step.finish = finish_reason::length;
+  step.stats.cached_tokens = 2;
   CompletionAccumulator acc;
   const Completion c = acc.add(step);
   openai::TokenTexts tt{[](int id) { return id == 6 ? std::string("\xff") : std::string("t"); }};
   auto j = openai::response_body(pr, "cmpl-1", 1, c, 3, tt);
   CHECK(j["usage"]["prompt_tokens"] == 3);
   CHECK(j["usage"]["completion_tokens"] == 2);
+  CHECK(j["usage"]["prompt_tokens_details"]["cached_tokens"] == 2);
   CHECK(j["choices"][0]["exit_layers"] == json::array({1, 5}));
   CHECK(j["choices"][0]["finish_reason"] == "length");
   CHECK(j["choices"][0]["logprobs"]["token_logprobs"].size() == 2);
@@ -149,7 +149,13 @@ TEST_CASE("responses: usage, exit layers, logprobs; chunks; Prometheus text") {
   m.exit_layers = {1, 3, 5};
   m.exit_histogram = {2, 0, 1};
   m.step_time_counts[0] = 4;
+  m.prompt_tokens = 10;
+  m.prefix_cached_tokens = 30;
+  m.kv_blocks_cached = 2;
   const auto text = prometheus_text(m);
+  CHECK(text.find("eexit_prefix_cache_hit_tokens_total 30\n") != std::string::npos);
+  CHECK(text.find("eexit_prefix_cache_hit_rate 0.75\n") != std::string::npos);
+  CHECK(text.find("eexit_kv_blocks_cached 2\n") != std::string::npos);
   CHECK(text.find("eexit_kv_blocks_used 3\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_bucket{le=\"3\"} 2\n") != std::string::npos);
   CHECK(text.find("eexit_exit_layer_count 3\n") != std::string::npos);

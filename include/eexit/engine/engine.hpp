@@ -37,6 +37,10 @@ struct EngineOptions {
   std::int32_t max_batch_tokens = 256;  // rows per step: decode rows + prefill chunk rows
   std::int32_t max_running = 64;        // sequences in the running batch
   std::uint64_t seed = 0x5eed;          // seeds requests that bring none (mixed with the id)
+  // Automatic prefix caching, where the cache supports it (prefix_caching_cache:
+  // PagedCache): prompt blocks computed at full depth are kept and shared by later requests
+  // with the same prefix. Off by default in the engine (the server turns it on).
+  bool prefix_cache = false;
 };
 
 template <policy Policy, kv_cache Cache,
@@ -55,7 +59,7 @@ class Engine {
         policy_(std::move(policy)),
         opt_(check(opt)),
         spec_(model, cache, speculation_of(policy_), std::size_t(opt_.max_running)),
-        sched_(cache, {opt_.max_batch_tokens, opt_.max_running}),
+        sched_(cache, {opt_.max_batch_tokens, opt_.max_running, opt_.prefix_cache}),
         defers_(policy_defers_fill(policy_)),
         walk_(
             model, cache,
@@ -170,6 +174,7 @@ class Engine {
   void step_impl(std::vector<RequestOutput>& out) {
     Plan plan = sched_.schedule();
     stats_.preemptions += std::int64_t(plan.preempted.size());
+    stats_.prefix_cached_tokens += plan.cached_tokens;
     for (Sequence* s : plan.never_fits) finish(*s, finish_reason::length);
     if (plan.empty()) return;
     ++stats_.steps;
@@ -193,6 +198,7 @@ class Engine {
         walk_.run(spec_.walk_policy(), rows_, sink);
       else
         walk_.run(policy_, rows_, sink);
+      commit_prefill(chunks);  // before end_walk frees the blocks of finished sequences
     } catch (...) {
       end_walk();
       throw;
@@ -203,6 +209,17 @@ class Engine {
     stats_.take_walk(walk_.stats());
     for (auto& ch : chunks)
       if (!ch.seq->new_tokens.empty() || ch.seq->done) emit(*ch.seq, out);
+  }
+
+  // Prefix caching: the prefill chunks' K/V are in the cache now, computed through every
+  // layer; their full blocks become shareable. Decode chunks never are (their deeper K/V
+  // may be an exit fill, a deferred fill or a draft's): paged.hpp's rule.
+  void commit_prefill(const std::vector<Chunk>& chunks) {
+    if constexpr (prefix_caching_cache<Cache>) {
+      if (!opt_.prefix_cache) return;
+      for (const Chunk& ch : chunks)
+        if (!ch.decode) cache_->commit_full_depth(ch.seq->id, ch.seq->tokens, ch.start + ch.n);
+    }
   }
 
   void end_walk() {

@@ -14,6 +14,9 @@ namespace eexit {
 struct EngineStats {
   std::int64_t steps = 0;
   std::int64_t prompt_tokens = 0;  // prefill rows computed (recomputation included)
+  // Prefix caching: prompt (or recomputed) tokens whose K/V came from cached blocks and
+  // were not computed. Hit rate = prefix_cached_tokens / (that + prompt_tokens).
+  std::int64_t prefix_cached_tokens = 0;
   std::int64_t generated_tokens = 0;
   std::int64_t preemptions = 0;
   std::int64_t decode_layers_computed = 0;  // layers run by decode rows
@@ -54,6 +57,10 @@ struct EngineStats {
     std::int64_t n = 0;
     for (std::size_t e = 0; e + 1 < exit_histogram.size(); ++e) n += exit_histogram[e];
     return n;
+  }
+  double prefix_hit_rate() const noexcept {
+    const std::int64_t all = prefix_cached_tokens + prompt_tokens;
+    return all ? double(prefix_cached_tokens) / double(all) : 0.0;
   }
   double acceptance_rate() const noexcept {
     return draft_tokens ? double(accepted_drafts) / double(draft_tokens) : 0.0;

@@ -54,6 +54,9 @@ struct RequestStats {
   std::int32_t prompt_tokens = 0;
   std::int32_t generated_tokens = 0;
   std::int32_t preemptions = 0;
+  // Prefix caching: tokens whose K/V came from cached blocks instead of being computed
+  // (summed over admissions: a preempted request may hit again when it comes back).
+  std::int32_t cached_tokens = 0;
   std::vector<std::int64_t> exit_histogram;
   std::int64_t layers_computed = 0;  // decode layers actually run, summed over tokens
   // Self-speculation: verify passes, draft tokens proposed, draft tokens accepted, tokens

@@ -1,10 +1,12 @@
 #pragma once
 // Scheduler: which sequences run this step and how many of their tokens (DESIGN.md §3,
 // "plan"). Running sequences first, oldest first; then waiting ones, first come first
-// served, while the token budget, the running slots and the cache allow. Prompts go in
-// chunks of what the budget leaves. When the cache is full the newest running sequence is
-// preempted (its blocks freed; it is recomputed from scratch later). A sequence that
-// cannot fit even alone never will: it is handed back to be finished with "length".
+// served, while the token budget, the running slots and the cache allow. With prefix
+// caching (a prefix_caching_cache, SchedulerOptions::prefix_cache) a sequence admitted with
+// nothing in the cache starts on the cached blocks of its longest known prefix and only the
+// rest is scheduled. Prompts go in chunks of what the budget leaves. When the cache is full the
+// newest running sequence is preempted (its blocks freed; it is recomputed from scratch later). A
+// sequence that cannot fit even alone never will: it is handed back to be finished with "length".
 // Needs only a kv_cache: no model, testable on the host.
 #include <algorithm>
 #include <cstdint>
@@ -31,12 +33,14 @@ struct Plan {
   std::vector<Chunk> chunks;          // running order (oldest first), then admitted ones
   std::vector<Sequence*> preempted;   // freed this step, back at the head of the queue
   std::vector<Sequence*> never_fits;  // removed from the queues: finish with "length"
+  std::int64_t cached_tokens = 0;     // prefix caching: tokens admitted sequences did not compute
   bool empty() const noexcept { return chunks.empty(); }
 };
 
 struct SchedulerOptions {
   std::int32_t max_batch_tokens = 256;  // rows per step
   std::int32_t max_running = 64;        // sequences in the running batch
+  bool prefix_cache = false;            // start admitted sequences on cached prefix blocks
 };
 
 // Prefill chunks first, decode rows last, so that rows leaving at an exit point shrink
@@ -134,8 +138,13 @@ class Scheduler {
     }
     while (budget > 0 && !waiting_.empty() && std::int32_t(running_.size()) < opt_.max_running) {
       Sequence& s = *waiting_.front();
+      const std::int32_t cached = match_prefix(s);
       const std::int32_t n = std::min(s.pending(), budget);
       if (!cache_->reserve(s.id, n)) {
+        if (cached > 0) {  // give the shared blocks back (they stay cached)
+          cache_->release(s.id);
+          s.n_computed = 0;
+        }
         if (running_.empty()) {  // an empty cache cannot hold it: never will
           waiting_.pop_front();
           plan.never_fits.push_back(&s);
@@ -146,6 +155,8 @@ class Scheduler {
       waiting_.pop_front();
       running_.push_back(&s);
       s.in_cache = true;
+      plan.cached_tokens += cached;
+      s.stats.cached_tokens += cached;
       plan.chunks.push_back(make_chunk(s, n));
       budget -= n;
     }
@@ -157,6 +168,18 @@ class Scheduler {
     if (!s.in_cache) return;
     cache_->release(s.id);
     s.in_cache = false;
+  }
+
+  // A sequence with nothing in the cache (new, or preempted) takes the cached blocks of its
+  // tokens' longest known prefix: those tokens count as computed. Returns how many.
+  std::int32_t match_prefix(Sequence& s) {
+    if constexpr (prefix_caching_cache<Cache>) {
+      if (!opt_.prefix_cache || s.n_computed != 0 || s.in_cache) return 0;
+      s.n_computed = cache_->match_prefix(s.id, s.tokens);
+      return s.n_computed;
+    } else {
+      return 0;
+    }
   }
 
   void preempt(Sequence& s, Plan& plan) {

@@ -354,12 +354,16 @@ class EngineService final : public detail::ServiceCore {
         M.kv_blocks_used = engine_->cache().blocks_used();
         M.kv_blocks_total = engine_->cache().blocks_total();
       }
+      if constexpr (requires { engine_->cache().blocks_cached(); })
+        M.kv_blocks_cached = engine_->cache().blocks_cached();
       if constexpr (requires { engine_->stats().generated_tokens; }) {
         const auto& st = engine_->stats();
         M.prompt_tokens = st.prompt_tokens;
         M.generated_tokens = st.generated_tokens;
         M.steps = st.steps;
         M.preemptions = st.preemptions;
+        if constexpr (requires { st.prefix_cached_tokens; })
+          M.prefix_cached_tokens = st.prefix_cached_tokens;
         M.exit_histogram = st.exit_histogram;
         if constexpr (requires { st.verify_passes; }) {
           M.verify_passes = st.verify_passes;

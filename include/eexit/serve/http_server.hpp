@@ -595,7 +595,7 @@ class HttpServer {
           auto chunk =
               openai::chunk_body(pr, id, created, o.tokens, o.text, fin, first, offset, texts_);
           if (fin) {
-            chunk["usage"] = openai::usage(n_prompt, generated);
+            chunk["usage"] = openai::usage(n_prompt, generated, o.stats.cached_tokens);
             if (auto sp = openai::speculation(o.stats); !sp.is_null())
               chunk["speculation"] = std::move(sp);
           }
@@ -605,9 +605,10 @@ class HttpServer {
         offset += o.text.size();
         if (fin) {
           if (pr.include_usage)
-            payload +=
-                "data: " + openai::dump(openai::usage_chunk(pr, id, created, n_prompt, generated)) +
-                "\n\n";
+            payload += "data: " +
+                       openai::dump(openai::usage_chunk(pr, id, created, n_prompt, generated,
+                                                        o.stats.cached_tokens)) +
+                       "\n\n";
           payload += "data: [DONE]\n\n";
         }
       }

@@ -23,6 +23,9 @@ struct ServiceMetrics {
   std::int64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, preemptions = 0;
   std::int64_t running = 0, waiting = 0;
   std::int64_t kv_blocks_used = 0, kv_blocks_total = 0;
+  // Prefix caching: prompt tokens taken from cached blocks (not computed), and the blocks
+  // no request holds that keep their K/V for a later prompt.
+  std::int64_t prefix_cached_tokens = 0, kv_blocks_cached = 0;
   std::array<std::int64_t, step_time_buckets.size() + 1> step_time_counts{};  // last: +Inf
   double step_time_sum_s = 0.0;
   std::vector<std::int32_t> exit_layers;     // layer of each exit point
@@ -50,6 +53,16 @@ inline std::string prometheus_text(const ServiceMetrics& m) {
   for (auto& [k, v] : outcomes) o << "eexit_requests_total{outcome=\"" << k << "\"} " << v << "\n";
   counter("eexit_prompt_tokens_total", "Prompt tokens computed (recomputation included).");
   o << "eexit_prompt_tokens_total " << m.prompt_tokens << "\n";
+  counter("eexit_prefix_cache_hit_tokens_total",
+          "Prompt tokens whose KV came from the prefix cache (not computed).");
+  o << "eexit_prefix_cache_hit_tokens_total " << m.prefix_cached_tokens << "\n";
+  {
+    const std::int64_t all = m.prefix_cached_tokens + m.prompt_tokens;
+    o << "# HELP eexit_prefix_cache_hit_rate Prefix cache hit tokens over all prompt tokens "
+         "(hit + computed).\n# TYPE eexit_prefix_cache_hit_rate gauge\n"
+      << "eexit_prefix_cache_hit_rate "
+      << (all ? double(m.prefix_cached_tokens) / double(all) : 0.0) << "\n";
+  }
   counter("eexit_generated_tokens_total", "Tokens generated.");
   o << "eexit_generated_tokens_total " << m.generated_tokens << "\n";
   counter("eexit_preemptions_total", "Sequences preempted for lack of KV blocks.");
@@ -70,6 +83,9 @@ inline std::string prometheus_text(const ServiceMetrics& m) {
   gauge("eexit_requests_waiting", "Requests waiting for admission.", m.waiting);
   gauge("eexit_kv_blocks_used", "KV cache blocks in use.", m.kv_blocks_used);
   gauge("eexit_kv_blocks_total", "KV cache blocks in the pool.", m.kv_blocks_total);
+  gauge("eexit_kv_blocks_cached",
+        "KV cache blocks no request holds, kept for prefix reuse (evicted when needed).",
+        m.kv_blocks_cached);
   o << "# HELP eexit_step_seconds Engine step time.\n# TYPE eexit_step_seconds histogram\n";
   std::int64_t cum = 0;
   for (std::size_t b = 0; b < step_time_buckets.size(); ++b) {

@@ -389,10 +389,13 @@ inline json exit_layers_of(const std::vector<TokenEvent>& toks) {
   return a;
 }
 
-inline json usage(std::int64_t prompt, std::int64_t completion) {
+// cached: prompt tokens whose K/V came from the prefix cache (OpenAI's
+// prompt_tokens_details.cached_tokens).
+inline json usage(std::int64_t prompt, std::int64_t completion, std::int64_t cached = 0) {
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
-          {"total_tokens", prompt + completion}};
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 // OpenAI's names where they exist. A request cut short (aborted, or failed after its
@@ -449,12 +452,13 @@ inline json response_body(const ParsedRequest& r, const std::string& id, std::in
     choice["message"] = {{"role", "assistant"}, {"content", c.text}};
   else
     choice["text"] = c.text;
-  json body = {{"id", id},
-               {"object", r.chat ? "chat.completion" : "text_completion"},
-               {"created", created},
-               {"model", r.model},
-               {"choices", json::array({choice})},
-               {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()))}};
+  json body = {
+      {"id", id},
+      {"object", r.chat ? "chat.completion" : "text_completion"},
+      {"created", created},
+      {"model", r.model},
+      {"choices", json::array({choice})},
+      {"usage", usage(prompt_tokens, std::int64_t(c.tokens.size()), c.stats.cached_tokens)}};
   if (auto s = speculation(c.stats); !s.is_null()) body["speculation"] = std::move(s);
   return body;
 }
@@ -486,13 +490,13 @@ inline json chunk_body(const ParsedRequest& r, const std::string& id, std::int64
 }
 
 inline json usage_chunk(const ParsedRequest& r, const std::string& id, std::int64_t created,
-                        std::int64_t prompt, std::int64_t completion) {
+                        std::int64_t prompt, std::int64_t completion, std::int64_t cached = 0) {
   return {{"id", id},
           {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
           {"created", created},
           {"model", r.model},
           {"choices", json::array()},
-          {"usage", usage(prompt, completion)}};
+          {"usage", usage(prompt, completion, cached)}};
 }
 
 }  // namespace eexit::serve::openai

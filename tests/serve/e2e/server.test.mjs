@@ -143,6 +143,21 @@ describe('completions and chat', () => {
     assert.deepEqual(r.choices[0].exit_layers, Array(12).fill(FULL_LAYER));
   });
 
+  test('prefix caching (on by default): a repeated prompt reports cached tokens, same text', async () => {
+    const c = s.client();
+    const prompt = 'ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and ' +
+      'Juliet is the sun. Arise, fair sun, and kill the envious moon, who is already sick.\n';
+    const body = { model: MODEL, prompt, max_tokens: 8, temperature: 0 };
+    const first = await c.completions.create(body);
+    const again = await c.completions.create(body);
+    assert.ok(first.usage.prompt_tokens > 33);
+    assert.ok(again.usage.prompt_tokens_details.cached_tokens >= 32);
+    assert.ok(again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens);
+    assert.equal(again.choices[0].text, first.choices[0].text);
+    const m = await (await fetch(`${s.base}/metrics`)).text();
+    assert.match(m, /eexit_prefix_cache_hit_tokens_total [1-9]/);
+  });
+
   test('streaming completion equals the non-streaming one', async () => {
     const c = s.client();
     const body = { model: MODEL, prompt: 'First Citizen:\n', max_tokens: 16, temperature: 0 };
