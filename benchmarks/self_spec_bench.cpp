@@ -36,7 +36,8 @@
 // position decides, the same for every configuration); draft passes, verify walk and rollback
 // run for real. Per batch size: the step costs (a full walk, a draft walk to layer L, a verify
 // walk of k drafts with and without the bonus row; min of --cost-reps before each rep), then per
-// A, draft layer L and k mode (fixed K, adaptive <= K, each with "-nb": no bonus row) the
+// A, draft layer L and k mode (fixed K, adaptive <= K one k per step, adaptive-row <= K per
+// row (Speculation::per_row), each with "-nb": no bonus row) the
 // measured speedup over full depth beside the prediction from those costs:
 //   m(A, k) x full / (k x draft + verify(k)),  m = (1 - A^(k+1)) / (1 - A)  (A^k without bonus)
 // (adaptive: the best k's prediction, or 1.0). --waves W runs W waves of B prompts per batch
@@ -117,7 +118,7 @@ constexpr const char* usage_lines =
     "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
     "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]] [--cost-clock cpu]\n"
     "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W]\n"
-    "          [--k-modes fixed,adaptive,fixed-nb,adaptive-nb]]\n";
+    "          [--k-modes fixed,adaptive,adaptive-row,fixed-nb,adaptive-nb,adaptive-row-nb]]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -400,8 +401,9 @@ int oracle_main(const Options& o, Model& model) {
   }
   const auto modes = bench::split(o.k_modes);
   for (const auto& m : modes)
-    if (m != "fixed" && m != "adaptive" && m != "fixed-nb" && m != "adaptive-nb")
-      bench::usage("--k-modes: fixed, adaptive, fixed-nb, adaptive-nb");
+    if (m != "fixed" && m != "adaptive" && m != "adaptive-row" && m != "fixed-nb" &&
+        m != "adaptive-nb" && m != "adaptive-row-nb")
+      bench::usage("--k-modes: fixed, adaptive, adaptive-row, each with -nb");
   const int K = o.oracle_k;
   const std::string load0 = bench::loadavg();
   std::printf(
@@ -460,14 +462,19 @@ int oracle_main(const Options& o, Model& model) {
     struct Cfg {
       double a;
       std::size_t li;
-      bool adaptive, nb;
+      bool adaptive, nb, per_row;
       Best best;
     };
     std::vector<Cfg> cfgs;
     for (float a : o.oracle)
       for (std::size_t li = 0; li < layers.size(); ++li)
         for (const auto& m : modes)
-          cfgs.push_back({a, li, m.starts_with("adaptive"), m.ends_with("-nb"), {}});
+          cfgs.push_back({a,
+                          li,
+                          m.starts_with("adaptive"),
+                          m.ends_with("-nb"),
+                          m.starts_with("adaptive-row"),
+                          {}});
     Best full;
     // The truth: a full-depth run's tokens (greedy, the same in every run).
     std::vector<std::vector<std::int32_t>> truth;
@@ -484,6 +491,7 @@ int oracle_main(const Options& o, Model& model) {
         table->prompts = &ps;
         OracleSpec p;
         p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
+        p.spec.per_row = cf.per_row;
         p.t = table;
         cf.best.keep(generate(model, p, ps, B, o.n_new,
                               [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
@@ -538,8 +546,11 @@ int oracle_main(const Options& o, Model& model) {
       }
       const double agree = cf.best.agreement(full);
       char kl[32];
-      std::snprintf(kl, sizeof kl, "%s%d%s", cf.adaptive ? "adapt<=" : "fixed ", K,
-                    cf.nb ? " nb" : "");
+      std::snprintf(kl, sizeof kl, "%s%d%s",
+                    cf.per_row    ? "adaptR<="
+                    : cf.adaptive ? "adapt<="
+                                  : "fixed ",
+                    K, cf.nb ? " nb" : "");
       const double pred_run = predict_run(cf.li, cf.nb, r);
       // Where a run's time went: the draft walks', the verify walks' (the engine's stats) and
       // the rest (scheduling, sampling, accepting, plain decode steps), per verify pass.
@@ -556,16 +567,17 @@ int oracle_main(const Options& o, Model& model) {
           (r.wall - st.draft_time_s - st.verify_time_s) * per_pass * 1e3,
           full.run.wall / double(full.run.tokens) * B * 1e3);
       if (csv)
-        std::fprintf(
-            csv,
-            "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
-            "%d,%d,%d,%zu,%s,%s\n",
-            B, cf.a, layers[cf.li],
-            cf.adaptive ? (cf.nb ? "adaptive-nb" : "adaptive") : (cf.nb ? "fixed-nb" : "fixed"), kp,
-            double(r.tokens) / r.wall, x, xc, pred, pred_run, st.acceptance_rate(), dpp,
-            st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
-            verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
-            model.draft_vocab().size(), load0.c_str(), load1.c_str());
+        std::fprintf(csv,
+                     "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
+                     "%d,%d,%d,%zu,%s,%s\n",
+                     B, cf.a, layers[cf.li],
+                     cf.per_row    ? (cf.nb ? "adaptive-row-nb" : "adaptive-row")
+                     : cf.adaptive ? (cf.nb ? "adaptive-nb" : "adaptive")
+                                   : (cf.nb ? "fixed-nb" : "fixed"),
+                     kp, double(r.tokens) / r.wall, x, xc, pred, pred_run, st.acceptance_rate(),
+                     dpp, st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
+                     verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
+                     model.draft_vocab().size(), load0.c_str(), load1.c_str());
     }
     std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.run.tokens) / full.run.wall);
   }

@@ -49,6 +49,8 @@ exit. Several --prompt flags run as one continuously batched workload.
                           (--measure) is under X (default @DRAFT_THRESHOLD@; 0 = always K)
   --draft-adaptive        self-spec: draft per step the k <= K that the measured costs and
                           acceptance predict to be fastest (0 where rows are compute-bound)
+  --draft-per-row         with --draft-adaptive: then lower k row by row where a row's own
+                          drafts are rarely kept (default: one k for all rows of a step)
 @DRAFT_VOCAB@  --rank-vocab CORPUS     count the model tokenizer's tokens over the text file CORPUS and
                           print them most frequent first ("id count" lines: a ranking for
                           --draft-vocab-file); no --prompt needed, nothing is generated
@@ -266,7 +268,7 @@ int main(int argc, char** argv) {
                                        "rank-vocab",
                                        "fill"},
                  std::set<std::string>{"json", "help", "ignore-eos", "calm", "compare-full-depth",
-                                       "draft-adaptive", "no-prefix-cache"});
+                                       "draft-adaptive", "draft-per-row", "no-prefix-cache"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -329,6 +331,7 @@ int main(int argc, char** argv) {
     spec.max_draft = int(args->integer("draft-tokens", spec.max_draft, 0, 64));
     spec.threshold = float(args->real("draft-threshold", spec.threshold, -1e6, 1e6));
     spec.adaptive = args->has("draft-adaptive");
+    spec.per_row = args->has("draft-per-row");
     args->integer("draft-vocab", 0, 1, 1 << 24);
     if (!args->has("prompt") && !args->has("rank-vocab")) throw usage_error("--prompt is required");
     device = samples::parse_device(*args);

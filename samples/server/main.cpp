@@ -49,6 +49,8 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --draft-tokens K        self-spec: at most K drafts per verify pass (default 4)
   --draft-threshold X     self-spec: stop drafting under this draft confidence (default 0.5)
   --draft-adaptive        self-spec: per step the k <= K the measured costs predict fastest
+  --draft-per-row         with --draft-adaptive: then lower k row by row where a row's own
+                          drafts are rarely kept (default: one k for all rows of a step)
 @DRAFT_VOCAB@  --fill F                @FILLS@: K/V of skipped layers projected from
                           the exit state (default) or recomputed in the next step
   --chat-template T       auto | plain | llama2 | chatml | llama3 | zephyr (default auto:
@@ -140,7 +142,7 @@ int main(int argc, char** argv) {
                                        "draft-vocab",
                                        "draft-vocab-file"},
                  std::set<std::string>{"help", "calm-decay", "metrics-public", "draft-adaptive",
-                                       "no-prefix-cache"});
+                                       "draft-per-row", "no-prefix-cache"});
     if (args->has("help")) {
       std::cout << help_text() << samples::kDeviceHelp;
       return 0;
@@ -159,6 +161,7 @@ int main(int argc, char** argv) {
       sp->spec.max_draft = int(args->integer("draft-tokens", sp->spec.max_draft, 0, 64));
       sp->spec.threshold = float(args->real("draft-threshold", sp->spec.threshold, -1e6, 1e6));
       sp->spec.adaptive = args->has("draft-adaptive");
+      sp->spec.per_row = args->has("draft-per-row");
     }
     const auto ct = args->str("chat-template", "auto");
     if (ct != "auto") {

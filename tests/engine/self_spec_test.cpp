@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -825,18 +826,28 @@ TEST_CASE("adaptive k with given costs: k per row, drafting where drafts are kep
   p.truth = &full.tokens;
   p.reqs = &rs;
   p.alternate = true;
-  const auto out = run<Paged>(m, p, rs, 256);
-  CHECK(out.tokens == full.tokens);
-  std::int64_t kept_rows = 0, wrong_rows = 0;
-  for (std::size_t i = 0; i < out.req.size(); ++i) {
-    CAPTURE(i);
-    (i % 2 ? wrong_rows : kept_rows) += out.req[i].draft_tokens;
-    if (i % 2) CHECK(out.req[i].accepted_drafts == 0);
-  }
-  MESSAGE("drafts in rows whose drafts are kept: " << kept_rows
-                                                   << ", in the others: " << wrong_rows);
-  // One k for the whole step would draft as much in the wrong rows as in the others. Per
-  // row, the wrong rows draft while their estimate falls from the prior (the first steps).
-  CHECK(kept_rows > 4 * wrong_rows);
-  CHECK(kept_rows > 4 * 40);  // more than one draft per step and row, on average
+  auto drafts = [&](bool per_row) {
+    p.spec.per_row = per_row;
+    const auto out = run<Paged>(m, p, rs, 256);
+    CHECK(out.tokens == full.tokens);
+    std::array<std::int64_t, 2> d{};  // drafts in the rows whose drafts are kept / wrong
+    for (std::size_t i = 0; i < out.req.size(); ++i) {
+      CAPTURE(i);
+      d[i % 2] += out.req[i].draft_tokens;
+      if (i % 2) CHECK(out.req[i].accepted_drafts == 0);
+    }
+    MESSAGE(std::string(per_row ? "per row" : "per step")
+            << ": drafts in rows whose drafts are kept: " << d[0] << ", in the others: " << d[1]);
+    return d;
+  };
+  // Per row, the wrong rows draft while their estimate falls from the prior (the first
+  // steps), the others more than one draft per step and row on average.
+  const auto row = drafts(true);
+  CHECK(row[0] > 4 * row[1]);
+  CHECK(row[0] > 4 * 40);
+  // One k for the whole step (the default) drafts in every row alike: the wrong rows draft
+  // as often as the others while they run (they run longer: fewer tokens a pass).
+  const auto step = drafts(false);
+  CHECK(step[1] >= step[0]);
+  CHECK(step[1] > 3 * row[1]);
 }

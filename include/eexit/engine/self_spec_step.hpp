@@ -249,14 +249,14 @@ class SpecStep {
   //   + (E+1) layer(R0 + B - D + D') + (L-E-1) layer(R0 + B - D + sum v_i)
   //   + head(last, B - D + sum v_i)                                  the verify walk
   // (D' = D bonus rows from layer 0, or none; with D = 0 it is a plain step).
-  // The search: the best k common to all rows, then single rows one lower while that gains
-  // (rows whose drafts are rarely kept drop out). It drafts only where that beats a plain
-  // step by `margin`: the prediction's own error is some percent, and a plain step is what
-  // full depth costs.
-  // Each prediction is scaled by what steps of its kind (plain / drafting) took against
-  // their prediction (StepScale): the walk costs leave out what a step does around them
-  // (sampling, acceptance, rollback, drafts spread to the whole vocabulary), and a drafting
-  // step's share of it differs from a plain step's. At batch 16 an unscaled k = 1 looked a
+  // Without Speculation::per_row every row's a_i is the acceptance of all rows and the
+  // search is the best k common to all rows. With it, a_i is the row's own and single rows
+  // then go one lower while that gains (rows whose drafts are rarely kept drop out). It drafts only
+  // where that beats a plain step by `margin`: the prediction's own error is some percent, and a
+  // plain step is what full depth costs. Each prediction is scaled by what steps of its kind (plain
+  // / drafting) took against their prediction (StepScale): the walk costs leave out what a step
+  // does around them (sampling, acceptance, rollback, drafts spread to the whole vocabulary), and a
+  // drafting step's share of it differs from a plain step's. At batch 16 an unscaled k = 1 looked a
   // few percent faster than k = 0 and ran slower.
   // Until the costs are known every row drafts K (and so measures); where k = 0 wins, one row
   // in turn still drafts one token every 16th step, so the acceptance estimates and the
@@ -273,7 +273,9 @@ class SpecStep {
         continue;
       }
       const Sequence& s = *chunks[c].seq;
-      const double a = (s.spec_kept + prior * a_all) / (s.spec_kept + s.spec_rejected + prior);
+      const double a = cfg_.per_row
+                           ? (s.spec_kept + prior * a_all) / (s.spec_kept + s.spec_rejected + prior)
+                           : a_all;
       rows_.push_back({c, std::clamp(a, 0.0, 0.999)});
     }
     const std::size_t B = rows_.size();
@@ -333,7 +335,8 @@ class SpecStep {
       }
     }
     for (std::size_t i = 0; i < B; ++i) set(p, i, best_k);
-    for (std::size_t it = 0; it < B * std::size_t(k_max_); ++it) {
+    const std::size_t lowerings = cfg_.per_row ? B * std::size_t(k_max_) : 0;
+    for (std::size_t it = 0; it < lowerings; ++it) {
       std::size_t bi = B;
       for (std::size_t i = 0; i < B; ++i) {
         if (p.k[i] == 0) continue;

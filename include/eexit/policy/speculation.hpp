@@ -28,6 +28,13 @@ struct Speculation {
   // Adaptive k's costs given rather than measured (tests, what-if studies): used as they
   // are, never learned from timings, and no step-time correction. Must outlive the engine.
   const CostModel* costs = nullptr;
+  // Adaptive k: one k for all decode rows of a step (false), or then lowered row by row
+  // (true: rows whose own drafts are rarely kept draft less). Per row pays where rows differ
+  // (one writes code, one prose); where they do not, each row's short-window estimate is
+  // noise that a per-row choice follows: at batch 16 on the 1B shape, with the same
+  // acceptance in every row, it ran 0.96-0.99x full depth where one k per step ran
+  // 0.995-1.07x (benchmarks/RESULTS.md, "k per row").
+  bool per_row = false;
 
   bool enabled() const noexcept { return max_draft > 0; }
   // Throws eexit::error naming the field.
