@@ -58,7 +58,7 @@ eexit::Weight random_kquant(std::mt19937& rng, dtype t, std::size_t n) {
 
 // w (N, K) repacked by the backend.
 struct Repacked {
-  std::vector<std::uint16_t> buf;
+  eexit::CpuBackend::buffer<std::uint16_t> buf;
   std::uint8_t interleave = 0;
   dtype t;
   Repacked(eexit::CpuBackend& be, dtype type, const eexit::Weight& w, std::size_t N, std::size_t K)
@@ -221,7 +221,7 @@ TEST_CASE(
     f32act.matmul(x.data(), 3, K, rowv, N, a.data());
     be.matmul(x.data(), 3, K, il.view(), N, b.data());
     CHECK(bitwise_equal(a, b));
-    std::vector<std::uint16_t> buf;
+    eexit::CpuBackend::buffer<std::uint16_t> buf;
     CHECK(be.repack_weights(buf, t, w.bytes(), N, K, 12) == 0);
     CHECK(be.repack_weights(buf, t, w.bytes(), N, K, 0) == 0);
     be.set_repack(false);

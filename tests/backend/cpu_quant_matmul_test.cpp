@@ -153,7 +153,7 @@ namespace {
 
 // w (N, K) of type t repacked by the backend into its interleaved layout (cpu_quant.hpp).
 struct Repacked {
-  std::vector<std::uint16_t> buf;
+  eexit::CpuBackend::buffer<std::uint16_t> buf;
   std::uint8_t interleave = 0;
   eexit::dtype t;
   Repacked(eexit::CpuBackend& be, eexit::dtype type, const eexit::Weight& w, std::size_t N,
@@ -287,7 +287,7 @@ TEST_CASE("interleaved weights: row views at whole groups, embedding rows, when 
     be.embed(ids.data(), N, il.view(), K, eb.data());
     CHECK(bitwise_equal(ea, eb));
     // Not repacked: fp32 activations, views inside groups, an embedding-only table, off.
-    std::vector<std::uint16_t> buf;
+    eexit::CpuBackend::buffer<std::uint16_t> buf;
     eexit::CpuBackend f32act(1, eexit::matmul_impl::invariant, eexit::quant_act::f32);
     CHECK(f32act.repack_weights(buf, t, w.bytes(), N, K, N) == 0);
     CHECK(be.repack_weights(buf, t, w.bytes(), N, K, 12) == 0);

@@ -11,12 +11,19 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <memory>
+#include <new>
 #include <span>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "eexit/backend/cpu_bf16.hpp"
 #include "eexit/backend/cpu_exit_scores.hpp"
@@ -60,6 +67,44 @@ inline void blas_xwt(const float* x, std::size_t rows, std::size_t in, const flo
   (void)x, (void)rows, (void)in, (void)w, (void)out, (void)y;
 #endif
 }
+
+// The CPU backend's buffers: blocks of 2 MiB or more start on a 2 MiB boundary and are
+// marked for transparent huge pages (madvise; Debian's default THP mode only backs marked
+// memory), before anything touches them. Attention reads each cached position's K/V row
+// (kv_dim floats, 3 KiB at the 110M shape) in part, one row after another: with 4 KiB
+// pages nearly every row is a new page, where the hardware prefetchers stop and the TLB
+// misses, so decode at a 1,450-token context spent ~10 ms a token in attention, 4x its
+// bytes at the guest's bandwidth. Smaller blocks come from the usual allocator. Only
+// virtual space is padded: the pages before the boundary are never touched.
+template <class T>
+struct PageAllocator {
+  using value_type = T;
+  static constexpr std::size_t huge = std::size_t(2) << 20;
+  PageAllocator() noexcept = default;
+  template <class U>
+  PageAllocator(const PageAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < huge) return std::allocator<T>{}.allocate(n);
+    // aligned_alloc wants a multiple of the alignment; the tail past `bytes` is never touched.
+    void* p = std::aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice: where THP is off it changes nothing
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (n * sizeof(T) < huge)
+      std::allocator<T>{}.deallocate(p, n);
+    else
+      std::free(p);
+  }
+  friend bool operator==(const PageAllocator&, const PageAllocator&) noexcept {
+    return true;
+  }
+};
 
 // Causal attention of heads h0 .. h0+g-1 (g <= G) of one row: for each head, o (head_dim)
 // = softmax(scale · q·Kᵀ) · V over the row's positions 0 .. n_ctx-1. q, out: the row's
@@ -139,7 +184,7 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
 
 struct CpuBackend {
   template <class T>
-  using buffer = std::vector<T>;
+  using buffer = std::vector<T, detail::PageAllocator<T>>;
   static constexpr const char* name = "cpu";
 
   explicit CpuBackend(unsigned n_threads = 0, matmul_impl mm = matmul_impl::invariant,
@@ -418,8 +463,22 @@ struct CpuBackend {
       max_ctx = std::max(max_ctx, std::size_t(rowkv[r].pos) + 1);
     // Heads are taken G at a time (their outputs in G·HV registers) where head_dim is a
     // multiple of 16 up to 128 (16, 32, 64, 96, 128); otherwise one at a time in memory.
+    // Fewer heads a task where that spreads the tasks over the threads more evenly: one row
+    // of 12 heads on 2 threads is 3 tasks of 4 heads (one thread runs two, the other waits
+    // a third of the op: at a long context, decode at batch 1 is mostly this op) or 6 of 2.
+    // Per thread (of the parts the op is worth), ceil(tasks / parts) x G heads; 2 where that
+    // is fewer than 4's. A head's bits do not depend on G.
     const std::size_t hv = head_dim % 16 == 0 ? head_dim / 16 : 0;
-    const std::size_t G = hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
+    const std::size_t G_max = hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
+    std::size_t G = G_max;
+    if (G_max == 4) {
+      const std::size_t T =
+          pool_.parts_for(rows * ((n_heads + 3) / 4), 2 * head_dim * max_ctx * G_max);
+      auto per_thread = [&](std::size_t g) {
+        return (rows * ((n_heads + g - 1) / g) + T - 1) / T * g;
+      };
+      if (per_thread(2) < per_thread(4)) G = 2;
+    }
     const std::size_t chunks = (n_heads + G - 1) / G;
     pool_.parallel_for_work(
         rows * chunks, 2 * head_dim * max_ctx * G, [&](std::size_t b, std::size_t e) {
@@ -441,13 +500,22 @@ struct CpuBackend {
             using Z = std::size_t;
             switch (G == 1 ? 0 : hv) {
               case 1:
-                run(integral_constant<Z, 1>{}, integral_constant<Z, 4>{});
+                if (G == 2)
+                  run(integral_constant<Z, 1>{}, integral_constant<Z, 2>{});
+                else
+                  run(integral_constant<Z, 1>{}, integral_constant<Z, 4>{});
                 break;
               case 2:
-                run(integral_constant<Z, 2>{}, integral_constant<Z, 4>{});
+                if (G == 2)
+                  run(integral_constant<Z, 2>{}, integral_constant<Z, 2>{});
+                else
+                  run(integral_constant<Z, 2>{}, integral_constant<Z, 4>{});
                 break;
               case 4:
-                run(integral_constant<Z, 4>{}, integral_constant<Z, 4>{});
+                if (G == 2)
+                  run(integral_constant<Z, 4>{}, integral_constant<Z, 2>{});
+                else
+                  run(integral_constant<Z, 4>{}, integral_constant<Z, 4>{});
                 break;
               case 6:
                 run(integral_constant<Z, 6>{}, integral_constant<Z, 2>{});
