@@ -302,6 +302,51 @@ TEST_CASE("store_kv + attention over a paged KV cache match PyTorch causal GQA a
   }
 }
 
+TEST_CASE("attention is batch invariant: a row's bits alone, with its sequence, with others") {
+  // Heads are taken 4 or 2 at a time depending on the rows, context and threads of the call
+  // (one row at a long context on 2 threads: 2), and one at a time in memory for other head
+  // sizes; a row's output must not depend on which.
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  constexpr std::int32_t block_size = 16;
+  for (const std::size_t hd : {8u, 16u, 32u, 48u, 64u, 96u, 128u}) {
+    const std::size_t n_heads = 12, n_kv = 4, kv_dim = n_kv * hd;
+    CAPTURE(hd);
+    // Sequence A: 300 positions in blocks 0..18 out of order; B: 9 positions in block 19.
+    std::vector<std::int32_t> ta(19), tb{19};
+    for (std::size_t b = 0; b < ta.size(); ++b) ta[b] = std::int32_t((b * 7) % 19);
+    std::vector<float> kpool(std::size_t(20 * block_size) * kv_dim), vpool(kpool.size());
+    for (auto& x : kpool) x = nd(rng);
+    for (auto& x : vpool) x = nd(rng);
+    const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+    std::vector<eexit::RowKv> rows;
+    for (std::int32_t t = 280; t < 300; ++t) rows.push_back({ta.data(), t});  // a prefill chunk
+    rows.push_back({tb.data(), 8});                                           // a decode row
+    for (std::int32_t t = 30; t < 33; ++t) rows.push_back({ta.data(), t});    // a verify pass
+    std::vector<float> q(rows.size() * n_heads * hd);
+    for (auto& x : q) x = nd(rng);
+    const std::size_t w = n_heads * hd;
+    for (const unsigned threads : {1u, 2u}) {
+      CAPTURE(threads);
+      eexit::CpuBackend be(threads);
+      std::vector<float> all(q.size());
+      be.attention(q.data(), all.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+      std::size_t bad = 0;
+      for (std::size_t r = 0; r < rows.size(); ++r) {  // each row alone
+        std::vector<float> one(w);
+        be.attention(q.data() + r * w, one.data(), 1, n_heads, n_kv, hd, &rows[r], view);
+        bad += !bitwise_equal(one.data(), all.data() + r * w, w);
+      }
+      for (std::size_t r0 = 0; r0 + 3 <= rows.size(); r0 += 3) {  // three at a time
+        std::vector<float> three(3 * w);
+        be.attention(q.data() + r0 * w, three.data(), 3, n_heads, n_kv, hd, &rows[r0], view);
+        bad += !bitwise_equal(three.data(), all.data() + r0 * w, 3 * w);
+      }
+      CHECK(bad == 0);
+    }
+  }
+}
+
 TEST_CASE("swiglu, add and embed match PyTorch") {
   eexit::CpuBackend be(1);
   const auto& f = fixture();
