@@ -186,7 +186,8 @@ gate() {
   local shape=$1 dt=$2 required=$3 n=$4 f g=$out/gate-$1-$2
   f=$(model "$shape" "$dt")
   # llama-completion: greedy (--temp 0) with the llama.cpp settings of the timing runs;
-  # --verbose-prompt prints its prompt ids (the reference's input).
+  # --verbose-prompt prints its prompt ids (the reference's input), "  9038 -> ' Once'",
+  # behind a log prefix ending in " I " in newer builds, bare in older ones (llama-cli).
   # shellcheck disable=SC2086
   "$completion" -m "$f" -n "$n" -p "$gate_prompt" -no-cnv --temp 0 \
     -t "$threads" --verbose-prompt --no-warmup ${LLAMACPP_ARGS:-} </dev/null \
@@ -199,7 +200,7 @@ gate() {
     echo "float64 reference (tools/reference_forward.py) of $shape, $n tokens ..." >&2
     # shellcheck disable=SC2046
     "$python" "$root/tools/reference_forward.py" "$(model "$shape" f32)" --greedy "$n" \
-      $(sed -n "s/.* I *\([0-9][0-9]*\) -> '.*/\1/p" "$g.llama.log") >"$ref.tmp"
+      $(sed -n "s/^\(.* I \)\{0,1\} *\([0-9][0-9]*\) -> '.*/\2/p" "$g.llama.log") >"$ref.tmp"
     mv "$ref.tmp" "$ref"
   fi
   "$python" - "$g" "$gate_prompt" "$shape $dt" "$required" "$ref" "$vocab" "$root/tools" \
