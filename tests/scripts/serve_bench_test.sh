@@ -39,8 +39,10 @@ for r in runs:
     assert r["mean_prompt_tokens"] and r["mean_prompt_tokens"] > 10, r  # usage came back
 print("serve_bench_test: 3 runs, every request complete")
 PY
-"$python" "$root/benchmarks/serve_bench.py" --summarize "$tmp/out.jsonl" --baseline a |
-  grep -q "^plain  *3 a "
+# To a file, then grep: `| grep -q` exits at its first match and the summary's next line
+# then meets a closed pipe (BrokenPipeError, and pipefail fails the test).
+"$python" "$root/benchmarks/serve_bench.py" --summarize "$tmp/out.jsonl" --baseline a >"$tmp/summary.txt"
+grep -q "^plain  *3 a " "$tmp/summary.txt"
 kill "$pid"
 wait "$pid" 2>/dev/null || true
 pid=""
