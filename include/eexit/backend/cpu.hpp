@@ -498,24 +498,21 @@ struct CpuBackend {
             };
             using std::integral_constant;
             using Z = std::size_t;
+            auto run_2_or_4 = [&](auto hv_c) {  // head_dim 16, 32, 64: G is 4 or 2
+              if (G == 2)
+                run(hv_c, integral_constant<Z, 2>{});
+              else
+                run(hv_c, integral_constant<Z, 4>{});
+            };
             switch (G == 1 ? 0 : hv) {
               case 1:
-                if (G == 2)
-                  run(integral_constant<Z, 1>{}, integral_constant<Z, 2>{});
-                else
-                  run(integral_constant<Z, 1>{}, integral_constant<Z, 4>{});
+                run_2_or_4(integral_constant<Z, 1>{});
                 break;
               case 2:
-                if (G == 2)
-                  run(integral_constant<Z, 2>{}, integral_constant<Z, 2>{});
-                else
-                  run(integral_constant<Z, 2>{}, integral_constant<Z, 4>{});
+                run_2_or_4(integral_constant<Z, 2>{});
                 break;
               case 4:
-                if (G == 2)
-                  run(integral_constant<Z, 4>{}, integral_constant<Z, 2>{});
-                else
-                  run(integral_constant<Z, 4>{}, integral_constant<Z, 4>{});
+                run_2_or_4(integral_constant<Z, 4>{});
                 break;
               case 6:
                 run(integral_constant<Z, 6>{}, integral_constant<Z, 2>{});
