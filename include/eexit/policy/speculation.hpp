@@ -32,8 +32,8 @@ struct Speculation {
   // (true: rows whose own drafts are rarely kept draft less). Per row pays where rows differ
   // (one writes code, one prose); where they do not, each row's short-window estimate is
   // noise that a per-row choice follows: at batch 16 on the 1B shape, with the same
-  // acceptance in every row, it ran 0.96-0.99x full depth where one k per step ran
-  // 0.995-1.07x (benchmarks/RESULTS.md, "k per row").
+  // acceptance in every row, side by side in one run, per row ran 0.90x full depth at
+  // acceptance 0.9 where one k per step ran 1.02x (benchmarks/RESULTS.md, "Fourth run").
   bool per_row = false;
 
   bool enabled() const noexcept { return max_draft > 0; }
