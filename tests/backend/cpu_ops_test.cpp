@@ -347,6 +347,78 @@ TEST_CASE("attention is batch invariant: a row's bits alone, with its sequence, 
   }
 }
 
+TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fused in order") {
+  // The kernel scores 16 positions at a time (16 dot chains, one transposed horizontal sum)
+  // and the rest one at a time; both must give dot()'s bits. The definition, one position
+  // and head at a time: s = dot(q, k) * scale; e = exp(s - max); p = e * (1 / sum e), the
+  // sum in position order; o[i] = fma(p, v[i], o[i]) in position order (the vector path's
+  // fused multiply-add). Contexts around multiples of 16, blocks of 4 and 16 (a tile spans
+  // blocks of 4), every head size of the vector path, 1 and 2 threads (2 or 4 heads a task).
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const std::int32_t block_size : {4, 16}) {
+    for (const std::size_t hd : {16u, 32u, 64u, 96u, 128u}) {
+      const std::size_t n_heads = 8, n_kv = 2, kv_dim = n_kv * hd, group = n_heads / n_kv;
+      CAPTURE(block_size);
+      CAPTURE(hd);
+      const std::int32_t n_blocks = 80 / block_size + 1;
+      std::vector<std::int32_t> table(static_cast<std::size_t>(n_blocks));
+      for (std::size_t b = 0; b < table.size(); ++b)
+        table[b] = std::int32_t((b * 5 + 3) % table.size());
+      std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim), vpool(kpool.size());
+      for (auto& x : kpool) x = nd(rng);
+      for (auto& x : vpool) x = nd(rng);
+      const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+      std::vector<eexit::RowKv> rows;
+      for (const std::int32_t pos : {0, 7, 14, 15, 16, 17, 31, 32, 33, 47, 63, 64, 79})
+        rows.push_back({table.data(), pos});
+      const std::size_t w = n_heads * hd;
+      std::vector<float> q(rows.size() * w);
+      for (auto& x : q) x = nd(rng);
+      const float scale = 1.0f / std::sqrt(float(hd));
+      std::vector<float> want(q.size());
+      for (std::size_t r = 0; r < rows.size(); ++r) {
+        const std::size_t n_ctx = std::size_t(rows[r].pos) + 1;
+        for (std::size_t h = 0; h < n_heads; ++h) {
+          std::vector<float> s(n_ctx);
+          float mx = -std::numeric_limits<float>::infinity();
+          for (std::size_t t = 0; t < n_ctx; ++t) {
+            const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
+            s[t] = eexit::detail::dot(q.data() + r * w + h * hd,
+                                      kpool.data() + slot * kv_dim + h / group * hd, hd) *
+                   scale;
+            mx = std::max(mx, s[t]);
+          }
+          float sum = 0.0f;
+          for (auto& x : s) {
+            x = std::exp(x - mx);
+            sum += x;
+          }
+          const float inv = 1.0f / sum;
+          float* o = want.data() + r * w + h * hd;
+          for (std::size_t i = 0; i < hd; ++i) o[i] = 0.0f;
+          for (std::size_t t = 0; t < n_ctx; ++t) {
+            const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
+            const float p = s[t] * inv;
+            const float* v = vpool.data() + slot * kv_dim + h / group * hd;
+            for (std::size_t i = 0; i < hd; ++i) o[i] = std::fma(p, v[i], o[i]);
+          }
+        }
+      }
+      for (const unsigned threads : {1u, 2u}) {
+        CAPTURE(threads);
+        eexit::CpuBackend be(threads);
+        std::vector<float> got(q.size());
+        be.attention(q.data(), got.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < rows.size(); ++r)
+          bad += !bitwise_equal(got.data() + r * w, want.data() + r * w, w);
+        CHECK(bad == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("swiglu, add and embed match PyTorch") {
   eexit::CpuBackend be(1);
   const auto& f = fixture();

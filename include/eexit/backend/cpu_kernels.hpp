@@ -114,6 +114,47 @@ inline vf4 vhsum4(vacc a, vacc b, vacc c, vacc d) noexcept {
   return __builtin_shufflevector(s1, s1, 0, 4, 8, 12);
 }
 
+// vhsum of sixteen accumulators at once: lane j of the result is vhsum(a[j]) bitwise (the
+// same pairs added at each step as vhsum4). 15 vector adds and 30 shuffles for 16 sums,
+// where 16 vhsum calls are 16 dependent chains ending in scalar adds.
+inline vacc vhsum16(const vacc (&a)[16]) noexcept {
+  // s8: [a[2m].s8 | a[2m+1].s8], s8[i] = v[i] + v[i+8]
+  vacc p[8];
+  for (int m = 0; m < 8; ++m)
+    p[m] = __builtin_shufflevector(a[2 * m], a[2 * m + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19,
+                                   20, 21, 22, 23) +
+           __builtin_shufflevector(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26,
+                                   27, 28, 29, 30, 31);
+  // s4: [a[4m].s4 | .. | a[4m+3].s4], s4[i] = s8[i] + s8[i+4]
+  vacc q[4];
+  for (int m = 0; m < 4; ++m)
+    q[m] = __builtin_shufflevector(p[2 * m], p[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
+                                   24, 25, 26, 27) +
+           __builtin_shufflevector(p[2 * m], p[2 * m + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
+                                   23, 28, 29, 30, 31);
+  // s2: [a[8m].(s4[0] + s4[2], s4[1] + s4[3]) | ...], eight accumulators a vector
+  vacc r[2];
+  for (int m = 0; m < 2; ++m)
+    r[m] = __builtin_shufflevector(q[2 * m], q[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
+                                   24, 25, 28, 29) +
+           __builtin_shufflevector(q[2 * m], q[2 * m + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22,
+                                   23, 26, 27, 30, 31);
+  // s1 = s2a + s2b, lane j for a[j]
+  return __builtin_shufflevector(r[0], r[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                 30) +
+         __builtin_shufflevector(r[0], r[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
+                                 31);
+}
+
+// Lane-wise max (max is exact: the order of the comparisons does not change the result).
+inline vacc vmax(vacc a, vacc b) noexcept {
+#if defined(__AVX512F__)
+  return _mm512_max_ps(a, b);
+#else
+  return a > b ? a : b;
+#endif
+}
+
 // Weight element types of the kernels besides float: 16-bit patterns, widened to fp32 on
 // load (activations and accumulation stay fp32, so the arithmetic per element is the f32
 // kernel's, on the rounded weights).
