@@ -26,6 +26,9 @@ mkdir -p "$models" "$out"
 [ -f "$models/r110m/config.json" ] ||
   "$python" "$root/tools/make_random_model.py" "$models/r110m" --exit-layers 3,7
 common="--threads 2 --prompt-len 32 --k 4"
+# every configuration paired with a full-depth run of its own and costs measured just before
+# it (eexit-bench-spec --paired): the figures to quote are the "paired" medians
+full="$common --paired"
 if [ "$quick" = 1 ]; then
   "$bench" "$models/l32-1b" $common --oracle-accept 0.8 --draft-layers 3 --batches 1 \
     --waves 1 --new 12 --reps 1 --cost-reps 1 --draft-vocab 8192 --k-modes fixed "$@"
@@ -40,22 +43,22 @@ run() {  # name, then options
 # 1B bf16, draft vocabulary 8192: every A at B 1 and 4 with E = 4 (k fixed, without the
 # bonus row, adaptive), at B 1 with E = 8 (fixed, without bonus); B 16 with the modes meant
 # for it. Step costs in wall time (run it on a quiet machine).
-run oracle_1b_bf16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
-  --k-modes fixed,fixed-nb,adaptive --batches 1,4 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall \
+run oracle_1b_bf16 "$models/l32-1b" $full --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,4 --waves 3 --new 48 --reps 3 --cost-reps 5 --cost-clock wall \
   --draft-vocab 8192 "$@"
-run oracle_1b_bf16_e8 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 7 \
-  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall \
+run oracle_1b_bf16_e8 "$models/l32-1b" $full --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 7 \
+  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 3 --cost-reps 5 --cost-clock wall \
   --draft-vocab 8192 "$@"
-run oracle_1b_bf16_b16 "$models/l32-1b" $common --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
+run oracle_1b_bf16_b16 "$models/l32-1b" $full --oracle-accept 0.6,0.7,0.8,0.9 --draft-layers 3 \
   --k-modes adaptive,fixed-nb --batches 16 --waves 2 --new 48 --reps 3 --cost-reps 3 --cost-clock wall \
   --draft-vocab 8192 "$@"
 # The draft vocabulary's effect: the same at A 0.8 with the full 128k head.
-run oracle_1b_bf16_fullvocab "$models/l32-1b" $common --oracle-accept 0.8 --draft-layers 3 \
-  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 2 --cost-reps 5 --cost-clock wall "$@"
-run oracle_1b_f32 "$models/l32-1b" $common --dtype f32 --oracle-accept 0.8 --draft-layers 3 \
-  --k-modes fixed,fixed-nb,adaptive --batches 1,16 --waves 1 --new 32 --reps 2 --cost-reps 4 --cost-clock wall \
+run oracle_1b_bf16_fullvocab "$models/l32-1b" $full --oracle-accept 0.8 --draft-layers 3 \
+  --k-modes fixed,fixed-nb --batches 1 --waves 3 --new 48 --reps 3 --cost-reps 5 --cost-clock wall "$@"
+run oracle_1b_f32 "$models/l32-1b" $full --dtype f32 --oracle-accept 0.8 --draft-layers 3 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,16 --waves 1 --new 32 --reps 3 --cost-reps 4 --cost-clock wall \
   --draft-vocab 8192 "$@"
-run oracle_110m "$models/r110m" $common --oracle-accept 0.6,0.7,0.8,0.9 \
-  --k-modes fixed,fixed-nb,adaptive --batches 1,4,16 --waves 2 --new 48 --reps 2 --cost-reps 10 --cost-clock wall \
+run oracle_110m "$models/r110m" $full --oracle-accept 0.6,0.7,0.8,0.9 \
+  --k-modes fixed,fixed-nb,adaptive --batches 1,4,16 --waves 2 --new 48 --reps 3 --cost-reps 10 --cost-clock wall \
   --draft-vocab 8192 "$@"
 "$python" "$root/benchmarks/plot_oracle.py" "$out/oracle_1b_bf16.csv" "$out/oracle_1b_bf16.png" || true

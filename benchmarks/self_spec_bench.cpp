@@ -44,6 +44,14 @@
 // size (prompts = W x the largest B); --dtype converts the weights; --draft-vocab N keeps the
 // draft head to N tokens (the first N of --draft-vocab-file, else ids 0..N-1: with an oracle
 // only N matters, as the draft head's cost).
+// --paired: each configuration's run gets a full-depth run of its own next to it (before it
+// in even reps, after it in odd ones), and the ratio of each pair is kept; reported as the
+// median and the range over reps beside the best-of ratio, and the step costs are measured
+// again just before each pair, whose own prediction ("pred run" from those costs) gives the
+// pair's err%. A pair is seconds apart, so the guest's bandwidth drifting over minutes (which
+// moves a best-of ratio by a few percent when its full-depth run is minutes away, and a
+// prediction from costs measured minutes earlier) cancels; it costs a full-depth run and a
+// cost measurement per config and rep.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -53,6 +61,7 @@
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -100,7 +109,7 @@ struct Options {
   std::string model, data = "../shared/data/tinyshakespeare.txt", csv;
   unsigned threads = 1;
   int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3, cost_reps = 40;
-  bool costs_only = false;
+  bool costs_only = false, paired = false;
   // Oracle-acceptance mechanics (--oracle-accept): acceptance rates, draft layers, K.
   std::vector<float> oracle;
   std::vector<int> draft_layers;
@@ -117,7 +126,7 @@ constexpr const char* usage_lines =
     "         [--prompt-len 32] [--new 64] [--batches 1,4,16,64] [--configs L:K:T,..]\n"
     "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
     "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]] [--cost-clock cpu]\n"
-    "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W]\n"
+    "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W] [--paired]\n"
     "          [--k-modes fixed,adaptive,adaptive-row,fixed-nb,adaptive-nb,adaptive-row-nb]]\n";
 
 Options parse(int argc, char** argv) {
@@ -142,6 +151,7 @@ Options parse(int argc, char** argv) {
                      bench::opt("--draft-vocab", o.draft_vocab),
                      bench::opt("--draft-vocab-file", o.draft_vocab_file),
                      bench::opt("--waves", o.waves),
+                     bench::set("--paired", o.paired),
                      {"--cost-clock",
                       [&](const bench::Value& value) {
                         const std::string v = value();
@@ -420,7 +430,8 @@ int oracle_main(const Options& o, Model& model) {
         "batch,accept,draft_layer,k_mode,k,tok_s,x_full,x_full_cpu,predicted,predicted_run,"
         "acceptance,"
         "drafts_per_pass,tokens_per_pass,agreement,full_ms,draft_ms,verify_ms,dim,"
-        "n_layers,vocab,draft_vocab,load_start,load_end\n");
+        "n_layers,vocab,draft_vocab,load_start,load_end,paired_median,paired_min,paired_max,"
+        "paired_err_median\n");
   std::printf("step costs: %s time, min of %d\n", cost_clock_wall ? "wall" : "process CPU",
               o.cost_reps);
   std::printf(
@@ -439,31 +450,66 @@ int oracle_main(const Options& o, Model& model) {
     // timed once before every run could be off by 10-30% from them).
     const bool any_nb = std::any_of(modes.begin(), modes.end(),
                                     [](const std::string& m) { return m.ends_with("-nb"); });
-    double full1 = 1e30;
-    std::vector<double> draft(layers.size(), 1e30);
-    // verify[nb][layer][k]: a verify walk of k drafts with (nb 0) or without (nb 1) the bonus row
-    std::vector<std::vector<std::vector<double>>> verify(
-        2, std::vector<std::vector<double>>(layers.size(),
-                                            std::vector<double>(std::size_t(K) + 1, 1e30)));
-    auto measure_costs = [&] {
-      full1 = std::min(full1, walk_cost(model, B, 1, -1, o.cost_reps));
-      for (std::size_t li = 0; li < layers.size(); ++li) {
-        draft[li] = std::min(draft[li], walk_cost(model, B, 1, exit_of[li], o.cost_reps));
-        for (int k = 1; k <= K; ++k) {
-          double& v0 = verify[0][li][std::size_t(k)];
-          v0 = std::min(v0, walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1));
-          if (any_nb) {
-            double& v1 = verify[1][li][std::size_t(k)];
-            v1 = std::min(v1, walk_cost(model, B, k, -1, o.cost_reps, layers[li] + 1, false));
-          }
+    struct StepCosts {
+      double full1 = 1e30;
+      std::vector<double> draft;  // (draft layers)
+      // verify[nb][layer][k]: a verify walk of k drafts with (nb 0) or without (nb 1) the
+      // bonus row
+      std::vector<std::vector<std::vector<double>>> verify;
+      void min_with(const StepCosts& o) {
+        full1 = std::min(full1, o.full1);
+        for (std::size_t li = 0; li < draft.size(); ++li) {
+          draft[li] = std::min(draft[li], o.draft[li]);
+          for (int nb = 0; nb < 2; ++nb)
+            for (std::size_t k = 0; k < verify[0][li].size(); ++k)
+              verify[nb][li][k] = std::min(verify[nb][li][k], o.verify[nb][li][k]);
         }
       }
+    };
+    const StepCosts unset{
+        1e30, std::vector<double>(layers.size(), 1e30),
+        std::vector<std::vector<std::vector<double>>>(
+            2, std::vector<std::vector<double>>(layers.size(),
+                                                std::vector<double>(std::size_t(K) + 1, 1e30)))};
+    StepCosts all = unset;  // the min over every measurement of this B
+    auto measure_costs = [&] {
+      StepCosts now = unset;
+      now.full1 = walk_cost(model, B, 1, -1, o.cost_reps);
+      for (std::size_t li = 0; li < layers.size(); ++li) {
+        now.draft[li] = walk_cost(model, B, 1, exit_of[li], o.cost_reps);
+        for (int k = 1; k <= K; ++k) {
+          now.verify[0][li][std::size_t(k)] =
+              walk_cost(model, B, k + 1, -1, o.cost_reps, layers[li] + 1);
+          if (any_nb)
+            now.verify[1][li][std::size_t(k)] =
+                walk_cost(model, B, k, -1, o.cost_reps, layers[li] + 1, false);
+        }
+      }
+      all.min_with(now);
+      return now;
+    };
+    // The prediction from what a run did (its realized acceptance, drafts and plain decode
+    // steps): V verify passes of d drafts on average, S tokens from them, P tokens from plain
+    // decode steps; full depth spends full1 per token. verify(d) is interpolated between whole
+    // k (verify(0) = a plain step).
+    auto predict_run = [&](const StepCosts& sc, std::size_t li, bool nb, const Run& r) {
+      const auto& st = r.stats;
+      const double V = double(st.verify_passes), P = double(r.tokens - st.speculative_tokens);
+      const double d = V > 0 ? double(st.draft_tokens) / V : 0.0;
+      const int k0 = std::min(int(d), K - 1);
+      const auto& v = sc.verify[nb][li];
+      const double v0 = k0 == 0 ? sc.full1 : v[std::size_t(k0)];
+      const double vd = v0 + (d - k0) * (v[std::size_t(k0) + 1] - v0);
+      return double(r.tokens) * sc.full1 / (V * (d * sc.draft[li] + vd) + P * sc.full1);
     };
     struct Cfg {
       double a;
       std::size_t li;
       bool adaptive, nb, per_row;
       Best best;
+      // --paired, per rep: tok/s over its full-depth neighbour's, and that over the
+      // prediction from the costs measured just before the pair (err)
+      std::vector<double> pairs, pair_err;
     };
     std::vector<Cfg> cfgs;
     for (float a : o.oracle)
@@ -474,6 +520,8 @@ int oracle_main(const Options& o, Model& model) {
                           m.starts_with("adaptive"),
                           m.ends_with("-nb"),
                           m.starts_with("adaptive-row"),
+                          {},
+                          {},
                           {}});
     Best full;
     // The truth: a full-depth run's tokens (greedy, the same in every run).
@@ -493,10 +541,26 @@ int oracle_main(const Options& o, Model& model) {
         p.spec = {layers[cf.li], K, 0.0f, !cf.nb, cf.adaptive};
         p.spec.per_row = cf.per_row;
         p.t = table;
-        cf.best.keep(generate(model, p, ps, B, o.n_new,
-                              [&](request_id id, std::size_t i) { table->prompt_of[id] = i; }));
+        const bool full_first = rep % 2 == 0;
+        const StepCosts now = o.paired ? measure_costs() : unset;
+        Run before, after;
+        if (o.paired && full_first) before = generate(model, FullDepth{}, ps, B, o.n_new);
+        Run x = generate(model, p, ps, B, o.n_new,
+                         [&](request_id id, std::size_t i) { table->prompt_of[id] = i; });
+        if (o.paired && !full_first) after = generate(model, FullDepth{}, ps, B, o.n_new);
+        if (o.paired) {
+          Run& f = full_first ? before : after;
+          const double ratio = (double(x.tokens) / x.wall) / (double(f.tokens) / f.wall);
+          cf.pairs.push_back(ratio);
+          cf.pair_err.push_back(ratio / predict_run(now, cf.li, cf.nb, x) - 1.0);
+          full.keep(std::move(f));
+        }
+        cf.best.keep(std::move(x));
       }
     }
+    const double full1 = all.full1;
+    const auto& draft = all.draft;
+    const auto& verify = all.verify;
     std::printf("  B %d step costs: full %.2f ms", B, full1 * 1e3);
     for (std::size_t li = 0; li < layers.size(); ++li) {
       std::printf(" | L%d draft %.2f ms (%.2f of full), verify k=1..%d:", layers[li],
@@ -513,19 +577,6 @@ int oracle_main(const Options& o, Model& model) {
     auto predict = [&](std::size_t li, double a, int k, bool nb) {
       const double m = nb ? expected_tokens(a, k - 1) : expected_tokens(a, k);
       return m * full1 / (k * draft[li] + verify[nb][li][std::size_t(k)]);
-    };
-    // The same from what a run did (its realized acceptance, drafts and plain decode steps):
-    // V verify passes of d drafts on average, S tokens from them, P tokens from plain decode
-    // steps; full depth spends full1 per token. verify(d) is interpolated between whole k
-    // (verify(0) = a plain step).
-    auto predict_run = [&](std::size_t li, bool nb, const Run& r) {
-      const auto& st = r.stats;
-      const double V = double(st.verify_passes), P = double(r.tokens - st.speculative_tokens);
-      const double d = V > 0 ? double(st.draft_tokens) / V : 0.0;
-      const int k0 = std::min(int(d), K - 1);
-      const double v0 = k0 == 0 ? full1 : verify[nb][li][std::size_t(k0)];
-      const double v = v0 + (d - k0) * (verify[nb][li][std::size_t(k0) + 1] - v0);
-      return double(r.tokens) * full1 / (V * (d * draft[li] + v) + P * full1);
     };
 
     const std::string load1 = bench::loadavg();
@@ -551,7 +602,7 @@ int oracle_main(const Options& o, Model& model) {
                     : cf.adaptive ? "adapt<="
                                   : "fixed ",
                     K, cf.nb ? " nb" : "");
-      const double pred_run = predict_run(cf.li, cf.nb, r);
+      const double pred_run = predict_run(all, cf.li, cf.nb, r);
       // Where a run's time went: the draft walks', the verify walks' (the engine's stats) and
       // the rest (scheduling, sampling, accepting, plain decode steps), per verify pass.
       const double per_pass = st.verify_passes ? double(B) / double(st.verify_passes) : 0.0;
@@ -560,6 +611,28 @@ int oracle_main(const Options& o, Model& model) {
           cf.a, layers[cf.li], kl, double(r.tokens) / r.wall, x, xc, pred, pred_run,
           100.0 * (x / pred_run - 1.0), 100.0 * st.acceptance_rate(), dpp, st.tokens_per_verify(),
           agree);
+      // --paired: median and range of the per-rep pair ratios, and the median of each pair
+      // against the prediction from the costs measured just before it (NaN without --paired).
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      auto median = [&](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        const std::size_t n = v.size();
+        return n == 0 ? nan : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+      };
+      const double pmed = median(cf.pairs), perr = median(cf.pair_err);
+      const double pmin =
+          cf.pairs.empty() ? nan : *std::min_element(cf.pairs.begin(), cf.pairs.end());
+      const double pmax =
+          cf.pairs.empty() ? nan : *std::max_element(cf.pairs.begin(), cf.pairs.end());
+      if (!cf.pairs.empty()) {
+        std::printf(
+            "%38s paired with its own full-depth run: median %.3f x full (%.3f..%.3f), "
+            "err%% median %+.1f; per pair (x full, err%%):",
+            "", pmed, pmin, pmax, 100.0 * perr);
+        for (std::size_t i = 0; i < cf.pairs.size(); ++i)
+          std::printf(" %.3f/%+.1f", cf.pairs[i], 100.0 * cf.pair_err[i]);
+        std::printf("\n");
+      }
       std::printf(
           "%38s step time per pass: draft walks %.1f ms, verify walk %.1f ms, other %.1f "
           "ms (full depth: %.1f ms a step)\n",
@@ -569,7 +642,7 @@ int oracle_main(const Options& o, Model& model) {
       if (csv)
         std::fprintf(csv,
                      "%d,%.2f,%d,%s,%d,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.3f,%.3f,%.2f,%.3f,%.3f,%.3f,"
-                     "%d,%d,%d,%zu,%s,%s\n",
+                     "%d,%d,%d,%zu,%s,%s,%.4f,%.4f,%.4f,%.4f\n",
                      B, cf.a, layers[cf.li],
                      cf.per_row    ? (cf.nb ? "adaptive-row-nb" : "adaptive-row")
                      : cf.adaptive ? (cf.nb ? "adaptive-nb" : "adaptive")
@@ -577,7 +650,8 @@ int oracle_main(const Options& o, Model& model) {
                      kp, double(r.tokens) / r.wall, x, xc, pred, pred_run, st.acceptance_rate(),
                      dpp, st.tokens_per_verify(), agree, full1 * 1e3, draft[cf.li] * 1e3,
                      verify[cf.nb][cf.li][std::size_t(kp)] * 1e3, c.dim, c.n_layers, c.vocab_size,
-                     model.draft_vocab().size(), load0.c_str(), load1.c_str());
+                     model.draft_vocab().size(), load0.c_str(), load1.c_str(), pmed, pmin, pmax,
+                     perr);
     }
     std::printf("%4d  full depth: %.2f tok/s\n", B, double(full.run.tokens) / full.run.wall);
   }
