@@ -527,10 +527,14 @@ int oracle_main(const Options& o, Model& model) {
     // The truth: a full-depth run's tokens (greedy, the same in every run).
     std::vector<std::vector<std::int32_t>> truth;
     for (int rep = 0; rep < o.reps; ++rep) {
-      measure_costs();
-      Run f = generate(model, FullDepth{}, ps, B, o.n_new);
-      if (truth.empty()) truth = f.out;
-      full.keep(std::move(f));
+      // --paired measures costs and runs full depth beside every configuration; here only
+      // the first rep's full-depth run is needed then (for the truth).
+      if (!o.paired || rep == 0) {
+        if (!o.paired) measure_costs();
+        Run f = generate(model, FullDepth{}, ps, B, o.n_new);
+        if (truth.empty()) truth = f.out;
+        full.keep(std::move(f));
+      }
       for (auto& cf : cfgs) {
         auto table = std::make_shared<OracleTable>();
         table->accept = cf.a;
