@@ -350,10 +350,12 @@ TEST_CASE("attention is batch invariant: a row's bits alone, with its sequence, 
 TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fused in order") {
   // The kernel scores 16 positions at a time (16 dot chains, one transposed horizontal sum)
   // and the rest one at a time; both must give dot()'s bits. The definition, one position
-  // and head at a time: s = dot(q, k) * scale; e = exp(s - max); p = e * (1 / sum e), the
-  // sum in position order; o[i] = fma(p, v[i], o[i]) in position order (the vector path's
+  // and head at a time: s = dot(q, k) * scale; e = the polynomial exp of max(s - max, -87);
+  // p = e * (1 / sum e), the sum per lane t % 16 in position order, then over the lanes in
+  // hsum16's order; o[i] = fma(p, v[i], o[i]) in position order (the vector path's
   // fused multiply-add). Contexts around multiples of 16, blocks of 4 and 16 (a tile spans
-  // blocks of 4), every head size of the vector path, 1 and 2 threads (2 or 4 heads a task).
+  // blocks of 4), every head size of the vector path, 1 and 2 threads (2 or 4 heads a task),
+  // rows of one sequence next to each other (a prefill chunk's, taken together) and apart.
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const std::int32_t block_size : {4, 16}) {
@@ -362,16 +364,24 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
       CAPTURE(block_size);
       CAPTURE(hd);
       const std::int32_t n_blocks = 80 / block_size + 1;
-      std::vector<std::int32_t> table(static_cast<std::size_t>(n_blocks));
-      for (std::size_t b = 0; b < table.size(); ++b)
+      std::vector<std::int32_t> table(static_cast<std::size_t>(n_blocks)), other(table.size());
+      for (std::size_t b = 0; b < table.size(); ++b) {
         table[b] = std::int32_t((b * 5 + 3) % table.size());
+        other[b] = std::int32_t((b * 7 + 1) % table.size());
+      }
       std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim), vpool(kpool.size());
       for (auto& x : kpool) x = nd(rng);
       for (auto& x : vpool) x = nd(rng);
       const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+      // Rows of one sequence next to each other are taken up to 4 at a time (attend_rows:
+      // tiles and positions they share, then each row's own); other rows one at a time.
       std::vector<eexit::RowKv> rows;
       for (const std::int32_t pos : {0, 7, 14, 15, 16, 17, 31, 32, 33, 47, 63, 64, 79})
         rows.push_back({table.data(), pos});
+      for (const std::int32_t pos : {40, 41, 42, 43, 44}) rows.push_back({other.data(), pos});
+      rows.push_back({table.data(), 50});
+      rows.push_back({other.data(), 5});
+      for (const std::int32_t pos : {78, 79}) rows.push_back({table.data(), pos});
       const std::size_t w = n_heads * hd;
       std::vector<float> q(rows.size() * w);
       for (auto& x : q) x = nd(rng);
@@ -389,12 +399,18 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
                    scale;
             mx = std::max(mx, s[t]);
           }
-          float sum = 0.0f;
-          for (auto& x : s) {
-            x = std::exp(x - mx);
-            sum += x;
+          // e = exp_nonpos16(clamp_exp16(s - mx)) lane-wise; lane t % 16 sums e in position
+          // order, the lanes in hsum16's order.
+          float lanes[16] = {};
+          for (std::size_t t = 0; t < n_ctx; ++t) {
+            const eexit::detail::vf16 e = eexit::detail::exp_nonpos16(
+                eexit::detail::clamp_exp16(eexit::detail::vf16{} + (s[t] - mx)));
+            s[t] = e[0];
+            lanes[t % 16] += s[t];
           }
-          const float inv = 1.0f / sum;
+          eexit::detail::vf16 lv;
+          std::memcpy(&lv, lanes, sizeof lv);
+          const float inv = 1.0f / eexit::detail::hsum16(lv);
           float* o = want.data() + r * w + h * hd;
           for (std::size_t i = 0; i < hd; ++i) o[i] = 0.0f;
           for (std::size_t t = 0; t < n_ctx; ++t) {

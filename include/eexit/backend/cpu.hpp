@@ -106,6 +106,64 @@ struct PageAllocator {
   }
 };
 
+// fn(t, row of position t in pool) for positions t0 .. t1-1 of a row's block table, block
+// by block (one lookup per block, not a division per position).
+template <class Fn>
+inline void each_position(const float* pool, const std::int32_t* table, std::size_t bs,
+                          std::size_t d, std::size_t t0, std::size_t t1, Fn&& fn) {
+  for (std::size_t t = t0; t < t1;) {
+    const std::size_t b = t / bs, base = b * bs, end = std::min(t1, base + bs);
+    const float* blk = pool + std::size_t(table[b]) * bs * d;
+    for (; t < end; ++t) fn(t, blk + (t - base) * d);
+  }
+}
+
+// The softmax of one row's scores a[0..n) in place, with their max mx given; returns
+// 1 / the sum, which the p·v pass multiplies in (p_t = a[t] · inv). Each e_t =
+// exp_nonpos16(clamp_exp16(a[t] - mx)), lane-wise (so the same bits whichever lane or tile
+// a position lands in; std::exp, one position at a time, was a fifth of a ~50-token prefill
+// over a 1,400-token cached prefix); the sum: lane t % 16 adds e_t in position order, then
+// hsum16's order over the lanes.
+inline float softmax_exps(float* a, std::size_t n, float mx) noexcept {
+  const vf16 m = vf16{} + mx;
+  vf16 sum{};
+  std::size_t t = 0;
+  for (; t + 16 <= n; t += 16) {
+    const vf16 e = exp_nonpos16(clamp_exp16(load16(a + t) - m));
+    std::memcpy(a + t, &e, sizeof e);
+    sum += e;
+  }
+  if (t < n) {
+    float x[16] = {};
+    std::memcpy(x, a + t, (n - t) * sizeof(float));
+    const vf16 e = exp_nonpos16(clamp_exp16(load16(x) - m));
+    float y[16] = {};
+    std::memcpy(y, &e, (n - t) * sizeof(float));  // lanes past n add nothing
+    std::memcpy(a + t, y, (n - t) * sizeof(float));
+    sum += load16(y);
+  }
+  return 1.0f / hsum16(sum);
+}
+
+// Scores of 16 positions for one head (head_dim 16·HV): 16 independent dot() chains and one
+// transposed horizontal sum, lane j = (dot(q, tile[j] + koff) + 0) · scale, dot()'s bits.
+template <std::size_t HV>
+inline vacc score16(const float* qh, const float* const (&tile)[16], std::size_t koff,
+                    vacc scale_v) noexcept {
+  vacc qv[HV], acc[16];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < HV; ++i) qv[i] = vload(qh + 16 * i);
+#pragma GCC unroll 16
+  for (std::size_t j = 0; j < 16; ++j) {
+    const float* kr = tile[j] + koff;
+    vacc a = vzero();
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < HV; ++i) a = vfma(qv[i], vload(kr + 16 * i), a);
+    acc[j] = a;
+  }
+  return (vhsum16(acc) + vzero()) * scale_v;
+}
+
 // Causal attention of heads h0 .. h0+g-1 (g <= G) of one row: for each head, o (head_dim)
 // = softmax(scale · q·Kᵀ) · V over the row's positions 0 .. n_ctx-1. q, out: the row's
 // (n_heads, head_dim); query head h reads kv head h / group. att: (G, n_ctx) scratch.
@@ -127,11 +185,7 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
   for (std::size_t h = 0; h < G; ++h) koff[h] = (h0 + std::min(h, g - 1)) / group * head_dim;
   // fn(t, row of position t in pool) over the positions, block by block.
   auto each = [&](const float* pool, auto&& fn) {
-    for (std::size_t t0 = 0; t0 < n_ctx; t0 += bs) {
-      const float* blk = pool + std::size_t(rk.block_table[t0 / bs]) * bs * d;
-      const std::size_t n = std::min(bs, n_ctx - t0);
-      for (std::size_t j = 0; j < n; ++j) fn(t0 + j, blk + j * d);
-    }
+    each_position(pool, rk.block_table, bs, d, 0, n_ctx, fn);
   };
   float mx[G];
   for (std::size_t h = 0; h < G; ++h) mx[h] = -std::numeric_limits<float>::infinity();
@@ -165,19 +219,7 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
 #pragma GCC unroll 8
       for (std::size_t h = 0; h < G; ++h)
         if (h < g) {
-          const float* qh = q + (h0 + h) * head_dim;
-          vacc qv[HV], acc[16];
-#pragma GCC unroll 16
-          for (std::size_t i = 0; i < HV; ++i) qv[i] = vload(qh + 16 * i);
-#pragma GCC unroll 16
-          for (std::size_t j = 0; j < 16; ++j) {
-            const float* kr = tile[j] + koff[h];
-            vacc a = vzero();
-#pragma GCC unroll 16
-            for (std::size_t i = 0; i < HV; ++i) a = vfma(qv[i], vload(kr + 16 * i), a);
-            acc[j] = a;
-          }
-          const vacc s = (vhsum16(acc) + vzero()) * scale_v;
+          const vacc s = score16<HV>(q + (h0 + h) * head_dim, tile, koff[h], scale_v);
           std::memcpy(att + h * n_ctx + t_first, &s, sizeof s);
           mxv[h] = vmax(mxv[h], s);
         }
@@ -190,15 +232,7 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
     }
   }
   float inv[G] = {};
-  for (std::size_t h = 0; h < g; ++h) {
-    float sum = 0.0f;
-    float* a = att + h * n_ctx;
-    for (std::size_t t = 0; t < n_ctx; ++t) {
-      a[t] = std::exp(a[t] - mx[h]);
-      sum += a[t];
-    }
-    inv[h] = 1.0f / sum;
-  }
+  for (std::size_t h = 0; h < g; ++h) inv[h] = softmax_exps(att + h * n_ctx, n_ctx, mx[h]);
   if constexpr (HV == 0) {
     float* o = out + h0 * head_dim;
     std::fill_n(o, head_dim, 0.0f);
@@ -223,6 +257,98 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
     });
     for (std::size_t h = 0; h < g; ++h)
       std::memcpy(out + (h0 + h) * head_dim, acc[h], sizeof acc[h]);
+  }
+}
+
+// Causal attention of head h for nr <= R rows of one sequence (one block table) at once,
+// head_dim 16·HV: each K/V position is read once for all of them. Rows of a prefill chunk
+// (or of a verify pass) attend over the same cached positions, and one row at a time read a
+// layer's K/V (8.9 MB at 1,450 positions of the 110M shape: from L3, not L2) once per row:
+// the larger part of a ~50-token prefill over a 1,400-token cached prefix. Every row gets
+// attend_heads' arithmetic in attend_heads' order, so the same bits: the 16-position tiles
+// all rows have, then each row's own further tiles and its last n_ctx % 16 positions one at
+// a time (its max: the tiles' lanes after the single positions, as there); the softmax per
+// row; p·v in position order, the positions all rows have first. q, out: the first row's
+// (n_heads, head_dim), the rows `stride` floats apart; n_ctx: each row's; att: (R,
+// att_stride) scratch, att_stride >= every n_ctx.
+template <std::size_t HV, std::size_t R>
+inline void attend_rows(const float* q, float* out, std::size_t stride, float* att,
+                        std::size_t att_stride, std::size_t head_dim, const std::size_t* n_ctx,
+                        std::size_t nr, const std::int32_t* table, const KvLayerView& cache,
+                        std::size_t h, std::size_t group, float scale) noexcept {
+  static_assert(HV > 0 && R > 0);
+  const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
+  const std::size_t koff = h / group * head_dim, qoff = h * head_dim;
+  std::size_t common = n_ctx[0], tiles = n_ctx[0] / 16 * 16;  // positions / 16-tiles all have
+  for (std::size_t r = 1; r < nr; ++r) {
+    common = std::min(common, n_ctx[r]);
+    tiles = std::min(tiles, n_ctx[r] / 16 * 16);
+  }
+  const vacc scale_v = vzero() + scale;
+  vacc mxv[R];
+  float mx[R];
+  for (std::size_t r = 0; r < R; ++r) {
+    mxv[r] = vzero() - std::numeric_limits<float>::infinity();
+    mx[r] = -std::numeric_limits<float>::infinity();
+  }
+  const float* tile[16];
+  std::size_t nt = 0;
+  auto score_tile = [&](std::size_t r, std::size_t t_first) {
+    const vacc s = score16<HV>(q + r * stride + qoff, tile, koff, scale_v);
+    std::memcpy(att + r * att_stride + t_first, &s, sizeof s);
+    mxv[r] = vmax(mxv[r], s);
+  };
+  each_position(cache.k, table, bs, d, 0, tiles, [&](std::size_t t, const float* row) {
+    tile[nt++] = row;
+    if (nt < 16) return;
+    nt = 0;
+#pragma GCC unroll 4
+    for (std::size_t r = 0; r < R; ++r)
+      if (r < nr) score_tile(r, t - 15);
+  });
+  for (std::size_t r = 0; r < nr; ++r) {
+    const std::size_t end = n_ctx[r] / 16 * 16;
+    each_position(cache.k, table, bs, d, tiles, end, [&](std::size_t t, const float* row) {
+      tile[nt++] = row;
+      if (nt < 16) return;
+      nt = 0;
+      score_tile(r, t - 15);
+    });
+    float* a = att + r * att_stride;
+    each_position(cache.k, table, bs, d, end, n_ctx[r], [&](std::size_t t, const float* row) {
+      a[t] = dot(q + r * stride + qoff, row + koff, head_dim) * scale;
+      mx[r] = std::max(mx[r], a[t]);
+    });
+    float m[16];
+    std::memcpy(m, &mxv[r], sizeof m);
+    for (float x : m) mx[r] = std::max(mx[r], x);
+  }
+  float inv[R] = {};
+  for (std::size_t r = 0; r < nr; ++r) inv[r] = softmax_exps(att + r * att_stride, n_ctx[r], mx[r]);
+  vacc acc[R][HV];
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < HV; ++i) acc[r][i] = vzero();
+  each_position(cache.v, table, bs, d, 0, common, [&](std::size_t t, const float* row) {
+    vacc v[HV];
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < HV; ++i) v[i] = vload(row + koff + 16 * i);
+#pragma GCC unroll 4
+    for (std::size_t r = 0; r < R; ++r)
+      if (r < nr) {
+        const vacc p = vzero() + att[r * att_stride + t] * inv[r];
+#pragma GCC unroll 16
+        for (std::size_t i = 0; i < HV; ++i) acc[r][i] = vfma(p, v[i], acc[r][i]);
+      }
+  });
+  for (std::size_t r = 0; r < nr; ++r) {
+    vacc o[HV];
+    for (std::size_t i = 0; i < HV; ++i) o[i] = acc[r][i];
+    each_position(cache.v, table, bs, d, common, n_ctx[r], [&](std::size_t t, const float* row) {
+      const vacc p = vzero() + att[r * att_stride + t] * inv[r];
+#pragma GCC unroll 16
+      for (std::size_t i = 0; i < HV; ++i) o[i] = vfma(p, vload(row + koff + 16 * i), o[i]);
+    });
+    std::memcpy(out + r * stride + qoff, o, sizeof o);
   }
 }
 }  // namespace detail
@@ -494,6 +620,27 @@ struct CpuBackend {
     }
   }
 
+  // fn(integral_constant<HV>) for the head sizes the attention kernels keep in registers
+  // (head_dim = 16·HV, HV 1, 2, 4, 6, 8), fn(integral_constant<0>) for any other hv.
+  template <class Fn>
+  static void with_hv(std::size_t hv, Fn&& fn) {
+    using Z = std::size_t;
+    switch (hv) {
+      case 1:
+        return fn(std::integral_constant<Z, 1>{});
+      case 2:
+        return fn(std::integral_constant<Z, 2>{});
+      case 4:
+        return fn(std::integral_constant<Z, 4>{});
+      case 6:
+        return fn(std::integral_constant<Z, 6>{});
+      case 8:
+        return fn(std::integral_constant<Z, 8>{});
+      default:
+        return fn(std::integral_constant<Z, 0>{});
+    }
+  }
+
   // Causal attention of each row over its sequence's cache positions 0..pos.
   // q, out: (rows, n_heads, head_dim). GQA: query head h reads kv head h / (n_heads / n_kv).
   void attention(const float* q, float* out, std::size_t rows, std::size_t n_heads,
@@ -524,53 +671,72 @@ struct CpuBackend {
       };
       if (per_thread(2) < per_thread(4)) G = 2;
     }
-    const std::size_t chunks = (n_heads + G - 1) / G;
-    pool_.parallel_for_work(
-        rows * chunks, 2 * head_dim * max_ctx * G, [&](std::size_t b, std::size_t e) {
-          // Scores of one task's heads, (G, n_ctx); per thread, grown only when the context does.
-          thread_local std::vector<float> att;
-          for (std::size_t task = b; task < e; ++task) {
-            const std::size_t r = task / chunks, h0 = task % chunks * G;
-            const std::size_t g = std::min(G, n_heads - h0);
-            const RowKv& rk = rowkv[r];
-            const std::size_t n_ctx = std::size_t(rk.pos) + 1;
-            if (att.size() < G * n_ctx) att.resize(std::max(G * n_ctx, 2 * att.size()));
-            const float* qr = q + r * n_heads * head_dim;
-            float* o = out + r * n_heads * head_dim;
-            auto run = [&](auto hv_c, auto g_c) {
-              detail::attend_heads<decltype(hv_c)::value, decltype(g_c)::value>(
-                  qr, o, att.data(), head_dim, n_ctx, rk, cache, h0, g, group, scale);
-            };
-            using std::integral_constant;
-            using Z = std::size_t;
-            auto run_2_or_4 = [&](auto hv_c) {  // head_dim 16, 32, 64: G is 4 or 2
-              if (G == 2)
-                run(hv_c, integral_constant<Z, 2>{});
-              else
-                run(hv_c, integral_constant<Z, 4>{});
-            };
-            switch (G == 1 ? 0 : hv) {
-              case 1:
-                run_2_or_4(integral_constant<Z, 1>{});
-                break;
-              case 2:
-                run_2_or_4(integral_constant<Z, 2>{});
-                break;
-              case 4:
-                run_2_or_4(integral_constant<Z, 4>{});
-                break;
-              case 6:
-                run(integral_constant<Z, 6>{}, integral_constant<Z, 2>{});
-                break;
-              case 8:
-                run(integral_constant<Z, 8>{}, integral_constant<Z, 2>{});
-                break;
-              default:
-                run(integral_constant<Z, 0>{}, integral_constant<Z, 1>{});
-                break;
-            }
+    // Rows of one sequence (one block table: a prefill chunk, a verify pass) next to each
+    // other are taken R at a time, one head a task (attend_rows: each K/V position read
+    // once for the R rows, the same bits); every other row as above, G heads a task.
+    const std::size_t R = G_max == 4 ? 4 : G_max == 2 ? 2 : 1;  // head_dim 16-64 / 96, 128
+    attn_tasks_.clear();
+    bool grouped = false;
+    for (std::size_t r = 0; r < rows;) {
+      std::size_t n = 1;
+      while (n < R && r + n < rows && rowkv[r + n].block_table == rowkv[r].block_table) ++n;
+      if (n > 1) {
+        grouped = true;
+        for (std::size_t h = 0; h < n_heads; ++h) attn_tasks_.push_back({r, n, h, 1});
+      } else {
+        for (std::size_t h0 = 0; h0 < n_heads; h0 += G)
+          attn_tasks_.push_back({r, 1, h0, std::min(G, n_heads - h0)});
+      }
+      r += n;
+    }
+    const std::size_t per_task = 2 * head_dim * max_ctx * (grouped ? std::max(G, R) : G);
+    pool_.parallel_for_work(attn_tasks_.size(), per_task, [&](std::size_t b, std::size_t e) {
+      // Scores of one task's heads or rows, (G or R, n_ctx); per thread, grown only when the
+      // context does.
+      thread_local std::vector<float> att;
+      const std::size_t stride = n_heads * head_dim;
+      for (std::size_t task = b; task < e; ++task) {
+        const AttnTask& tk = attn_tasks_[task];
+        const float* qr = q + tk.r0 * stride;
+        float* o = out + tk.r0 * stride;
+        using std::integral_constant;
+        using Z = std::size_t;
+        if (tk.nr > 1) {
+          std::size_t n_ctx[4], width = 0;
+          for (std::size_t j = 0; j < tk.nr; ++j) {
+            n_ctx[j] = std::size_t(rowkv[tk.r0 + j].pos) + 1;
+            width = std::max(width, n_ctx[j]);
           }
+          if (att.size() < tk.nr * width) att.resize(std::max(tk.nr * width, 2 * att.size()));
+          with_hv(hv, [&](auto hv_c) {
+            constexpr Z HV = decltype(hv_c)::value;
+            if constexpr (HV > 0)
+              detail::attend_rows<HV, HV <= 4 ? 4 : 2>(qr, o, stride, att.data(), width, head_dim,
+                                                       n_ctx, tk.nr, rowkv[tk.r0].block_table,
+                                                       cache, tk.h0, group, scale);
+          });
+          continue;
+        }
+        const RowKv& rk = rowkv[tk.r0];
+        const std::size_t n_ctx = std::size_t(rk.pos) + 1;
+        if (att.size() < G * n_ctx) att.resize(std::max(G * n_ctx, 2 * att.size()));
+        with_hv(G == 1 ? 0 : hv, [&](auto hv_c) {  // G: 1, 2, or 4 for head_dim 16-64
+          constexpr Z HV = decltype(hv_c)::value;
+          auto run = [&](auto g_c) {
+            detail::attend_heads<HV, decltype(g_c)::value>(qr, o, att.data(), head_dim, n_ctx, rk,
+                                                           cache, tk.h0, tk.g, group, scale);
+          };
+          if constexpr (HV == 0)
+            run(integral_constant<Z, 1>{});
+          else if constexpr (HV > 4)
+            run(integral_constant<Z, 2>{});
+          else if (G == 4)
+            run(integral_constant<Z, 4>{});
+          else
+            run(integral_constant<Z, 2>{});
         });
+      }
+    });
   }
 
   // out (n) = silu(gate) * up
@@ -817,6 +983,12 @@ struct CpuBackend {
   // (rows, 64 * pairs) in pair order for interleaved weights (the odd block padded).
   std::vector<std::int8_t> qx_;
   std::vector<float> qd_;  // (rows, in / 32) or (rows, 2 * pairs): their block scales
+  // attention's tasks: rows r0 .. r0+nr-1 (nr > 1: one sequence's, attend_rows) and heads
+  // h0 .. h0+g-1
+  struct AttnTask {
+    std::size_t r0, nr, h0, g;
+  };
+  std::vector<AttnTask> attn_tasks_;
 };
 
 }  // namespace eexit
