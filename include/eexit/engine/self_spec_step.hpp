@@ -259,9 +259,9 @@ class SpecStep {
   // drafting step's share of it differs from a plain step's. At batch 16 an unscaled k = 1 looked a
   // few percent faster than k = 0 and ran slower.
   // Until the costs are known every row drafts K (and so measures); where k = 0 wins, one row
-  // in turn still drafts one token every 16th step, so the acceptance estimates and the
-  // drafting steps' scale follow the text and the machine (at batch 16 a step where every
-  // row drafts one token costs 1.8 plain steps; one row drafting costs ~1.1).
+  // in turn still drafts one token after 16 plain steps, then 32, .. 128, so the acceptance
+  // estimates and the drafting steps' scale follow the text and the machine (at batch 16 a
+  // step where every row drafts one token costs 1.8 plain steps; one row drafting ~1.1).
   void choose_k(const std::vector<Chunk>& chunks) {
     k_of_chunk_.assign(chunks.size(), 0);
     rows_.clear();
@@ -284,6 +284,11 @@ class SpecStep {
       for (const auto& r : rows_) k_of_chunk_[r.chunk] = k_max_;
       return;
     }
+    // Layer costs seen only at more rows than this step's (a prefill's): below those the cost
+    // model extends them flat, which prices every verify row as free (so a compute-bound
+    // batch would draft in the first decode step after its prefill). A plain step first
+    // teaches the cost of the decode rows.
+    if (!costs_.layer.seen_at_or_below(R0 + double(B))) return;
     const double L = model_->config().n_layers;
     const int last = model_->n_exits() - 1;
     const double E1 = model_->exit_layers()[std::size_t(draft_exit_)] + 1;
@@ -351,14 +356,21 @@ class SpecStep {
       set(p, bi, p.k[bi] - 1);
     }
     if (best_rate > plain_rate * (1 + margin)) {
+      idle_steps_ = 0;
+      explore_gap_ = explore_gap_min;
       for (std::size_t i = 0; i < B; ++i) k_of_chunk_[rows_[i].chunk] = p.k[i];
       predicted_[1] = seconds(p);
       return;
     }
     predicted_[1] = 0.0;
-    if (++idle_steps_ % 16 != 0) return;
-    // Explore: one row drafts one token, the rows taking turns in chunk order.
-    const std::size_t turn = std::size_t(idle_steps_ / 16) % B;
+    if (++idle_steps_ < explore_gap_) return;
+    // Explore: one row drafts one token, the rows taking turns in chunk order; the gap
+    // doubles while the plan stays plain (16, 32, .. 128 steps: at batch 16 an exploring
+    // step costs ~1.1 plain steps, and one every 16 steps was about half a percent of a
+    // run that never drafts), back to 16 when a step drafts.
+    idle_steps_ = 0;
+    explore_gap_ = std::min(2 * explore_gap_, explore_gap_max);
+    const std::size_t turn = std::size_t(explorations_++) % B;
     std::size_t j = 0;
     for (std::size_t c = 0; c < chunks.size(); ++c)
       if (chunks[c].decode && j++ == turn) k_of_chunk_[c] = 1;
@@ -525,8 +537,12 @@ class SpecStep {
   // The draft walks' and the verify walk's policy: nothing leaves early (the stop exit
   // ends a draft walk); timed into costs_ when adaptive.
   TimedFullDepth full_;
-  CostModel costs_;     // adaptive k: layer and head seconds by rows
-  int idle_steps_ = 0;  // adaptive steps that chose k = 0
+  CostModel costs_;  // adaptive k: layer and head seconds by rows
+  // Exploration: plain steps since the last exploring or drafting step, the gap before
+  // the next one, explorations so far (whose row takes its turn)
+  static constexpr int explore_gap_min = 16, explore_gap_max = 128;
+  int idle_steps_ = 0, explore_gap_ = explore_gap_min;
+  std::int64_t explorations_ = 0;
   struct RowAcc {
     std::size_t chunk;  // the decode row's chunk
     double a;           // its acceptance estimate

@@ -59,6 +59,14 @@ class OpCost {
     return false;
   }
 
+  // Whether some row count at or below `rows` has been seen (else at() extends the
+  // smallest seen flat down to rows).
+  bool seen_at_or_below(double rows) const {
+    for (int b = 0; b < buckets; ++b)
+      if (seen_[std::size_t(b)] && n_[std::size_t(b)] <= rows) return true;
+    return false;
+  }
+
   double at(double rows) const {
     if (rows <= 0) return 0.0;
     int lo = -1, hi = -1, hi2 = -1;  // the nearest seen buckets at or below / above rows
