@@ -109,7 +109,7 @@ struct Options {
   std::string model, data = "../shared/data/tinyshakespeare.txt", csv;
   unsigned threads = 1;
   int n_prompts = 64, prompt_len = 32, n_new = 64, reps = 3, cost_reps = 40;
-  bool costs_only = false, paired = false;
+  bool costs_only = false, paired = false, interleave = false;
   // Oracle-acceptance mechanics (--oracle-accept): acceptance rates, draft layers, K.
   std::vector<float> oracle;
   std::vector<int> draft_layers;
@@ -127,7 +127,8 @@ constexpr const char* usage_lines =
     "         [--reps 3] [--csv FILE] [--quick] [--costs-only] [--cost-reps 40]\n"
     "         [--dtype f32|bf16] [--draft-vocab N [--draft-vocab-file F]] [--cost-clock cpu]\n"
     "         [--oracle-accept A,.. [--draft-layers L,..] [--k 4] [--waves W] [--paired]\n"
-    "          [--k-modes fixed,adaptive,adaptive-row,fixed-nb,adaptive-nb,adaptive-row-nb]]\n";
+    "          [--interleave] [--k-modes "
+    "fixed,adaptive,adaptive-row,fixed-nb,adaptive-nb,adaptive-row-nb]]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -152,6 +153,7 @@ Options parse(int argc, char** argv) {
                      bench::opt("--draft-vocab-file", o.draft_vocab_file),
                      bench::opt("--waves", o.waves),
                      bench::set("--paired", o.paired),
+                     bench::set("--interleave", o.interleave),
                      {"--cost-clock",
                       [&](const bench::Value& value) {
                         const std::string v = value();
@@ -183,6 +185,7 @@ Options parse(int argc, char** argv) {
     if (!(a >= 0.0f && a < 1.0f)) bench::usage("--oracle-accept: rates in [0, 1)");
   if (!o.dtype_name.empty() && o.dtype_name != "f32" && o.dtype_name != "bf16")
     bench::usage("--dtype: f32 or bf16");
+  if (o.interleave) o.paired = true;
   if (o.waves > 0) o.n_prompts = o.waves * *std::max_element(o.batches.begin(), o.batches.end());
   for (int B : o.batches)
     if (B < 1 || o.n_prompts % B) bench::usage("every batch size must divide --prompts");
@@ -243,52 +246,109 @@ struct Best {
   }
 };
 
-// on_add(id, prompt index) is told each request's engine id as it is added (the oracle's
-// table).
+// One run of a policy over the prompts, a step at a time: waves of B requests (a wave's
+// first step is its prefill, not timed), then its decode steps, timed. on_add(id, prompt
+// index) is told each request's engine id as it is added (the oracle's table).
+template <class P>
+class Runner {
+ public:
+  Runner(Model& model, const P& policy, const std::vector<std::vector<std::int32_t>>& ps, int B,
+         int n_new, std::function<void(request_id, std::size_t)> on_add = {})
+      : ps_(ps),
+        B_(B),
+        n_new_(n_new),
+        on_add_(std::move(on_add)),
+        cache_(model.backend(), model.config(), B * ((int(ps[0].size()) + n_new + 16 + 15) / 16)),
+        engine_(model, cache_, policy, options(B, int(ps[0].size()))) {
+    run_.out.resize(ps.size());
+  }
+  bool done() const { return next_ >= ps_.size() && !engine_.has_work(); }
+  // Share of the decode tokens generated so far, in [0, 1].
+  double progress() const {
+    return double(run_.tokens) / (double(ps_.size()) * double(n_new_ - 1));
+  }
+  // One engine step (a new wave's requests first when the last one has finished).
+  void step() {
+    bool prefill = false;
+    if (!engine_.has_work()) {
+      idx_.clear();
+      for (int b = 0; b < B_; ++b, ++next_) {
+        GenerateRequest r;
+        r.prompt = ps_[next_];
+        r.max_tokens = n_new_;
+        r.ignore_eos = true;
+        const request_id id = engine_.add_request(std::move(r));
+        idx_[id] = next_;
+        if (on_add_) on_add_(id, next_);
+      }
+      prefill = true;
+    }
+    const double c0 = bench::cpu_now();
+    const auto t0 = clk::now();
+    auto outs = engine_.step();
+    const double wall = std::chrono::duration<double>(clk::now() - t0).count();
+    const double cpu = bench::cpu_now() - c0;
+    for (auto& o : outs) {
+      if (o.finish == finish_reason::error) {
+        std::fprintf(stderr, "request failed: %s\n", o.error.c_str());
+        std::exit(1);
+      }
+      for (auto& t : o.tokens) run_.out[idx_.at(o.id)].push_back(t.token);
+      if (!prefill) run_.tokens += std::int64_t(o.tokens.size());
+    }
+    if (!prefill) {
+      run_.wall += wall;
+      run_.cpu += cpu;
+    }
+  }
+  Run finish() {
+    run_.stats = engine_.stats();
+    return std::move(run_);
+  }
+
+ private:
+  static EngineOptions options(int B, int prompt_len) {
+    EngineOptions eo;
+    eo.max_batch_tokens = B * prompt_len;  // a wave's prompts in its first step
+    eo.max_running = B;
+    return eo;
+  }
+  const std::vector<std::vector<std::int32_t>>& ps_;
+  int B_, n_new_;
+  std::function<void(request_id, std::size_t)> on_add_;
+  Cache cache_;
+  Engine<P, Cache> engine_;
+  std::size_t next_ = 0;  // the next prompt to add
+  std::map<request_id, std::size_t> idx_;
+  Run run_;
+};
+
 template <class P>
 Run generate(Model& model, const P& policy, const std::vector<std::vector<std::int32_t>>& ps, int B,
              int n_new, const std::function<void(request_id, std::size_t)>& on_add = {}) {
-  const int per_seq = (int(ps[0].size()) + n_new + 16 + 15) / 16;
-  Cache cache(model.backend(), model.config(), B * per_seq);
-  EngineOptions eo;
-  eo.max_batch_tokens = B * int(ps[0].size());  // a wave's prompts in its first step
-  eo.max_running = B;
-  Engine<P, Cache> engine(model, cache, policy, eo);
-  Run run;
-  run.out.resize(ps.size());
-  for (std::size_t w0 = 0; w0 < ps.size(); w0 += std::size_t(B)) {
-    std::map<request_id, std::size_t> idx;
-    for (int b = 0; b < B; ++b) {
-      GenerateRequest r;
-      r.prompt = ps[w0 + std::size_t(b)];
-      r.max_tokens = n_new;
-      r.ignore_eos = true;
-      const request_id id = engine.add_request(std::move(r));
-      idx[id] = w0 + std::size_t(b);
-      if (on_add) on_add(id, w0 + std::size_t(b));
-    }
-    for (bool prefill = true; engine.has_work(); prefill = false) {
-      const double c0 = bench::cpu_now();
-      const auto t0 = clk::now();
-      auto outs = engine.step();
-      const double wall = std::chrono::duration<double>(clk::now() - t0).count();
-      const double cpu = bench::cpu_now() - c0;
-      for (auto& o : outs) {
-        if (o.finish == finish_reason::error) {
-          std::fprintf(stderr, "request failed: %s\n", o.error.c_str());
-          std::exit(1);
-        }
-        for (auto& t : o.tokens) run.out[idx.at(o.id)].push_back(t.token);
-        if (!prefill) run.tokens += std::int64_t(o.tokens.size());
-      }
-      if (!prefill) {
-        run.wall += wall;
-        run.cpu += cpu;
-      }
-    }
+  Runner<P> r(model, policy, ps, B, n_new, on_add);
+  while (!r.done()) r.step();
+  return r.finish();
+}
+
+// Two policies' runs of the same prompts, interleaved a step at a time (two engines and caches
+// over one model): the next step is always the one of the run that is further behind in its
+// share of the decode tokens, so both sample the same seconds of the machine in proportion to
+// their work (this guest's speed drifts by 10-30% over seconds to minutes; runs made one after
+// the other, even seconds apart, carry that drift into their ratio).
+template <class P0, class P1>
+std::pair<Run, Run> generate_interleaved(
+    Model& model, const P0& p0, const P1& p1, const std::vector<std::vector<std::int32_t>>& ps,
+    int B, int n_new, const std::function<void(request_id, std::size_t)>& on_add1 = {}) {
+  Runner<P0> a(model, p0, ps, B, n_new);
+  Runner<P1> b(model, p1, ps, B, n_new, on_add1);
+  while (!a.done() || !b.done()) {
+    if (!a.done() && (b.done() || a.progress() <= b.progress()))
+      a.step();
+    else
+      b.step();
   }
-  run.stats = engine.stats();
-  return run;
+  return {a.finish(), b.finish()};
 }
 
 // ---- step costs ----------------------------------------------------------------------
@@ -547,13 +607,17 @@ int oracle_main(const Options& o, Model& model) {
         p.t = table;
         const bool full_first = rep % 2 == 0;
         const StepCosts now = o.paired ? measure_costs() : unset;
-        Run before, after;
-        if (o.paired && full_first) before = generate(model, FullDepth{}, ps, B, o.n_new);
-        Run x = generate(model, p, ps, B, o.n_new,
-                         [&](request_id id, std::size_t i) { table->prompt_of[id] = i; });
-        if (o.paired && !full_first) after = generate(model, FullDepth{}, ps, B, o.n_new);
+        const auto on_add = [&](request_id id, std::size_t i) { table->prompt_of[id] = i; };
+        Run before, after, x;
+        if (o.interleave) {
+          std::tie(before, x) = generate_interleaved(model, FullDepth{}, p, ps, B, o.n_new, on_add);
+        } else {
+          if (o.paired && full_first) before = generate(model, FullDepth{}, ps, B, o.n_new);
+          x = generate(model, p, ps, B, o.n_new, on_add);
+          if (o.paired && !full_first) after = generate(model, FullDepth{}, ps, B, o.n_new);
+        }
         if (o.paired) {
-          Run& f = full_first ? before : after;
+          Run& f = full_first || o.interleave ? before : after;
           const double ratio = (double(x.tokens) / x.wall) / (double(f.tokens) / f.wall);
           cf.pairs.push_back(ratio);
           cf.pair_err.push_back(ratio / predict_run(now, cf.li, cf.nb, x) - 1.0);
