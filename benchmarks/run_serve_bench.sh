@@ -7,6 +7,10 @@
 #   --llama-server BIN   llama.cpp's llama-server (or env LLAMA_SERVER); without it only
 #                        eexit runs (with and without its prefix cache where it has one)
 #   --eexit-build DIR    our build (default build/release): samples/server/eexit-server
+#   --cache-only         leave out the eexit --no-prefix-cache server (its rows are the
+#                        prefix cache's own comparison; slow on shared-prefix sets)
+#   --also LABEL=BIN     another eexit-server binary beside it, e.g. a build of an earlier
+#                        commit for a before/after run (repeatable; prefix cache on)
 #   --out DIR            results (default DIR/serve-bench/results-<time> of --eexit-build)
 #   --concurrency LIST   default 1,8,32 (the servers get max(LIST) slots / running sequences)
 #   --datasets LIST      default plain,shared-prefix,chat
@@ -35,11 +39,13 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}
 
 model="" llama_server=${LLAMA_SERVER:-} eexit_build=${EEXIT_BUILD:-$root/build/release} out=""
 conc=1,8,32 datasets=plain,shared-prefix,chat requests=32 max_tokens=64 reps=2 threads=""
-server_cpu="" loadgen_cpu="" ctx=2048
+server_cpu="" loadgen_cpu="" ctx=2048 also=() cache_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --llama-server) llama_server=$2; shift 2 ;;
     --eexit-build) eexit_build=$2; shift 2 ;;
+    --also) also+=("$2"); shift 2 ;;
+    --cache-only) cache_only=1; shift ;;
     --out) out=$2; shift 2 ;;
     --concurrency) conc=$2; shift 2 ;;
     --datasets) datasets=$2; shift 2 ;;
@@ -84,11 +90,11 @@ EOF
 
 # ---- the servers (all started first; an idle one waits on its socket) -----------------
 labels=() urls=()
-start_ours() {  # LABEL [extra args]
+start_ours() {  # LABEL [extra args]; env BIN: the binary (default ours)
   local label=$1; shift
   local port; port=$(free_port)
   # kv blocks: every slot may hold ctx tokens
-  $(pin "$server_cpu") "$ours" --model "$model" --host 127.0.0.1 --port "$port" \
+  $(pin "$server_cpu") "${BIN:-$ours}" --model "$model" --host 127.0.0.1 --port "$port" \
     --served-model-name bench --threads "$threads" --max-running "$max_c" \
     --kv-blocks $(((max_c * ctx + 15) / 16)) ${EEXIT_SERVER_ARGS:-} "$@" >"$out/$label.log" 2>&1 &
   pids+=($!)
@@ -96,9 +102,13 @@ start_ours() {  # LABEL [extra args]
   labels+=("$label") urls+=("http://127.0.0.1:$port")
 }
 start_ours eexit
-if "$ours" --help 2>&1 | grep -q -- --no-prefix-cache; then
+if [ "$cache_only" = 0 ] && "$ours" --help 2>&1 | grep -q -- --no-prefix-cache; then
   start_ours eexit-no-prefix-cache --no-prefix-cache
 fi
+for a in "${also[@]}"; do
+  [ -x "${a#*=}" ] || die "--also $a: ${a#*=} is not an executable"
+  BIN=${a#*=} start_ours "${a%%=*}"
+done
 if [ -n "$llama_server" ]; then
   port=$(free_port)
   # -np slots of ctx tokens each; continuous batching and prompt-cache reuse are its defaults.
