@@ -26,9 +26,9 @@ mkdir -p "$models" "$out"
 [ -f "$models/r110m/config.json" ] ||
   "$python" "$root/tools/make_random_model.py" "$models/r110m" --exit-layers 3,7
 common="--threads 2 --prompt-len 32 --k 4"
-# every configuration paired with a full-depth run of its own and costs measured just before
-# it (eexit-bench-spec --paired): the figures to quote are the "paired" medians
-full="$common --paired"
+# every configuration interleaved step by step with a full-depth run of its own, costs measured
+# just before it (eexit-bench-spec --interleave): the figures to quote are the "paired" medians
+full="$common --interleave"
 if [ "$quick" = 1 ]; then
   "$bench" "$models/l32-1b" $common --oracle-accept 0.8 --draft-layers 3 --batches 1 \
     --waves 1 --new 12 --reps 1 --cost-reps 1 --draft-vocab 8192 --k-modes fixed "$@"
