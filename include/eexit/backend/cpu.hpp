@@ -271,6 +271,12 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
 // row; p·v in position order, the positions all rows have first. q, out: the first row's
 // (n_heads, head_dim), the rows `stride` floats apart; n_ctx: each row's; att: (R,
 // att_stride) scratch, att_stride >= every n_ctx.
+// attend_rows' R for head_dim 16·HV: R·HV output accumulators in registers (HV 1-4: 4
+// rows, 6 and 8: 2; 0 = no vector path, one row at a time).
+constexpr std::size_t attend_rows_r(std::size_t hv) noexcept {
+  return hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
+}
+
 template <std::size_t HV, std::size_t R>
 inline void attend_rows(const float* q, float* out, std::size_t stride, float* att,
                         std::size_t att_stride, std::size_t head_dim, const std::size_t* n_ctx,
@@ -674,7 +680,7 @@ struct CpuBackend {
     // Rows of one sequence (one block table: a prefill chunk, a verify pass) next to each
     // other are taken R at a time, one head a task (attend_rows: each K/V position read
     // once for the R rows, the same bits); every other row as above, G heads a task.
-    const std::size_t R = G_max == 4 ? 4 : G_max == 2 ? 2 : 1;  // head_dim 16-64 / 96, 128
+    const std::size_t R = detail::attend_rows_r(hv);
     attn_tasks_.clear();
     bool grouped = false;
     for (std::size_t r = 0; r < rows;) {
@@ -711,9 +717,9 @@ struct CpuBackend {
           with_hv(hv, [&](auto hv_c) {
             constexpr Z HV = decltype(hv_c)::value;
             if constexpr (HV > 0)
-              detail::attend_rows<HV, HV <= 4 ? 4 : 2>(qr, o, stride, att.data(), width, head_dim,
-                                                       n_ctx, tk.nr, rowkv[tk.r0].block_table,
-                                                       cache, tk.h0, group, scale);
+              detail::attend_rows<HV, detail::attend_rows_r(HV)>(
+                  qr, o, stride, att.data(), width, head_dim, n_ctx, tk.nr,
+                  rowkv[tk.r0].block_table, cache, tk.h0, group, scale);
           });
           continue;
         }
