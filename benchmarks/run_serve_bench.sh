@@ -11,6 +11,8 @@
 #                        prefix cache's own comparison; slow on shared-prefix sets)
 #   --also LABEL=BIN     another eexit-server binary beside it, e.g. a build of an earlier
 #                        commit for a before/after run (repeatable; prefix cache on)
+#   --variant LABEL=ARGS our server again with extra arguments, e.g.
+#                        eexit-f16='--kv-dtype f16' (repeatable; prefix cache on)
 #   --out DIR            results (default DIR/serve-bench/results-<time> of --eexit-build)
 #   --concurrency LIST   default 1,8,32 (the servers get max(LIST) slots / running sequences)
 #   --datasets LIST      default plain,shared-prefix,chat
@@ -39,12 +41,13 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}
 
 model="" llama_server=${LLAMA_SERVER:-} eexit_build=${EEXIT_BUILD:-$root/build/release} out=""
 conc=1,8,32 datasets=plain,shared-prefix,chat requests=32 max_tokens=64 reps=2 threads=""
-server_cpu="" loadgen_cpu="" ctx=2048 also=() cache_only=0
+server_cpu="" loadgen_cpu="" ctx=2048 also=() variants=() cache_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --llama-server) llama_server=$2; shift 2 ;;
     --eexit-build) eexit_build=$2; shift 2 ;;
     --also) also+=("$2"); shift 2 ;;
+    --variant) variants+=("$2"); shift 2 ;;
     --cache-only) cache_only=1; shift ;;
     --out) out=$2; shift 2 ;;
     --concurrency) conc=$2; shift 2 ;;
@@ -108,6 +111,11 @@ fi
 for a in "${also[@]}"; do
   [ -x "${a#*=}" ] || die "--also $a: ${a#*=} is not an executable"
   BIN=${a#*=} start_ours "${a%%=*}"
+done
+for v in "${variants[@]}"; do
+  [[ $v == *=* ]] || die "--variant $v: give LABEL=ARGS"
+  # shellcheck disable=SC2086  # ARGS are words on purpose
+  start_ours "${v%%=*}" ${v#*=}
 done
 if [ -n "$llama_server" ]; then
   port=$(free_port)

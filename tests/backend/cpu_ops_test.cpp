@@ -49,16 +49,17 @@ struct ErrorStats {
   double max_abs = 0.0;  // |a-b| over all elements
 };
 
-// Checks got ≈ want elementwise: |got - want| <= rel_tol * |want| + abs_tol.
+// Checks got ≈ want elementwise: |got - want| <= rel * |want| + abs.
 void check_close(const std::vector<float>& got, const std::vector<float>& want,
-                 const std::string& what, ErrorStats& st) {
+                 const std::string& what, ErrorStats& st, double rel = rel_tol,
+                 double abs = abs_tol) {
   REQUIRE(got.size() == want.size());
   std::size_t bad = 0, first_bad = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     const double a = got[i], b = want[i], d = std::fabs(a - b);
     st.max_abs = std::max(st.max_abs, d);
-    if (std::fabs(b) > abs_tol / rel_tol) st.max_rel = std::max(st.max_rel, d / std::fabs(b));
-    if (!(d <= rel_tol * std::fabs(b) + abs_tol)) {
+    if (std::fabs(b) > abs / rel) st.max_rel = std::max(st.max_rel, d / std::fabs(b));
+    if (!(d <= rel * std::fabs(b) + abs)) {
       if (!bad) first_bad = i;
       ++bad;
     }
@@ -91,7 +92,78 @@ double max_dot_error(const std::vector<float>& got, const std::vector<float>& wa
 
 using eexit::test::bitwise_equal;
 
+// An f16 KV pool from fp32 values (the cache's rounding, eexit::f32_to_f16) and the exact
+// fp32 widening of one.
+std::vector<std::uint16_t> to_half(const std::vector<float>& x) {
+  std::vector<std::uint16_t> h(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) h[i] = eexit::f32_to_f16(x[i]);
+  return h;
+}
+std::vector<float> widen(const std::vector<std::uint16_t>& h) {
+  std::vector<float> x(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) x[i] = eexit::f16_to_f32(h[i]);
+  return x;
+}
+
+// A cache layer's view over fp32 pools k, v, or (half) f16 pools k16, v16.
+eexit::KvLayerView kv_view(bool half, std::vector<float>& k, std::vector<float>& v,
+                           std::vector<std::uint16_t>& k16, std::vector<std::uint16_t>& v16,
+                           std::int32_t block_size, std::size_t kv_dim) {
+  if (half) return {nullptr, nullptr, block_size, std::int32_t(kv_dim), k16.data(), v16.data()};
+  return {k.data(), v.data(), block_size, std::int32_t(kv_dim)};
+}
+
 }  // namespace
+
+TEST_CASE("f32_to_f16 rounds as F16C's vcvtps2ph, and to_f16's vector part agrees") {
+  // Every half widens and narrows back to itself (nan aside: a quiet nan).
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    const float f = eexit::f16_to_f32(std::uint16_t(h));
+    if (std::isnan(f))
+      CHECK((eexit::f32_to_f16(f) & 0x7e00u) == 0x7e00u);
+    else
+      CHECK(eexit::f32_to_f16(f) == h);
+  }
+  // Ties, both ends of the subnormals, overflow, and random bit patterns of every exponent.
+  std::vector<float> xs = {0.0f,
+                           -0.0f,
+                           65504.0f,
+                           65519.99f,
+                           65520.0f,
+                           -65520.0f,
+                           1e9f,
+                           std::ldexp(1.0f, -14),
+                           std::ldexp(1.0f, -24),
+                           std::ldexp(1.0f, -25),
+                           std::ldexp(1.5f, -25),
+                           std::ldexp(1.0f, -26),
+                           1.0f + std::ldexp(1.0f, -11),
+                           1.0f + 3 * std::ldexp(1.0f, -11),
+                           std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::denorm_min()};
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200000; ++i) {
+    const std::uint32_t u = rng();
+    float f;
+    std::memcpy(&f, &u, 4);
+    if (!std::isnan(f)) xs.push_back(f);
+  }
+  std::vector<eexit::detail::f16_t> vec(xs.size());
+  eexit::detail::to_f16(xs.data(), vec.data(), xs.size());
+  std::size_t bad_vec = 0, bad_hw = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const std::uint16_t want = eexit::f32_to_f16(xs[i]);
+    bad_vec += vec[i].bits != want;
+#if defined(__F16C__)
+    bad_hw += _cvtss_sh(xs[i], 0) != want;  // the CPU's own conversion, round to nearest even
+#endif
+  }
+  CHECK(bad_vec == 0);
+  CHECK(bad_hw == 0);
+#if !defined(__F16C__)
+  MESSAGE("built without F16C: f32_to_f16 not compared with vcvtps2ph here");
+#endif
+}
 
 TEST_CASE("matmul matches PyTorch, invariant and BLAS paths") {
   eexit::CpuBackend inv(2);
@@ -260,45 +332,64 @@ TEST_CASE("store_kv + attention over a paged KV cache match PyTorch causal GQA a
                                         : interleaved_tables(seqs, block_size, n_blocks);
     REQUIRE(seqs.size() == tables.size());
 
-    // Pools start as NaN: reading any slot that was not written poisons the result.
+    // Pools start as NaN: reading any slot that was not written poisons the result. An f16
+    // cache (half) stores each element rounded once (f32_to_f16); its attention is held to
+    // the f16 rounding of K/V (2^-11 relative) against the fp32 reference.
     const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::uint16_t nan16 = eexit::f32_to_f16(nan);
     std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim, nan);
     std::vector<float> vpool(kpool.size(), nan);
-    const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+    std::vector<std::uint16_t> kpool16(kpool.size(), nan16), vpool16(kpool.size(), nan16);
 
-    for (const unsigned be_threads : {1u, 2u}) {
-      eexit::CpuBackend be(be_threads);
-      CAPTURE(be_threads);
-      std::fill(kpool.begin(), kpool.end(), nan);
-      std::fill(vpool.begin(), vpool.end(), nan);
-      for (std::size_t s = 0; s < seqs.size(); ++s) {
-        const std::int32_t len = seqs[s]["len"];
-        REQUIRE(std::int32_t(tables[s].size()) * block_size >= len);
-        const auto k = floats(seqs[s]["k"]), v = floats(seqs[s]["v"]);  // (len, n_kv, hd)
-        std::vector<eexit::RowKv> rk;
-        for (std::int32_t t = 0; t < len; ++t) rk.push_back(eexit::RowKv{tables[s].data(), t});
-        be.store_kv(k.data(), v.data(), std::size_t(len), rk.data(), view);
-        // Each token landed in slot block_table[t / bs] * bs + t % bs.
-        for (std::int32_t t = 0; t < len; ++t) {
-          const std::size_t slot =
-              std::size_t(tables[s][std::size_t(t / block_size)] * block_size + t % block_size);
-          CHECK(bitwise_equal(kpool.data() + slot * kv_dim, k.data() + std::size_t(t) * kv_dim,
-                              kv_dim));
-          CHECK(bitwise_equal(vpool.data() + slot * kv_dim, v.data() + std::size_t(t) * kv_dim,
-                              kv_dim));
+    for (const bool half : {false, true})
+      for (const unsigned be_threads : {1u, 2u}) {
+        eexit::CpuBackend be(be_threads);
+        CAPTURE(half);
+        CAPTURE(be_threads);
+        const eexit::KvLayerView view =
+            kv_view(half, kpool, vpool, kpool16, vpool16, block_size, kv_dim);
+        std::fill(kpool.begin(), kpool.end(), nan);
+        std::fill(vpool.begin(), vpool.end(), nan);
+        std::fill(kpool16.begin(), kpool16.end(), nan16);
+        std::fill(vpool16.begin(), vpool16.end(), nan16);
+        for (std::size_t s = 0; s < seqs.size(); ++s) {
+          const std::int32_t len = seqs[s]["len"];
+          REQUIRE(std::int32_t(tables[s].size()) * block_size >= len);
+          const auto k = floats(seqs[s]["k"]), v = floats(seqs[s]["v"]);  // (len, n_kv, hd)
+          std::vector<eexit::RowKv> rk;
+          for (std::int32_t t = 0; t < len; ++t) rk.push_back(eexit::RowKv{tables[s].data(), t});
+          be.store_kv(k.data(), v.data(), std::size_t(len), rk.data(), view);
+          // Each token landed in slot block_table[t / bs] * bs + t % bs.
+          const auto kh = to_half(k), vh = to_half(v);
+          for (std::int32_t t = 0; t < len; ++t) {
+            const std::size_t slot =
+                std::size_t(tables[s][std::size_t(t / block_size)] * block_size + t % block_size);
+            const std::size_t at = std::size_t(t) * kv_dim;
+            if (half) {
+              CHECK(std::equal(kh.begin() + long(at), kh.begin() + long(at + kv_dim),
+                               kpool16.begin() + long(slot * kv_dim)));
+              CHECK(std::equal(vh.begin() + long(at), vh.begin() + long(at + kv_dim),
+                               vpool16.begin() + long(slot * kv_dim)));
+            } else {
+              CHECK(bitwise_equal(kpool.data() + slot * kv_dim, k.data() + at, kv_dim));
+              CHECK(bitwise_equal(vpool.data() + slot * kv_dim, v.data() + at, kv_dim));
+            }
+          }
         }
+        std::vector<eexit::RowKv> rows;
+        for (const auto& r : c["rows"])
+          rows.push_back(eexit::RowKv{tables[r["seq"].get<std::size_t>()].data(),
+                                      r["pos"].get<std::int32_t>()});
+        const auto q = floats(c["q"]);
+        std::vector<float> out(rows.size() * n_heads * hd, nan);
+        be.attention(q.data(), out.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+        ErrorStats st;
+        if (half)
+          check_close(out, floats(c["out"]), "attention (f16 K/V)", st, 4e-3, 2e-3);
+        else
+          check_close(out, floats(c["out"]), "attention", st);
+        report(std::string(key) + (half ? " (f16 K/V)" : ""), st);
       }
-      std::vector<eexit::RowKv> rows;
-      for (const auto& r : c["rows"])
-        rows.push_back(
-            eexit::RowKv{tables[r["seq"].get<std::size_t>()].data(), r["pos"].get<std::int32_t>()});
-      const auto q = floats(c["q"]);
-      std::vector<float> out(rows.size() * n_heads * hd, nan);
-      be.attention(q.data(), out.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
-      ErrorStats st;
-      check_close(out, floats(c["out"]), "attention", st);
-      report(key, st);
-    }
   }
 }
 
@@ -318,7 +409,7 @@ TEST_CASE("attention is batch invariant: a row's bits alone, with its sequence, 
     std::vector<float> kpool(std::size_t(20 * block_size) * kv_dim), vpool(kpool.size());
     for (auto& x : kpool) x = nd(rng);
     for (auto& x : vpool) x = nd(rng);
-    const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+    auto kpool16 = to_half(kpool), vpool16 = to_half(vpool);
     std::vector<eexit::RowKv> rows;
     for (std::int32_t t = 280; t < 300; ++t) rows.push_back({ta.data(), t});  // a prefill chunk
     rows.push_back({tb.data(), 8});                                           // a decode row
@@ -326,24 +417,28 @@ TEST_CASE("attention is batch invariant: a row's bits alone, with its sequence, 
     std::vector<float> q(rows.size() * n_heads * hd);
     for (auto& x : q) x = nd(rng);
     const std::size_t w = n_heads * hd;
-    for (const unsigned threads : {1u, 2u}) {
-      CAPTURE(threads);
-      eexit::CpuBackend be(threads);
-      std::vector<float> all(q.size());
-      be.attention(q.data(), all.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
-      std::size_t bad = 0;
-      for (std::size_t r = 0; r < rows.size(); ++r) {  // each row alone
-        std::vector<float> one(w);
-        be.attention(q.data() + r * w, one.data(), 1, n_heads, n_kv, hd, &rows[r], view);
-        bad += !bitwise_equal(one.data(), all.data() + r * w, w);
+    for (const bool half : {false, true})
+      for (const unsigned threads : {1u, 2u}) {
+        CAPTURE(half);
+        CAPTURE(threads);
+        const eexit::KvLayerView view =
+            kv_view(half, kpool, vpool, kpool16, vpool16, block_size, kv_dim);
+        eexit::CpuBackend be(threads);
+        std::vector<float> all(q.size());
+        be.attention(q.data(), all.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
+        std::size_t bad = 0;
+        for (std::size_t r = 0; r < rows.size(); ++r) {  // each row alone
+          std::vector<float> one(w);
+          be.attention(q.data() + r * w, one.data(), 1, n_heads, n_kv, hd, &rows[r], view);
+          bad += !bitwise_equal(one.data(), all.data() + r * w, w);
+        }
+        for (std::size_t r0 = 0; r0 + 3 <= rows.size(); r0 += 3) {  // three at a time
+          std::vector<float> three(3 * w);
+          be.attention(q.data() + r0 * w, three.data(), 3, n_heads, n_kv, hd, &rows[r0], view);
+          bad += !bitwise_equal(three.data(), all.data() + r0 * w, 3 * w);
+        }
+        CHECK(bad == 0);
       }
-      for (std::size_t r0 = 0; r0 + 3 <= rows.size(); r0 += 3) {  // three at a time
-        std::vector<float> three(3 * w);
-        be.attention(q.data() + r0 * w, three.data(), 3, n_heads, n_kv, hd, &rows[r0], view);
-        bad += !bitwise_equal(three.data(), all.data() + r0 * w, 3 * w);
-      }
-      CHECK(bad == 0);
-    }
   }
 }
 
@@ -356,6 +451,7 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
   // fused multiply-add). Contexts around multiples of 16, blocks of 4 and 16 (a tile spans
   // blocks of 4), every head size of the vector path, 1 and 2 threads (2 or 4 heads a task),
   // rows of one sequence next to each other (a prefill chunk's, taken together) and apart.
+  // An f16 cache: the same definition on its elements widened to fp32 (exactly).
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const std::int32_t block_size : {4, 16}) {
@@ -372,7 +468,11 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
       std::vector<float> kpool(std::size_t(n_blocks * block_size) * kv_dim), vpool(kpool.size());
       for (auto& x : kpool) x = nd(rng);
       for (auto& x : vpool) x = nd(rng);
+      auto kpool16 = to_half(kpool), vpool16 = to_half(vpool);
+      const auto kwide = widen(kpool16), vwide = widen(vpool16);
       const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
+      const eexit::KvLayerView view16{
+          nullptr, nullptr, block_size, std::int32_t(kv_dim), kpool16.data(), vpool16.data()};
       // Rows of one sequence next to each other are taken up to 4 at a time (attend_rows:
       // tiles and positions they share, then each row's own); other rows one at a time.
       std::vector<eexit::RowKv> rows;
@@ -386,52 +486,116 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
       std::vector<float> q(rows.size() * w);
       for (auto& x : q) x = nd(rng);
       const float scale = 1.0f / std::sqrt(float(hd));
-      std::vector<float> want(q.size());
-      for (std::size_t r = 0; r < rows.size(); ++r) {
-        const std::size_t n_ctx = std::size_t(rows[r].pos) + 1;
-        for (std::size_t h = 0; h < n_heads; ++h) {
-          std::vector<float> s(n_ctx);
-          float mx = -std::numeric_limits<float>::infinity();
-          for (std::size_t t = 0; t < n_ctx; ++t) {
-            const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
-            s[t] = eexit::detail::dot(q.data() + r * w + h * hd,
-                                      kpool.data() + slot * kv_dim + h / group * hd, hd) *
-                   scale;
-            mx = std::max(mx, s[t]);
-          }
-          // e = exp_nonpos16(clamp_exp16(s - mx)) lane-wise; lane t % 16 sums e in position
-          // order, the lanes in hsum16's order.
-          float lanes[16] = {};
-          for (std::size_t t = 0; t < n_ctx; ++t) {
-            const eexit::detail::vf16 e = eexit::detail::exp_nonpos16(
-                eexit::detail::clamp_exp16(eexit::detail::vf16{} + (s[t] - mx)));
-            s[t] = e[0];
-            lanes[t % 16] += s[t];
-          }
-          eexit::detail::vf16 lv;
-          std::memcpy(&lv, lanes, sizeof lv);
-          const float inv = 1.0f / eexit::detail::hsum16(lv);
-          float* o = want.data() + r * w + h * hd;
-          for (std::size_t i = 0; i < hd; ++i) o[i] = 0.0f;
-          for (std::size_t t = 0; t < n_ctx; ++t) {
-            const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
-            const float p = s[t] * inv;
-            const float* v = vpool.data() + slot * kv_dim + h / group * hd;
-            for (std::size_t i = 0; i < hd; ++i) o[i] = std::fma(p, v[i], o[i]);
+      // The definition over fp32 pools kp, vp.
+      auto definition = [&](const std::vector<float>& kp, const std::vector<float>& vp) {
+        std::vector<float> want(q.size());
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+          const std::size_t n_ctx = std::size_t(rows[r].pos) + 1;
+          for (std::size_t h = 0; h < n_heads; ++h) {
+            std::vector<float> s(n_ctx);
+            float mx = -std::numeric_limits<float>::infinity();
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
+              s[t] = eexit::detail::dot(q.data() + r * w + h * hd,
+                                        kp.data() + slot * kv_dim + h / group * hd, hd) *
+                     scale;
+              mx = std::max(mx, s[t]);
+            }
+            // e = exp_nonpos16(clamp_exp16(s - mx)) lane-wise; lane t % 16 sums e in position
+            // order, the lanes in hsum16's order.
+            float lanes[16] = {};
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              const eexit::detail::vf16 e = eexit::detail::exp_nonpos16(
+                  eexit::detail::clamp_exp16(eexit::detail::vf16{} + (s[t] - mx)));
+              s[t] = e[0];
+              lanes[t % 16] += s[t];
+            }
+            eexit::detail::vf16 lv;
+            std::memcpy(&lv, lanes, sizeof lv);
+            const float inv = 1.0f / eexit::detail::hsum16(lv);
+            float* o = want.data() + r * w + h * hd;
+            for (std::size_t i = 0; i < hd; ++i) o[i] = 0.0f;
+            for (std::size_t t = 0; t < n_ctx; ++t) {
+              const std::size_t slot = std::size_t(view.slot(rows[r], std::int32_t(t)));
+              const float p = s[t] * inv;
+              const float* v = vp.data() + slot * kv_dim + h / group * hd;
+              for (std::size_t i = 0; i < hd; ++i) o[i] = std::fma(p, v[i], o[i]);
+            }
           }
         }
-      }
-      for (const unsigned threads : {1u, 2u}) {
-        CAPTURE(threads);
-        eexit::CpuBackend be(threads);
-        std::vector<float> got(q.size());
-        be.attention(q.data(), got.data(), rows.size(), n_heads, n_kv, hd, rows.data(), view);
-        std::size_t bad = 0;
-        for (std::size_t r = 0; r < rows.size(); ++r)
-          bad += !bitwise_equal(got.data() + r * w, want.data() + r * w, w);
-        CHECK(bad == 0);
-      }
+        return want;
+      };
+      const auto want32 = definition(kpool, vpool), want16 = definition(kwide, vwide);
+      for (const bool half : {false, true})
+        for (const unsigned threads : {1u, 2u}) {
+          CAPTURE(half);
+          CAPTURE(threads);
+          eexit::CpuBackend be(threads);
+          std::vector<float> got(q.size());
+          be.attention(q.data(), got.data(), rows.size(), n_heads, n_kv, hd, rows.data(),
+                       half ? view16 : view);
+          const auto& want = half ? want16 : want32;
+          std::size_t bad = 0;
+          for (std::size_t r = 0; r < rows.size(); ++r)
+            bad += !bitwise_equal(got.data() + r * w, want.data() + r * w, w);
+          CHECK(bad == 0);
+        }
     }
+  }
+}
+
+TEST_CASE("fill_kv stores what rope + store_kv store, in an fp32 and an f16 cache") {
+  // The KV fill rotates each skipped layer's K at the row's position and stores K and V as
+  // the forward does (store_kv), so a filled slot holds the forward's bits for the same K/V;
+  // in an f16 cache, rounded once after the rotation.
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::size_t n_kv = 2, hd = 32, kvd = n_kv * hd, rows = 3, n_fill = 2;
+  constexpr std::int32_t block_size = 4, n_blocks = 6;
+  eexit::ModelConfig cfg;
+  cfg.head_dim = int(hd);
+  cfg.rope = eexit::rope_style::half;
+  const auto inv_freq = eexit::detail::rope_inv_freq(cfg);
+  const std::vector<std::int32_t> table{4, 1, 5, 0, 2, 3};
+  const std::vector<eexit::RowKv> rk{{table.data(), 2}, {table.data(), 9}, {table.data(), 22}};
+  std::vector<float> kv(rows * n_fill * 2 * kvd);  // (rows, n_fill, 2, kv_dim), K not rotated
+  for (auto& x : kv) x = nd(rng);
+  const std::size_t pool = std::size_t(n_blocks * block_size) * kvd;
+  for (const bool half : {false, true}) {
+    CAPTURE(half);
+    eexit::CpuBackend be(1);
+    // Layers 0, 1 filled (got) and layers 2, 3 written by rope + store_kv (want).
+    std::vector<std::vector<float>> k32(4, std::vector<float>(pool)), v32 = k32;
+    std::vector<std::vector<std::uint16_t>> k16(4, std::vector<std::uint16_t>(pool)), v16 = k16;
+    auto view = [&](std::size_t i) {
+      return kv_view(half, k32[i], v32[i], k16[i], v16[i], block_size, kvd);
+    };
+    const eexit::KvLayerView got[2] = {view(0), view(1)};
+    be.fill_kv(kv.data(), rows, n_fill, rk.data(), got, n_kv, hd, inv_freq.data(), cfg.rope);
+    for (std::size_t f = 0; f < n_fill; ++f) {
+      std::vector<float> k(rows * kvd), v(rows * kvd);
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float* src = kv.data() + (r * n_fill + f) * 2 * kvd;
+        std::copy_n(src, kvd, k.data() + r * kvd);
+        std::copy_n(src + kvd, kvd, v.data() + r * kvd);
+      }
+      be.rope(k.data(), rows, n_kv, hd, rk.data(), inv_freq.data(), cfg.rope);
+      be.store_kv(k.data(), v.data(), rows, rk.data(), view(2 + f));
+    }
+    std::size_t written = 0;  // each row's slot in each filled layer, K and V
+    for (std::size_t f = 0; f < n_fill; ++f) {
+      if (half) {
+        CHECK(k16[f] == k16[2 + f]);
+        CHECK(v16[f] == v16[2 + f]);
+      } else {
+        CHECK(bitwise_equal(k32[f].data(), k32[2 + f].data(), pool));
+        CHECK(bitwise_equal(v32[f].data(), v32[2 + f].data(), pool));
+      }
+      for (std::size_t i = 0; i < pool; ++i)
+        written +=
+            half ? (k16[f][i] != 0) + (v16[f][i] != 0) : (k32[f][i] != 0.0f) + (v32[f][i] != 0.0f);
+    }
+    CHECK(written >= rows * n_fill * 2 * kvd - 8);
   }
 }
 

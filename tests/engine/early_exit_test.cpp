@@ -58,8 +58,9 @@ struct Run {
 };
 
 template <class P, class M = LlamaModel<CpuBackend>>
-Run<P> run(M& model, P policy, const std::vector<GenerateRequest>& rs, int blocks = 128) {
-  Cache cache(stories().be, model.config(), blocks);
+Run<P> run(M& model, P policy, const std::vector<GenerateRequest>& rs, int blocks = 128,
+           dtype kv = dtype::f32) {
+  Cache cache(stories().be, model.config(), blocks, kv);
   Engine<P, Cache> engine(model, cache, policy);
   for (auto& r : rs) engine.add_request(r);
   Run<P> out;
@@ -171,33 +172,42 @@ TEST_CASE("SplitAtExit: a sequence's tokens and exit layers do not depend on its
 TEST_CASE("a cache poisoned with NaN has no unwritten slot after any step with exits") {
   auto& m = stories().model;
   const auto& cfg = m.config();
-  Cache cache(stories().be, cfg, 128);
-  cache.fill(std::nanf(""));
-  auto policy = with<SplitAtExit>(0.4f);
-  Engine<SplitAtExit, Cache> engine(m, cache, policy);
-  std::vector<request_id> ids;
-  for (auto& r : requests(6)) ids.push_back(engine.add_request(r));
-  std::int64_t checked = 0;
-  while (engine.has_work()) {
-    engine.step();
-    for (auto id : ids) {
-      const std::int32_t len = cache.length(id);
-      const std::int32_t* bt = cache.block_table(id);
-      for (int l = 0; l < cfg.n_layers; ++l) {
-        const auto v = cache.view(l);
-        for (std::int32_t t = 0; t < len; ++t) {
-          const std::size_t slot = v.slot(RowKv{bt, t}, t);
-          for (int d = 0; d < cfg.kv_dim(); ++d) {
-            REQUIRE_FALSE(std::isnan(v.k[slot * std::size_t(cfg.kv_dim()) + std::size_t(d)]));
-            REQUIRE_FALSE(std::isnan(v.v[slot * std::size_t(cfg.kv_dim()) + std::size_t(d)]));
+  const std::size_t kvd = std::size_t(cfg.kv_dim());
+  for (const dtype kv : {dtype::f32, dtype::f16}) {  // an f16 cache: its NaN bits
+    CAPTURE(dtype_name(kv));
+    Cache cache(stories().be, cfg, 128, kv);
+    CHECK(cache.kv_dtype() == kv);
+    cache.fill(std::nanf(""));
+    auto policy = with<SplitAtExit>(0.4f);
+    Engine<SplitAtExit, Cache> engine(m, cache, policy);
+    std::vector<request_id> ids;
+    for (auto& r : requests(6)) ids.push_back(engine.add_request(r));
+    std::int64_t checked = 0;
+    while (engine.has_work()) {
+      engine.step();
+      for (auto id : ids) {
+        const std::int32_t len = cache.length(id);
+        const std::int32_t* bt = cache.block_table(id);
+        for (int l = 0; l < cfg.n_layers; ++l) {
+          const auto v = cache.view(l);
+          REQUIRE(v.half() == (kv == dtype::f16));
+          auto nan_at = [&](const float* p, const std::uint16_t* p16, std::size_t i) {
+            return std::isnan(v.half() ? f16_to_f32(p16[i]) : p[i]);
+          };
+          for (std::int32_t t = 0; t < len; ++t) {
+            const std::size_t slot = v.slot(RowKv{bt, t}, t);
+            for (std::size_t d = 0; d < kvd; ++d) {
+              REQUIRE_FALSE(nan_at(v.k, v.k16, slot * kvd + d));
+              REQUIRE_FALSE(nan_at(v.v, v.v16, slot * kvd + d));
+            }
+            ++checked;
           }
-          ++checked;
         }
       }
     }
+    CHECK(checked > 1000);
+    CHECK(early(engine.stats()) > 0);
   }
-  CHECK(checked > 1000);
-  CHECK(early(engine.stats()) > 0);
 }
 
 TEST_CASE("the fused KV fill equals each skipped layer's own norm + K/V projection + RoPE") {
@@ -313,4 +323,41 @@ TEST_CASE("teacher forcing the engine's own greedy tokens through the walk repea
     cache.release(99);
   }
   CHECK(early_exits > 0);  // the threshold really lets tokens out early
+}
+
+TEST_CASE("an f16 KV cache: early exit, self-spec and preemption keep full depth's tokens") {
+  // The invariants hold for the cache's precision, whichever it is: with a threshold no row
+  // passes, every policy equals full depth over the same f16 cache; self-spec greedy equals
+  // it exactly (a verify row computes a 1-row decode's bits); a cache too small for the
+  // batch (preemption, recomputation) changes nothing (no slot is left unwritten: above).
+  auto& m = stories().model;
+  const auto rs = requests(6);
+  const auto full = run(m, FullDepth{}, rs, 128, dtype::f16);
+  CHECK(run(m, with<AllConfident>(2.0f), rs, 128, dtype::f16).tokens == full.tokens);
+  CHECK(run(m, with<SplitAtExit>(2.0f), rs, 128, dtype::f16).tokens == full.tokens);
+  CHECK(run(m, FullDepth{}, rs, 12, dtype::f16).tokens == full.tokens);
+  SelfSpeculative<> spec;
+  spec.spec.draft_layer = 3;
+  spec.spec.threshold = 0.0f;  // draft every time: verify and rollback on every step
+  const auto ss = run(m, spec, rs, 128, dtype::f16);
+  CHECK(ss.tokens == full.tokens);
+  CHECK(ss.stats.accepted_drafts > 0);
+  // Against the fp32 cache: the rounding of K/V (2^-11 relative) moves logits slightly, so
+  // greedy tokens agree for most of the way (not asserted token for token).
+  const auto f32 = run(m, FullDepth{}, rs);
+  std::size_t same = 0, total = 0;
+  for (std::size_t i = 0; i < rs.size(); ++i)
+    for (std::size_t j = 0; j < full.tokens[i].size(); ++j, ++total)
+      same += j < f32.tokens[i].size() && f32.tokens[i][j] == full.tokens[i][j];
+  MESSAGE("f16 vs f32 KV cache, greedy: " << same << " of " << total << " tokens equal");
+  CHECK(same * 10 >= total * 8);
+}
+
+TEST_CASE("an f16 KV cache is refused where the backend keeps f32 only, and bad names are errors") {
+  CHECK(parse_kv_dtype("f16") == dtype::f16);
+  CHECK(parse_kv_dtype("f32") == dtype::f32);
+  CHECK_THROWS_WITH_AS(parse_kv_dtype("q8_0"), doctest::Contains("expected f32 or f16"), error);
+  CHECK_THROWS_WITH_AS(Cache(stories().be, stories().model.config(), 4, dtype::bf16),
+                       doctest::Contains("not supported"), error);
+  static_assert(stores_f16_kv<CpuBackend>);
 }

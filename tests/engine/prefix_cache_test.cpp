@@ -182,8 +182,8 @@ void check_same(const Outcome& on, const Outcome& off) {
 // ones cached), each round's requests together, and checks every request finished cleanly.
 template <class P>
 Outcome run(P policy, const std::vector<std::vector<GenerateRequest>>& rounds, bool prefix,
-            std::int32_t blocks = 64, std::int32_t budget = 1024) {
-  Cache cache(sh().be, sh().model.config(), blocks);
+            std::int32_t blocks = 64, std::int32_t budget = 1024, dtype kv = dtype::f32) {
+  Cache cache(sh().be, sh().model.config(), blocks, kv);
   cache.fill(NAN);
   EngineOptions opt;
   opt.max_batch_tokens = budget;
@@ -211,8 +211,8 @@ Outcome run(P policy, const std::vector<std::vector<GenerateRequest>>& rounds, b
 // may be exit-filled: those must not be shared (their tokens are recomputed, at full
 // depth, as prompt tokens, exactly as without prefix caching).
 template <class P>
-Outcome conversation(P policy, bool prefix) {
-  Cache cache(sh().be, sh().model.config(), 64);
+Outcome conversation(P policy, bool prefix, dtype kv = dtype::f32) {
+  Cache cache(sh().be, sh().model.config(), 64, kv);
   cache.fill(NAN);
   EngineOptions opt;
   opt.prefix_cache = prefix;
@@ -265,11 +265,11 @@ SelfSpeculative<> self_spec(int draft_layer, int k) {
 // and saved prefill. exits_early: the policy must exit some tokens early in these runs (the
 // point of the test is exit-filled K/V next to shared blocks).
 template <class P>
-void same_with_and_without(const P& policy, bool exits_early = false) {
+void same_with_and_without(const P& policy, bool exits_early = false, dtype kv = dtype::f32) {
   SUBCASE("requests arriving together, then again together") {
     const std::vector<std::vector<GenerateRequest>> rounds{family(5, 0), family(5, 1)};
-    const auto off = run(policy, rounds, false);
-    const auto on = run(policy, rounds, true);
+    const auto off = run(policy, rounds, false, 64, 1024, kv);
+    const auto on = run(policy, rounds, true, 64, 1024, kv);
     check_same(on, off);
     CHECK(on.stats.prefix_cached_tokens > 0);
     CHECK(on.stats.prompt_tokens + on.stats.prefix_cached_tokens == off.stats.prompt_tokens);
@@ -280,8 +280,8 @@ void same_with_and_without(const P& policy, bool exits_early = false) {
     std::vector<std::vector<GenerateRequest>> rounds;
     for (int k = 0; k < 2; ++k)
       for (auto& r : family(5, k)) rounds.push_back({r});
-    const auto off = run(policy, rounds, false);
-    const auto on = run(policy, rounds, true);
+    const auto off = run(policy, rounds, false, 64, 1024, kv);
+    const auto on = run(policy, rounds, true, 64, 1024, kv);
     check_same(on, off);
     // Every request after the first shares at least its first two blocks.
     CHECK(on.stats.prefix_cached_tokens >= 9 * 32);
@@ -289,8 +289,8 @@ void same_with_and_without(const P& policy, bool exits_early = false) {
     if (exits_early) CHECK(off.stats.early_exits() > 0);
   }
   SUBCASE("a conversation: each prompt holds the previous turns' generated tokens") {
-    const auto off = conversation(policy, false);
-    const auto on = conversation(policy, true);
+    const auto off = conversation(policy, false, kv);
+    const auto on = conversation(policy, true, kv);
     check_same(on, off);
     CHECK(on.stats.prefix_cached_tokens >= 3 * 48);
     CHECK(on.stats.prompt_tokens + on.stats.prefix_cached_tokens == off.stats.prompt_tokens);
@@ -326,6 +326,15 @@ TEST_CASE("prefix caching changes no output: adaptive") {
 
 TEST_CASE("prefix caching changes no output: self-speculation") {
   same_with_and_without(self_spec(1, 3));
+}
+
+TEST_CASE("prefix caching changes no output in an f16 KV cache: all-confident, exit state") {
+  same_with_and_without(exit_policy<ExitWhenAllConfident, FillFromExitState>(0.3f), true,
+                        dtype::f16);
+}
+
+TEST_CASE("prefix caching changes no output in an f16 KV cache: self-speculation") {
+  same_with_and_without(self_spec(1, 3), false, dtype::f16);
 }
 
 TEST_CASE("prefix caching under preemption: full depth and self-speculation are unchanged") {

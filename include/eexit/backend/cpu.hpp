@@ -19,6 +19,7 @@
 #include <new>
 #include <span>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -108,14 +109,25 @@ struct PageAllocator {
 
 // fn(t, row of position t in pool) for positions t0 .. t1-1 of a row's block table, block
 // by block (one lookup per block, not a division per position).
-template <class Fn>
-inline void each_position(const float* pool, const std::int32_t* table, std::size_t bs,
-                          std::size_t d, std::size_t t0, std::size_t t1, Fn&& fn) {
+template <class T, class Fn>
+inline void each_position(const T* pool, const std::int32_t* table, std::size_t bs, std::size_t d,
+                          std::size_t t0, std::size_t t1, Fn&& fn) {
   for (std::size_t t = t0; t < t1;) {
     const std::size_t b = t / bs, base = b * bs, end = std::min(t1, base + bs);
-    const float* blk = pool + std::size_t(table[b]) * bs * d;
+    const T* blk = pool + std::size_t(table[b]) * bs * d;
     for (; t < end; ++t) fn(t, blk + (t - base) * d);
   }
+}
+
+// The K and V pools of a cache layer as the attention kernels read them: T = float (an fp32
+// cache) or f16_t (an f16 cache: each element widened on load, wload / to_f32, so the
+// arithmetic after the load is the fp32 path's).
+template <class T>
+inline std::pair<const T*, const T*> kv_pools(const KvLayerView& c) noexcept {
+  if constexpr (std::is_same_v<T, float>)
+    return {c.k, c.v};
+  else
+    return {reinterpret_cast<const f16_t*>(c.k16), reinterpret_cast<const f16_t*>(c.v16)};
 }
 
 // The softmax of one row's scores a[0..n) in place, with their max mx given; returns
@@ -147,18 +159,18 @@ inline float softmax_exps(float* a, std::size_t n, float mx) noexcept {
 
 // Scores of 16 positions for one head (head_dim 16·HV): 16 independent dot() chains and one
 // transposed horizontal sum, lane j = (dot(q, tile[j] + koff) + 0) · scale, dot()'s bits.
-template <std::size_t HV>
-inline vacc score16(const float* qh, const float* const (&tile)[16], std::size_t koff,
+template <std::size_t HV, class T>
+inline vacc score16(const float* qh, const T* const (&tile)[16], std::size_t koff,
                     vacc scale_v) noexcept {
   vacc qv[HV], acc[16];
 #pragma GCC unroll 16
   for (std::size_t i = 0; i < HV; ++i) qv[i] = vload(qh + 16 * i);
 #pragma GCC unroll 16
   for (std::size_t j = 0; j < 16; ++j) {
-    const float* kr = tile[j] + koff;
+    const T* kr = tile[j] + koff;
     vacc a = vzero();
 #pragma GCC unroll 16
-    for (std::size_t i = 0; i < HV; ++i) a = vfma(qv[i], vload(kr + 16 * i), a);
+    for (std::size_t i = 0; i < HV; ++i) a = vfma(qv[i], wload(kr + 16 * i), a);
     acc[j] = a;
   }
   return (vhsum16(acc) + vzero()) * scale_v;
@@ -175,21 +187,23 @@ inline vacc score16(const float* qh, const float* const (&tile)[16], std::size_t
 // same arithmetic whatever g, h0 or the path: dot products as dot(), then p·v added into
 // each output element in position order (-march=native builds contract both paths' a·b + c
 // into one fused multiply-add per term).
-template <std::size_t HV, std::size_t G>
+template <std::size_t HV, std::size_t G, class T>
 inline void attend_heads(const float* q, float* out, float* att, std::size_t head_dim,
                          std::size_t n_ctx, const RowKv& rk, const KvLayerView& cache,
                          std::size_t h0, std::size_t g, std::size_t group, float scale) noexcept {
   static_assert(HV > 0 || G == 1);
   const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
+  const std::pair<const T*, const T*> pools = kv_pools<T>(cache);
+  const T *const K = pools.first, *const V = pools.second;
   std::size_t koff[G];  // each head's offset in a position's row of the pool
   for (std::size_t h = 0; h < G; ++h) koff[h] = (h0 + std::min(h, g - 1)) / group * head_dim;
   // fn(t, row of position t in pool) over the positions, block by block.
-  auto each = [&](const float* pool, auto&& fn) {
+  auto each = [&](const T* pool, auto&& fn) {
     each_position(pool, rk.block_table, bs, d, 0, n_ctx, fn);
   };
   float mx[G];
   for (std::size_t h = 0; h < G; ++h) mx[h] = -std::numeric_limits<float>::infinity();
-  auto score = [&](std::size_t t, const float* row) {  // one position, dot() per head
+  auto score = [&](std::size_t t, const T* row) {  // one position, dot() per head
 #pragma GCC unroll 8
     for (std::size_t h = 0; h < G; ++h)
       if (h < g) {
@@ -199,19 +213,19 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
       }
   };
   if constexpr (HV == 0) {
-    each(cache.k, score);
+    each(K, score);
   } else {
     // 16 positions at a time: per head, 16 independent dot() chains and one vhsum16, so a
     // position's score is dot()'s bits (vhsum, + 0 for the empty tail, x scale) without its
     // latency: one position at a time, each dot waited on its own FMA chain and horizontal
     // sum (~80 cycles a position and head at a 1,450-token context, the larger part of a
     // long-context step). The last n_ctx % 16 positions go one at a time.
-    const float* tile[16];
+    const T* tile[16];
     std::size_t nt = 0, t_first = 0;
     vacc mxv[G];
     for (std::size_t h = 0; h < G; ++h) mxv[h] = vzero() - std::numeric_limits<float>::infinity();
     const vacc scale_v = vzero() + scale;
-    each(cache.k, [&](std::size_t t, const float* row) {
+    each(K, [&](std::size_t t, const T* row) {
       if (nt == 0) t_first = t;
       tile[nt++] = row;
       if (nt < 16) return;
@@ -236,23 +250,23 @@ inline void attend_heads(const float* q, float* out, float* att, std::size_t hea
   if constexpr (HV == 0) {
     float* o = out + h0 * head_dim;
     std::fill_n(o, head_dim, 0.0f);
-    each(cache.v, [&](std::size_t t, const float* row) {
+    each(V, [&](std::size_t t, const T* row) {
       const float p = att[t] * inv[0];
-      const float* vt = row + koff[0];
-      for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * vt[i];
+      const T* vt = row + koff[0];
+      for (std::size_t i = 0; i < head_dim; ++i) o[i] += p * to_f32(vt[i]);
     });
   } else {
     vacc acc[G][HV];
     for (std::size_t h = 0; h < G; ++h)
       for (std::size_t i = 0; i < HV; ++i) acc[h][i] = vzero();
-    each(cache.v, [&](std::size_t t, const float* row) {
+    each(V, [&](std::size_t t, const T* row) {
 #pragma GCC unroll 8
       for (std::size_t h = 0; h < G; ++h)
         if (h < g) {
           const vacc p = vzero() + att[h * n_ctx + t] * inv[h];
 #pragma GCC unroll 16
           for (std::size_t i = 0; i < HV; ++i)
-            acc[h][i] = vfma(p, vload(row + koff[h] + 16 * i), acc[h][i]);
+            acc[h][i] = vfma(p, wload(row + koff[h] + 16 * i), acc[h][i]);
         }
     });
     for (std::size_t h = 0; h < g; ++h)
@@ -277,13 +291,15 @@ constexpr std::size_t attend_rows_r(std::size_t hv) noexcept {
   return hv == 1 || hv == 2 || hv == 4 ? 4 : hv == 6 || hv == 8 ? 2 : 1;
 }
 
-template <std::size_t HV, std::size_t R>
+template <std::size_t HV, std::size_t R, class T>
 inline void attend_rows(const float* q, float* out, std::size_t stride, float* att,
                         std::size_t att_stride, std::size_t head_dim, const std::size_t* n_ctx,
                         std::size_t nr, const std::int32_t* table, const KvLayerView& cache,
                         std::size_t h, std::size_t group, float scale) noexcept {
   static_assert(HV > 0 && R > 0);
   const std::size_t d = std::size_t(cache.kv_dim), bs = std::size_t(cache.block_size);
+  const std::pair<const T*, const T*> pools = kv_pools<T>(cache);
+  const T *const K = pools.first, *const V = pools.second;
   const std::size_t koff = h / group * head_dim, qoff = h * head_dim;
   std::size_t common = n_ctx[0], tiles = n_ctx[0] / 16 * 16;  // positions / 16-tiles all have
   for (std::size_t r = 1; r < nr; ++r) {
@@ -297,14 +313,14 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
     mxv[r] = vzero() - std::numeric_limits<float>::infinity();
     mx[r] = -std::numeric_limits<float>::infinity();
   }
-  const float* tile[16];
+  const T* tile[16];
   std::size_t nt = 0;
   auto score_tile = [&](std::size_t r, std::size_t t_first) {
     const vacc s = score16<HV>(q + r * stride + qoff, tile, koff, scale_v);
     std::memcpy(att + r * att_stride + t_first, &s, sizeof s);
     mxv[r] = vmax(mxv[r], s);
   };
-  each_position(cache.k, table, bs, d, 0, tiles, [&](std::size_t t, const float* row) {
+  each_position(K, table, bs, d, 0, tiles, [&](std::size_t t, const T* row) {
     tile[nt++] = row;
     if (nt < 16) return;
     nt = 0;
@@ -314,14 +330,14 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
   });
   for (std::size_t r = 0; r < nr; ++r) {
     const std::size_t end = n_ctx[r] / 16 * 16;
-    each_position(cache.k, table, bs, d, tiles, end, [&](std::size_t t, const float* row) {
+    each_position(K, table, bs, d, tiles, end, [&](std::size_t t, const T* row) {
       tile[nt++] = row;
       if (nt < 16) return;
       nt = 0;
       score_tile(r, t - 15);
     });
     float* a = att + r * att_stride;
-    each_position(cache.k, table, bs, d, end, n_ctx[r], [&](std::size_t t, const float* row) {
+    each_position(K, table, bs, d, end, n_ctx[r], [&](std::size_t t, const T* row) {
       a[t] = dot(q + r * stride + qoff, row + koff, head_dim) * scale;
       mx[r] = std::max(mx[r], a[t]);
     });
@@ -334,10 +350,10 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
   vacc acc[R][HV];
   for (std::size_t r = 0; r < R; ++r)
     for (std::size_t i = 0; i < HV; ++i) acc[r][i] = vzero();
-  each_position(cache.v, table, bs, d, 0, common, [&](std::size_t t, const float* row) {
+  each_position(V, table, bs, d, 0, common, [&](std::size_t t, const T* row) {
     vacc v[HV];
 #pragma GCC unroll 16
-    for (std::size_t i = 0; i < HV; ++i) v[i] = vload(row + koff + 16 * i);
+    for (std::size_t i = 0; i < HV; ++i) v[i] = wload(row + koff + 16 * i);
 #pragma GCC unroll 4
     for (std::size_t r = 0; r < R; ++r)
       if (r < nr) {
@@ -349,10 +365,10 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
   for (std::size_t r = 0; r < nr; ++r) {
     vacc o[HV];
     for (std::size_t i = 0; i < HV; ++i) o[i] = acc[r][i];
-    each_position(cache.v, table, bs, d, common, n_ctx[r], [&](std::size_t t, const float* row) {
+    each_position(V, table, bs, d, common, n_ctx[r], [&](std::size_t t, const T* row) {
       const vacc p = vzero() + att[r * att_stride + t] * inv[r];
 #pragma GCC unroll 16
-      for (std::size_t i = 0; i < HV; ++i) o[i] = vfma(p, vload(row + koff + 16 * i), o[i]);
+      for (std::size_t i = 0; i < HV; ++i) o[i] = vfma(p, wload(row + koff + 16 * i), o[i]);
     });
     std::memcpy(out + r * stride + qoff, o, sizeof o);
   }
@@ -403,6 +419,10 @@ struct CpuBackend {
   }
   // x[0, n) = value (poisoning a cache in tests, zeroing).
   void fill(float* x, std::size_t n, float value) { std::fill_n(x, n, value); }
+  void fill(std::uint16_t* x, std::size_t n, std::uint16_t value) { std::fill_n(x, n, value); }
+
+  // store_kv, attention and fill_kv take f16 K/V pools too (KvLayerView::k16 / v16).
+  static constexpr bool stores_f16_kv = true;
 
   unsigned threads() const noexcept { return pool_.size(); }
   ThreadPool& pool() noexcept { return pool_; }
@@ -615,14 +635,14 @@ struct CpuBackend {
     });
   }
 
-  // Writes each row's k, v (rows, kv_dim) into its slot at its position.
+  // Writes each row's k, v (rows, kv_dim) into its slot at its position (rounded to f16 in
+  // an f16 cache).
   void store_kv(const float* k, const float* v, std::size_t rows, const RowKv* rowkv,
                 const KvLayerView& cache) {
     const std::size_t d = std::size_t(cache.kv_dim);
     for (std::size_t r = 0; r < rows; ++r) {
       const std::size_t s = cache.slot(rowkv[r], rowkv[r].pos);
-      std::copy_n(k + r * d, d, cache.k + s * d);
-      std::copy_n(v + r * d, d, cache.v + s * d);
+      store_kv_row(k + r * d, v + r * d, cache, s);
     }
   }
 
@@ -716,10 +736,17 @@ struct CpuBackend {
           if (att.size() < tk.nr * width) att.resize(std::max(tk.nr * width, 2 * att.size()));
           with_hv(hv, [&](auto hv_c) {
             constexpr Z HV = decltype(hv_c)::value;
-            if constexpr (HV > 0)
-              detail::attend_rows<HV, detail::attend_rows_r(HV)>(
-                  qr, o, stride, att.data(), width, head_dim, n_ctx, tk.nr,
-                  rowkv[tk.r0].block_table, cache, tk.h0, group, scale);
+            if constexpr (HV > 0) {
+              constexpr Z R = detail::attend_rows_r(HV);
+              if (cache.half())
+                detail::attend_rows<HV, R, detail::f16_t>(
+                    qr, o, stride, att.data(), width, head_dim, n_ctx, tk.nr,
+                    rowkv[tk.r0].block_table, cache, tk.h0, group, scale);
+              else
+                detail::attend_rows<HV, R, float>(qr, o, stride, att.data(), width, head_dim, n_ctx,
+                                                  tk.nr, rowkv[tk.r0].block_table, cache, tk.h0,
+                                                  group, scale);
+            }
           });
           continue;
         }
@@ -729,8 +756,13 @@ struct CpuBackend {
         with_hv(G == 1 ? 0 : hv, [&](auto hv_c) {  // G: 1, 2, or 4 for head_dim 16-64
           constexpr Z HV = decltype(hv_c)::value;
           auto run = [&](auto g_c) {
-            detail::attend_heads<HV, decltype(g_c)::value>(qr, o, att.data(), head_dim, n_ctx, rk,
-                                                           cache, tk.h0, tk.g, group, scale);
+            constexpr Z Gc = decltype(g_c)::value;
+            if (cache.half())
+              detail::attend_heads<HV, Gc, detail::f16_t>(qr, o, att.data(), head_dim, n_ctx, rk,
+                                                          cache, tk.h0, tk.g, group, scale);
+            else
+              detail::attend_heads<HV, Gc, float>(qr, o, att.data(), head_dim, n_ctx, rk, cache,
+                                                  tk.h0, tk.g, group, scale);
           };
           if constexpr (HV == 0)
             run(integral_constant<Z, 1>{});
@@ -811,20 +843,38 @@ struct CpuBackend {
   void fill_kv(const float* kv, std::size_t rows, std::size_t n_fill, const RowKv* rowkv,
                const KvLayerView* views, std::size_t n_kv_heads, std::size_t head_dim,
                const float* inv_freq, rope_style style) {
-    // K is rotated in its cache slot (it is written there first), so nothing is allocated.
+    // K is rotated in fp32 as the forward rotates it, then stored as the forward stores it
+    // (store_kv_row), so a filled slot holds the bits a full-depth pass would have written
+    // from the same K/V. The rotation happens in an fp32 cache's slot itself, or in fill_k_
+    // (grown once to kv_dim) for an f16 one.
     const std::size_t kvd = n_kv_heads * head_dim;
+    if (fill_k_.size() < kvd) fill_k_.resize(kvd);
     for (std::size_t r = 0; r < rows; ++r)
       for (std::size_t f = 0; f < n_fill; ++f) {
         const float* src = kv + (r * n_fill + f) * 2 * kvd;
         const std::size_t s = views[f].slot(rowkv[r], rowkv[r].pos);
-        float* k = views[f].k + s * kvd;
+        float* k = views[f].half() ? fill_k_.data() : views[f].k + s * kvd;
         std::copy_n(src, kvd, k);
-        std::copy_n(src + kvd, kvd, views[f].v + s * kvd);
         detail::rope_row(k, n_kv_heads, head_dim, rowkv[r].pos, inv_freq, style);
+        store_kv_row(k, src + kvd, views[f], s);
       }
   }
 
  private:
+  // One position's k, v (kv_dim each) into slot s of the cache layer (k may be that slot
+  // itself in an fp32 cache: then only v is copied).
+  static void store_kv_row(const float* k, const float* v, const KvLayerView& cache,
+                           std::size_t s) noexcept {
+    const std::size_t d = std::size_t(cache.kv_dim);
+    if (cache.half()) {
+      detail::to_f16(k, reinterpret_cast<detail::f16_t*>(cache.k16 + s * d), d);
+      detail::to_f16(v, reinterpret_cast<detail::f16_t*>(cache.v16 + s * d), d);
+      return;
+    }
+    if (k != cache.k + s * d) std::copy_n(k, d, cache.k + s * d);
+    std::copy_n(v, d, cache.v + s * d);
+  }
+
   // Split outputs across threads evenly in multiples of 8 (whole register tiles, see
   // matmul_xwt), into as many parts as the work pays for; every thread reads all rows of
   // x and its own slice of W. Which thread computes an output never changes its value.
@@ -995,6 +1045,7 @@ struct CpuBackend {
     std::size_t r0, nr, h0, g;
   };
   std::vector<AttnTask> attn_tasks_;
+  std::vector<float> fill_k_;  // (kv_dim): fill_kv's rotated K before an f16 cache stores it
 };
 
 }  // namespace eexit

@@ -575,11 +575,30 @@ inline const char* kernel_isa() noexcept {
 #endif
 }
 
-inline float dot(const float* a, const float* b, std::size_t n) noexcept {
+// a · b, b fp32 or 16-bit (widened on load: an f16 KV cache's rows); the same arithmetic
+// either way.
+template <class W>
+inline float dot(const float* a, const W* b, std::size_t n) noexcept {
   const std::size_t n16 = n / 16 * 16;
   vacc acc = vzero();
-  for (std::size_t k = 0; k < n16; k += 16) acc = vfma(vload(a + k), vload(b + k), acc);
+  for (std::size_t k = 0; k < n16; k += 16) acc = vfma(vload(a + k), wload(b + k), acc);
   return vhsum(acc) + tail_dot(a, b, n16, n);
+}
+
+// dst[0, n) = src rounded to IEEE half: f32_to_f16's bits for every number (vcvtps2ph rounds
+// to nearest even too, so the vector part and the scalar tail agree; a nan stays a nan).
+inline void to_f16(const float* src, f16_t* dst, std::size_t n) noexcept {
+  std::size_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16)
+    // The masked form: GCC 12's _mm512_cvtps_ph passes an undefined source that
+    // -Wmaybe-uninitialized reports; all 16 lanes are written either way.
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(dst + i),
+        _mm512_mask_cvtps_ph(_mm256_setzero_si256(), __mmask16(0xffff), _mm512_loadu_ps(src + i),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < n; ++i) dst[i] = f16_t{f32_to_f16(src[i])};
 }
 
 inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t dim,

@@ -16,9 +16,9 @@ class ContiguousCache {
   using backend_type = Backend;
   using seq_id = std::int64_t;
 
-  // n_seqs sequence slots of cfg.max_seq_len positions each.
-  ContiguousCache(Backend& be, const ModelConfig& cfg, std::int32_t n_seqs)
-      : storage_(be, cfg, std::size_t(n_seqs > 0 ? n_seqs : 0) * std::size_t(cfg.max_seq_len)),
+  // n_seqs sequence slots of cfg.max_seq_len positions each; kv: the K/V precision.
+  ContiguousCache(Backend& be, const ModelConfig& cfg, std::int32_t n_seqs, dtype kv = dtype::f32)
+      : storage_(be, cfg, std::size_t(n_seqs > 0 ? n_seqs : 0) * std::size_t(cfg.max_seq_len), kv),
         max_seq_len_(cfg.max_seq_len),
         slot_ids_(std::size_t(n_seqs)) {
     for (std::int32_t i = n_seqs - 1; i >= 0; --i) {
@@ -68,6 +68,7 @@ class ContiguousCache {
     return it == seqs_.end() ? nullptr : &slot_ids_[std::size_t(it->second.slot)];
   }
   KvLayerView view(int layer) { return storage_.view(layer, max_seq_len_); }
+  dtype kv_dtype() const noexcept { return storage_.kv_dtype(); }
   void fill(float x) { storage_.fill(x); }
 
  private:

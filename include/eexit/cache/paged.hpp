@@ -32,8 +32,9 @@ class PagedCache {
   using seq_id = std::int64_t;
   static constexpr int block_size_v = BlockSize;
 
-  PagedCache(Backend& be, const ModelConfig& cfg, std::int32_t n_blocks)
-      : storage_(be, cfg, std::size_t(n_blocks > 0 ? n_blocks : 0) * BlockSize),
+  // n_blocks blocks of BlockSize tokens; kv: the K/V precision (dtype::f32 or f16).
+  PagedCache(Backend& be, const ModelConfig& cfg, std::int32_t n_blocks, dtype kv = dtype::f32)
+      : storage_(be, cfg, std::size_t(n_blocks > 0 ? n_blocks : 0) * BlockSize, kv),
         pool_(n_blocks, BlockSize),
         max_seq_len_(cfg.max_seq_len) {}
 
@@ -141,6 +142,7 @@ class PagedCache {
     return it == seqs_.end() ? nullptr : it->second.blocks.data();
   }
   KvLayerView view(int layer) { return storage_.view(layer, BlockSize); }
+  dtype kv_dtype() const noexcept { return storage_.kv_dtype(); }
   void fill(float x) { storage_.fill(x); }
 
  private:

@@ -161,6 +161,29 @@ inline std::uint16_t f32_to_bf16(float f) noexcept {
   return std::uint16_t(u >> 16);
 }
 
+// float -> IEEE half with round-to-nearest-even (overflow -> inf, nan stays nan), as F16C's
+// vcvtps2ph with rounding 0 computes it for every number (a nan's payload is not kept). In
+// integer arithmetic: _Float16 is not available on every compiler and target (clang 14 on
+// x86-64 has none), and the headers must build everywhere.
+inline std::uint16_t f32_to_f16(float f) noexcept {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const std::uint16_t sign = std::uint16_t((x >> 16) & 0x8000u);
+  const std::uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) return std::uint16_t(sign | (a > 0x7f800000u ? 0x7e00u : 0x7c00u));
+  if (a >= 0x477ff000u) return std::uint16_t(sign | 0x7c00u);  // >= 65520 rounds to inf
+  auto round = [](std::uint32_t v, std::uint32_t shift) {      // v >> shift, ties to even
+    const std::uint32_t q = v >> shift, rem = v & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    return q + (rem > halfway || (rem == halfway && (q & 1u)));
+  };
+  if (a < 0x38800000u) {  // below 2^-14: a half subnormal (or zero), in units of 2^-24
+    const std::uint32_t e = a >> 23;
+    if (e < 102) return sign;  // below 2^-25 (2^-25 itself ties to 0)
+    return std::uint16_t(sign | round((a & 0x7fffffu) | 0x800000u, 126 - e));
+  }
+  return std::uint16_t(sign | round(a - 0x38000000u, 13));  // rebias 127 -> 15; a carry
+                                                            // into the exponent is right
+}
+
 namespace detail {
 
 // Sub-block j (0..7: weights 32j..32j+31) of a K-quant super-block sb, as the int8 kernels
