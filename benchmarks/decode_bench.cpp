@@ -3,7 +3,7 @@
 //   eexit-bench-decode MODEL [--threads 2] [--prompt 128] [--new 64] [--batches 1,4,16]
 //                      [--reps 5] [--json] [--dtypes
 //                      f32,bf16,f16,q8_0,q4_0,bf16-f32act,q8_0-f32act,q4_0-f32act,
-//                      q8_0-rows,q4_0-rows]
+//                      q8_0-rows,q4_0-rows, any of them + -kvf16]
 //                      [--baseline-threads N] [--no-blas] [--unfused]
 //
 // MODEL: anything load_model reads (a HF directory, a llama2.c .bin, a GGUF file); the
@@ -31,7 +31,9 @@
 // widened or dequantized into the fp32 kernel); q8_0-rows / q4_0-rows with int8 ones on the
 // blocks as stored, not repacked at load (CpuBackend::set_repack(false)); f32 every matrix
 // widened to fp32 (for a file in other types, e.g. a K-quant mix: what loading it cost
-// before its types had kernels).
+// before its types had kernels). A -kvf16 suffix (q8_0-kvf16, f32-kvf16, ...) runs that
+// variant with an f16 KV cache (--kv-dtype f16): with a long --prompt, what halving the K/V
+// bytes saves.
 // --baseline-threads N: also f32 on a CpuBackend of N threads, interleaved (e.g. 1: does
 // the default thread count help or hurt on this model?).
 // --unfused: also f32 with the fused projections off (LlamaModel::set_fused(false): the
@@ -192,11 +194,11 @@ struct Run {
   double tok_s() const { return double(decode_tokens) / decode_s; }
 };
 
-Run run_batch(LlamaModel<CpuBackend>& model, const Options& o, int B) {
+Run run_batch(LlamaModel<CpuBackend>& model, const Options& o, int B, dtype kv = dtype::f32) {
   using Cache = PagedCache<CpuBackend, 16>;
   const auto& c = model.config();
   const int per_seq_blocks = (o.prompt + o.n_new + 15) / 16;
-  Cache cache(model.backend(), c, B * per_seq_blocks);
+  Cache cache(model.backend(), c, B * per_seq_blocks, kv);
   EngineOptions eo;
   eo.max_batch_tokens = B * o.prompt;  // every prompt in the first step
   eo.max_running = B;
@@ -263,10 +265,13 @@ int main(int argc, char** argv) {
     double weight_bytes;  // per decode step
     std::unique_ptr<CpuBackend> be;
     std::unique_ptr<LlamaModel<CpuBackend>> model;
-    Run best[16];  // per batch index
+    Run best[16];           // per batch index
+    dtype kv = dtype::f32;  // the KV cache's precision
   };
   std::vector<Variant> variants;
-  for (const std::string& name : o.dtypes) {
+  for (const std::string& full_name : o.dtypes) {
+    const bool kvf16 = full_name.ends_with("-kvf16");
+    const std::string name = kvf16 ? full_name.substr(0, full_name.size() - 6) : full_name;
     const bool f32act = name.ends_with("-f32act"), rows = name.ends_with("-rows");
     const std::string base = f32act ? name.substr(0, name.size() - 7)
                              : rows ? name.substr(0, name.size() - 5)
@@ -280,7 +285,7 @@ int main(int argc, char** argv) {
                         : (bench::usage(("unknown dtype " + name).c_str()), dtype::f32);
     ModelWeights wt = w;
     wt.convert(t);
-    Variant v{name,
+    Variant v{full_name,
               streamed_weight_bytes(wt),
               std::make_unique<CpuBackend>(o.threads, matmul_impl::invariant,
                                            f32act ? quant_act::f32 : quant_act::int8,
@@ -288,6 +293,7 @@ int main(int argc, char** argv) {
               nullptr,
               {}};
     v.be->set_repack(!rows);
+    v.kv = kvf16 ? dtype::f16 : dtype::f32;
     v.model = std::make_unique<LlamaModel<CpuBackend>>(*v.be, std::move(wt));
     variants.push_back(std::move(v));
   }
@@ -325,11 +331,11 @@ int main(int argc, char** argv) {
     // load on the machine (it is shared) hits neither side alone.
     Row r{run_batch(ours, o, B), run_blas(B)};
     const std::size_t bi = rows.size();
-    for (auto& v : variants) v.best[bi] = run_batch(*v.model, o, B);
+    for (auto& v : variants) v.best[bi] = run_batch(*v.model, o, B, v.kv);
     for (int i = 1; i < o.decode_reps; ++i) {
       const Run a = run_batch(ours, o, B), b = run_blas(B);
       for (auto& v : variants) {
-        const Run x = run_batch(*v.model, o, B);
+        const Run x = run_batch(*v.model, o, B, v.kv);
         const double p = std::min(v.best[bi].prefill_s, x.prefill_s);
         if (x.tok_s() > v.best[bi].tok_s()) v.best[bi] = x;
         v.best[bi].prefill_s = p;
@@ -411,7 +417,8 @@ int main(int argc, char** argv) {
     for (const auto& v : variants)
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const Run& r = v.best[i];
-        const double fb = r.tok_s() * (v.weight_bytes / r.batch + k.kv_bytes) / bw;
+        const double kv_b = v.kv == dtype::f16 ? k.kv_bytes / 2 : k.kv_bytes;
+        const double fb = r.tok_s() * (v.weight_bytes / r.batch + kv_b) / bw;
         std::printf("%-12s %5d | %10.1f %8.2f %8.1f%% %8.1f%% | %9.2f\n", v.name.c_str(), r.batch,
                     r.tok_s(), r.tok_s() / rows[i].a.tok_s(), 100 * fb, 100 * frac_fl(r),
                     r.prefill_s);
