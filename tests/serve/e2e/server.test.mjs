@@ -362,6 +362,32 @@ describe('self-speculation', () => {
   });
 });
 
+describe('--kv-dtype f16', () => {
+  let s;
+  before(async () => { s = await startServer(['--kv-dtype', 'f16', '--policy', 'self-spec', '--draft-exit', '3']); });
+  after(async () => { await s.stop(); });
+  test('self-spec over an f16 cache: the text streamed and not, and a cached prefix, agree', async () => {
+    const c = s.client();
+    const body = { model: MODEL, prompt: 'ROMEO:\nWhat light through yonder window breaks?\n', max_tokens: 24, temperature: 0 };
+    const whole = await c.completions.create(body);
+    assert.equal(whole.usage.completion_tokens, 24);
+    assert.ok(whole.speculation.verify_passes > 0);
+    let text = '';
+    for await (const chunk of await c.completions.create({ ...body, stream: true })) text += chunk.choices[0]?.text ?? '';
+    assert.equal(text, whole.choices[0].text);
+    const again = await c.completions.create(body); // its prompt blocks come from the cache
+    assert.equal(again.choices[0].text, whole.choices[0].text);
+  });
+  test('an unknown precision is a usage error (exit 2) naming the flag', async () => {
+    const proc = spawn(SERVER, ['--port', '0', '--kv-dtype', 'q8_0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d) => { stderr += d; });
+    const code = await new Promise((r) => proc.on('exit', (c) => r(c)));
+    assert.equal(code, 2);
+    assert.match(stderr, /--kv-dtype: unknown K\/V precision 'q8_0'/);
+  });
+});
+
 describe('concurrency', () => {
   let s;
   before(async () => { s = await startServer(['--max-running', '64']); });
