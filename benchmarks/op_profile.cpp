@@ -1,7 +1,7 @@
 // eexit-bench-ops: where a decode step's time goes, op by op, on the CPU backend.
 //
 //   eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] [--batch 1] [--reps 3]
-//                             [--unfused]
+//                             [--unfused] [--kv-dtype f32|f16]
 //
 // The model and the engine run on TimedCpu, a CpuBackend whose every op is timed (wall
 // clock around the call; the CPU backend is synchronous, so that is the op's time). The
@@ -11,6 +11,7 @@
 // left out, so every figure is per decode step of B rows. Best of --reps runs (by step
 // time); the table is that run's. --unfused: the model issues the unfused op sequence
 // (LlamaModel::set_fused(false)), for a side-by-side of the fused element-wise ops.
+// --kv-dtype f16: the KV cache in f16 (with a long --prompt: what attention costs then).
 // The timing adds two clock reads per op (~50 ns each; ~100 ops per layer step at most).
 #include <algorithm>
 #include <array>
@@ -106,20 +107,27 @@ struct Options {
   unsigned threads = 2;
   int prompt = 32, n_new = 32, batch = 1, reps = 3;
   bool unfused = false;
+  std::string kv = "f32";
 };
 
 constexpr const char* usage_lines =
     "eexit-bench-ops MODEL_DIR [--threads 2] [--prompt 32] [--new 32] "
-    "[--batch 1] [--reps 3] [--unfused]\n";
+    "[--batch 1] [--reps 3] [--unfused] [--kv-dtype f32|f16]\n";
 
 Options parse(int argc, char** argv) {
   Options o;
-  bench::parse_args(argc, argv, usage_lines, o.model,
-                    {bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
-                     bench::opt("--new", o.n_new), bench::opt("--batch", o.batch),
-                     bench::opt("--reps", o.reps), bench::set("--unfused", o.unfused)});
+  bench::parse_args(
+      argc, argv, usage_lines, o.model,
+      {bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
+       bench::opt("--new", o.n_new), bench::opt("--batch", o.batch), bench::opt("--reps", o.reps),
+       bench::set("--unfused", o.unfused), bench::opt("--kv-dtype", o.kv)});
   if (o.model.empty()) bench::usage("missing MODEL_DIR");
   if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) bench::usage("need --new >= 2, --batch >= 1");
+  try {
+    parse_kv_dtype(o.kv);
+  } catch (const std::exception& e) {
+    bench::usage(e.what());
+  }
   return o;
 }
 
@@ -134,7 +142,7 @@ Profile run(LlamaModel<TimedCpu>& model, const Options& o) {
   using Cache = PagedCache<TimedCpu, 16>;
   TimedCpu& be = model.backend();
   const auto& c = model.config();
-  Cache cache(be, c, o.batch * ((o.prompt + o.n_new + 15) / 16));
+  Cache cache(be, c, o.batch * ((o.prompt + o.n_new + 15) / 16), parse_kv_dtype(o.kv));
   EngineOptions eo;
   eo.max_batch_tokens = o.batch * o.prompt;  // every prompt in the first step
   eo.max_running = o.batch;
