@@ -107,7 +107,7 @@ struct Options {
   unsigned threads = 2;
   int prompt = 32, n_new = 32, batch = 1, reps = 3;
   bool unfused = false;
-  std::string kv = "f32";
+  dtype kv = dtype::f32;
 };
 
 constexpr const char* usage_lines =
@@ -116,15 +116,16 @@ constexpr const char* usage_lines =
 
 Options parse(int argc, char** argv) {
   Options o;
+  std::string kv = "f32";
   bench::parse_args(
       argc, argv, usage_lines, o.model,
       {bench::opt("--threads", o.threads), bench::opt("--prompt", o.prompt),
        bench::opt("--new", o.n_new), bench::opt("--batch", o.batch), bench::opt("--reps", o.reps),
-       bench::set("--unfused", o.unfused), bench::opt("--kv-dtype", o.kv)});
+       bench::set("--unfused", o.unfused), bench::opt("--kv-dtype", kv)});
   if (o.model.empty()) bench::usage("missing MODEL_DIR");
   if (o.n_new < 2 || o.batch < 1 || o.prompt < 1) bench::usage("need --new >= 2, --batch >= 1");
   try {
-    parse_kv_dtype(o.kv);
+    o.kv = parse_kv_dtype(kv);
   } catch (const std::exception& e) {
     bench::usage(e.what());
   }
@@ -142,7 +143,7 @@ Profile run(LlamaModel<TimedCpu>& model, const Options& o) {
   using Cache = PagedCache<TimedCpu, 16>;
   TimedCpu& be = model.backend();
   const auto& c = model.config();
-  Cache cache(be, c, o.batch * ((o.prompt + o.n_new + 15) / 16), parse_kv_dtype(o.kv));
+  Cache cache(be, c, o.batch * ((o.prompt + o.n_new + 15) / 16), o.kv);
   EngineOptions eo;
   eo.max_batch_tokens = o.batch * o.prompt;  // every prompt in the first step
   eo.max_running = o.batch;

@@ -1,5 +1,6 @@
 #pragma once
-// --device cpu|cuda and --gpu-memory-fraction F, shared by eexit-generate and eexit-server.
+// --device cpu|cuda, --gpu-memory-fraction F and --kv-dtype f32|f16, shared by eexit-generate
+// and eexit-server.
 // The CUDA backend is there only when the sample was built with it (EEXIT_HAS_CUDA, from
 // linking eexit::cuda); otherwise --device cuda is a usage error that says so.
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "args.hpp"
 #include "eexit/backend/cpu.hpp"
+#include "eexit/cache/kv_storage.hpp"
 #include "eexit/model/config.hpp"
 #ifdef EEXIT_HAS_CUDA
 #include "eexit/backend/cuda.hpp"
@@ -24,6 +26,7 @@ inline constexpr bool built_with_cuda = false;
 struct DeviceChoice {
   bool cuda = false;
   double gpu_memory_fraction = 0.0;  // share of the device for weights + KV; 0 = not given
+  dtype kv = dtype::f32;             // the KV cache's precision (--kv-dtype)
 };
 
 // The flags' help lines, for the samples' --help.
@@ -32,9 +35,12 @@ inline constexpr const char* kDeviceHelp =
     "                          backend, -DEEXIT_ENABLE_CUDA=ON, and uses GPU 0)\n"
     "  --gpu-memory-fraction F with --device cuda: size the KV cache so that the process\n"
     "                          uses at most F of the GPU's memory, (0, 1] (instead of "
-    "--kv-blocks)\n";
+    "--kv-blocks)\n"
+    "  --kv-dtype T            K/V precision in the cache: f32 (default) or f16 (half the\n"
+    "                          memory and the bytes attention reads; llama.cpp's default;\n"
+    "                          --device cpu only)\n";
 
-// Throws usage_error for a bad --device / --gpu-memory-fraction.
+// Throws usage_error for a bad --device / --gpu-memory-fraction / --kv-dtype.
 inline DeviceChoice parse_device(const Args& a) {
   DeviceChoice d;
   const std::string dev = a.str("device", "cpu");
@@ -51,6 +57,13 @@ inline DeviceChoice parse_device(const Args& a) {
       throw usage_error("--gpu-memory-fraction and --kv-blocks both size the KV cache: give one");
     d.gpu_memory_fraction = a.real("gpu-memory-fraction", 0.9, 1e-6, 1.0);
   }
+  try {
+    d.kv = parse_kv_dtype(a.str("kv-dtype", "f32"));
+  } catch (const error& e) {
+    throw usage_error(std::string("--") + e.what());  // "--kv-dtype: unknown ..."
+  }
+  if (d.cuda && d.kv == dtype::f16)
+    throw usage_error("--kv-dtype f16: the CUDA backend keeps K/V in f32 (use --device cpu)");
   return d;
 }
 

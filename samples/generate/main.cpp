@@ -75,8 +75,6 @@ exit. Several --prompt flags run as one continuously batched workload.
                           32-weight blocks, others stay as they are)
   --max-batch-tokens N    rows per engine step (default 256)
   --kv-blocks N           KV cache blocks of 16 tokens (default: enough for every prompt)
-  --kv-dtype T            K/V precision in the cache: f32 (default) or f16 (half the
-                          memory and the bytes attention reads; llama.cpp's default; CPU)
   --no-prefix-cache       compute every prompt in full (default: a prompt reuses the cached
                           KV blocks of a prefix an earlier prompt computed)
   --json                  print one JSON object per request instead of streaming text
@@ -292,11 +290,6 @@ int main(int argc, char** argv) {
     args->integer("threads", 0, 0, 1024);
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("kv-blocks", 0, 1, 1 << 26);
-    try {
-      parse_kv_dtype(args->str("kv-dtype", "f32"));
-    } catch (const error& e) {
-      throw usage_error(std::string("--") + e.what());  // "kv-dtype: unknown ..."
-    }
     if (args->has("dtype")) {
       const auto d = args->str("dtype");
       if (d == "f32")
@@ -399,14 +392,13 @@ int main(int argc, char** argv) {
           EngineOptions opt;
           opt.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
           opt.prefix_cache = !args->has("no-prefix-cache");
-          const dtype kv = parse_kv_dtype(args->str("kv-dtype", "f32"));
 
           const bool stream = !json && reqs.size() == 1;
           auto run_policy = [&](bool streaming) {
             return run(
                 model, be, tok, reqs,
                 make_runtime_policy(policy, measure, thr, spec, args->str("fill", "exit-state")),
-                opt, blocks, kv, streaming);
+                opt, blocks, device.kv, streaming);
           };
           RunResult res = run_policy(stream);
 
@@ -455,13 +447,14 @@ int main(int argc, char** argv) {
             if (args->has("compare-full-depth")) {
               // Alternate full depth and the policy three times and keep each one's best time, so
               // that a burst of other load on the machine does not decide the ratio.
-              RunResult full = run(model, be, tok, reqs, FullDepth{}, opt, blocks, kv, false);
+              RunResult full =
+                  run(model, be, tok, reqs, FullDepth{}, opt, blocks, device.kv, false);
               double best = res.seconds;
               for (int round = 0; round < 2; ++round) {
                 best = std::min(best, run_policy(false).seconds);
                 full.seconds = std::min(
                     full.seconds,
-                    run(model, be, tok, reqs, FullDepth{}, opt, blocks, kv, false).seconds);
+                    run(model, be, tok, reqs, FullDepth{}, opt, blocks, device.kv, false).seconds);
               }
               const double etps = best > 0 ? double(st.generated_tokens) / best : 0.0;
               const double ftps =

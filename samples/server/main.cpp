@@ -58,8 +58,6 @@ Serves an eexit model over an OpenAI-compatible HTTP API (CPU, or GPU: --device)
   --max-batch-tokens N    rows per engine step (default 256)
   --max-running N         sequences in the running batch (default 64)
   --kv-blocks N           KV cache blocks of 16 tokens (default 1024)
-  --kv-dtype T            K/V precision in the cache: f32 (default) or f16 (half the
-                          memory and the bytes attention reads; llama.cpp's default; CPU)
   --no-prefix-cache       compute every prompt in full (default: prompts that share a
                           prefix with an earlier one reuse its cached KV blocks)
   --max-pending N         requests in flight before 429 (default 256)
@@ -176,11 +174,6 @@ int main(int argc, char** argv) {
     args->integer("max-batch-tokens", 256, 1, 1 << 20);
     args->integer("max-running", 64, 1, 4096);
     args->integer("kv-blocks", 1024, 1, 1 << 26);
-    try {
-      parse_kv_dtype(args->str("kv-dtype", "f32"));
-    } catch (const error& e) {
-      throw usage_error(std::string("--") + e.what());  // "kv-dtype: unknown ..."
-    }
     args->integer("max-pending", 256, 1, 1 << 20);
     args->integer("max-body-bytes", 1 << 20, 1024, 1 << 30);
     args->integer("timeout", 30, 1, 86400);
@@ -261,7 +254,7 @@ int main(int argc, char** argv) {
               be, cfg,
               samples::kv_blocks(be, device, cfg,
                                  std::int32_t(args->integer("kv-blocks", 1024, 1, 1 << 26))),
-              parse_kv_dtype(args->str("kv-dtype", "f32")));
+              device.kv);
           EngineOptions eo;
           eo.max_batch_tokens = std::int32_t(args->integer("max-batch-tokens", 256, 1, 1 << 20));
           eo.max_running = std::int32_t(args->integer("max-running", 64, 1, 4096));

@@ -470,9 +470,10 @@ TEST_CASE("attention's bits are its definition's: dot() scores, softmax, p·v fu
       for (auto& x : vpool) x = nd(rng);
       auto kpool16 = to_half(kpool), vpool16 = to_half(vpool);
       const auto kwide = widen(kpool16), vwide = widen(vpool16);
-      const eexit::KvLayerView view{kpool.data(), vpool.data(), block_size, std::int32_t(kv_dim)};
-      const eexit::KvLayerView view16{
-          nullptr, nullptr, block_size, std::int32_t(kv_dim), kpool16.data(), vpool16.data()};
+      const eexit::KvLayerView view =
+          kv_view(false, kpool, vpool, kpool16, vpool16, block_size, kv_dim);
+      const eexit::KvLayerView view16 =
+          kv_view(true, kpool, vpool, kpool16, vpool16, block_size, kv_dim);
       // Rows of one sequence next to each other are taken up to 4 at a time (attend_rows:
       // tiles and positions they share, then each row's own); other rows one at a time.
       std::vector<eexit::RowKv> rows;

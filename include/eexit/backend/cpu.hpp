@@ -667,6 +667,16 @@ struct CpuBackend {
     }
   }
 
+  // fn(type_identity<T>) for the element type of the cache's K/V pools: float, or
+  // detail::f16_t for an f16 cache (KvLayerView::half()).
+  template <class Fn>
+  static void with_kv(const KvLayerView& cache, Fn&& fn) {
+    if (cache.half())
+      fn(std::type_identity<detail::f16_t>{});
+    else
+      fn(std::type_identity<float>{});
+  }
+
   // Causal attention of each row over its sequence's cache positions 0..pos.
   // q, out: (rows, n_heads, head_dim). GQA: query head h reads kv head h / (n_heads / n_kv).
   void attention(const float* q, float* out, std::size_t rows, std::size_t n_heads,
@@ -736,17 +746,12 @@ struct CpuBackend {
           if (att.size() < tk.nr * width) att.resize(std::max(tk.nr * width, 2 * att.size()));
           with_hv(hv, [&](auto hv_c) {
             constexpr Z HV = decltype(hv_c)::value;
-            if constexpr (HV > 0) {
-              constexpr Z R = detail::attend_rows_r(HV);
-              if (cache.half())
-                detail::attend_rows<HV, R, detail::f16_t>(
+            if constexpr (HV > 0)
+              with_kv(cache, [&](auto t) {
+                detail::attend_rows<HV, detail::attend_rows_r(HV), typename decltype(t)::type>(
                     qr, o, stride, att.data(), width, head_dim, n_ctx, tk.nr,
                     rowkv[tk.r0].block_table, cache, tk.h0, group, scale);
-              else
-                detail::attend_rows<HV, R, float>(qr, o, stride, att.data(), width, head_dim, n_ctx,
-                                                  tk.nr, rowkv[tk.r0].block_table, cache, tk.h0,
-                                                  group, scale);
-            }
+              });
           });
           continue;
         }
@@ -756,13 +761,10 @@ struct CpuBackend {
         with_hv(G == 1 ? 0 : hv, [&](auto hv_c) {  // G: 1, 2, or 4 for head_dim 16-64
           constexpr Z HV = decltype(hv_c)::value;
           auto run = [&](auto g_c) {
-            constexpr Z Gc = decltype(g_c)::value;
-            if (cache.half())
-              detail::attend_heads<HV, Gc, detail::f16_t>(qr, o, att.data(), head_dim, n_ctx, rk,
-                                                          cache, tk.h0, tk.g, group, scale);
-            else
-              detail::attend_heads<HV, Gc, float>(qr, o, att.data(), head_dim, n_ctx, rk, cache,
-                                                  tk.h0, tk.g, group, scale);
+            with_kv(cache, [&](auto t) {
+              detail::attend_heads<HV, decltype(g_c)::value, typename decltype(t)::type>(
+                  qr, o, att.data(), head_dim, n_ctx, rk, cache, tk.h0, tk.g, group, scale);
+            });
           };
           if constexpr (HV == 0)
             run(integral_constant<Z, 1>{});
@@ -843,26 +845,22 @@ struct CpuBackend {
   void fill_kv(const float* kv, std::size_t rows, std::size_t n_fill, const RowKv* rowkv,
                const KvLayerView* views, std::size_t n_kv_heads, std::size_t head_dim,
                const float* inv_freq, rope_style style) {
-    // K is rotated in fp32 as the forward rotates it, then stored as the forward stores it
-    // (store_kv_row), so a filled slot holds the bits a full-depth pass would have written
-    // from the same K/V. The rotation happens in an fp32 cache's slot itself, or in fill_k_
-    // (grown once to kv_dim) for an f16 one.
+    // K is rotated in fp32 (in fill_k_, grown once to kv_dim) as the forward rotates it,
+    // then stored as the forward stores it (store_kv_row), so a filled slot holds the bits a
+    // full-depth pass would have written from the same K/V, in either cache precision.
     const std::size_t kvd = n_kv_heads * head_dim;
     if (fill_k_.size() < kvd) fill_k_.resize(kvd);
     for (std::size_t r = 0; r < rows; ++r)
       for (std::size_t f = 0; f < n_fill; ++f) {
         const float* src = kv + (r * n_fill + f) * 2 * kvd;
-        const std::size_t s = views[f].slot(rowkv[r], rowkv[r].pos);
-        float* k = views[f].half() ? fill_k_.data() : views[f].k + s * kvd;
-        std::copy_n(src, kvd, k);
-        detail::rope_row(k, n_kv_heads, head_dim, rowkv[r].pos, inv_freq, style);
-        store_kv_row(k, src + kvd, views[f], s);
+        std::copy_n(src, kvd, fill_k_.data());
+        detail::rope_row(fill_k_.data(), n_kv_heads, head_dim, rowkv[r].pos, inv_freq, style);
+        store_kv_row(fill_k_.data(), src + kvd, views[f], views[f].slot(rowkv[r], rowkv[r].pos));
       }
   }
 
  private:
-  // One position's k, v (kv_dim each) into slot s of the cache layer (k may be that slot
-  // itself in an fp32 cache: then only v is copied).
+  // One position's k, v (kv_dim each) into slot s of the cache layer.
   static void store_kv_row(const float* k, const float* v, const KvLayerView& cache,
                            std::size_t s) noexcept {
     const std::size_t d = std::size_t(cache.kv_dim);
@@ -871,7 +869,7 @@ struct CpuBackend {
       detail::to_f16(v, reinterpret_cast<detail::f16_t*>(cache.v16 + s * d), d);
       return;
     }
-    if (k != cache.k + s * d) std::copy_n(k, d, cache.k + s * d);
+    std::copy_n(k, d, cache.k + s * d);
     std::copy_n(v, d, cache.v + s * d);
   }
 
@@ -1045,7 +1043,7 @@ struct CpuBackend {
     std::size_t r0, nr, h0, g;
   };
   std::vector<AttnTask> attn_tasks_;
-  std::vector<float> fill_k_;  // (kv_dim): fill_kv's rotated K before an f16 cache stores it
+  std::vector<float> fill_k_;  // (kv_dim): fill_kv's rotated K before store_kv_row stores it
 };
 
 }  // namespace eexit
