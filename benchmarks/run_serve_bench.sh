@@ -29,6 +29,11 @@
 #                         every barrier and lose 5-10x when another process holds a core;
 #                         benchmarks/run_vs_llamacpp.sh measured it); unset on a quiet one
 #
+# Before every run the script waits until the server it is about to load is idle (ours:
+# /metrics shows no running or waiting request; llama-server: /slots, started with --slots,
+# shows no slot processing), for up to 10 minutes: a server that goes on computing requests
+# its client gave up on (timed out) would otherwise carry that load into the next rows.
+#
 # A model file: tools/gguf_tool.py random writes a random Llama of the 110M shape with the
 # llama SPM vocabulary (see benchmarks/run_vs_llamacpp.sh, step 1), and llama-quantize makes
 # a Q8_0 / Q4_K_M file of it; any Llama GGUF both servers load will do. Both servers bind
@@ -91,6 +96,38 @@ EOF
   die "$1 did not become healthy in 300 s: see $3"
 }
 
+# wait_idle LABEL URL: until the server has nothing running or queued (see the header)
+wait_idle() {
+  "$python" - "$1" "$2" <<'EOF' >&2
+import json, sys, time, urllib.request
+label, url = sys.argv[1], sys.argv[2]
+def busy():
+    if label == "llama-server":
+        slots = json.load(urllib.request.urlopen(url + "/slots", timeout=5))
+        return sum(1 for s in slots if s.get("is_processing"))
+    n = 0
+    for line in urllib.request.urlopen(url + "/metrics", timeout=5).read().decode().splitlines():
+        if line.startswith(("eexit_requests_running ", "eexit_requests_waiting ")):
+            n += int(float(line.split()[1]))
+    return n
+t0 = time.time()
+while True:
+    try:
+        n = busy()
+    except Exception as e:  # no such endpoint: nothing to wait on
+        print(f"  ({label}: cannot tell whether it is idle: {e})")
+        break
+    if n == 0:
+        break
+    if time.time() - t0 > 600:
+        print(f"  ({label}: still busy with {n} after 600 s; running anyway)")
+        break
+    time.sleep(0.5)
+if time.time() - t0 > 1:
+    print(f"  ({label}: waited {time.time() - t0:.0f} s for it to finish earlier requests)")
+EOF
+}
+
 # ---- the servers (all started first; an idle one waits on its socket) -----------------
 labels=() urls=()
 start_ours() {  # LABEL [extra args]; env BIN: the binary (default ours)
@@ -121,7 +158,7 @@ if [ -n "$llama_server" ]; then
   port=$(free_port)
   # -np slots of ctx tokens each; continuous batching and prompt-cache reuse are its defaults.
   $(pin "$server_cpu") "$llama_server" -m "$model" --host 127.0.0.1 --port "$port" \
-    -np "$max_c" -c $((max_c * ctx)) -t "$threads" -tb "$threads" --alias bench \
+    -np "$max_c" -c $((max_c * ctx)) -t "$threads" -tb "$threads" --alias bench --slots \
     ${LLAMA_SERVER_ARGS:-} >"$out/llama-server.log" 2>&1 &
   pids+=($!)
   wait_ready llama-server "http://127.0.0.1:$port" "$out/llama-server.log" $!
@@ -145,6 +182,7 @@ for rep in $(seq 1 "$reps"); do
       for i in $(seq 0 $((n - 1))); do
         j=$(((i + rep - 1) % n))
         echo "rep $rep: ${labels[$j]} $ds concurrency $c ($nreq requests)" >&2
+        wait_idle "${labels[$j]}" "${urls[$j]}"
         $(pin "$loadgen_cpu") "$python" "$root/benchmarks/serve_bench.py" --url "${urls[$j]}" \
           --model bench --dataset "$ds" --num-requests "$nreq" --max-concurrency "$c" \
           --max-tokens "$max_tokens" --seed "$rep" --label "${labels[$j]}" \
