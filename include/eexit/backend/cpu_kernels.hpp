@@ -64,9 +64,6 @@ inline vacc vload(const float* p) noexcept {
 inline vacc vfma(vacc a, vacc b, vacc c) noexcept {
   return _mm512_fmadd_ps(a, b, c);
 }
-inline vacc vsplat(float x) noexcept {  // x in every lane (one broadcast, from memory or not)
-  return _mm512_set1_ps(x);
-}
 #else
 using vacc = vf16;
 inline vacc vzero() noexcept {
@@ -77,11 +74,6 @@ inline vacc vload(const float* p) noexcept {
 }
 inline vacc vfma(vacc a, vacc b, vacc c) noexcept {
   return a * b + c;
-}
-inline vacc vsplat(float x) noexcept {
-  vacc r;
-  for (int i = 0; i < 16; ++i) r[i] = x;
-  return r;
 }
 #endif
 
