@@ -171,9 +171,10 @@ Run run(LlamaModel<TimedCpu>& model, const Options& o) {
   Engine<FullDepth, Cache> engine(model, cache, FullDepth{}, eo);
   std::mt19937 g(1234);
   std::uniform_int_distribution<std::int32_t> tok(3, c.vocab_size - 1);
-  std::vector<std::int32_t> shared(std::size_t(o.prompt));
-  for (auto& t : shared) t = tok(g);
+  std::vector<std::int32_t> shared;
   if (o.suffix > 0) {  // the prompt into the prefix cache
+    shared.resize(std::size_t(o.prompt));
+    for (auto& t : shared) t = tok(g);
     GenerateRequest r;
     r.prompt = shared;
     r.max_tokens = 1;

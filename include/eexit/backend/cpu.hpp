@@ -315,15 +315,12 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
   }
   const T* tile[16];
   std::size_t nt = 0;
-  auto score_tile = [&](std::size_t r, std::size_t t_first) {
-    const vacc s = score16<HV>(q + r * stride + qoff, tile, koff, scale_v);
+  // Row r's scores of the 16 positions of tl (K rows, each head's part at offset off).
+  auto score_tile = [&](std::size_t r, std::size_t t_first, const auto& tl, std::size_t off) {
+    const vacc s = score16<HV>(q + r * stride + qoff, tl, off, scale_v);
     std::memcpy(att + r * att_stride + t_first, &s, sizeof s);
     mxv[r] = vmax(mxv[r], s);
   };
-  // An f16 tile that every row scores is widened once, into kt, not once per row: the
-  // conversions were a quarter of the vector work of a prefill chunk's attention. The same
-  // fp32 values (widening is exact), so the same bits.
-  alignas(64) float kt[std::is_same_v<T, float> ? 1 : 16 * 16 * HV];
   each_position(K, table, bs, d, 0, tiles, [&](std::size_t t, const T* row) {
     tile[nt++] = row;
     if (nt < 16) return;
@@ -331,8 +328,12 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
     if constexpr (std::is_same_v<T, float>) {
 #pragma GCC unroll 4
       for (std::size_t r = 0; r < R; ++r)
-        if (r < nr) score_tile(r, t - 15);
+        if (r < nr) score_tile(r, t - 15, tile, koff);
     } else {
+      // An f16 tile that every row scores is widened once, into kt, not once per row: the
+      // conversions were a quarter of the vector work of a prefill chunk's attention. The
+      // same fp32 values (widening is exact), so the same bits.
+      alignas(64) float kt[16 * 16 * HV];
       const float* wide[16];
       for (std::size_t j = 0; j < 16; ++j) {
         float* w = kt + j * 16 * HV;
@@ -345,11 +346,7 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
       }
 #pragma GCC unroll 4
       for (std::size_t r = 0; r < R; ++r)
-        if (r < nr) {
-          const vacc s = score16<HV>(q + r * stride + qoff, wide, 0, scale_v);
-          std::memcpy(att + r * att_stride + t - 15, &s, sizeof s);
-          mxv[r] = vmax(mxv[r], s);
-        }
+        if (r < nr) score_tile(r, t - 15, wide, 0);
     }
   });
   for (std::size_t r = 0; r < nr; ++r) {
@@ -358,7 +355,7 @@ inline void attend_rows(const float* q, float* out, std::size_t stride, float* a
       tile[nt++] = row;
       if (nt < 16) return;
       nt = 0;
-      score_tile(r, t - 15);
+      score_tile(r, t - 15, tile, koff);
     });
     float* a = att + r * att_stride;
     each_position(K, table, bs, d, end, n_ctx[r], [&](std::size_t t, const T* row) {
@@ -743,19 +740,16 @@ struct CpuBackend {
     attn_tasks_.clear();
     bool grouped = false;
     for (std::size_t r = 0; r < rows;) {
-      std::size_t n = 1;
-      while (n < R && r + n < rows && rowkv[r + n].block_table == rowkv[r].block_table) ++n;
-      if (n == 1) {
-        for (std::size_t h0 = 0; h0 < n_heads; h0 += G)
-          attn_tasks_.push_back({r, 1, h0, std::min(G, n_heads - h0)});
-        ++r;
+      std::size_t e = r + 1;  // this sequence's rows next to each other: r .. e-1
+      while (e < rows && rowkv[e].block_table == rowkv[r].block_table) ++e;
+      if (e - r == 1 || R == 1) {
+        for (; r < e; ++r)
+          for (std::size_t h0 = 0; h0 < n_heads; h0 += G)
+            attn_tasks_.push_back({r, 1, h0, std::min(G, n_heads - h0)});
         continue;
       }
       grouped = true;
-      // this sequence's rows r .. e-1, in groups of up to R
-      std::size_t e = r + n;
-      while (e < rows && rowkv[e].block_table == rowkv[r].block_table) ++e;
-      for (std::size_t h = 0; h < n_heads; ++h)
+      for (std::size_t h = 0; h < n_heads; ++h)  // in groups of up to R
         for (std::size_t g0 = r; g0 < e; g0 += R)
           attn_tasks_.push_back({g0, std::min(R, e - g0), h, 1});
       r = e;
